@@ -1,0 +1,18 @@
+//! Serin's domain types and pure logic.
+//!
+//! **Architecture invariant:** this crate does no I/O — no files, no network, no clock reads
+//! that affect results, no environment variables. Callers hand it bytes and get back values,
+//! which keeps every rule here testable with plain data and shared by the CLI, the server and
+//! the SDKs.
+//!
+//! - [`slug`]: agent, env and flag-key names.
+//! - [`auth`]: roles and what each may do.
+//! - [`bundle`]: the bundle format, its validation, canonical digest and diff.
+//! - [`catalog`]: known model snapshots and moving aliases.
+//! - [`pins`]: how far a pinned model is behind its family's newest snapshot.
+
+pub mod auth;
+pub mod bundle;
+pub mod catalog;
+pub mod pins;
+pub mod slug;

@@ -1,0 +1,148 @@
+//! Validation of the user-chosen names that end up in URLs, file names and storage keys.
+//!
+//! Agent and env names are slugs `[a-z0-9][a-z0-9-]{0,62}`; flag keys additionally allow
+//! `.` and `_` and may be up to 128 characters (`[a-z0-9][a-z0-9._-]{0,127}`), so every one
+//! of them is safe in a URL path segment without escaping.
+
+/// What kind of name failed validation; used in the error message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlugKind {
+    /// An agent name.
+    Agent,
+    /// An environment name.
+    Env,
+    /// A flag key.
+    FlagKey,
+}
+
+impl SlugKind {
+    /// The noun used in messages (`agent name`, `env name`, `flag key`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlugKind::Agent => "agent name",
+            SlugKind::Env => "env name",
+            SlugKind::FlagKey => "flag key",
+        }
+    }
+
+    /// The pattern names of this kind must match, as shown to users.
+    pub fn pattern(self) -> &'static str {
+        match self {
+            SlugKind::Agent | SlugKind::Env => "[a-z0-9][a-z0-9-]{0,62}",
+            SlugKind::FlagKey => "[a-z0-9][a-z0-9._-]{0,127}",
+        }
+    }
+
+    fn max_len(self) -> usize {
+        match self {
+            SlugKind::Agent | SlugKind::Env => 63,
+            SlugKind::FlagKey => 128,
+        }
+    }
+
+    fn allows_inner(self, c: char) -> bool {
+        match self {
+            SlugKind::Agent | SlugKind::Env => {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
+            }
+            SlugKind::FlagKey => {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_')
+            }
+        }
+    }
+}
+
+/// A name that does not match its pattern.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{} {:?} is invalid: must match {}", kind.as_str(), value, kind.pattern())]
+pub struct SlugError {
+    /// Which kind of name it was.
+    pub kind: SlugKind,
+    /// The rejected input, verbatim.
+    pub value: String,
+}
+
+fn check(kind: SlugKind, s: &str) -> Result<(), SlugError> {
+    let mut chars = s.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if first_ok && s.len() <= kind.max_len() && chars.all(|c| kind.allows_inner(c)) {
+        Ok(())
+    } else {
+        Err(SlugError {
+            kind,
+            value: s.to_owned(),
+        })
+    }
+}
+
+/// Checks an agent name: `[a-z0-9][a-z0-9-]{0,62}`.
+pub fn validate_agent(s: &str) -> Result<(), SlugError> {
+    check(SlugKind::Agent, s)
+}
+
+/// Checks an env name: `[a-z0-9][a-z0-9-]{0,62}`.
+pub fn validate_env(s: &str) -> Result<(), SlugError> {
+    check(SlugKind::Env, s)
+}
+
+/// Checks a flag key: `[a-z0-9][a-z0-9._-]{0,127}`.
+pub fn validate_flag_key(s: &str) -> Result<(), SlugError> {
+    check(SlugKind::FlagKey, s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_and_env_names_follow_the_slug_pattern() {
+        let ok = ["a", "0", "support", "support-2", "a-", &"a".repeat(63)];
+        let bad = [
+            "",
+            "-a",
+            "A",
+            "sup_port",
+            "a.b",
+            "../x",
+            "a b",
+            "é",
+            &"a".repeat(64),
+        ];
+        for s in ok {
+            assert_eq!(validate_agent(s), Ok(()), "{s:?}");
+            assert_eq!(validate_env(s), Ok(()), "{s:?}");
+        }
+        for s in bad {
+            assert!(validate_agent(s).is_err(), "{s:?}");
+            assert!(validate_env(s).is_err(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn flag_keys_also_allow_dots_and_underscores_up_to_128_chars() {
+        let ok = ["support.fast-path", "a_b", "0.1", &"a".repeat(128)];
+        let bad = ["", ".a", "_a", "a/b", "A", "a%2F", &"a".repeat(129)];
+        for s in ok {
+            assert_eq!(validate_flag_key(s), Ok(()), "{s:?}");
+        }
+        for s in bad {
+            assert!(validate_flag_key(s).is_err(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn error_message_names_the_kind_the_value_and_the_pattern() {
+        let err = validate_agent("../x").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"agent name "../x" is invalid: must match [a-z0-9][a-z0-9-]{0,62}"#
+        );
+        let err = validate_flag_key("A").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"flag key "A" is invalid: must match [a-z0-9][a-z0-9._-]{0,127}"#
+        );
+    }
+}

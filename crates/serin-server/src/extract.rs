@@ -1,0 +1,306 @@
+//! Request extractors whose failures answer in Serin's error shape.
+//!
+//! axum's stock extractors answer plain-text rejections; clients of Serin branch
+//! on `error.code` and `error.field`, so every rejection is translated here.
+
+use std::marker::PhantomData;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, request::Parts};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serin_core::auth::{Action, Role};
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorCode};
+
+/// A JSON body; rejections name the offending field as a JSON pointer.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json" || mime.ends_with("+json")
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "the body must be JSON: send Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(bytes_rejection)?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+fn bytes_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            "the request body exceeds this route's size limit",
+        )
+    } else {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("could not read the body: {rejection}"),
+        )
+    }
+}
+
+/// Deserializes with the path of the failing field, so a type error deep in a
+/// body names `/events/3/latency_ms` rather than "invalid type".
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(v) => {
+            // Trailing garbage after a valid document is malformed JSON too.
+            de.end().map_err(|e| {
+                ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON body: {e}"))
+            })?;
+            Ok(v)
+        }
+        Err(err) => {
+            let pointer = to_pointer(err.path());
+            let inner = err.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                Err(ApiError::new(
+                    ErrorCode::InvalidJson,
+                    format!("invalid JSON body: {inner}"),
+                ))
+            } else {
+                let field = if pointer.is_empty() {
+                    "/".to_owned()
+                } else {
+                    pointer
+                };
+                Err(ApiError::field(
+                    ErrorCode::InvalidField,
+                    field.clone(),
+                    format!("{field}: {inner}"),
+                ))
+            }
+        }
+    }
+}
+
+fn to_pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        out.push('/');
+        match seg {
+            Segment::Seq { index } => out.push_str(&index.to_string()),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                out.push_str(&key.replace('~', "~0").replace('/', "~1"))
+            }
+            Segment::Unknown => out.push('?'),
+        }
+    }
+    out
+}
+
+/// A query string; rejections answer `bad_request` in Serin's error shape.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("invalid query string: {}", e.body_text()),
+                )
+            })
+    }
+}
+
+/// Path parameters; rejections answer `bad_request` in Serin's error shape.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("invalid path: {}", e.body_text()),
+                )
+            })
+    }
+}
+
+/// Who is calling: the token's id and role.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub token_id: String,
+    pub role: Role,
+}
+
+impl Caller {
+    /// The actor recorded in the audit log.
+    pub fn actor(&self) -> String {
+        format!("token:{}", self.token_id)
+    }
+}
+
+/// The least action a route needs; each route names one in its signature.
+pub trait Requires {
+    const ACTION: Action;
+}
+
+macro_rules! requirement {
+    ($($name:ident => $action:expr),* $(,)?) => {$(
+        #[derive(Debug)]
+        pub struct $name;
+        impl Requires for $name {
+            const ACTION: Action = $action;
+        }
+    )*};
+}
+
+requirement! {
+    ReadAccess => Action::Read,
+    BundleWriteAccess => Action::BundleWrite,
+    AdminAccess => Action::Admin,
+}
+
+/// An authenticated caller allowed to perform `R::ACTION`.
+#[derive(Debug)]
+pub struct Auth<R: Requires> {
+    pub caller: Caller,
+    _requires: PhantomData<R>,
+}
+
+impl<R: Requires + Send + Sync> FromRequestParts<AppState> for Auth<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = authenticate(parts, state).await?;
+        if !caller.role.allows(R::ACTION) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "role {} may not {}; this route needs role {} or admin",
+                    caller.role.as_str(),
+                    R::ACTION.as_str(),
+                    R::ACTION.least_role().as_str()
+                ),
+            ));
+        }
+        Ok(Auth {
+            caller,
+            _requires: PhantomData,
+        })
+    }
+}
+
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    let header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthenticated,
+                "missing Authorization header; send `Authorization: Bearer <token>`",
+            )
+        })?
+        .to_str()
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::Unauthenticated,
+                "the Authorization header is not valid text",
+            )
+        })?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthenticated,
+                "the Authorization header must be `Bearer <token>`",
+            )
+        })?;
+    let info = state.store.authenticate(token).await?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthenticated,
+            "the token is unknown or revoked",
+        )
+    })?;
+    let role = Role::parse(&info.role).ok_or_else(|| {
+        ApiError::internal(format!(
+            "token {} has unknown role {:?} in the store",
+            info.id, info.role
+        ))
+    })?;
+    Ok(Caller {
+        token_id: info.id,
+        role,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        items: Vec<Item>,
+    }
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Item {
+        n: u32,
+    }
+
+    fn check(input: &str, code: ErrorCode, field: Option<&str>) {
+        let err = parse_json::<Body>(input.as_bytes()).unwrap_err();
+        assert_eq!(err.code, code, "{input}: {}", err.message);
+        assert_eq!(err.field.as_deref(), field, "{input}: {}", err.message);
+    }
+
+    #[test]
+    fn json_errors_name_the_field_as_a_pointer() {
+        check(
+            r#"{"items":[{"n":1},{"n":"x"}]}"#,
+            ErrorCode::InvalidField,
+            Some("/items/1/n"),
+        );
+        check(
+            r#"{"items":[],"extra":1}"#,
+            ErrorCode::InvalidField,
+            Some("/extra"),
+        );
+        check(r#"{"items":[{"n":1}"#, ErrorCode::InvalidJson, None);
+        check(r#"{"items":[]} trailing"#, ErrorCode::InvalidJson, None);
+        check(r#"{}"#, ErrorCode::InvalidField, Some("/"));
+    }
+}

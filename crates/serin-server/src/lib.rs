@@ -1,0 +1,188 @@
+//! Serin's HTTP control plane.
+//!
+//! Handlers are thin: they authenticate (each declares the least [`Action`] it
+//! needs through an [`extract::Auth`] marker), call pure logic in `serin-core`,
+//! persist through `serin-store`, and answer in the error shape of [`error`].
+//! The OpenAPI document is generated from the same route definitions.
+//!
+//! [`Action`]: serin_core::auth::Action
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serin_core::bundle::Limits;
+use serin_core::catalog::ModelCatalog;
+use serin_store::Store;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+pub mod clock;
+pub mod error;
+pub mod extract;
+mod openapi;
+mod routes;
+
+use error::{ApiError, ErrorCode};
+
+/// Everything a handler may reach. Cheap to clone: all shared parts are `Arc`s.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Store,
+    pub catalog: Arc<ModelCatalog>,
+    pub limits: Limits,
+    pub metrics: PrometheusHandle,
+    pub openapi_json: Arc<String>,
+}
+
+/// What the binary hands the server.
+#[derive(Debug)]
+pub struct ServerConfig {
+    pub store: Store,
+    pub catalog: ModelCatalog,
+    pub limits: Limits,
+    /// Requests in flight beyond this are shed with 429 and `Retry-After`.
+    pub max_in_flight: usize,
+}
+
+/// Bodies of routes other than bundle push are small; a low default limit
+/// keeps a hostile client from making the server buffer megabytes.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// A bundle push carries the files as JSON strings; escaping can inflate text,
+/// so the body may be up to twice the bundle's total size limit.
+pub fn bundle_body_limit(limits: &Limits) -> usize {
+    limits
+        .total_bytes
+        .saturating_mul(2)
+        .saturating_add(64 * 1024)
+}
+
+fn api_router(limits: &Limits) -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .merge(routes::bundles::router().layer(DefaultBodyLimit::max(bundle_body_limit(limits))))
+        .merge(routes::tokens::router())
+        .merge(routes::system::router())
+}
+
+/// The OpenAPI document of every route, as served at `/openapi.json`.
+pub fn openapi() -> OpenApi {
+    let (_, api) = api_router(&Limits::DEFAULT).split_for_parts();
+    openapi::complete(api)
+}
+
+/// The OpenAPI document rendered as the committed `docs/openapi.json`.
+pub fn openapi_json() -> String {
+    let mut s = openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    s.push('\n');
+    s
+}
+
+/// The process-wide metrics handle. The `metrics` facade has one global
+/// recorder, so every server in this process shares it.
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ])
+                .and_then(|b| b.install_recorder())
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
+        })
+        .clone()
+}
+
+/// Builds the whole application: routes, fallbacks and middleware.
+pub fn app(config: ServerConfig) -> Router {
+    let (router, api) = api_router(&config.limits).split_for_parts();
+    let api = openapi::complete(api);
+    let state = AppState {
+        store: config.store,
+        catalog: Arc::new(config.catalog),
+        limits: config.limits,
+        metrics: metrics_handle(),
+        openapi_json: Arc::new(api.to_pretty_json().unwrap_or_default()),
+    };
+    let routes = router
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
+        .layer(middleware::from_fn(record_metrics))
+        .with_state(state);
+    // `Router::layer` wraps each route separately; the load shedder must count
+    // requests across all routes, so it wraps the router as one service.
+    let guarded = ServiceBuilder::new()
+        .layer(CatchPanicLayer::custom(panicked))
+        .layer(TraceLayer::new_for_http())
+        .layer(HandleErrorLayer::new(overloaded))
+        .load_shed()
+        .concurrency_limit(config.max_in_flight.max(1))
+        .service(routes);
+    Router::new().fallback_service(guarded)
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this route does not accept this method",
+    )
+}
+
+async fn overloaded(_: tower::BoxError) -> ApiError {
+    ApiError::new(
+        ErrorCode::Overloaded,
+        "the server has too many requests in flight; retry shortly",
+    )
+}
+
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a handler panicked");
+    ApiError::new(ErrorCode::Internal, "internal error; see the server log").into_response()
+}
+
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().as_str().to_owned();
+    // The matched route template, never the raw path: raw paths would give
+    // every agent and bundle number its own time series.
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    let elapsed: Duration = start.elapsed();
+    metrics::counter!("serin_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("serin_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(elapsed.as_secs_f64());
+    resp
+}

@@ -1,0 +1,5 @@
+//! One module per area; each exposes a `router()` that documents its routes.
+
+pub mod bundles;
+pub mod system;
+pub mod tokens;

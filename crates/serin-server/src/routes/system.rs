@@ -1,0 +1,96 @@
+//! Liveness, readiness, metrics and the OpenAPI document.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::extract::{Auth, ReadAccess};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `unavailable` when the store does not answer.
+    pub status: &'static str,
+    pub version: &'static str,
+    /// `sqlite` or `postgres`.
+    pub store: &'static str,
+}
+
+/// Liveness: the process answers. No authentication.
+#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = Health)))]
+async fn healthz(State(state): State<AppState>) -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        store: state.store.backend_name(),
+    })
+}
+
+/// Readiness: the store answers a query. No authentication.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "system",
+    responses(
+        (status = 200, body = Health),
+        (status = 503, description = "The store is unreachable", body = Health)
+    )
+)]
+async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Health>) {
+    let ok = state.store.ping().await.is_ok();
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(Health {
+            status: if ok { "ok" } else { "unavailable" },
+            version: env!("CARGO_PKG_VERSION"),
+            store: state.store.backend_name(),
+        }),
+    )
+}
+
+/// Prometheus text exposition of the server's metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "system",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")),
+    security(("bearer" = ["viewer"]))
+)]
+async fn metrics(State(state): State<AppState>, _auth: Auth<ReadAccess>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "system",
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")),
+    security(("bearer" = ["viewer"]))
+)]
+async fn openapi_json(State(state): State<AppState>, _auth: Auth<ReadAccess>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.openapi_json.as_str().to_owned(),
+    )
+}

@@ -1,0 +1,86 @@
+//! The one error type of the store.
+
+/// What went wrong in the store, coarse enough for the server to map onto an HTTP status
+/// (`Conflict` → 409, `Invalid` → 400/422, `Unavailable` → 503, everything else → 500).
+///
+/// Messages never contain secrets: token secrets and their hashes are never put into an error,
+/// and connection URLs are not echoed back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A uniqueness rule held against the write even after retrying.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The caller passed something the store cannot persist.
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// The database cannot be reached right now (pool timeout, closed pool, I/O, locked file).
+    /// Worth retrying later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Any other database error, including writes rejected by the immutability triggers.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    /// Embedded migrations could not be applied at open.
+    #[error("migrating the database failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A file-system operation on the data directory failed.
+    #[error("storage I/O error at {path}: {source}")]
+    Io {
+        /// The path that was being worked on.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Stored data does not have the shape the store wrote.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// True when the same call may succeed later without any change by the caller.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+
+    /// True when the database rejected the write because of a unique constraint.
+    pub(crate) fn is_unique_violation(&self) -> bool {
+        match self {
+            StoreError::Conflict(_) => true,
+            StoreError::Database(sqlx::Error::Database(db)) => db.is_unique_violation(),
+            _ => false,
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut => {
+                StoreError::Unavailable("timed out waiting for a database connection".into())
+            }
+            sqlx::Error::PoolClosed => StoreError::Unavailable("the store is closed".into()),
+            sqlx::Error::Io(io) => StoreError::Unavailable(format!("database I/O error: {io}")),
+            sqlx::Error::Tls(tls) => StoreError::Unavailable(format!("database TLS error: {tls}")),
+            sqlx::Error::Database(db) if is_busy(db.as_ref()) => {
+                StoreError::Unavailable(format!("database is busy: {}", db.message()))
+            }
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+/// SQLite `SQLITE_BUSY`/`SQLITE_LOCKED` (and their extended codes), PostgreSQL
+/// `admin_shutdown`/`cannot_connect_now`/`too_many_connections`.
+fn is_busy(db: &dyn sqlx::error::DatabaseError) -> bool {
+    let code = db.code();
+    let code = code.as_deref().unwrap_or("");
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        code.parse::<i64>()
+            .map(|n| matches!(n & 0xff, 5 | 6))
+            .unwrap_or(false)
+    } else {
+        matches!(code, "57P01" | "57P03" | "53300")
+    }
+}

@@ -1,0 +1,39 @@
+//! Serin's persistence layer: one [`Store`] over SQLite (embedded default) or PostgreSQL.
+//!
+//! # Architecture invariants
+//! - **The store persists as given.** Callers mint times (unix ms), digests and canonical content;
+//!   the store never reads a clock and never interprets bundle content or token roles.
+//! - **Every mutation is one transaction and appends its audit entry in that transaction.** A
+//!   failure leaves nothing behind.
+//! - **Writes are serialized.** SQLite: a single writer connection (`BEGIN IMMEDIATE`). PostgreSQL:
+//!   each write transaction first takes `pg_advisory_xact_lock(0x53455249,
+//!   hashtext(current_schema()))`. So the audit chain never forks and bundle numbers are dense.
+//! - **Bundles and audit entries are immutable**, enforced by triggers in both databases.
+//! - **Token secrets are never stored**: only `hex(sha256(secret))`, compared in constant time.
+//! - Both backends share every query (runtime `sqlx::query*`, `$N` placeholders) and decode only
+//!   `i64`, `String` and `Option<i64>`; schemas live in `migrations/{sqlite,postgres}` and must
+//!   stay in step. The contract suite in `tests/contract.rs` runs every case on both.
+//!
+//! # Audit chain
+//! Entry `n` has `prev_hash` = hash of entry `n-1` (64 zeros for entry 1) and
+//! `hash = hex(sha256(prev_hash ‖ canonical_json({action, actor, at_ms, details, id, subject})))`,
+//! where canonical JSON is compact with object keys sorted bytewise and `details` is embedded as
+//! the stored text. It can be checked with standard tools:
+//! `printf '%s%s' "$prev" "$body" | sha256sum`.
+
+mod audit;
+mod error;
+mod model;
+mod store;
+mod token;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use audit::{GENESIS_HASH, canonical_json};
+pub use error::StoreError;
+pub use model::{
+    AgentSummary, AuditEntry, AuditVerification, BundleSummary, IssuedToken, NewAudit, NewBundle,
+    PutBundle, StoredBundle, TokenInfo,
+};
+pub use store::{BOOTSTRAP_TOKEN_NAME, MAX_PAGE, SQLITE_FILE_NAME, Store};

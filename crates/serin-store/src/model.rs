@@ -1,0 +1,166 @@
+//! Plain data passed into and out of the store. Only i64, String, Option and bool, so rows
+//! decode identically on SQLite and PostgreSQL.
+
+use serde::Serialize;
+
+/// A bundle to persist. The business logic computed the digest, canonical content, size and
+/// time; the store keeps them as given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewBundle {
+    /// Agent slug (`support`).
+    pub agent: String,
+    /// `sha256:<hex>` of the canonical content.
+    pub digest: String,
+    /// Canonical JSON of the bundle, opaque to the store.
+    pub content: String,
+    /// Size of the canonical content in bytes.
+    pub size_bytes: i64,
+    /// When the push happened, unix milliseconds.
+    pub at_ms: i64,
+    /// Token id of the pusher, or `"local"`.
+    pub actor: String,
+}
+
+/// One immutable bundle version, `agent@number`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct StoredBundle {
+    /// Agent slug.
+    pub agent: String,
+    /// Version number, 1, 2, ... per agent.
+    pub number: i64,
+    /// `sha256:<hex>` of the content.
+    pub digest: String,
+    /// Canonical JSON, byte-for-byte as pushed.
+    pub content: String,
+    /// Size of the content in bytes.
+    pub size_bytes: i64,
+    /// First push time, unix milliseconds.
+    pub created_at_ms: i64,
+    /// Who pushed it first.
+    pub created_by: String,
+}
+
+/// A bundle without its content, for listings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct BundleSummary {
+    /// Agent slug.
+    pub agent: String,
+    /// Version number.
+    pub number: i64,
+    /// `sha256:<hex>` of the content.
+    pub digest: String,
+    /// Size of the content in bytes.
+    pub size_bytes: i64,
+    /// First push time, unix milliseconds.
+    pub created_at_ms: i64,
+    /// Who pushed it first.
+    pub created_by: String,
+}
+
+/// One agent that has at least one bundle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct AgentSummary {
+    /// Agent slug.
+    pub name: String,
+    /// How many bundles it has.
+    pub bundles: i64,
+    /// Its highest bundle number.
+    pub latest: i64,
+    /// Time of its newest bundle, unix milliseconds.
+    pub updated_at_ms: i64,
+}
+
+/// Result of [`crate::Store::put_bundle`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutBundle {
+    /// The stored bundle (the pre-existing one when `created` is false).
+    pub bundle: StoredBundle,
+    /// False when identical content was already stored for this agent.
+    pub created: bool,
+}
+
+/// An API token as listed; never contains the secret or its hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct TokenInfo {
+    /// 12 lowercase hex characters, the public part of the token.
+    pub id: String,
+    /// Human label.
+    pub name: String,
+    /// Role, opaque to the store.
+    pub role: String,
+    /// Creation time, unix milliseconds.
+    pub created_at_ms: i64,
+    /// Token id of the creator, `"local"` or `"bootstrap"`.
+    pub created_by: String,
+    /// When it was revoked, if it was.
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// A freshly created token. `token` is the only copy of the secret: show it once.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    /// `serin_<id>_<secret>`.
+    pub token: String,
+    /// What the store keeps about it.
+    pub info: TokenInfo,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("token", &"<redacted>")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+/// An audit event to append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewAudit {
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    /// Token id, `"local"` or `"system"`.
+    pub actor: String,
+    /// Dotted verb, e.g. `release.start`.
+    pub action: String,
+    /// What it acted on, e.g. `support@5` or `support/prod`.
+    pub subject: String,
+    /// Free-form details, stored as canonical JSON.
+    pub details: serde_json::Value,
+}
+
+/// One entry of the hash-chained audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    /// Dense, monotonic, starting at 1.
+    pub id: i64,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    /// Who did it.
+    pub actor: String,
+    /// Dotted verb.
+    pub action: String,
+    /// What it acted on.
+    pub subject: String,
+    /// Details as stored (a JSON string value if the stored text is not valid JSON).
+    pub details: serde_json::Value,
+    /// Hash of the previous entry, 64 zeros for the first.
+    pub prev_hash: String,
+    /// `hex(sha256(prev_hash ‖ canonical JSON of {action, actor, at_ms, details, id, subject}))`.
+    pub hash: String,
+}
+
+/// Outcome of [`crate::Store::verify_audit`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AuditVerification {
+    /// True when every entry links to its predecessor and hashes to its stored hash.
+    pub ok: bool,
+    /// How many entries were checked.
+    pub entries: i64,
+    /// Hash of the last entry checked (the chain head when `ok`).
+    pub head_hash: Option<String>,
+    /// Id of the first entry that does not verify.
+    pub first_broken_id: Option<i64>,
+    /// Why that entry does not verify.
+    pub reason: Option<String>,
+}

@@ -1,0 +1,838 @@
+//! The `Store`: one set of methods, two backends.
+//!
+//! Every method body is written once and expanded for both backends by `with_tx!` (writes: one
+//! transaction, committed only if the body returns `Ok`) or `with_read!` (reads: straight off the
+//! read pool). Queries are runtime `sqlx::query*` with `$N` placeholders, which both SQLite and
+//! PostgreSQL understand, and decode only i64, String and Option<i64>.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use subtle::ConstantTimeEq;
+
+use crate::audit::{GENESIS_HASH, HashedFields, canonical_json, entry_hash};
+use crate::error::StoreError;
+use crate::model::{
+    AgentSummary, AuditEntry, AuditVerification, BundleSummary, IssuedToken, NewAudit, NewBundle,
+    PutBundle, StoredBundle, TokenInfo,
+};
+use crate::token;
+
+/// File name of the SQLite database inside the data directory.
+pub const SQLITE_FILE_NAME: &str = "serin.db";
+
+/// Largest page any list method returns.
+pub const MAX_PAGE: i64 = 1000;
+
+/// How often `put_bundle` retries a transaction that lost a race on a unique constraint.
+const PUT_RETRIES: u32 = 5;
+
+/// First key of the PostgreSQL advisory lock that serializes all writes (the second key is
+/// `hashtext(current_schema())`, so stores in different schemas do not contend).
+const PG_WRITE_LOCK_CLASS: i32 = 0x5345_5249; // "SERI"
+
+/// Name and creator of the token made by [`Store::bootstrap_admin`].
+pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
+const BOOTSTRAP_ACTOR: &str = "bootstrap";
+const META_TOKENS_INITIALIZED: &str = "tokens_initialized";
+
+/// Handle on Serin's database. Cheap to clone (pools are reference-counted).
+#[derive(Clone, Debug)]
+pub struct Store {
+    backend: Backend,
+}
+
+#[derive(Clone, Debug)]
+enum Backend {
+    Sqlite {
+        /// Exactly one connection: SQLite has one writer, so every mutation queues here and
+        /// deferred-transaction upgrade deadlocks cannot happen.
+        writer: SqlitePool,
+        /// A few connections for reads; WAL lets them run beside the writer.
+        reader: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+/// Runs `$body` inside one write transaction on whichever backend `$store` uses; `$tx` is bound
+/// to `&mut <Backend>Connection`. `?` and `return` inside the body leave the body only: `Ok`
+/// commits, `Err` rolls back. Evaluates to `Result<T, StoreError>`.
+///
+/// On PostgreSQL the transaction first takes the store's advisory write lock, so writes are
+/// serialized exactly like on SQLite (audit chain never forks, numbers are decided in order).
+macro_rules! with_tx {
+    ($store:expr, |$tx:ident| $body:block) => {{
+        match &$store.backend {
+            Backend::Sqlite { writer, .. } => {
+                let mut txn = writer.begin_with("BEGIN IMMEDIATE").await?;
+                let out: Result<_, StoreError> = {
+                    let $tx: &mut sqlx::SqliteConnection = &mut *txn;
+                    async { $body }.await
+                };
+                match out {
+                    Ok(v) => {
+                        txn.commit().await?;
+                        Ok(v)
+                    }
+                    Err(e) => {
+                        if let Err(rb) = txn.rollback().await {
+                            tracing::warn!(error = %rb, "rollback failed");
+                        }
+                        Err(e)
+                    }
+                }
+            }
+            Backend::Postgres(pool) => {
+                let mut txn = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))")
+                    .bind(PG_WRITE_LOCK_CLASS)
+                    .execute(&mut *txn)
+                    .await?;
+                let out: Result<_, StoreError> = {
+                    let $tx: &mut sqlx::PgConnection = &mut *txn;
+                    async { $body }.await
+                };
+                match out {
+                    Ok(v) => {
+                        txn.commit().await?;
+                        Ok(v)
+                    }
+                    Err(e) => {
+                        if let Err(rb) = txn.rollback().await {
+                            tracing::warn!(error = %rb, "rollback failed");
+                        }
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }};
+}
+
+/// Evaluates `$body` with `$db` bound to the read pool (`&SqlitePool` or `&PgPool`).
+macro_rules! with_read {
+    ($store:expr, |$db:ident| $body:expr) => {{
+        match &$store.backend {
+            Backend::Sqlite { reader, .. } => {
+                let $db = reader;
+                $body
+            }
+            Backend::Postgres(pool) => {
+                let $db = pool;
+                $body
+            }
+        }
+    }};
+}
+
+/// Appends `$entry: &NewAudit` to the chain inside the current transaction `$tx`; evaluates to
+/// the `AuditEntry`. Only valid inside `with_tx!` (writes are serialized there).
+macro_rules! append_audit_in {
+    ($tx:ident, $entry:expr) => {{
+        let e: &NewAudit = $entry;
+        let last: Option<(i64, String)> =
+            sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&mut *$tx)
+                .await?;
+        let (id, prev_hash) = match last {
+            Some((id, hash)) => (id + 1, hash),
+            None => (1, GENESIS_HASH.to_owned()),
+        };
+        let details = canonical_json(&e.details);
+        let hash = entry_hash(
+            &prev_hash,
+            &HashedFields {
+                id,
+                at_ms: e.at_ms,
+                actor: &e.actor,
+                action: &e.action,
+                subject: &e.subject,
+                details: &details,
+            },
+        );
+        sqlx::query(
+            "INSERT INTO audit (id, at_ms, actor, action, subject, details, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id)
+        .bind(e.at_ms)
+        .bind(&e.actor)
+        .bind(&e.action)
+        .bind(&e.subject)
+        .bind(&details)
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute(&mut *$tx)
+        .await?;
+        AuditEntry {
+            id,
+            at_ms: e.at_ms,
+            actor: e.actor.clone(),
+            action: e.action.clone(),
+            subject: e.subject.clone(),
+            details: e.details.clone(),
+            prev_hash,
+            hash,
+        }
+    }};
+}
+
+/// Inserts a new token (and marks the store as having had tokens) inside `$tx`, audits
+/// `token.create`; evaluates to the `IssuedToken`.
+macro_rules! insert_token_in {
+    ($tx:ident, role: $role:expr, name: $name:expr, at_ms: $at:expr, actor: $actor:expr, bootstrap: $boot:expr) => {{
+        let (role, name, at_ms, actor): (&str, &str, i64, &str) = ($role, $name, $at, $actor);
+        sqlx::query(
+            "INSERT INTO store_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(META_TOKENS_INITIALIZED)
+        .bind(at_ms.to_string())
+        .execute(&mut *$tx)
+        .await?;
+        let mut minted = None;
+        for _ in 0..8 {
+            let (id, secret) = token::mint();
+            let taken: Option<String> = sqlx::query_scalar("SELECT id FROM tokens WHERE id = $1")
+                .bind(&id)
+                .fetch_optional(&mut *$tx)
+                .await?;
+            if taken.is_none() {
+                minted = Some((id, secret));
+                break;
+            }
+        }
+        let Some((id, secret)) = minted else {
+            return Err(StoreError::Conflict("could not allocate a token id".into()));
+        };
+        sqlx::query(
+            "INSERT INTO tokens (id, name, role, secret_sha256, created_at_ms, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(role)
+        .bind(token::secret_hash(&secret))
+        .bind(at_ms)
+        .bind(actor)
+        .execute(&mut *$tx)
+        .await?;
+        let details = if $boot {
+            serde_json::json!({ "name": name, "role": role, "bootstrap": true })
+        } else {
+            serde_json::json!({ "name": name, "role": role })
+        };
+        append_audit_in!(
+            $tx,
+            &NewAudit {
+                at_ms,
+                actor: actor.to_owned(),
+                action: "token.create".to_owned(),
+                subject: id.clone(),
+                details,
+            }
+        );
+        IssuedToken {
+            token: token::format(&id, &secret),
+            info: TokenInfo {
+                id,
+                name: name.to_owned(),
+                role: role.to_owned(),
+                created_at_ms: at_ms,
+                created_by: actor.to_owned(),
+                revoked_at_ms: None,
+            },
+        }
+    }};
+}
+
+/// The columns of `StoredBundle`, as a literal usable in `concat!`.
+macro_rules! bundle_cols {
+    () => {
+        "agent, number, digest, content, size_bytes, created_at_ms, created_by"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: String,
+    name: String,
+    role: String,
+    secret_sha256: String,
+    created_at_ms: i64,
+    created_by: String,
+    revoked_at_ms: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct AuditRow {
+    id: i64,
+    at_ms: i64,
+    actor: String,
+    action: String,
+    subject: String,
+    details: String,
+    prev_hash: String,
+    hash: String,
+}
+
+impl AuditRow {
+    fn into_entry(self) -> AuditEntry {
+        let details =
+            serde_json::from_str(&self.details).unwrap_or(serde_json::Value::String(self.details));
+        AuditEntry {
+            id: self.id,
+            at_ms: self.at_ms,
+            actor: self.actor,
+            action: self.action,
+            subject: self.subject,
+            details,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        }
+    }
+}
+
+fn clamp_limit(limit: i64) -> i64 {
+    limit.clamp(1, MAX_PAGE)
+}
+
+impl Store {
+    /// Opens (creating if needed) the embedded SQLite store in `dir` (file [`SQLITE_FILE_NAME`]),
+    /// in WAL mode with `synchronous=FULL` (an acknowledged write is durable), foreign keys on and
+    /// a 5 s busy timeout, and applies the embedded migrations.
+    pub async fn open_sqlite(dir: &Path) -> Result<Store, StoreError> {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|source| StoreError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        let opts = SqliteConnectOptions::new()
+            .filename(dir.join(SQLITE_FILE_NAME))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await?;
+        tracing::debug!(dir = %dir.display(), "opened sqlite store");
+        Ok(Store {
+            backend: Backend::Sqlite { writer, reader },
+        })
+    }
+
+    /// Connects to PostgreSQL and applies the embedded migrations (several replicas may do this
+    /// at once: sqlx serializes migrations with an advisory lock).
+    ///
+    /// Everything is created in, and read from, the first schema of the connection's
+    /// `search_path` (normally `public`). To use another schema, put it in the URL the libpq way:
+    /// `postgres://host/db?options=-c%20search_path%3Dmy_schema` (the schema must exist).
+    pub async fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Invalid(format!("invalid PostgreSQL URL: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        tracing::debug!("opened postgres store");
+        Ok(Store {
+            backend: Backend::Postgres(pool),
+        })
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite { .. } => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Succeeds when the database answers a trivial query.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        with_read!(self, |db| {
+            sqlx::query("SELECT 1").execute(db).await?;
+        });
+        Ok(())
+    }
+
+    /// Closes every connection, waiting for those in use to be returned. Later calls fail with
+    /// [`StoreError::Unavailable`].
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite { writer, reader } => {
+                reader.close().await;
+                writer.close().await;
+            }
+            Backend::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    // ----- bundles -------------------------------------------------------------------------
+
+    /// Stores a bundle, content-addressed per agent.
+    ///
+    /// If `(agent, digest)` already exists, returns it with `created = false` and writes nothing
+    /// (no audit row either). Otherwise assigns `number = max(number for agent) + 1` (starting at
+    /// 1), inserts it and appends audit `bundle.push`, in one transaction. A transaction that
+    /// loses a race on a unique constraint is retried whole, so concurrent pushes of the same
+    /// content get the same number and different contents get consecutive numbers.
+    pub async fn put_bundle(&self, b: NewBundle) -> Result<PutBundle, StoreError> {
+        if b.size_bytes < 0 {
+            return Err(StoreError::Invalid(
+                "size_bytes must not be negative".into(),
+            ));
+        }
+        if let Some(existing) = self.get_bundle_by_digest(&b.agent, &b.digest).await? {
+            return Ok(PutBundle {
+                bundle: existing,
+                created: false,
+            });
+        }
+        let mut attempt = 0u32;
+        loop {
+            match self.put_bundle_once(&b).await {
+                Err(e) if e.is_unique_violation() => {
+                    attempt += 1;
+                    if attempt > PUT_RETRIES {
+                        return Err(StoreError::Conflict(format!(
+                            "bundle number for agent {} kept colliding",
+                            b.agent
+                        )));
+                    }
+                    tracing::debug!(agent = %b.agent, attempt, "retrying bundle push after a race");
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn put_bundle_once(&self, b: &NewBundle) -> Result<PutBundle, StoreError> {
+        with_tx!(self, |tx| {
+            let existing: Option<StoredBundle> = sqlx::query_as(concat!(
+                "SELECT ",
+                bundle_cols!(),
+                " FROM bundles WHERE agent = $1 AND digest = $2"
+            ))
+            .bind(&b.agent)
+            .bind(&b.digest)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(bundle) = existing {
+                return Ok(PutBundle {
+                    bundle,
+                    created: false,
+                });
+            }
+            let number: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(MAX(number), 0) + 1 FROM bundles WHERE agent = $1",
+            )
+            .bind(&b.agent)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO bundles \
+                 (agent, number, digest, content, size_bytes, created_at_ms, created_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&b.agent)
+            .bind(number)
+            .bind(&b.digest)
+            .bind(&b.content)
+            .bind(b.size_bytes)
+            .bind(b.at_ms)
+            .bind(&b.actor)
+            .execute(&mut *tx)
+            .await?;
+            append_audit_in!(
+                tx,
+                &NewAudit {
+                    at_ms: b.at_ms,
+                    actor: b.actor.clone(),
+                    action: "bundle.push".to_owned(),
+                    subject: format!("{}@{}", b.agent, number),
+                    details: serde_json::json!({
+                        "digest": b.digest,
+                        "size_bytes": b.size_bytes,
+                    }),
+                }
+            );
+            Ok(PutBundle {
+                bundle: StoredBundle {
+                    agent: b.agent.clone(),
+                    number,
+                    digest: b.digest.clone(),
+                    content: b.content.clone(),
+                    size_bytes: b.size_bytes,
+                    created_at_ms: b.at_ms,
+                    created_by: b.actor.clone(),
+                },
+                created: true,
+            })
+        })
+    }
+
+    /// `agent@number`, if it exists.
+    pub async fn get_bundle(
+        &self,
+        agent: &str,
+        number: i64,
+    ) -> Result<Option<StoredBundle>, StoreError> {
+        Ok(with_read!(self, |db| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                bundle_cols!(),
+                " FROM bundles WHERE agent = $1 AND number = $2"
+            ))
+            .bind(agent)
+            .bind(number)
+            .fetch_optional(db)
+            .await?
+        }))
+    }
+
+    /// The bundle of `agent` with this `sha256:` digest, if any.
+    pub async fn get_bundle_by_digest(
+        &self,
+        agent: &str,
+        digest: &str,
+    ) -> Result<Option<StoredBundle>, StoreError> {
+        Ok(with_read!(self, |db| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                bundle_cols!(),
+                " FROM bundles WHERE agent = $1 AND digest = $2"
+            ))
+            .bind(agent)
+            .bind(digest)
+            .fetch_optional(db)
+            .await?
+        }))
+    }
+
+    /// Bundles of `agent`, newest first. `before` keeps only numbers `< before` (keyset
+    /// pagination: pass the last number of the previous page); `limit` is clamped to 1..=1000.
+    pub async fn list_bundles(
+        &self,
+        agent: &str,
+        limit: i64,
+        before: Option<i64>,
+    ) -> Result<Vec<BundleSummary>, StoreError> {
+        Ok(with_read!(self, |db| {
+            sqlx::query_as(
+                "SELECT agent, number, digest, size_bytes, created_at_ms, created_by \
+                 FROM bundles WHERE agent = $1 AND number < $2 \
+                 ORDER BY number DESC LIMIT $3",
+            )
+            .bind(agent)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(clamp_limit(limit))
+            .fetch_all(db)
+            .await?
+        }))
+    }
+
+    /// The newest bundle of every agent, ordered by agent name.
+    pub async fn latest_bundles(&self) -> Result<Vec<StoredBundle>, StoreError> {
+        Ok(with_read!(self, |db| {
+            sqlx::query_as(
+                "SELECT b.agent, b.number, b.digest, b.content, b.size_bytes, b.created_at_ms, \
+                        b.created_by \
+                 FROM bundles b \
+                 JOIN (SELECT agent, MAX(number) AS number FROM bundles GROUP BY agent) m \
+                   ON b.agent = m.agent AND b.number = m.number \
+                 ORDER BY b.agent",
+            )
+            .fetch_all(db)
+            .await?
+        }))
+    }
+
+    /// Every agent with at least one bundle, ordered by name.
+    pub async fn list_agents(&self) -> Result<Vec<AgentSummary>, StoreError> {
+        Ok(with_read!(self, |db| {
+            sqlx::query_as(
+                "SELECT agent AS name, COUNT(*) AS bundles, MAX(number) AS latest, \
+                        MAX(created_at_ms) AS updated_at_ms \
+                 FROM bundles GROUP BY agent ORDER BY agent",
+            )
+            .fetch_all(db)
+            .await?
+        }))
+    }
+
+    // ----- tokens --------------------------------------------------------------------------
+
+    /// Creates an API token with an opaque `role`; audits `token.create`. The returned
+    /// [`IssuedToken::token`] is the only copy of the secret.
+    pub async fn create_token(
+        &self,
+        role: &str,
+        name: &str,
+        at_ms: i64,
+        actor: &str,
+    ) -> Result<IssuedToken, StoreError> {
+        with_tx!(self, |tx| {
+            Ok(
+                insert_token_in!(tx, role: role, name: name, at_ms: at_ms, actor: actor, bootstrap: false),
+            )
+        })
+    }
+
+    /// Creates an `admin` token named [`BOOTSTRAP_TOKEN_NAME`] only if no token was ever created
+    /// in this store, else returns `None`. Race-free: the first transaction to insert the
+    /// `tokens_initialized` meta row wins, on every backend and across replicas.
+    pub async fn bootstrap_admin(&self, at_ms: i64) -> Result<Option<IssuedToken>, StoreError> {
+        with_tx!(self, |tx| {
+            let won = sqlx::query(
+                "INSERT INTO store_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(META_TOKENS_INITIALIZED)
+            .bind(at_ms.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if won == 0 {
+                return Ok(None);
+            }
+            Ok(Some(insert_token_in!(
+                tx,
+                role: "admin",
+                name: BOOTSTRAP_TOKEN_NAME,
+                at_ms: at_ms,
+                actor: BOOTSTRAP_ACTOR,
+                bootstrap: true
+            )))
+        })
+    }
+
+    /// Resolves a presented `serin_<id>_<secret>` token. Malformed, unknown, revoked or wrong
+    /// secret → `Ok(None)`. The secret hash is compared in constant time. Read-only.
+    pub async fn authenticate(&self, presented: &str) -> Result<Option<TokenInfo>, StoreError> {
+        let Some((id, secret)) = token::parse(presented) else {
+            return Ok(None);
+        };
+        let row: Option<TokenRow> = with_read!(self, |db| {
+            sqlx::query_as(
+                "SELECT id, name, role, secret_sha256, created_at_ms, created_by, revoked_at_ms \
+                 FROM tokens WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(db)
+            .await?
+        });
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let presented_hash = token::secret_hash(secret);
+        let matches: bool = presented_hash
+            .as_bytes()
+            .ct_eq(row.secret_sha256.as_bytes())
+            .into();
+        if !matches || row.revoked_at_ms.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(TokenInfo {
+            id: row.id,
+            name: row.name,
+            role: row.role,
+            created_at_ms: row.created_at_ms,
+            created_by: row.created_by,
+            revoked_at_ms: row.revoked_at_ms,
+        }))
+    }
+
+    /// Every token, revoked ones included, oldest first. Never includes secrets or hashes.
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        Ok(with_read!(self, |db| {
+            sqlx::query_as(
+                "SELECT id, name, role, created_at_ms, created_by, revoked_at_ms \
+                 FROM tokens ORDER BY created_at_ms, id",
+            )
+            .fetch_all(db)
+            .await?
+        }))
+    }
+
+    /// Revokes a token; audits `token.revoke`. `false` (and nothing written) if the id is
+    /// unknown or already revoked.
+    pub async fn revoke_token(
+        &self,
+        id: &str,
+        at_ms: i64,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        with_tx!(self, |tx| {
+            let done = sqlx::query(
+                "UPDATE tokens SET revoked_at_ms = $2 WHERE id = $1 AND revoked_at_ms IS NULL",
+            )
+            .bind(id)
+            .bind(at_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done == 0 {
+                return Ok(false);
+            }
+            append_audit_in!(
+                tx,
+                &NewAudit {
+                    at_ms,
+                    actor: actor.to_owned(),
+                    action: "token.revoke".to_owned(),
+                    subject: id.to_owned(),
+                    details: serde_json::json!({}),
+                }
+            );
+            Ok(true)
+        })
+    }
+
+    // ----- audit ---------------------------------------------------------------------------
+
+    /// Appends one entry to the hash-chained audit log, for actions that write nothing else.
+    pub async fn append_audit(&self, e: NewAudit) -> Result<AuditEntry, StoreError> {
+        with_tx!(self, |tx| { Ok(append_audit_in!(tx, &e)) })
+    }
+
+    /// Audit entries newest first; `before` keeps only ids `< before`; `limit` clamped to
+    /// 1..=1000.
+    pub async fn list_audit(
+        &self,
+        limit: i64,
+        before: Option<i64>,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows: Vec<AuditRow> = with_read!(self, |db| {
+            sqlx::query_as(
+                "SELECT id, at_ms, actor, action, subject, details, prev_hash, hash \
+                 FROM audit WHERE id < $1 ORDER BY id DESC LIMIT $2",
+            )
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(clamp_limit(limit))
+            .fetch_all(db)
+            .await?
+        });
+        Ok(rows.into_iter().map(AuditRow::into_entry).collect())
+    }
+
+    /// Recomputes the whole chain from the first entry: ids must be 1, 2, 3, ..., each
+    /// `prev_hash` must equal the previous entry's hash (64 zeros for the first), and each hash
+    /// must match the entry's content. Reports the first entry that breaks any of these.
+    pub async fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
+        const BATCH: i64 = 500;
+        let mut checked = 0i64;
+        let mut last_id = 0i64;
+        let mut prev_hash = GENESIS_HASH.to_owned();
+        let mut head = None;
+        loop {
+            let rows: Vec<AuditRow> = with_read!(self, |db| {
+                sqlx::query_as(
+                    "SELECT id, at_ms, actor, action, subject, details, prev_hash, hash \
+                     FROM audit WHERE id > $1 ORDER BY id ASC LIMIT $2",
+                )
+                .bind(last_id)
+                .bind(BATCH)
+                .fetch_all(db)
+                .await?
+            });
+            let n = rows.len();
+            for row in rows {
+                let problem = if row.id != last_id + 1 {
+                    Some(format!(
+                        "entry {} follows entry {last_id}: entries are missing",
+                        row.id
+                    ))
+                } else if row.prev_hash != prev_hash {
+                    Some("prev_hash does not match the previous entry's hash".to_owned())
+                } else {
+                    let recomputed = entry_hash(
+                        &prev_hash,
+                        &HashedFields {
+                            id: row.id,
+                            at_ms: row.at_ms,
+                            actor: &row.actor,
+                            action: &row.action,
+                            subject: &row.subject,
+                            details: &row.details,
+                        },
+                    );
+                    (recomputed != row.hash)
+                        .then(|| "stored hash does not match the entry's content".to_owned())
+                };
+                if let Some(reason) = problem {
+                    return Ok(AuditVerification {
+                        ok: false,
+                        entries: checked,
+                        head_hash: head,
+                        first_broken_id: Some(row.id),
+                        reason: Some(reason),
+                    });
+                }
+                checked += 1;
+                last_id = row.id;
+                prev_hash = row.hash;
+                head = Some(prev_hash.clone());
+            }
+            if i64::try_from(n).unwrap_or(i64::MAX) < BATCH {
+                break;
+            }
+        }
+        Ok(AuditVerification {
+            ok: true,
+            entries: checked,
+            head_hash: head,
+            first_broken_id: None,
+            reason: None,
+        })
+    }
+
+    // ----- test hooks ----------------------------------------------------------------------
+
+    /// Runs arbitrary SQL (possibly several statements) on the write connection, outside any
+    /// store invariant. For tests that tamper with the database; never use in product code.
+    #[cfg(feature = "testing")]
+    pub async fn execute_unchecked_for_tests(&self, sql: &str) -> Result<u64, StoreError> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        Ok(match &self.backend {
+            Backend::Sqlite { writer, .. } => {
+                sqlx::raw_sql(sql).execute(writer).await?.rows_affected()
+            }
+            Backend::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await?.rows_affected(),
+        })
+    }
+
+    /// Runs one query and returns the first column of the first row, which must be text (use
+    /// `CAST(... AS TEXT)` for numbers). For tests only.
+    #[cfg(feature = "testing")]
+    pub async fn query_text_for_tests(&self, sql: &str) -> Result<Option<String>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        let v: Option<Option<String>> = match &self.backend {
+            Backend::Sqlite { writer, .. } => {
+                sqlx::query_scalar(sql).fetch_optional(writer).await?
+            }
+            Backend::Postgres(pool) => sqlx::query_scalar(sql).fetch_optional(pool).await?,
+        };
+        Ok(v.flatten())
+    }
+}

@@ -1,0 +1,131 @@
+//! A small client for Serin's HTTP API, used by the CLI verbs.
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::cli::ClientArgs;
+
+/// An error answer from the server, in Serin's error shape.
+#[derive(Debug, thiserror::Error)]
+#[error("{message} ({code}, HTTP {status})")]
+pub struct ApiFailure {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    pub field: Option<String>,
+    pub details: Option<Value>,
+}
+
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(args: &ClientArgs) -> anyhow::Result<Client> {
+        let base = args.server.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(anyhow!(
+                "--server must be an http:// or https:// URL, got {base:?}"
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .user_agent(concat!("serin-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("could not build the HTTP client")?;
+        Ok(Client {
+            http,
+            base,
+            token: args.token.clone(),
+        })
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let (_, v) = self.send::<(), T>(Method::GET, path, None).await?;
+        Ok(v)
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<(StatusCode, T)> {
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        let resp = self.request(Method::DELETE, path, None::<&()>).await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(failure(resp).await.into())
+        }
+    }
+
+    async fn send<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<(StatusCode, T)> {
+        let resp = self.request(method, path, body).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(failure(resp).await.into());
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .with_context(|| format!("reading the answer from {}", self.base))?;
+        let value = serde_json::from_slice(&bytes).with_context(|| {
+            format!("the server's answer to {path} is not what this CLI expects")
+        })?;
+        Ok((status, value))
+    }
+
+    async fn request<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.request(method, &url);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        req.send()
+            .await
+            .with_context(|| format!("could not reach the Serin server at {}", self.base))
+    }
+}
+
+async fn failure(resp: reqwest::Response) -> ApiFailure {
+    let status = resp.status().as_u16();
+    let body: Option<Value> = resp.json().await.ok();
+    let err = body.as_ref().and_then(|b| b.get("error"));
+    let text = |k: &str| {
+        err.and_then(|e| e.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    ApiFailure {
+        status,
+        code: text("code").unwrap_or_else(|| "http_error".to_owned()),
+        message: text("message").unwrap_or_else(|| format!("the server answered HTTP {status}")),
+        field: text("field"),
+        details: err.and_then(|e| e.get("details")).cloned(),
+    }
+}

@@ -1,0 +1,55 @@
+//! `serin`: the server, the CLI and the demo in one binary.
+//!
+//! Thin by design: arguments are parsed here, each verb lives in `commands`,
+//! and all domain logic sits in the library crates.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod bundle_dir;
+mod cli;
+mod client;
+mod commands;
+mod out;
+mod server;
+
+/// The check a verb ran said no (invalid bundle, broken audit chain): exit 1.
+/// Everything else that fails is a usage or connection error: exit 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CheckFailed(pub String);
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version on stdout and usage errors on stderr,
+            // and knows which exit code each deserves (0 or 2).
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            out::error(&format!("could not start the async runtime: {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if let Some(check) = err.downcast_ref::<CheckFailed>() {
+                out::error(&check.0);
+                ExitCode::from(1)
+            } else {
+                out::error(&format!("{err:#}"));
+                ExitCode::from(2)
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Starts the real `serin` binary on port 0 against a real store and drives it
+//! through the CLI and raw HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_serin");
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn sample_bundle() -> PathBuf {
+    repo_root().join("examples/bundles/support")
+}
+
+/// Copies a directory tree (files and subdirectories only).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Where a test server keeps its state.
+pub enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres(serin_store::testing::TestPostgres),
+}
+
+impl Backend {
+    pub fn sqlite() -> Backend {
+        Backend::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    pub async fn postgres() -> Option<Backend> {
+        serin_store::testing::TestPostgres::create()
+            .await
+            .expect("PostgreSQL for tests (SERIN_TEST_SKIP_POSTGRES=1 skips)")
+            .map(Backend::Postgres)
+    }
+
+    fn args(&self) -> Vec<String> {
+        match self {
+            Backend::Sqlite(dir) => vec!["--data".into(), dir.path().display().to_string()],
+            Backend::Postgres(schema) => vec!["--database-url".into(), schema.url().to_owned()],
+        }
+    }
+}
+
+pub struct Server {
+    child: Child,
+    pub url: String,
+    /// The admin token printed on first start; None on a restart.
+    pub bootstrap_token: Option<String>,
+}
+
+impl Server {
+    pub fn start(backend: &Backend) -> Server {
+        let child = Command::new(BIN)
+            .arg("server")
+            .args(backend.args())
+            .args(["--listen", "127.0.0.1:0"])
+            .env("SERIN_LOG", "warn")
+            .env_remove("SERIN_TOKEN")
+            .env_remove("SERIN_DATABASE_URL")
+            .env_remove("SERIN_DATA")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn serin server");
+        // Owned by a Server at once, so a failure below still kills the child.
+        let mut server = Server {
+            child,
+            url: String::new(),
+            bootstrap_token: None,
+        };
+        let stdout = server.child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        // Keep draining stdout for the server's whole life so it never blocks.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("server did not print its listening line within 60 s");
+            if let Some(t) = line.trim().strip_prefix("SERIN_TOKEN=") {
+                server.bootstrap_token = Some(t.to_owned());
+            }
+            if let Some(url) = line.strip_prefix("serin listening on ") {
+                server.url = url.trim().to_owned();
+                return server;
+            }
+        }
+    }
+
+    /// SIGTERM and wait: a graceful shutdown.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "server exited with {status} after SIGTERM"
+        );
+    }
+
+    /// SIGKILL: the process gets no chance to flush anything.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        let _ = self.child.wait();
+    }
+
+    pub fn cli(&self, token: &str) -> Cli {
+        Cli {
+            server: self.url.clone(),
+            token: token.to_owned(),
+        }
+    }
+
+    pub fn http(&self, token: &str) -> Http {
+        Http {
+            base: self.url.clone(),
+            token: token.to_owned(),
+            client: reqwest::Client::new(),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    #[track_caller]
+    pub fn ok(self) -> Output {
+        assert_eq!(self.code, 0, "expected success, got {self:#?}");
+        self
+    }
+}
+
+pub struct Cli {
+    pub server: String,
+    pub token: String,
+}
+
+impl Cli {
+    pub fn run(&self, args: &[&str]) -> Output {
+        run_cli(
+            args,
+            &[("SERIN_SERVER", &self.server), ("SERIN_TOKEN", &self.token)],
+        )
+    }
+}
+
+/// Runs the CLI with no server settings but the ones given.
+pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("SERIN_SERVER")
+        .env_remove("SERIN_TOKEN")
+        .env_remove("SERIN_MODEL_CATALOG")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run serin");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub struct Http {
+    pub base: String,
+    pub token: String,
+    pub client: reqwest::Client,
+}
+
+impl Http {
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if self.token.is_empty() {
+            r
+        } else {
+            r.bearer_auth(&self.token)
+        }
+    }
+
+    /// Sends and returns (status, JSON body or Null).
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.send(self.req(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        self.send(self.req(reqwest::Method::POST, path).json(body))
+            .await
+    }
+}
+
+/// A bundle directory's files as the push API's `files` object.
+pub fn files_json(dir: &Path) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    fn walk(root: &Path, dir: &Path, map: &mut serde_json::Map<String, serde_json::Value>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, map);
+            } else {
+                let rel = p
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                map.insert(rel, std::fs::read_to_string(&p).unwrap().into());
+            }
+        }
+    }
+    walk(dir, dir, &mut map);
+    serde_json::Value::Object(map)
+}

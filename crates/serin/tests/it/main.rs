@@ -1,0 +1,14 @@
+//! Black-box tests of the `serin` binary: a real server on port 0, a real
+//! store, driven through the CLI and HTTP.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod bundles;
+mod harness;
+mod http_errors;
+mod roles;
