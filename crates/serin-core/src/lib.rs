@@ -14,5 +14,6 @@
 pub mod auth;
 pub mod bundle;
 pub mod catalog;
+pub mod decision;
 pub mod pins;
 pub mod slug;

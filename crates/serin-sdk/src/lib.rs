@@ -1,15 +1,85 @@
 //! Serin's agent-side SDK.
 //!
-//! An agent asks the SDK, per request, which bundle serves it. The SDK will
-//! decide locally from a snapshot the server pushes (see ARCHITECTURE.md,
-//! "Decisions"), so the hot path never makes a network hop. This crate holds
-//! the request-facing types now; the snapshot stream and the evaluation engine
-//! arrive with the decisions work and will keep these names.
+//! An agent asks the SDK, per request, which bundle serves it. The SDK decides
+//! locally from a snapshot the server pushes over server-sent events, so the
+//! hot path never makes a network hop, and keeps serving the last snapshot it
+//! has (from memory or from a disk cache) when the server is away:
+//! *fail-static*.
+//!
+//! - [`Router`] holds the snapshot being served behind an
+//!   [`arc_swap::ArcSwapOption`]: readers never lock, and a new snapshot is
+//!   swapped in atomically. [`Router::from_snapshot`] gives static local
+//!   decisions with no runtime at all.
+//! - [`Serin`] (feature `client`, on by default) is a [`Router`] kept current
+//!   by a background task that follows `GET /v1/envs/{env}/snapshot/stream`,
+//!   reconnects forever with jittered backoff, and writes every snapshot it
+//!   applies to a disk cache that the next start serves from immediately.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), serin_sdk::SdkError> {
+//! use serin_sdk::{RequestContext, Serin};
+//!
+//! let serin = Serin::builder("http://127.0.0.1:7070", "serin_...", "prod")
+//!     .cache_dir("/var/cache/my-agent")
+//!     .start()
+//!     .await?;
+//! let mut ctx = RequestContext::new("r-1");
+//! ctx.user = Some("u-42".into());
+//! let decision = serin.decide("support", &ctx)?;
+//! if let Some(bundle) = decision.bundle_contents() {
+//!     // run the agent with bundle.prompt, bundle.model, bundle.tools ...
+//! #   let _ = bundle;
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # The zero-copy path
+//!
+//! [`Serin::decide`] returns an owned [`SdkDecision`] (it clones the bundle
+//! reference and collects the agent's flags into a map). In a hot loop, take
+//! the snapshot once and decide on it directly; that borrows everything and
+//! allocates nothing per decision:
+//!
+//! ```no_run
+//! # fn run(serin: &serin_sdk::Router, contexts: &[serin_sdk::RequestContext]) {
+//! if let Some(snapshot) = serin.snapshot() {
+//!     for ctx in contexts {
+//!         if let Ok(d) = snapshot.decide("support", &ctx.as_context()) {
+//!             let _ = (d.arm, d.bundle, d.snapshot_version, d.reason);
+//!         }
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! A snapshot taken this way stays valid (and unchanged) for as long as it is
+//! held, even while a newer one is swapped in; check [`Router::health`] for
+//! staleness.
+
+mod error;
+mod router;
+
+#[cfg(feature = "client")]
+mod client;
 
 use serde::{Deserialize, Serialize};
 
+pub use error::SdkError;
+pub use router::{Health, Router, SdkDecision};
+pub use serin_core::bundle::Bundle;
+pub use serin_core::decision::{
+    Arm, BundleRef, CompileError, CompiledSnapshot, Context, DecideError, Decision, FlagEvaluation,
+    FlagReason, Reason, Snapshot,
+};
+
+#[cfg(feature = "client")]
+pub use client::{Config, Serin, SerinBuilder};
+
 /// What the agent knows about one request; every field but `request_id` is
 /// optional and only used by rules that name it.
+///
+/// This is the owned form (easy to build, to store and to send over the wire);
+/// [`RequestContext::as_context`] borrows it as the engine's [`Context`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestContext {
     pub request_id: String,
@@ -32,15 +102,24 @@ impl RequestContext {
             ..RequestContext::default()
         }
     }
+
+    /// Borrows this context as the engine's [`Context`]; allocates nothing.
+    pub fn as_context(&self) -> Context<'_> {
+        Context {
+            request_id: &self.request_id,
+            user: self.user.as_deref(),
+            tenant: self.tenant.as_deref(),
+            workload: self.workload.as_deref(),
+            instance: self.instance.as_deref(),
+            region: self.region.as_deref(),
+        }
+    }
 }
 
-/// Which side of a release a request lands on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Arm {
-    Stable,
-    Canary,
-    Killed,
+impl<'a> From<&'a RequestContext> for Context<'a> {
+    fn from(ctx: &'a RequestContext) -> Context<'a> {
+        ctx.as_context()
+    }
 }
 
 #[cfg(test)]
@@ -56,5 +135,18 @@ mod tests {
             r#"{"request_id":"r-1","tenant":"acme"}"#
         );
         assert_eq!(serde_json::to_string(&Arm::Canary).unwrap(), "\"canary\"");
+    }
+
+    #[test]
+    fn request_context_borrows_as_engine_context() {
+        let mut ctx = RequestContext::new("r-1");
+        ctx.user = Some("u".into());
+        ctx.region = Some("eu".into());
+        let c = ctx.as_context();
+        assert_eq!(c.request_id, "r-1");
+        assert_eq!(c.user, Some("u"));
+        assert_eq!(c.tenant, None);
+        assert_eq!(c.region, Some("eu"));
+        assert_eq!(Context::from(&ctx), c);
     }
 }

@@ -53,7 +53,10 @@ fn bench_push(c: &mut Criterion) {
             catalog: ModelCatalog::builtin(),
             limits: Limits::DEFAULT,
             max_in_flight: 1024,
-        });
+            max_streams: 1024,
+            refresh_interval: std::time::Duration::from_secs(1),
+        })
+        .router;
         (router, token)
     });
     let files = sample_files();

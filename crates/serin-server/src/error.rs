@@ -16,6 +16,7 @@ pub enum ErrorCode {
     InvalidJson,
     InvalidField,
     InvalidBundle,
+    PolicyViolation,
     Unauthenticated,
     Forbidden,
     NotFound,
@@ -29,11 +30,12 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidJson,
         ErrorCode::InvalidField,
         ErrorCode::InvalidBundle,
+        ErrorCode::PolicyViolation,
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -52,6 +54,7 @@ impl ErrorCode {
             ErrorCode::InvalidJson => "invalid_json",
             ErrorCode::InvalidField => "invalid_field",
             ErrorCode::InvalidBundle => "invalid_bundle",
+            ErrorCode::PolicyViolation => "policy_violation",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
@@ -68,7 +71,9 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         match self {
             ErrorCode::BadRequest | ErrorCode::InvalidJson => StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidField | ErrorCode::InvalidBundle => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidField | ErrorCode::InvalidBundle | ErrorCode::PolicyViolation => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
@@ -91,6 +96,9 @@ impl ErrorCode {
             }
             ErrorCode::InvalidBundle => {
                 "the bundle failed validation; `details.problems` lists every problem"
+            }
+            ErrorCode::PolicyViolation => {
+                "well-formed, but a policy of the env refuses it (e.g. a direct deploy into a strict env)"
             }
             ErrorCode::Unauthenticated => "no bearer token, or the token is unknown or revoked",
             ErrorCode::Forbidden => "the token's role does not allow this route",

@@ -184,6 +184,9 @@ macro_rules! requirement {
 requirement! {
     ReadAccess => Action::Read,
     BundleWriteAccess => Action::BundleWrite,
+    DeployAccess => Action::Deploy,
+    SnapshotAccess => Action::SnapshotRead,
+    DecideAccess => Action::Decide,
     AdminAccess => Action::Admin,
 }
 

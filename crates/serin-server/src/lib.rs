@@ -12,7 +12,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +19,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serin_core::bundle::Limits;
 use serin_core::catalog::ModelCatalog;
 use serin_store::Store;
+use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -29,6 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub mod clock;
 pub mod error;
 pub mod extract;
+pub mod hub;
 mod openapi;
 mod routes;
 
@@ -42,6 +43,7 @@ pub struct AppState {
     pub limits: Limits,
     pub metrics: PrometheusHandle,
     pub openapi_json: Arc<String>,
+    pub hub: Arc<hub::Hub>,
 }
 
 /// What the binary hands the server.
@@ -51,7 +53,13 @@ pub struct ServerConfig {
     pub catalog: ModelCatalog,
     pub limits: Limits,
     /// Requests in flight beyond this are shed with 429 and `Retry-After`.
+    /// Snapshot streams are long-lived and counted separately.
     pub max_in_flight: usize,
+    /// Open snapshot streams beyond this are refused with 429.
+    pub max_streams: usize,
+    /// How often the store is checked for env versions committed elsewhere
+    /// (another replica, an offline CLI).
+    pub refresh_interval: Duration,
 }
 
 /// Bodies of routes other than bundle push are small; a low default limit
@@ -70,6 +78,7 @@ pub fn bundle_body_limit(limits: &Limits) -> usize {
 fn api_router(limits: &Limits) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::base())
         .merge(routes::bundles::router().layer(DefaultBodyLimit::max(bundle_body_limit(limits))))
+        .merge(routes::decisions::router())
         .merge(routes::tokens::router())
         .merge(routes::system::router())
 }
@@ -105,11 +114,24 @@ fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// The application: its router, and the hub that must be told when the
+/// server shuts down (snapshot streams never end on their own).
+#[derive(Debug, Clone)]
+pub struct App {
+    pub router: Router,
+    pub hub: Arc<hub::Hub>,
+}
+
 /// Builds the whole application: routes, fallbacks and middleware.
-pub fn app(config: ServerConfig) -> Router {
+pub fn app(config: ServerConfig) -> App {
     let (router, api) = api_router(&config.limits).split_for_parts();
     let api = openapi::complete(api);
+    let hub = hub::Hub::new(config.store.clone());
+    if tokio::runtime::Handle::try_current().is_ok() {
+        hub.spawn_poller(config.refresh_interval);
+    }
     let state = AppState {
+        hub: hub.clone(),
         store: config.store,
         catalog: Arc::new(config.catalog),
         limits: config.limits,
@@ -122,26 +144,74 @@ pub fn app(config: ServerConfig) -> Router {
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
         .layer(middleware::from_fn(record_metrics))
         .with_state(state);
+    let limits = Arc::new(InFlight {
+        requests: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+        streams: Arc::new(Semaphore::new(config.max_streams.max(1))),
+    });
     // `Router::layer` wraps each route separately; the load shedder must count
     // requests across all routes, so it wraps the router as one service.
     let guarded = ServiceBuilder::new()
         .layer(CatchPanicLayer::custom(panicked))
         .layer(TraceLayer::new_for_http())
-        .layer(HandleErrorLayer::new(overloaded))
-        .load_shed()
-        .concurrency_limit(config.max_in_flight.max(1))
+        .layer(middleware::from_fn_with_state(limits, shed_load))
         .service(routes);
-    Router::new().fallback_service(guarded)
+    App {
+        router: Router::new().fallback_service(guarded),
+        hub,
+    }
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight requests.
+/// Permits for requests in flight. Snapshot streams live for hours, so they
+/// draw from their own pool and hold their permit as long as they are open.
+#[derive(Debug)]
+struct InFlight {
+    requests: Arc<Semaphore>,
+    streams: Arc<Semaphore>,
+}
+
+async fn shed_load(
+    axum::extract::State(limits): axum::extract::State<Arc<InFlight>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let is_stream = req.uri().path().ends_with("/snapshot/stream");
+    let pool = if is_stream {
+        &limits.streams
+    } else {
+        &limits.requests
+    };
+    let Ok(permit) = pool.clone().try_acquire_owned() else {
+        metrics::counter!("serin_http_shed_total").increment(1);
+        return overloaded().into_response();
+    };
+    let resp = next.run(req).await;
+    if is_stream {
+        // The body outlives this function: keep the permit until it ends.
+        let (parts, body) = resp.into_parts();
+        let body = axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |f| {
+            let _held = &permit;
+            f
+        }));
+        Response::from_parts(parts, body)
+    } else {
+        drop(permit);
+        resp
+    }
+}
+
+/// Serves until `shutdown` resolves, then ends snapshot streams and drains
+/// in-flight requests.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    app: Router,
+    app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    let hub = app.hub.clone();
+    axum::serve(listener, app.router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            hub.close();
+        })
         .await
 }
 
@@ -156,7 +226,7 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn overloaded(_: tower::BoxError) -> ApiError {
+fn overloaded() -> ApiError {
     ApiError::new(
         ErrorCode::Overloaded,
         "the server has too many requests in flight; retry shortly",

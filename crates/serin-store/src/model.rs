@@ -164,3 +164,32 @@ pub struct AuditVerification {
     /// Why that entry does not verify.
     pub reason: Option<String>,
 }
+
+/// One version of an env's control state (opaque JSON to the store).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StoredEnvState {
+    /// Global, only-growing version.
+    pub version: i64,
+    pub env: String,
+    /// The state as given by the caller (JSON text).
+    pub state: String,
+    pub created_at_ms: i64,
+    pub created_by: String,
+}
+
+/// A new env state computed from the latest one, with the audit entry describing the change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvStateChange {
+    pub state: String,
+    pub action: String,
+    pub subject: String,
+    pub details: serde_json::Value,
+}
+
+/// An env and its newest version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EnvSummary {
+    pub env: String,
+    pub version: i64,
+    pub updated_at_ms: i64,
+}

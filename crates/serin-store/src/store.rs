@@ -18,8 +18,8 @@ use subtle::ConstantTimeEq;
 use crate::audit::{GENESIS_HASH, HashedFields, canonical_json, entry_hash};
 use crate::error::StoreError;
 use crate::model::{
-    AgentSummary, AuditEntry, AuditVerification, BundleSummary, IssuedToken, NewAudit, NewBundle,
-    PutBundle, StoredBundle, TokenInfo,
+    AgentSummary, AuditEntry, AuditVerification, BundleSummary, EnvStateChange, EnvSummary,
+    IssuedToken, NewAudit, NewBundle, PutBundle, StoredBundle, StoredEnvState, TokenInfo,
 };
 use crate::token;
 
@@ -266,6 +266,27 @@ struct TokenRow {
     created_at_ms: i64,
     created_by: String,
     revoked_at_ms: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct EnvStateRow {
+    version: i64,
+    env: String,
+    state: String,
+    created_at_ms: i64,
+    created_by: String,
+}
+
+impl EnvStateRow {
+    fn into_state(self) -> StoredEnvState {
+        StoredEnvState {
+            version: self.version,
+            env: self.env,
+            state: self.state,
+            created_at_ms: self.created_at_ms,
+            created_by: self.created_by,
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -710,6 +731,123 @@ impl Store {
     }
 
     // ----- audit ---------------------------------------------------------------------------
+
+    // ----- env states -----------------------------------------------------------------------
+
+    /// The newest state of `env`, if anything was ever changed there.
+    pub async fn latest_env_state(&self, env: &str) -> Result<Option<StoredEnvState>, StoreError> {
+        let row: Option<EnvStateRow> = with_read!(self, |db| {
+            sqlx::query_as(
+                "SELECT version, env, state, created_at_ms, created_by FROM env_states \
+                 WHERE env = $1 ORDER BY version DESC LIMIT 1",
+            )
+            .bind(env)
+            .fetch_optional(db)
+            .await?
+        });
+        Ok(row.map(EnvStateRow::into_state))
+    }
+
+    /// The state stored as `version` (of whichever env it belongs to).
+    pub async fn env_state_at(&self, version: i64) -> Result<Option<StoredEnvState>, StoreError> {
+        let row: Option<EnvStateRow> = with_read!(self, |db| {
+            sqlx::query_as(
+                "SELECT version, env, state, created_at_ms, created_by FROM env_states \
+                 WHERE version = $1",
+            )
+            .bind(version)
+            .fetch_optional(db)
+            .await?
+        });
+        Ok(row.map(EnvStateRow::into_state))
+    }
+
+    /// Every env with its newest version, by name.
+    pub async fn list_envs(&self) -> Result<Vec<EnvSummary>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = with_read!(self, |db| {
+            sqlx::query_as(
+                "SELECT s.env, s.version, s.created_at_ms FROM env_states s \
+                 JOIN (SELECT env, MAX(version) AS v FROM env_states GROUP BY env) m \
+                 ON s.env = m.env AND s.version = m.v ORDER BY s.env",
+            )
+            .fetch_all(db)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(env, version, updated_at_ms)| EnvSummary {
+                env,
+                version,
+                updated_at_ms,
+            })
+            .collect())
+    }
+
+    /// Read-modify-write of an env's state in one serialized transaction: `change` gets the
+    /// newest state's JSON (None for a fresh env) and returns the new state with its audit entry,
+    /// or its own error, in which case nothing is written. The new version is the global maximum
+    /// plus one, so versions only grow, across envs too.
+    pub async fn update_env_state<E>(
+        &self,
+        env: &str,
+        at_ms: i64,
+        actor: &str,
+        change: impl FnOnce(Option<&str>) -> Result<EnvStateChange, E>,
+    ) -> Result<Result<StoredEnvState, E>, StoreError> {
+        let mut change = Some(change);
+        with_tx!(self, |tx| {
+            let current: Option<String> = sqlx::query_scalar(
+                "SELECT state FROM env_states WHERE env = $1 ORDER BY version DESC LIMIT 1",
+            )
+            .bind(env)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(change) = change.take() else {
+                return Err(StoreError::Corrupt("env state change ran twice".into()));
+            };
+            let next = match change(current.as_deref()) {
+                Ok(next) => next,
+                Err(e) => return Ok(Err(e)),
+            };
+            let max: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM env_states")
+                .fetch_one(&mut *tx)
+                .await?;
+            let version = max.unwrap_or(0) + 1;
+            sqlx::query(
+                "INSERT INTO env_states (version, env, state, created_at_ms, created_by) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(version)
+            .bind(env)
+            .bind(&next.state)
+            .bind(at_ms)
+            .bind(actor)
+            .execute(&mut *tx)
+            .await?;
+            let mut details = next.details;
+            if let serde_json::Value::Object(map) = &mut details {
+                map.insert("env".into(), env.into());
+                map.insert("version".into(), version.into());
+            }
+            append_audit_in!(
+                tx,
+                &NewAudit {
+                    at_ms,
+                    actor: actor.to_owned(),
+                    action: next.action,
+                    subject: next.subject,
+                    details,
+                }
+            );
+            Ok(Ok(StoredEnvState {
+                version,
+                env: env.to_owned(),
+                state: next.state,
+                created_at_ms: at_ms,
+                created_by: actor.to_owned(),
+            }))
+        })
+    }
 
     /// Appends one entry to the hash-chained audit log, for actions that write nothing else.
     pub async fn append_audit(&self, e: NewAudit) -> Result<AuditEntry, StoreError> {

@@ -138,6 +138,9 @@ contract!(
     failed_audit_insert_rolls_back_the_whole_mutation,
     constraint_error_leaves_no_partial_rows,
     ping_and_close,
+    env_states_grow_globally_and_keep_every_version,
+    a_refused_env_change_writes_nothing,
+    concurrent_env_changes_serialize_without_losing_updates,
 );
 
 // ----- helpers ---------------------------------------------------------------------------------
@@ -883,4 +886,119 @@ async fn unreachable_postgres_is_unavailable() {
         .unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     assert!(!err.to_string().contains("secretpw"), "{err}");
+}
+
+// ----- env states ------------------------------------------------------------------------------
+
+fn change(state: String) -> serin_store::EnvStateChange {
+    serin_store::EnvStateChange {
+        state,
+        action: "test.change".into(),
+        subject: "env".into(),
+        details: serde_json::json!({}),
+    }
+}
+
+async fn env_states_grow_globally_and_keep_every_version(t: Ctx) {
+    let s = &t.store;
+    assert!(s.latest_env_state("prod").await.unwrap().is_none());
+    let a = s
+        .update_env_state("prod", 10, "t1", |cur| {
+            assert_eq!(cur, None);
+            Ok::<_, ()>(change("p1".into()))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let b = s
+        .update_env_state("dev", 11, "t1", |_| Ok::<_, ()>(change("d1".into())))
+        .await
+        .unwrap()
+        .unwrap();
+    let c = s
+        .update_env_state("prod", 12, "t2", |cur| {
+            assert_eq!(cur, Some("p1"));
+            Ok::<_, ()>(change("p2".into()))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((a.version, b.version, c.version), (1, 2, 3));
+    assert_eq!(
+        s.latest_env_state("prod").await.unwrap().unwrap().state,
+        "p2"
+    );
+    assert_eq!(s.env_state_at(1).await.unwrap().unwrap().state, "p1");
+    assert_eq!(s.env_state_at(2).await.unwrap().unwrap().env, "dev");
+    assert!(s.env_state_at(99).await.unwrap().is_none());
+    let envs = s.list_envs().await.unwrap();
+    assert_eq!(
+        envs.iter()
+            .map(|e| (e.env.as_str(), e.version))
+            .collect::<Vec<_>>(),
+        vec![("dev", 2), ("prod", 3)]
+    );
+    // Each change is audited with its env and version.
+    let audit = s.list_audit(10, None).await.unwrap();
+    assert_eq!(audit[0].details["version"], 3);
+    assert_eq!(audit[0].details["env"], "prod");
+    assert!(s.verify_audit().await.unwrap().ok);
+    // History is append-only.
+    assert!(
+        s.execute_unchecked_for_tests("UPDATE env_states SET state = 'x'")
+            .await
+            .is_err()
+    );
+    assert!(
+        s.execute_unchecked_for_tests("DELETE FROM env_states")
+            .await
+            .is_err()
+    );
+    // And survives a reopen.
+    s.close().await;
+    let s = t.reopen().await;
+    assert_eq!(
+        s.latest_env_state("prod").await.unwrap().unwrap().version,
+        3
+    );
+}
+
+async fn a_refused_env_change_writes_nothing(t: Ctx) {
+    let s = &t.store;
+    let audit_before = s.list_audit(1000, None).await.unwrap().len();
+    let out = s
+        .update_env_state("prod", 1, "t", |_| {
+            Err::<serin_store::EnvStateChange, _>("refused")
+        })
+        .await
+        .unwrap();
+    assert_eq!(out, Err("refused"));
+    assert!(s.latest_env_state("prod").await.unwrap().is_none());
+    assert_eq!(s.list_audit(1000, None).await.unwrap().len(), audit_before);
+}
+
+async fn concurrent_env_changes_serialize_without_losing_updates(t: Ctx) {
+    let s = t.store.clone();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.update_env_state("prod", 1, "t", |cur| {
+                let n: u32 = cur.map(|c| c.parse().unwrap()).unwrap_or(0);
+                Ok::<_, ()>(change((n + 1).to_string()))
+            })
+            .await
+            .unwrap()
+            .unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let latest = s.latest_env_state("prod").await.unwrap().unwrap();
+    assert_eq!(
+        latest.state, "8",
+        "every read-modify-write saw the previous one"
+    );
+    assert_eq!(latest.version, 8);
 }

@@ -67,9 +67,78 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Make bundle N the stable directly (dev; strict envs need --force --reason).
+    Deploy {
+        agent: String,
+        #[arg(long)]
+        env: String,
+        /// N of AGENT@N.
+        #[arg(long)]
+        bundle: u64,
+        /// Deploy into a strict env without a release.
+        #[arg(long, requires = "reason")]
+        force: bool,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Roll back in one step: drain a running release, or restore the previous stable.
+    Rollback {
+        agent: String,
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Switch an agent off (every request decides `killed`), for all or one tenant.
+    Kill(KillArgs),
+    /// Lift a kill switch.
+    Unkill(KillArgs),
+    /// Flags evaluated per request by the SDK.
+    #[command(subcommand)]
+    Flag(FlagCommand),
+    /// Replay a request context against a past snapshot: arm, rule and why.
+    Explain {
+        /// Snapshot version the decision was made under.
+        #[arg(long)]
+        snapshot: u64,
+        #[arg(long)]
+        request_id: String,
+        /// Needed when the snapshot routes several agents.
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        workload: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        instance: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show an env's routing: stable, previous, release, kill switches, flags.
+    Snapshot {
+        #[arg(long)]
+        env: String,
+        /// A past version instead of the current one.
+        #[arg(long)]
+        version: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Benchmarks that need a running server.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -91,6 +160,12 @@ pub struct ServerArgs {
     /// Requests in flight beyond this are answered 429 with Retry-After.
     #[arg(long, env = "SERIN_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
+    /// Open snapshot streams (SDK connections) beyond this are answered 429.
+    #[arg(long, env = "SERIN_MAX_STREAMS", default_value_t = 20_000)]
+    pub max_streams: usize,
+    /// How often (ms) to look for env changes committed by another replica.
+    #[arg(long, env = "SERIN_REFRESH_MS", default_value_t = 1000)]
+    pub refresh_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -202,5 +277,110 @@ pub enum AuditCommand {
     Verify {
         #[command(flatten)]
         client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    pub agent: String,
+    #[arg(long)]
+    pub env: String,
+    /// Only this tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    #[arg(long)]
+    pub reason: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+// Parsed once per process; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum FlagCommand {
+    /// Create or replace a flag, from a YAML/JSON file or from options.
+    Set {
+        key: String,
+        #[arg(long)]
+        env: String,
+        /// A flag definition (YAML or JSON); options below override its fields.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Share of units that get `on` when no rule matches, e.g. 25%.
+        #[arg(long)]
+        rollout: Option<String>,
+        /// Value served when on (JSON; bare words are strings).
+        #[arg(long)]
+        on: Option<String>,
+        /// Value served when off (JSON; bare words are strings).
+        #[arg(long)]
+        off: Option<String>,
+        /// Serve `off` to everyone.
+        #[arg(long, conflicts_with = "enable")]
+        disable: bool,
+        /// Evaluate normally (the default for a new flag).
+        #[arg(long)]
+        enable: bool,
+        #[arg(long, value_name = "USER")]
+        allow_user: Vec<String>,
+        #[arg(long, value_name = "TENANT")]
+        allow_tenant: Vec<String>,
+        #[arg(long, value_name = "WORKLOAD")]
+        allow_workload: Vec<String>,
+        #[arg(long, value_name = "USER")]
+        deny_user: Vec<String>,
+        #[arg(long, value_name = "TENANT")]
+        deny_tenant: Vec<String>,
+        #[arg(long, value_name = "WORKLOAD")]
+        deny_workload: Vec<String>,
+        /// user, tenant or request.
+        #[arg(long)]
+        stickiness: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show one flag.
+    Get {
+        key: String,
+        #[arg(long)]
+        env: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List an env's flags.
+    List {
+        #[arg(long)]
+        env: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a flag.
+    Delete {
+        key: String,
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Rollback propagation: change acknowledged -> every stream subscriber has it.
+    Propagation {
+        /// Concurrent snapshot-stream subscribers.
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Rollbacks (alternating with redeploys) to time.
+        #[arg(long, default_value_t = 40)]
+        rollbacks: usize,
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Human)]
+        output: Output,
     },
 }

@@ -62,6 +62,18 @@ impl Client {
         self.send(Method::POST, path, Some(body)).await
     }
 
+    /// Any method with a JSON body (omitted when `body` is null).
+    pub async fn send_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<T> {
+        let body = if body.is_null() { None } else { Some(body) };
+        let (_, v) = self.send(method, path, body).await?;
+        Ok(v)
+    }
+
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
         let resp = self.request(Method::DELETE, path, None::<&()>).await?;
         if resp.status().is_success() {

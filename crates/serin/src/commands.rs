@@ -15,14 +15,64 @@ use serin_core::{auth::Role, slug};
 
 use crate::cli::{AuditCommand, BundleCommand, ClientArgs, Command, Output, TokenCommand};
 use crate::client::{ApiFailure, Client};
-use crate::{CheckFailed, bundle_dir, out, server};
+use crate::{CheckFailed, bundle_dir, out, routing, server};
 
 pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => server::run(args).await,
         Command::Bundle(cmd) => bundle(cmd).await,
         Command::Pins { agent, client } => pins(agent, &client).await,
+        Command::Deploy {
+            agent,
+            env,
+            bundle,
+            force,
+            reason,
+            client,
+        } => routing::deploy(&agent, &env, bundle, force, reason, &client).await,
+        Command::Rollback {
+            agent,
+            env,
+            reason,
+            client,
+        } => routing::rollback(&agent, &env, &reason, &client).await,
+        Command::Kill(k) => routing::kill(&k, false).await,
+        Command::Unkill(k) => routing::kill(&k, true).await,
+        Command::Flag(cmd) => routing::flag(cmd).await,
+        Command::Explain {
+            snapshot,
+            request_id,
+            agent,
+            user,
+            tenant,
+            workload,
+            region,
+            instance,
+            client,
+        } => {
+            routing::explain(
+                snapshot, request_id, agent, user, tenant, workload, region, instance, &client,
+            )
+            .await
+        }
+        Command::Snapshot {
+            env,
+            version,
+            client,
+        } => routing::snapshot(&env, version, &client).await,
         Command::Token(cmd) => token(cmd).await,
+        Command::Bench(crate::cli::BenchCommand::Propagation {
+            subscribers,
+            rollbacks,
+            output,
+        }) => {
+            crate::bench::propagation(crate::bench::PropagationArgs {
+                subscribers,
+                rollbacks,
+                output_json: output == Output::Json,
+            })
+            .await
+        }
         Command::Audit(cmd) => audit(cmd).await,
     }
 }
@@ -351,7 +401,7 @@ async fn diff(old: &str, new: &str, args: &ClientArgs) -> anyhow::Result<()> {
     let client = Client::new(args)?;
     let (_, a) = fetch_bundle(&client, old).await?;
     let (_, b) = fetch_bundle(&client, new).await?;
-    let d = bundle::diff(&a, &b);
+    let d = bundle::diff_labeled(&a, old, &b, new);
     if args.output == Output::Json {
         out::json(&d);
     } else if d.is_empty() {
@@ -489,7 +539,7 @@ async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
     }
 }
 
-fn urlencode(s: &str) -> String {
+pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {

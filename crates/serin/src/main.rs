@@ -7,11 +7,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod bench;
 mod bundle_dir;
 mod cli;
 mod client;
 mod commands;
 mod out;
+mod routing;
 mod server;
 
 /// The check a verb ran said no (invalid bundle, broken audit chain): exit 1.

@@ -83,6 +83,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         catalog,
         limits: Limits::DEFAULT,
         max_in_flight: args.max_in_flight,
+        max_streams: args.max_streams,
+        refresh_interval: std::time::Duration::from_millis(args.refresh_ms.max(50)),
     });
     serin_server::serve(listener, app, shutdown_signal())
         .await

@@ -244,6 +244,99 @@ pub(crate) fn missing_fields(value: &Value) -> Vec<&'static str> {
     missing
 }
 
+/// Type errors of known manifest fields, located by JSON pointer and all at once (the strict
+/// parse stops at the first one and cannot name the field). Scalars are accepted wherever a
+/// string is expected, as the strict parse does (`commit: 1234567` is the string "1234567").
+pub(crate) fn type_problems(value: &Value) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let Some(map) = value.as_object() else {
+        problems.push(Problem::error(
+            MANIFEST_FILE,
+            None,
+            "invalid_field",
+            format!(
+                "bundle.yaml must be a mapping with agent, model, prompt and optional examples, tools, eval_set, metadata; found {}",
+                yaml_type(value)
+            ),
+        ));
+        return problems;
+    };
+    let mut expect = |pointer: &str, value: Option<&Value>, want: Want, required: bool| {
+        let Some(value) = value else { return };
+        let ok = match (want, value) {
+            (_, Value::Null) => !required,
+            (Want::Text, v) => is_scalar(v),
+            (Want::Mapping, v) => v.is_object(),
+        };
+        if !ok {
+            problems.push(Problem::error(
+                MANIFEST_FILE,
+                Some(pointer.to_owned()),
+                "invalid_field",
+                format!(
+                    "field `{}` must be {}, found {}",
+                    pointer.trim_start_matches('/').replace('/', "."),
+                    want.describe(),
+                    yaml_type(value)
+                ),
+            ));
+        }
+    };
+    expect("/agent", map.get("agent"), Want::Text, true);
+    expect("/model", map.get("model"), Want::Mapping, true);
+    expect("/prompt", map.get("prompt"), Want::Text, true);
+    expect("/examples", map.get("examples"), Want::Text, false);
+    expect("/tools", map.get("tools"), Want::Text, false);
+    expect("/eval_set", map.get("eval_set"), Want::Text, false);
+    expect("/metadata", map.get("metadata"), Want::Mapping, false);
+    if let Some(model) = map.get("model").and_then(Value::as_object) {
+        expect("/model/provider", model.get("provider"), Want::Text, true);
+        expect("/model/snapshot", model.get("snapshot"), Want::Text, true);
+        expect("/model/params", model.get("params"), Want::Mapping, false);
+    }
+    if let Some(metadata) = map.get("metadata").and_then(Value::as_object) {
+        for key in ["author", "reviewer", "commit", "description"] {
+            expect(
+                &format!("/metadata/{key}"),
+                metadata.get(key),
+                Want::Text,
+                false,
+            );
+        }
+    }
+    problems
+}
+
+#[derive(Clone, Copy)]
+enum Want {
+    Text,
+    Mapping,
+}
+
+impl Want {
+    fn describe(self) -> &'static str {
+        match self {
+            Want::Text => "a string",
+            Want::Mapping => "a mapping",
+        }
+    }
+}
+
+fn is_scalar(v: &Value) -> bool {
+    matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_))
+}
+
+fn yaml_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a sequence",
+        Value::Object(_) => "a mapping",
+    }
+}
+
 /// A YAML document that does not parse, with the location of the error.
 #[derive(Debug)]
 pub(crate) struct YamlSyntaxError {

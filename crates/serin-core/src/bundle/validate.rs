@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::json;
 use super::manifest::{
     LenientPaths, MANIFEST_FILE, RawManifest, lenient_paths, missing_fields, normalize_path,
-    parse_yaml_value, yaml_location, yaml_message,
+    parse_yaml_value, type_problems, yaml_location, yaml_message,
 };
 use super::model::{Bundle, Example, Message, MessageRole, ModelSpec, Tool, normalize_newlines};
 use super::problem::{Problem, Validation};
@@ -154,13 +154,20 @@ impl Validator<'_, '_> {
                 ),
             );
         }
+        let type_errors = type_problems(&value);
+        let mistyped = !type_errors.is_empty();
+        self.problems.extend(type_errors);
         self.problems.extend(path_problems);
         let manifest = match serde_saphyr::from_str::<RawManifest>(text) {
             Ok(m) => Some(m),
             Err(e) => {
                 let problem = structure_problem(MANIFEST_FILE, &e);
-                // Missing fields were all reported above, located by pointer.
-                if problem.code != "missing_field" || missing.is_empty() {
+                // Missing and mistyped fields were all reported above, located by pointer;
+                // the strict parse adds unknown fields (with line and column) and anything
+                // the checks above do not know about.
+                let covered = (problem.code == "missing_field" && !missing.is_empty())
+                    || (problem.code == "invalid_field" && mistyped);
+                if !covered {
                     self.problems.push(problem);
                 }
                 None
@@ -184,7 +191,10 @@ impl Validator<'_, '_> {
         if let (Some(prompt), Some(prompt_file)) = (&prompt, &paths.prompt) {
             self.check_prompt_mentions(prompt_file, prompt, &tools);
         }
-        self.check_unreferenced(files, &paths);
+        if manifest.is_some() {
+            // With a broken manifest, what it refers to is guesswork: stay quiet.
+            self.check_unreferenced(files, &paths);
+        }
 
         let manifest = manifest?;
         if !tools.ok {

@@ -9,10 +9,13 @@
 )]
 
 mod catalog;
+mod decision_bucket;
+mod decision_commands;
+mod decision_engine;
+mod decision_flags;
 mod diff;
 mod digest;
 mod props;
-mod scratch;
 mod validate;
 
 use serin_core::bundle::{BundleFiles, Limits, PinPolicy, ValidateOptions, Validation, validate};

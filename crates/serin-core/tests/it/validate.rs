@@ -114,16 +114,38 @@ fn missing_and_mistyped_manifest_fields_are_reported() {
         ),
         "error bundle.yaml /agent missing_field
          error bundle.yaml /model/snapshot missing_field
-         warning examples/locked-account.yaml - unreferenced_file
-         warning examples/stuck-access-request.yaml - unreferenced_file
          error prompt.md line 9 prompt_mentions_unknown_tool
-         error prompt.md line 12 prompt_mentions_unknown_tool
-         warning tools/create_support_ticket.json - unreferenced_file
-         warning tools/lookup_account.json - unreferenced_file",
+         error prompt.md line 12 prompt_mentions_unknown_tool",
+    );
+    // Every mistyped field at once, as pointers naming the field.
+    let files = with_file(
+        "bundle.yaml",
+        "agent: [support]\nmodel: {provider: {a: 1}, snapshot: claude-opus-4-7-20260108, params: [1]}\nprompt: prompt.md\nexamples: examples\ntools: tools\nmetadata: {commit: 1234567, author: [a]}\n",
     );
     check(
-        edited("bundle.yaml", "agent: support", "agent: [support]"),
-        "error bundle.yaml line 2, column 8 invalid_field",
+        files.clone(),
+        "error bundle.yaml /agent invalid_field
+         error bundle.yaml /model/provider invalid_field
+         error bundle.yaml /model/params invalid_field
+         error bundle.yaml /metadata/author invalid_field",
+    );
+    let v = run(&files, PinPolicy::Strict);
+    assert_eq!(
+        v.problems[0].message,
+        "field `agent` must be a string, found a sequence"
+    );
+    // A scalar where a string is expected is that string.
+    let v = run(
+        &edited("bundle.yaml", "commit: 9af3c21", "commit: 1234567"),
+        PinPolicy::Strict,
+    );
+    assert_eq!(
+        v.bundle.unwrap().metadata.commit.as_deref(),
+        Some("1234567")
+    );
+    check(
+        with_file("bundle.yaml", "- agent\n"),
+        "error bundle.yaml - invalid_field",
     );
     check(
         edited("bundle.yaml", "agent: support", "agent: Support_Bot"),

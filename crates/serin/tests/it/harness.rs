@@ -66,10 +66,16 @@ pub struct Server {
 
 impl Server {
     pub fn start(backend: &Backend) -> Server {
+        Server::start_on(backend, 0)
+    }
+
+    /// Starts on a given port (0 picks one), e.g. to restart where SDKs expect it.
+    pub fn start_on(backend: &Backend, port: u16) -> Server {
         let child = Command::new(BIN)
             .arg("server")
             .args(backend.args())
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--refresh-ms", "200"])
             .env("SERIN_LOG", "warn")
             .env_remove("SERIN_TOKEN")
             .env_remove("SERIN_DATABASE_URL")
@@ -105,6 +111,10 @@ impl Server {
                 return server;
             }
         }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().unwrap().parse().unwrap()
     }
 
     /// SIGTERM and wait: a graceful shutdown.

@@ -9,6 +9,7 @@
 )]
 
 mod bundles;
+mod decisions;
 mod harness;
 mod http_errors;
 mod roles;

@@ -1,0 +1,445 @@
+//! The hot path: a snapshot compiled once per version, then `decide` per request without
+//! allocating, at a cost that does not depend on the size of exclusion or kill lists.
+//!
+//! Decision order: unknown agent → error; agent killed → `killed` (a kill wins over everything,
+//! even an agent without a stable); the request's tenant killed → `killed`; no stable → error;
+//! a release in progress: an excluded tenant gets the stable, every other unit is bucketed
+//! under the release id and lands on the candidate iff its bucket is below the weight; no
+//! release → the stable.
+
+use std::fmt;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::Serialize;
+
+use super::bucket::{bucket, in_share};
+use super::flags::{CompiledFlag, FlagError, FlagEvaluation};
+use super::model::{AgentRouting, Arm, BundleRef, Context, Percent, Snapshot, Stickiness};
+use crate::bundle::Bundle;
+
+/// Why a snapshot cannot be served.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error("snapshot references bundle {id} but does not carry it")]
+    MissingBundle { id: String },
+    #[error("{0}")]
+    InvalidFlag(FlagError),
+    #[error("snapshot lists flag {flag_key} under the key {key}")]
+    FlagKeyMismatch { key: String, flag_key: String },
+    #[error("{agent} has a release in progress but no stable bundle")]
+    ReleaseWithoutStable { agent: String },
+}
+
+/// Why a request could not be routed. Constructing one allocates (the error path only).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecideError {
+    #[error("agent {agent} is not known in this env")]
+    UnknownAgent { agent: String },
+    #[error("{agent} has no stable bundle in this env; deploy one first")]
+    NoStable { agent: String },
+}
+
+/// Which unit a share was computed over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Unit {
+    /// The stickiness the release asked for.
+    pub by: Stickiness,
+    /// The stickiness attribute was missing, so the request id was bucketed instead.
+    pub fell_back_to_request: bool,
+}
+
+/// Why a decision picked its arm. Only `Copy` data, so building it costs nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "code")]
+pub enum Reason {
+    /// The whole agent is switched off.
+    #[serde(rename = "kill_switch")]
+    AgentKilled,
+    /// The agent is switched off for the request's tenant.
+    #[serde(rename = "tenant_killed")]
+    TenantKilled,
+    /// The request's tenant is excluded from the release.
+    #[serde(rename = "tenant_excluded")]
+    TenantExcluded,
+    /// No release is in progress.
+    #[serde(rename = "no_release")]
+    NoRelease,
+    /// `bucket < weight`.
+    #[serde(rename = "canary_bucket")]
+    Canary {
+        bucket: u16,
+        weight: Percent,
+        unit: Unit,
+    },
+    /// `bucket >= weight`.
+    #[serde(rename = "stable_bucket")]
+    Stable {
+        bucket: u16,
+        weight: Percent,
+        unit: Unit,
+    },
+}
+
+impl Reason {
+    /// A stable snake_case code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reason::AgentKilled => "kill_switch",
+            Reason::TenantKilled => "tenant_killed",
+            Reason::TenantExcluded => "tenant_excluded",
+            Reason::NoRelease => "no_release",
+            Reason::Canary { .. } => "canary_bucket",
+            Reason::Stable { .. } => "stable_bucket",
+        }
+    }
+
+    fn write(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        release: Option<&str>,
+        tenant: Option<&str>,
+    ) -> fmt::Result {
+        let of_release = |f: &mut fmt::Formatter<'_>| match release {
+            Some(id) => write!(f, " of release {id}"),
+            None => Ok(()),
+        };
+        match *self {
+            Reason::AgentKilled => f.write_str("the agent is switched off (kill switch): killed"),
+            Reason::TenantKilled => match tenant {
+                Some(t) => write!(f, "the agent is switched off for tenant {t}: killed"),
+                None => f.write_str("the agent is switched off for this tenant: killed"),
+            },
+            Reason::TenantExcluded => {
+                match tenant {
+                    Some(t) => write!(f, "tenant {t} is excluded from ")?,
+                    None => f.write_str("the tenant is excluded from ")?,
+                }
+                match release {
+                    Some(id) => write!(f, "release {id}: stable"),
+                    None => f.write_str("the release: stable"),
+                }
+            }
+            Reason::NoRelease => f.write_str("no release in progress: stable"),
+            Reason::Canary {
+                bucket,
+                weight,
+                unit,
+            }
+            | Reason::Stable {
+                bucket,
+                weight,
+                unit,
+            } => {
+                let by = stickiness_name(unit.by);
+                let (cmp, arm) = if in_share(bucket, weight) {
+                    ("<", "canary")
+                } else {
+                    (">=", "stable")
+                };
+                if unit.fell_back_to_request {
+                    write!(f, "{by} missing; bucketed by request id: request")?;
+                } else {
+                    f.write_str(by)?;
+                }
+                write!(
+                    f,
+                    " bucket {bucket} {cmp} {} ({weight})",
+                    weight.basis_points()
+                )?;
+                of_release(f)?;
+                write!(f, ": {arm}")
+            }
+        }
+    }
+}
+
+fn stickiness_name(s: Stickiness) -> &'static str {
+    match s {
+        Stickiness::User => "user",
+        Stickiness::Tenant => "tenant",
+        Stickiness::Request => "request",
+    }
+}
+
+/// `user bucket 317 < 500 (5%): canary`. [`Decision::explain`] adds the release and tenant.
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, None, None)
+    }
+}
+
+/// Where one request goes, borrowed from the compiled snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision<'s> {
+    pub arm: Arm,
+    /// The bundle to serve; `None` iff the arm is `killed`.
+    pub bundle: Option<&'s BundleRef>,
+    pub snapshot_version: u64,
+    pub reason: Reason,
+    /// The id of the release in progress, if the decision got as far as looking at it.
+    pub release: Option<&'s str>,
+}
+
+impl Decision<'_> {
+    /// The reason as a sentence naming the release and tenant:
+    /// `user bucket 317 < 500 (5%) of release r-12: canary`. Allocates.
+    pub fn explain(&self, ctx: &Context<'_>) -> String {
+        struct Explained<'a>(&'a Decision<'a>, Option<&'a str>);
+        impl fmt::Display for Explained<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.reason.write(f, self.0.release, self.1)
+            }
+        }
+        Explained(self, ctx.tenant).to_string()
+    }
+}
+
+/// The unit key a stickiness picks from a request, falling back to the request id (and
+/// saying so) when the attribute is missing.
+#[inline]
+pub(crate) fn unit_key<'c>(by: Stickiness, ctx: &Context<'c>) -> (&'c str, bool) {
+    let key = match by {
+        Stickiness::User => ctx.user,
+        Stickiness::Tenant => ctx.tenant,
+        Stickiness::Request => return (ctx.request_id, false),
+    };
+    match key {
+        Some(k) => (k, false),
+        None => (ctx.request_id, true),
+    }
+}
+
+#[derive(Debug)]
+struct CompiledRelease {
+    id: String,
+    candidate: BundleRef,
+    weight: Percent,
+    stickiness: Stickiness,
+    excluded: FxHashSet<String>,
+}
+
+#[derive(Debug)]
+struct CompiledAgent {
+    stable: Option<BundleRef>,
+    release: Option<CompiledRelease>,
+    killed: bool,
+    killed_tenants: FxHashSet<String>,
+}
+
+impl CompiledAgent {
+    fn new(name: &str, r: &AgentRouting) -> Result<CompiledAgent, CompileError> {
+        if r.release.is_some() && r.stable.is_none() {
+            return Err(CompileError::ReleaseWithoutStable {
+                agent: name.to_owned(),
+            });
+        }
+        Ok(CompiledAgent {
+            stable: r.stable.clone(),
+            release: r.release.as_ref().map(|rel| CompiledRelease {
+                id: rel.id.clone(),
+                candidate: rel.candidate.clone(),
+                weight: rel.weight,
+                stickiness: rel.stickiness,
+                excluded: rel.exclude_tenants.iter().cloned().collect(),
+            }),
+            killed: r.killed,
+            killed_tenants: r.killed_tenants.iter().cloned().collect(),
+        })
+    }
+}
+
+/// A snapshot prepared for deciding: built once per version, then shared by every request
+/// (`Send + Sync`; swap whole instances to apply a new version).
+#[derive(Debug)]
+pub struct CompiledSnapshot {
+    snapshot: Snapshot,
+    agents: FxHashMap<String, CompiledAgent>,
+    flags: Vec<CompiledFlag>,
+    flag_index: FxHashMap<String, usize>,
+    /// Indices into `flags` of the keys `<agent>.…`, in key order.
+    agent_flags: FxHashMap<String, Vec<usize>>,
+}
+
+impl CompiledSnapshot {
+    /// Checks that every referenced bundle is carried and every flag is valid, and
+    /// precomputes hash sets and per-agent flag lists.
+    pub fn compile(snapshot: Snapshot) -> Result<CompiledSnapshot, CompileError> {
+        let mut agents =
+            FxHashMap::with_capacity_and_hasher(snapshot.agents.len(), Default::default());
+        for (name, routing) in &snapshot.agents {
+            let referenced = [
+                routing.stable.as_ref(),
+                routing.previous.as_ref(),
+                routing.release.as_ref().map(|r| &r.candidate),
+            ];
+            if let Some(missing) = referenced
+                .into_iter()
+                .flatten()
+                .find(|b| !snapshot.bundles.contains_key(&b.id))
+            {
+                return Err(CompileError::MissingBundle {
+                    id: missing.id.clone(),
+                });
+            }
+            agents.insert(name.clone(), CompiledAgent::new(name, routing)?);
+        }
+        let mut flags = Vec::with_capacity(snapshot.flags.len());
+        let mut flag_index =
+            FxHashMap::with_capacity_and_hasher(snapshot.flags.len(), Default::default());
+        let mut agent_flags: FxHashMap<String, Vec<usize>> = FxHashMap::default();
+        for (key, flag) in &snapshot.flags {
+            if *key != flag.key {
+                return Err(CompileError::FlagKeyMismatch {
+                    key: key.clone(),
+                    flag_key: flag.key.clone(),
+                });
+            }
+            let compiled = CompiledFlag::new(flag).map_err(CompileError::InvalidFlag)?;
+            let i = flags.len();
+            if let Some((prefix, _)) = compiled.key().split_once('.') {
+                agent_flags.entry(prefix.to_owned()).or_default().push(i);
+            }
+            flag_index.insert(key.clone(), i);
+            flags.push(compiled);
+        }
+        Ok(CompiledSnapshot {
+            snapshot,
+            agents,
+            flags,
+            flag_index,
+            agent_flags,
+        })
+    }
+
+    pub fn version(&self) -> u64 {
+        self.snapshot.version
+    }
+
+    pub fn env(&self) -> &str {
+        &self.snapshot.env
+    }
+
+    /// The snapshot this was compiled from.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    pub fn bundle(&self, id: &str) -> Option<&Bundle> {
+        self.snapshot.bundles.get(id)
+    }
+
+    /// Routes one request of `agent`. Allocates nothing unless it returns an error.
+    #[inline]
+    pub fn decide<'s>(
+        &'s self,
+        agent: &str,
+        ctx: &Context<'_>,
+    ) -> Result<Decision<'s>, DecideError> {
+        let Some(a) = self.agents.get(agent) else {
+            return Err(DecideError::UnknownAgent {
+                agent: agent.to_owned(),
+            });
+        };
+        let version = self.snapshot.version;
+        let killed = |reason| Decision {
+            arm: Arm::Killed,
+            bundle: None,
+            snapshot_version: version,
+            reason,
+            release: None,
+        };
+        if a.killed {
+            return Ok(killed(Reason::AgentKilled));
+        }
+        if let Some(t) = ctx.tenant
+            && !a.killed_tenants.is_empty()
+            && a.killed_tenants.contains(t)
+        {
+            return Ok(killed(Reason::TenantKilled));
+        }
+        let Some(stable) = a.stable.as_ref() else {
+            return Err(DecideError::NoStable {
+                agent: agent.to_owned(),
+            });
+        };
+        let Some(r) = a.release.as_ref() else {
+            return Ok(Decision {
+                arm: Arm::Stable,
+                bundle: Some(stable),
+                snapshot_version: version,
+                reason: Reason::NoRelease,
+                release: None,
+            });
+        };
+        let release = Some(r.id.as_str());
+        if let Some(t) = ctx.tenant
+            && !r.excluded.is_empty()
+            && r.excluded.contains(t)
+        {
+            return Ok(Decision {
+                arm: Arm::Stable,
+                bundle: Some(stable),
+                snapshot_version: version,
+                reason: Reason::TenantExcluded,
+                release,
+            });
+        }
+        let (key, fell_back_to_request) = unit_key(r.stickiness, ctx);
+        let b = bucket(&r.id, key);
+        let unit = Unit {
+            by: r.stickiness,
+            fell_back_to_request,
+        };
+        let (arm, bundle, reason) = if in_share(b, r.weight) {
+            (
+                Arm::Canary,
+                &r.candidate,
+                Reason::Canary {
+                    bucket: b,
+                    weight: r.weight,
+                    unit,
+                },
+            )
+        } else {
+            (
+                Arm::Stable,
+                stable,
+                Reason::Stable {
+                    bucket: b,
+                    weight: r.weight,
+                    unit,
+                },
+            )
+        };
+        Ok(Decision {
+            arm,
+            bundle: Some(bundle),
+            snapshot_version: version,
+            reason,
+            release,
+        })
+    }
+
+    /// Evaluates one flag; `None` if the snapshot has no flag `key`. Allocates nothing.
+    pub fn flag<'s>(&'s self, key: &str, ctx: &Context<'_>) -> Option<FlagEvaluation<'s>> {
+        let i = *self.flag_index.get(key)?;
+        self.flags.get(i).map(|f| f.evaluate(ctx))
+    }
+
+    /// Evaluates every flag whose key starts with `<agent>.`, in key order. Allocates nothing.
+    pub fn agent_flags<'s, 'c>(
+        &'s self,
+        agent: &str,
+        ctx: &'c Context<'c>,
+    ) -> impl Iterator<Item = FlagEvaluation<'s>> + 'c
+    where
+        's: 'c,
+    {
+        self.agent_flags
+            .get(agent)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .filter_map(move |&i| self.flags.get(i))
+            .map(move |f| f.evaluate(ctx))
+    }
+}

@@ -1,0 +1,24 @@
+//! Routing decisions: which bundle serves a request, and the flag values it
+//! sees. One implementation, shared by the SDK (local, per request) and the
+//! server (`POST /v1/decide`, `serin explain`).
+//!
+//! - [`model`](self): the wire types (control state, snapshot, flags, request context).
+//! - [`bucket`]: Bucketing v1, the hash every SDK reproduces.
+//! - [`EnvState::apply`]: the commands that change an env's control state.
+//! - [`validate_flag`]: what makes a flag definition acceptable.
+//! - [`CompiledSnapshot`]: the hot path, `decide` and flag evaluation without allocating.
+
+mod bucket;
+mod commands;
+mod engine;
+mod flags;
+mod model;
+
+#[doc(hidden)]
+pub mod bench_support;
+
+pub use bucket::{bucket, in_share};
+pub use commands::{Command, CommandError, MAX_STACK};
+pub use engine::{CompileError, CompiledSnapshot, DecideError, Decision, Reason, Unit};
+pub use flags::{FlagError, FlagEvaluation, FlagReason, MAX_DESCRIPTION_CHARS, validate_flag};
+pub use model::*;

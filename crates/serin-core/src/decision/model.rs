@@ -1,0 +1,368 @@
+//! The data of routing: an env's control state, the snapshot SDKs receive,
+//! flags, and the request context. Wire formats: every type here is part of
+//! the snapshot JSON that SDKs in any language parse, so names are stable.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+use crate::bundle::Bundle;
+
+/// A reference to one stored bundle.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleRef {
+    /// `agent@N`.
+    pub id: String,
+    pub number: u64,
+    /// `sha256:` digest of the bundle's canonical content.
+    pub digest: String,
+}
+
+/// Which attribute of a request keeps a unit on the same arm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stickiness {
+    #[default]
+    User,
+    Tenant,
+    Request,
+}
+
+/// A share of traffic in basis points (0..=10000). On the wire it is a string
+/// such as `"5%"` or `"12.5%"`; a bare number is read as percent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Percent(u16);
+
+/// Why a value could not be read as a percentage.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{input:?} is not a percentage between 0% and 100% with at most two decimals")]
+pub struct PercentError {
+    pub input: String,
+}
+
+impl Percent {
+    pub const ZERO: Percent = Percent(0);
+    pub const FULL: Percent = Percent(10_000);
+
+    pub fn from_basis_points(bp: u32) -> Result<Percent, PercentError> {
+        u16::try_from(bp)
+            .ok()
+            .filter(|bp| *bp <= 10_000)
+            .map(Percent)
+            .ok_or_else(|| PercentError {
+                input: format!("{bp}bp"),
+            })
+    }
+
+    pub fn basis_points(self) -> u16 {
+        self.0
+    }
+
+    /// Parses `"5%"`, `"12.5%"`, `"0.01%"` or `"5"` (percent).
+    pub fn parse(s: &str) -> Result<Percent, PercentError> {
+        let err = || PercentError {
+            input: s.to_owned(),
+        };
+        let t = s.trim();
+        let t = t.strip_suffix('%').unwrap_or(t).trim();
+        let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+        if int.is_empty() || int.len() > 3 || frac.len() > 2 {
+            return Err(err());
+        }
+        if !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(err());
+        }
+        let int: u32 = int.parse().map_err(|_| err())?;
+        let frac: u32 = if frac.is_empty() {
+            0
+        } else {
+            let f: u32 = frac.parse().map_err(|_| err())?;
+            if frac.len() == 1 { f * 10 } else { f }
+        };
+        let bp = int * 100 + frac;
+        Percent::from_basis_points(bp).map_err(|_| err())
+    }
+}
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (int, frac) = (self.0 / 100, self.0 % 100);
+        match frac {
+            0 => write!(f, "{int}%"),
+            f2 if f2 % 10 == 0 => write!(f, "{int}.{}%", f2 / 10),
+            f2 => write!(f, "{int}.{f2:02}%"),
+        }
+    }
+}
+
+impl Serialize for Percent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Percent, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(f64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(s) => Percent::parse(&s).map_err(serde::de::Error::custom),
+            Raw::Number(n) => {
+                let bp = n * 100.0;
+                if !(0.0..=10_000.0).contains(&bp) || (bp - bp.round()).abs() > 1e-6 {
+                    return Err(serde::de::Error::custom(PercentError {
+                        input: n.to_string(),
+                    }));
+                }
+                // In range and integral: the cast is exact.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                Percent::from_basis_points(bp.round() as u32).map_err(serde::de::Error::custom)
+            }
+        }
+    }
+}
+
+/// The release currently splitting an agent's traffic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRouting {
+    /// The release id; the bucketing salt of the release arm.
+    pub id: String,
+    pub candidate: BundleRef,
+    /// Share of (non-excluded) units on the candidate.
+    pub weight: Percent,
+    #[serde(default)]
+    pub stickiness: Stickiness,
+    /// Tenants that always get the stable bundle during the release.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub exclude_tenants: BTreeSet<String>,
+}
+
+/// Who switched something off, when, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kill {
+    pub reason: String,
+    pub actor: String,
+    pub at_ms: i64,
+}
+
+/// Server-side state of one agent in one env. The deploy stack is kept here
+/// (SDKs only receive its top two entries).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentState {
+    /// Stables in deploy order, oldest first: the last is the stable, the one
+    /// before it the previous stable (the rollback target).
+    #[serde(default)]
+    pub stack: Vec<BundleRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseRouting>,
+    /// The whole agent is switched off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill: Option<Kill>,
+    /// The agent is switched off for these tenants only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub killed_tenants: BTreeMap<String, Kill>,
+}
+
+/// The control state of one env: the source of truth that every mutation
+/// (deploy, rollback, kill, flag change) rewrites as a new version.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvState {
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentState>,
+    #[serde(default)]
+    pub flags: BTreeMap<String, Flag>,
+}
+
+/// What SDKs need to route one agent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRouting {
+    pub stable: Option<BundleRef>,
+    /// Kept warm in every SDK so a rollback needs no fetch.
+    pub previous: Option<BundleRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseRouting>,
+    #[serde(default)]
+    pub killed: bool,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub killed_tenants: BTreeSet<String>,
+}
+
+/// Everything an SDK needs to decide locally for one env, at one version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    pub env: String,
+    /// Grows with every change; global across envs, so a version alone names
+    /// one snapshot of one env.
+    pub version: u64,
+    pub published_at_ms: i64,
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentRouting>,
+    #[serde(default)]
+    pub flags: BTreeMap<String, Flag>,
+    /// The bundles the routing references (stable, previous, candidate), by
+    /// id. In a stream update this may hold only the bundles new since the
+    /// previous event; the receiver keeps the ones it already has.
+    #[serde(default)]
+    pub bundles: BTreeMap<String, Bundle>,
+}
+
+/// A request attribute that flag rules can target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Attribute {
+    User,
+    Tenant,
+    Workload,
+    Region,
+    Instance,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operator {
+    In,
+    NotIn,
+}
+
+/// Explicit per-unit targeting; deny wins over allow.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Targets {
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub users: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub tenants: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub workloads: BTreeSet<String>,
+}
+
+/// When `attribute op values` holds, the rule decides: `on` for the first
+/// `rollout` share of matching units, `off` for the rest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagRule {
+    pub attribute: Attribute,
+    pub op: Operator,
+    pub values: BTreeSet<String>,
+    #[serde(default = "full")]
+    pub rollout: Percent,
+}
+
+fn full() -> Percent {
+    Percent::FULL
+}
+
+fn json_true() -> Value {
+    Value::Bool(true)
+}
+
+fn json_false() -> Value {
+    Value::Bool(false)
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A named value evaluated per request. Evaluation order: disabled → `off`;
+/// deny lists → `off`; allow lists → `on`; the first matching rule; otherwise
+/// the flag-wide `rollout` share gets `on`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flag {
+    pub key: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "json_true")]
+    pub on: Value,
+    #[serde(default = "json_false")]
+    pub off: Value,
+    #[serde(default)]
+    pub stickiness: Stickiness,
+    #[serde(default)]
+    pub allow: Targets,
+    #[serde(default)]
+    pub deny: Targets,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<FlagRule>,
+    #[serde(default = "full")]
+    pub rollout: Percent,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// The request being routed. Borrowed, so deciding allocates nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Context<'a> {
+    pub request_id: &'a str,
+    pub user: Option<&'a str>,
+    pub tenant: Option<&'a str>,
+    pub workload: Option<&'a str>,
+    pub instance: Option<&'a str>,
+    pub region: Option<&'a str>,
+}
+
+impl<'a> Context<'a> {
+    pub fn attribute(&self, a: Attribute) -> Option<&'a str> {
+        match a {
+            Attribute::User => self.user,
+            Attribute::Tenant => self.tenant,
+            Attribute::Workload => self.workload,
+            Attribute::Region => self.region,
+            Attribute::Instance => self.instance,
+        }
+    }
+}
+
+/// Which side of a release a request lands on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arm {
+    Stable,
+    Canary,
+    Killed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_parses_strings_and_numbers_and_refuses_absurd_values() {
+        for (input, bp) in [
+            ("5%", 500),
+            ("12.5%", 1250),
+            ("0.01%", 1),
+            ("100%", 10_000),
+            ("0", 0),
+            (" 25 % ", 2500),
+        ] {
+            assert_eq!(Percent::parse(input).unwrap().basis_points(), bp, "{input}");
+        }
+        for bad in ["101%", "-1%", "1.234%", "abc", "", "%", "1e3", "NaN"] {
+            assert!(Percent::parse(bad).is_err(), "{bad}");
+        }
+        let p: Percent = serde_json::from_str("12.5").unwrap();
+        assert_eq!(p.basis_points(), 1250);
+        assert!(serde_json::from_str::<Percent>("150").is_err());
+        assert!(serde_json::from_str::<Percent>("-3").is_err());
+        assert_eq!(
+            serde_json::to_string(&Percent::parse("12.5%").unwrap()).unwrap(),
+            "\"12.5%\""
+        );
+        assert_eq!(Percent::parse("0.05%").unwrap().to_string(), "0.05%");
+    }
+}

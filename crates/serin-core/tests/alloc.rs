@@ -1,0 +1,48 @@
+//! `decide` and flag evaluation allocate nothing: counted with an instrumented global
+//! allocator, which is why this is its own test binary (one test, so no other test thread
+//! allocates while it counts). `stats_alloc` supplies the allocator, as `unsafe_code` is
+//! forbidden workspace-wide.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::alloc::System;
+use std::hint::black_box;
+
+use serin_core::decision::CompiledSnapshot;
+use serin_core::decision::bench_support::{AGENT, reference_requests, reference_snapshot};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+#[test]
+fn decide_and_flag_evaluation_allocate_nothing() {
+    let compiled = CompiledSnapshot::compile(reference_snapshot(100, 10)).unwrap();
+    let requests = reference_requests(1_000);
+    let contexts = requests.contexts();
+    let mut arms = [0usize; 3];
+    let mut flags_on = 0usize;
+
+    let region = Region::new(GLOBAL);
+    for ctx in &contexts {
+        let d = compiled.decide(black_box(AGENT), black_box(ctx)).unwrap();
+        arms[d.arm as usize] += 1;
+        for f in compiled.agent_flags(AGENT, ctx) {
+            flags_on += usize::from(f.on);
+        }
+        flags_on += usize::from(compiled.flag("support.flag-01", ctx).unwrap().on);
+    }
+    let stats = region.change();
+
+    assert_eq!(stats.allocations, 0, "{stats:?}");
+    assert_eq!(stats.reallocations, 0, "{stats:?}");
+    // The counter works: the error path allocates its message.
+    let control = Region::new(GLOBAL);
+    let err = compiled
+        .decide(black_box("billing"), &contexts[0])
+        .unwrap_err();
+    assert!(control.change().allocations >= 1, "{err}");
+    // The loop really ran over both arms and some flags.
+    assert!(arms[0] > 0 && arms[1] > 0, "{arms:?}");
+    assert!(flags_on > 0);
+}

@@ -1,0 +1,335 @@
+//! The background task: follows `GET /v1/envs/{env}/snapshot/stream`,
+//! assembles each event into a complete snapshot (merging bundles sent as
+//! deltas, fetching the full snapshot when something is missing), swaps it in,
+//! and reconnects forever with jittered exponential backoff.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use eventsource_stream::{Event, Eventsource as _};
+use futures_util::StreamExt as _;
+use serin_core::decision::{CompiledSnapshot, Snapshot};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::Config;
+use crate::router::State;
+
+/// The SSE event type carrying a snapshot.
+const SNAPSHOT_EVENT: &str = "snapshot";
+
+pub(super) struct Task {
+    pub(super) config: Arc<Config>,
+    pub(super) http: reqwest::Client,
+    pub(super) state: Arc<State>,
+    /// Tells `Serin::start` that a snapshot is available.
+    pub(super) version_tx: watch::Sender<Option<u64>>,
+    /// Hands applied snapshots to the cache writer.
+    pub(super) cache_tx: Option<watch::Sender<Option<Arc<CompiledSnapshot>>>>,
+}
+
+impl Task {
+    pub(super) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => {}
+            () = self.follow() => {}
+        }
+        self.state.set_connected(false);
+    }
+
+    /// Connects, reads, and reconnects; never returns on its own. No server
+    /// answer ends it: 401 and 403 are logged and retried like the rest, so
+    /// a token fixed on the server heals the SDK without a restart.
+    async fn follow(&mut self) {
+        let mut attempt: u32 = 0;
+        loop {
+            let (connected_for, error) = self.session().await;
+            self.state.set_connected(false);
+            tracing::warn!(env = %self.config.env, error = %error, "snapshot stream down; serving the last snapshot, stale");
+            self.state.set_error(error);
+            if connected_for >= self.config.backoff_reset_after {
+                attempt = 0;
+            }
+            let delay = backoff(self.config.backoff_min, self.config.backoff_max, attempt);
+            attempt = attempt.saturating_add(1);
+            tokio::time::sleep(delay).await;
+            self.state.count_reconnect();
+        }
+    }
+
+    fn url(&self, tail: &str) -> String {
+        format!(
+            "{}/v1/envs/{}/snapshot{tail}",
+            self.config.server, self.config.env
+        )
+    }
+
+    /// One connection: returns how long it was up and why it ended.
+    async fn session(&mut self) -> (Duration, String) {
+        let url = self.url("/stream");
+        let mut request = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.config.token)
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(version) = self.state.version() {
+            request = request.header("last-event-id", version.to_string());
+        }
+        let response = match tokio::time::timeout(self.config.request_timeout, request.send()).await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return (Duration::ZERO, format!("GET {url}: {e}")),
+            Err(_) => {
+                return (
+                    Duration::ZERO,
+                    format!(
+                        "GET {url}: no answer within {:?}",
+                        self.config.request_timeout
+                    ),
+                );
+            }
+        };
+        let status = response.status();
+        if !status.is_success() {
+            let body = error_body(response, self.config.request_timeout).await;
+            return (Duration::ZERO, format!("GET {url}: {status}{body}"));
+        }
+        tracing::info!(env = %self.config.env, last_event_id = ?self.state.version(), "snapshot stream connected");
+        self.state.set_connected(true);
+        let since = Instant::now();
+        let why = self.read(response).await;
+        (since.elapsed(), why)
+    }
+
+    /// Reads events until the stream ends, breaks, or stays silent longer
+    /// than the idle timeout. Keep-alive comments count as life even though
+    /// the SSE parser swallows them: the byte stream is watched before it.
+    async fn read(&mut self, response: reqwest::Response) -> String {
+        let origin = Instant::now();
+        let last_bytes_ms = Arc::new(AtomicU64::new(0));
+        let seen = last_bytes_ms.clone();
+        let mut events = response
+            .bytes_stream()
+            .inspect(move |_| seen.store(millis(origin.elapsed()), Ordering::Relaxed))
+            .eventsource();
+        let idle = self.config.idle_timeout;
+        loop {
+            let last = origin
+                .checked_add(Duration::from_millis(last_bytes_ms.load(Ordering::Relaxed)))
+                .unwrap_or(origin);
+            let deadline = last.checked_add(idle).unwrap_or_else(Instant::now);
+            let next = tokio::select! {
+                next = events.next() => next,
+                () = tokio::time::sleep_until(deadline) => {
+                    let silent_since = origin
+                        .checked_add(Duration::from_millis(last_bytes_ms.load(Ordering::Relaxed)))
+                        .unwrap_or(origin);
+                    if silent_since.elapsed() >= idle {
+                        return format!("snapshot stream silent for {idle:?}; reconnecting");
+                    }
+                    continue;
+                }
+            };
+            match next {
+                None => return "the server closed the snapshot stream".to_owned(),
+                Some(Err(e)) => return format!("snapshot stream broke: {e}"),
+                Some(Ok(event)) => {
+                    if let Err(e) = self.on_event(event).await {
+                        return e;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies one event. An `Err` ends the connection (and so triggers a
+    /// reconnect, whose first event carries every bundle).
+    async fn on_event(&mut self, event: Event) -> Result<(), String> {
+        if event.event != SNAPSHOT_EVENT {
+            tracing::debug!(event = %event.event, "ignoring an unknown stream event");
+            return Ok(());
+        }
+        let served = self.state.version();
+        if let (Some(served), Ok(id)) = (served, event.id.trim().parse::<u64>())
+            && id <= served
+        {
+            tracing::debug!(id, served, "ignoring a snapshot event that is not newer");
+            return Ok(());
+        }
+        let snapshot = match serde_json::from_str::<Snapshot>(&event.data) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable snapshot event; fetching the full snapshot");
+                return self.fetch_full().await;
+            }
+        };
+        if snapshot.env != self.config.env {
+            return Err(format!(
+                "the stream sent a snapshot of env {:?}, expected {:?}",
+                snapshot.env, self.config.env
+            ));
+        }
+        if served.is_some_and(|s| snapshot.version <= s) {
+            tracing::debug!(
+                version = snapshot.version,
+                "ignoring a snapshot that is not newer"
+            );
+            return Ok(());
+        }
+        let version = snapshot.version;
+        match self.complete(snapshot) {
+            Ok(compiled) => {
+                self.apply(compiled);
+                Ok(())
+            }
+            Err(why) => {
+                tracing::info!(version, why = %why, "fetching the full snapshot");
+                self.fetch_full().await
+            }
+        }
+    }
+
+    /// Fills in bundles the event did not carry from the snapshot served,
+    /// drops bundles nothing references any more, and compiles.
+    fn complete(&self, mut snapshot: Snapshot) -> Result<CompiledSnapshot, String> {
+        let referenced = referenced(&snapshot);
+        let current = self.state.current();
+        for id in &referenced {
+            if snapshot.bundles.contains_key(id) {
+                continue;
+            }
+            let have = current
+                .as_ref()
+                .and_then(|c| c.bundle(id))
+                .ok_or_else(|| format!("bundle {id} is missing"))?;
+            snapshot.bundles.insert(id.clone(), have.clone());
+        }
+        snapshot.bundles.retain(|id, _| referenced.contains(id));
+        CompiledSnapshot::compile(snapshot).map_err(|e| format!("does not compile: {e}"))
+    }
+
+    /// `GET /v1/envs/{env}/snapshot`: the whole snapshot with every bundle.
+    async fn fetch_full(&mut self) -> Result<(), String> {
+        let url = self.url("");
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.config.token)
+            .timeout(self.config.request_timeout)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = error_body(response, self.config.request_timeout).await;
+            return Err(format!("GET {url}: {status}{body}"));
+        }
+        let snapshot: Snapshot = response
+            .json()
+            .await
+            .map_err(|e| format!("GET {url}: unreadable snapshot: {e}"))?;
+        if snapshot.env != self.config.env {
+            return Err(format!(
+                "GET {url}: snapshot of env {:?}, expected {:?}",
+                snapshot.env, self.config.env
+            ));
+        }
+        if self
+            .state
+            .version()
+            .is_some_and(|served| snapshot.version <= served)
+        {
+            return Ok(());
+        }
+        let version = snapshot.version;
+        let compiled = self
+            .complete(snapshot)
+            .map_err(|e| format!("full snapshot v{version}: {e}"))?;
+        self.apply(compiled);
+        Ok(())
+    }
+
+    fn apply(&self, compiled: CompiledSnapshot) {
+        let snapshot = Arc::new(compiled);
+        let version = snapshot.version();
+        self.state.install(snapshot.clone(), false);
+        self.version_tx.send_replace(Some(version));
+        if let Some(cache) = &self.cache_tx {
+            cache.send_replace(Some(snapshot));
+        }
+        tracing::info!(env = %self.config.env, version, "snapshot applied");
+    }
+}
+
+/// The ids of the bundles a snapshot's routing can pick: every agent's
+/// stable, previous stable and release candidate.
+fn referenced(snapshot: &Snapshot) -> BTreeSet<String> {
+    snapshot
+        .agents
+        .values()
+        .flat_map(|a| {
+            [
+                a.stable.as_ref(),
+                a.previous.as_ref(),
+                a.release.as_ref().map(|r| &r.candidate),
+            ]
+        })
+        .flatten()
+        .map(|b| b.id.clone())
+        .collect()
+}
+
+/// The start of an error answer's body, for the log and `Health::last_error`.
+async fn error_body(response: reqwest::Response, timeout: Duration) -> String {
+    const MAX: usize = 300;
+    match tokio::time::timeout(timeout, response.text()).await {
+        Ok(Ok(text)) if !text.trim().is_empty() => {
+            let text = text.trim();
+            let cut = text
+                .char_indices()
+                .map(|(i, _)| i)
+                .take_while(|i| *i <= MAX)
+                .last()
+                .unwrap_or(0);
+            if text.len() > MAX {
+                format!(": {}...", text.get(..cut).unwrap_or_default())
+            } else {
+                format!(": {text}")
+            }
+        }
+        _ => String::new(),
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Full jitter: uniform in `0..=min(max, min * 2^attempt)`.
+fn backoff(min: Duration, max: Duration, attempt: u32) -> Duration {
+    let factor = 1u32.checked_shl(attempt.min(24)).unwrap_or(u32::MAX);
+    let cap = min.saturating_mul(factor).min(max);
+    let cap_us = u64::try_from(cap.as_micros()).unwrap_or(u64::MAX);
+    Duration::from_micros(rand::random_range(0..=cap_us))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_cap_and_stays_within_it() {
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(30));
+        for attempt in [0, 1, 2, 4, 5, 10, 40, u32::MAX] {
+            let cap = min.saturating_mul(1 << attempt.min(5)).min(max);
+            for _ in 0..50 {
+                assert!(backoff(min, max, attempt) <= cap, "{attempt}");
+            }
+        }
+        // Full jitter actually spreads.
+        let draws: BTreeSet<_> = (0..50).map(|_| backoff(min, max, 10)).collect();
+        assert!(draws.len() > 10);
+    }
+}

@@ -1,0 +1,815 @@
+//! Snapshots (read, stream, history), decisions (`/v1/decide`, `/v1/explain`)
+//! and the mutations that change routing: deploy, rollback, kill, unkill, flags.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use serin_core::bundle::{Bundle, PinPolicy};
+use serin_core::catalog::ModelStatus;
+use serin_core::decision::{
+    BundleRef, Command, CommandError, CompiledSnapshot, Context, EnvState, Flag, Kill,
+    validate_flag,
+};
+use serin_core::slug;
+use serin_store::EnvStateChange;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::extract::{
+    ApiJson, ApiPath, Auth, Caller, DecideAccess, DeployAccess, ReadAccess, SnapshotAccess,
+};
+use crate::hub::{Published, parse_state, snapshot_event_json};
+use crate::{AppState, clock};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_envs))
+        .routes(routes!(get_snapshot))
+        .routes(routes!(stream_snapshot))
+        .routes(routes!(get_historical_snapshot))
+        .routes(routes!(decide))
+        .routes(routes!(explain))
+        .routes(routes!(deploy))
+        .routes(routes!(rollback))
+        .routes(routes!(kill))
+        .routes(routes!(unkill))
+        .routes(routes!(list_flags))
+        .routes(routes!(get_flag, put_flag, delete_flag))
+}
+
+fn check_env(env: &str) -> ApiResult<()> {
+    slug::validate_env(env)
+        .map_err(|e| ApiError::field(ErrorCode::BadRequest, "env", e.to_string()))
+}
+
+fn check_agent(agent: &str) -> ApiResult<()> {
+    slug::validate_agent(agent)
+        .map_err(|e| ApiError::field(ErrorCode::BadRequest, "agent", e.to_string()))
+}
+
+fn check_reason(reason: &str, field: &str) -> ApiResult<()> {
+    let r = reason.trim();
+    if r.is_empty() || r.chars().count() > 1000 || r.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            field,
+            "reason must be 1 to 1000 printable characters",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EnvResponse {
+    pub env: String,
+    pub version: i64,
+    pub updated_at: String,
+    /// `strict` or `dev`.
+    pub pin_policy: String,
+}
+
+/// Every env that has had a change.
+#[utoipa::path(get, path = "/v1/envs", tag = "decisions",
+    responses((status = 200, body = Vec<EnvResponse>)), security(("bearer" = ["viewer"])))]
+async fn list_envs(
+    State(state): State<AppState>,
+    _auth: Auth<ReadAccess>,
+) -> ApiResult<Json<Vec<EnvResponse>>> {
+    let envs = state.store.list_envs().await?;
+    Ok(Json(
+        envs.into_iter()
+            .map(|e| EnvResponse {
+                pin_policy: PinPolicy::for_env(&e.env).as_str().to_owned(),
+                env: e.env,
+                version: e.version,
+                updated_at: clock::rfc3339(e.updated_at_ms),
+            })
+            .collect(),
+    ))
+}
+
+fn json_response(body: Arc<str>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// The env's current snapshot with every bundle it references. Version 0 with
+/// no agents when nothing was ever deployed there.
+#[utoipa::path(get, path = "/v1/envs/{env}/snapshot", tag = "decisions",
+    params(("env" = String, Path)),
+    responses((status = 200, description = "The snapshot (see the Snapshot type in serin-core)", content_type = "application/json")),
+    security(("bearer" = ["sdk"])))]
+async fn get_snapshot(
+    State(state): State<AppState>,
+    _auth: Auth<SnapshotAccess>,
+    ApiPath(env): ApiPath<String>,
+) -> ApiResult<Response> {
+    check_env(&env)?;
+    Ok(json_response(
+        state.hub.current(&env).await?.full_json.clone(),
+    ))
+}
+
+/// A snapshot as it was at `version` (any env), for replaying decisions.
+#[utoipa::path(get, path = "/v1/snapshots/{version}", tag = "decisions",
+    params(("version" = u64, Path)),
+    responses((status = 200, description = "The snapshot", content_type = "application/json")),
+    security(("bearer" = ["viewer"])))]
+async fn get_historical_snapshot(
+    State(state): State<AppState>,
+    _auth: Auth<ReadAccess>,
+    ApiPath(version): ApiPath<String>,
+) -> ApiResult<Response> {
+    let version = parse_version(&version, "version")?;
+    let compiled = state.hub.historical(version).await?;
+    let body = serde_json::to_string(compiled.snapshot()).map_err(ApiError::internal)?;
+    Ok(json_response(body.into()))
+}
+
+fn parse_version(v: &str, field: &str) -> ApiResult<u64> {
+    v.parse::<u64>().ok().filter(|v| *v >= 1).ok_or_else(|| {
+        ApiError::field(
+            ErrorCode::BadRequest,
+            field,
+            format!("snapshot version {v:?} must be a positive integer"),
+        )
+    })
+}
+
+/// Server-sent events: `event: snapshot`, `id: <version>`, `data: <snapshot>`.
+/// The first event after connecting carries every referenced bundle; later
+/// ones carry only bundles new since the previous event. `Last-Event-ID` equal
+/// to the current version suppresses the first event. Keep-alive comments
+/// every 15 s.
+#[utoipa::path(get, path = "/v1/envs/{env}/snapshot/stream", tag = "decisions",
+    params(("env" = String, Path), ("Last-Event-ID" = Option<u64>, Header, description = "Version the client already has")),
+    responses((status = 200, description = "An event stream", content_type = "text/event-stream")),
+    security(("bearer" = ["sdk"])))]
+async fn stream_snapshot(
+    State(state): State<AppState>,
+    _auth: Auth<SnapshotAccess>,
+    ApiPath(env): ApiPath<String>,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    check_env(&env)?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let rx = state.hub.subscribe(&env).await?;
+    let gauge = SubscriberGauge::new();
+    let stream = futures_util::stream::unfold(
+        (rx, last_event_id, true, gauge),
+        |(mut rx, mut last_sent, mut first, gauge)| async move {
+            loop {
+                if !first && rx.changed().await.is_err() {
+                    return None;
+                }
+                let current: Arc<Published> = rx.borrow_and_update().clone();
+                let skip = first && last_sent == Some(current.version);
+                first = false;
+                if skip || last_sent.is_some_and(|v| v >= current.version && current.version > 0) {
+                    continue;
+                }
+                let data = snapshot_event_json(&current, last_sent);
+                last_sent = Some(current.version);
+                let event = Event::default()
+                    .event("snapshot")
+                    .id(current.version.to_string())
+                    .data(data.as_ref());
+                return Some((Ok(event), (rx, last_sent, first, gauge)));
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Counts open streams in `serin_snapshot_streams`.
+struct SubscriberGauge;
+
+impl SubscriberGauge {
+    fn new() -> Self {
+        metrics::gauge!("serin_snapshot_streams").increment(1.0);
+        SubscriberGauge
+    }
+}
+
+impl Drop for SubscriberGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("serin_snapshot_streams").decrement(1.0);
+    }
+}
+
+/// A request to route, as in SPEC "SDK-facing HTTP".
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecideRequest {
+    pub agent: String,
+    pub env: String,
+    pub request_id: String,
+    pub user: Option<String>,
+    pub tenant: Option<String>,
+    pub workload: Option<String>,
+    pub instance: Option<String>,
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FlagValue {
+    #[schema(value_type = Object)]
+    pub value: Value,
+    pub on: bool,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecideResponse {
+    /// `stable`, `canary` or `killed`.
+    pub arm: String,
+    /// The bundle to serve, whole (absent when killed).
+    #[schema(value_type = Option<Object>)]
+    pub bundle: Option<Value>,
+    pub snapshot_version: u64,
+    pub flags: BTreeMap<String, FlagValue>,
+    /// Stable code of the rule that decided.
+    pub rule: String,
+    /// Why, in a sentence.
+    pub reason: String,
+    /// Server-side decisions are never made from a stale snapshot.
+    pub stale: bool,
+}
+
+fn context(r: &DecideRequest) -> Context<'_> {
+    Context {
+        request_id: &r.request_id,
+        user: r.user.as_deref(),
+        tenant: r.tenant.as_deref(),
+        workload: r.workload.as_deref(),
+        instance: r.instance.as_deref(),
+        region: r.region.as_deref(),
+    }
+}
+
+fn check_request(r: &DecideRequest) -> ApiResult<()> {
+    slug::validate_agent(&r.agent)
+        .map_err(|e| ApiError::field(ErrorCode::InvalidField, "/agent", e.to_string()))?;
+    slug::validate_env(&r.env)
+        .map_err(|e| ApiError::field(ErrorCode::InvalidField, "/env", e.to_string()))?;
+    if r.request_id.is_empty() || r.request_id.len() > 256 {
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "/request_id",
+            "request_id must be 1 to 256 bytes",
+        ));
+    }
+    Ok(())
+}
+
+fn decide_with(
+    snap: &CompiledSnapshot,
+    req: &DecideRequest,
+    full_bundle: bool,
+) -> ApiResult<DecideResponse> {
+    let ctx = context(req);
+    let d = snap.decide(&req.agent, &ctx).map_err(|e| {
+        ApiError::new(
+            ErrorCode::NotFound,
+            format!("{e} (env {}, snapshot v{})", req.env, snap.version()),
+        )
+    })?;
+    let bundle = match d.bundle {
+        Some(r) if full_bundle => {
+            let b: &Bundle = snap
+                .bundle(&r.id)
+                .ok_or_else(|| ApiError::internal(format!("snapshot lacks bundle {}", r.id)))?;
+            let mut v = serde_json::to_value(b).map_err(ApiError::internal)?;
+            if let Value::Object(m) = &mut v {
+                m.insert("id".into(), r.id.clone().into());
+                m.insert("digest".into(), r.digest.clone().into());
+            }
+            Some(v)
+        }
+        Some(r) => Some(json!({ "id": r.id, "digest": r.digest })),
+        None => None,
+    };
+    let flags = snap
+        .agent_flags(&req.agent, &ctx)
+        .map(|f| {
+            (
+                f.key.to_owned(),
+                FlagValue {
+                    value: f.value.clone(),
+                    on: f.on,
+                    reason: f.reason.to_string(),
+                },
+            )
+        })
+        .collect();
+    Ok(DecideResponse {
+        arm: serde_json::to_value(d.arm)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        bundle,
+        snapshot_version: d.snapshot_version,
+        flags,
+        rule: d.reason.code().to_owned(),
+        reason: d.reason.to_string(),
+        stale: false,
+    })
+}
+
+/// Route one request with the same engine the SDKs embed (for agents that
+/// cannot embed the Rust SDK).
+#[utoipa::path(post, path = "/v1/decide", tag = "decisions", request_body = DecideRequest,
+    responses((status = 200, body = DecideResponse)), security(("bearer" = ["sdk"])))]
+async fn decide(
+    State(state): State<AppState>,
+    _auth: Auth<DecideAccess>,
+    ApiJson(req): ApiJson<DecideRequest>,
+) -> ApiResult<Json<DecideResponse>> {
+    check_request(&req)?;
+    let published = state.hub.current(&req.env).await?;
+    Ok(Json(decide_with(&published.compiled, &req, true)?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainRequest {
+    pub snapshot_version: u64,
+    /// Optional when the snapshot routes exactly one agent.
+    pub agent: Option<String>,
+    pub request_id: String,
+    pub user: Option<String>,
+    pub tenant: Option<String>,
+    pub workload: Option<String>,
+    pub instance: Option<String>,
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExplainResponse {
+    pub env: String,
+    pub agent: String,
+    #[serde(flatten)]
+    pub decision: DecideResponse,
+}
+
+/// Replay a request context against a past snapshot version: the arm it got,
+/// the rule that decided and why.
+#[utoipa::path(post, path = "/v1/explain", tag = "decisions", request_body = ExplainRequest,
+    responses((status = 200, body = ExplainResponse)), security(("bearer" = ["viewer"])))]
+async fn explain(
+    State(state): State<AppState>,
+    _auth: Auth<ReadAccess>,
+    ApiJson(req): ApiJson<ExplainRequest>,
+) -> ApiResult<Json<ExplainResponse>> {
+    if req.snapshot_version == 0 {
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "/snapshot_version",
+            "snapshot versions start at 1",
+        ));
+    }
+    let snap = state.hub.historical(req.snapshot_version).await?;
+    let agent = match &req.agent {
+        Some(a) => a.clone(),
+        None => {
+            let agents = &snap.snapshot().agents;
+            if agents.len() == 1 {
+                agents.keys().next().cloned().unwrap_or_default()
+            } else {
+                return Err(ApiError::field(
+                    ErrorCode::InvalidField,
+                    "/agent",
+                    format!(
+                        "snapshot v{} routes {} agents; name one with agent",
+                        req.snapshot_version,
+                        agents.len()
+                    ),
+                ));
+            }
+        }
+    };
+    let env = snap.env().to_owned();
+    let decide_req = DecideRequest {
+        agent: agent.clone(),
+        env: env.clone(),
+        request_id: req.request_id,
+        user: req.user,
+        tenant: req.tenant,
+        workload: req.workload,
+        instance: req.instance,
+        region: req.region,
+    };
+    check_request(&decide_req)?;
+    let decision = decide_with(&snap, &decide_req, false)?;
+    Ok(Json(ExplainResponse {
+        env,
+        agent,
+        decision,
+    }))
+}
+
+/// The outcome of a routing change.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChangeResponse {
+    pub env: String,
+    pub agent: Option<String>,
+    /// The snapshot version that carries the change.
+    pub version: i64,
+    pub action: String,
+    /// The agent's stable bundle after the change.
+    pub stable: Option<String>,
+    /// The agent's previous stable (the rollback target) after the change.
+    pub previous: Option<String>,
+    pub killed: bool,
+    pub killed_tenants: Vec<String>,
+}
+
+fn command_error(e: CommandError) -> ApiError {
+    ApiError::new(ErrorCode::Conflict, e.to_string())
+}
+
+/// Applies `cmd` to the env's latest state in one transaction, then publishes.
+async fn apply(
+    state: &AppState,
+    env: &str,
+    caller: &Caller,
+    cmd: Command,
+    details: Value,
+) -> ApiResult<ChangeResponse> {
+    let action = cmd.action().to_owned();
+    let subject = format!("{}/{env}", cmd.subject());
+    let stored = state
+        .store
+        .update_env_state(env, clock::now_ms(), &caller.actor(), |current| {
+            let st: EnvState = match current {
+                Some(json) => serde_json::from_str(json).map_err(ApiError::internal)?,
+                None => EnvState::default(),
+            };
+            let next = st.apply(&cmd).map_err(command_error)?;
+            let state_json = serde_json::to_string(&next).map_err(ApiError::internal)?;
+            Ok::<_, ApiError>(EnvStateChange {
+                state: state_json,
+                action: action.clone(),
+                subject,
+                details,
+            })
+        })
+        .await??;
+    state.hub.publish(&stored).await?;
+    metrics::counter!("serin_routing_changes_total", "action" => action.clone()).increment(1);
+    let env_state = parse_state(&stored)?;
+    let agent = match &cmd {
+        Command::Deploy { agent, .. }
+        | Command::Rollback { agent }
+        | Command::Kill { agent, .. }
+        | Command::Unkill { agent, .. }
+        | Command::SetRelease { agent, .. } => Some(agent.clone()),
+        _ => None,
+    };
+    let routing = agent
+        .as_ref()
+        .and_then(|a| env_state.routing().get(a).cloned())
+        .unwrap_or_default();
+    tracing::info!(env, version = stored.version, action, actor = %caller.actor(), "routing changed");
+    Ok(ChangeResponse {
+        env: env.to_owned(),
+        agent,
+        version: stored.version,
+        action,
+        stable: routing.stable.map(|b| b.id),
+        previous: routing.previous.map(|b| b.id),
+        killed: routing.killed,
+        killed_tenants: routing.killed_tenants.into_iter().collect(),
+    })
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// N of `agent@N`.
+    pub bundle: u64,
+    /// Required to deploy directly into a strict env (anything but `dev`).
+    #[serde(default)]
+    pub force: bool,
+    /// Why; required with `force`.
+    pub reason: Option<String>,
+}
+
+/// Make a bundle the stable directly, outside any release. Allowed in `dev`;
+/// in strict envs only with `force` and a reason (audited).
+#[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/deploy", tag = "decisions",
+    params(("env" = String, Path), ("agent" = String, Path)), request_body = DeployRequest,
+    responses((status = 200, body = ChangeResponse)), security(("bearer" = ["deployer"])))]
+async fn deploy(
+    State(state): State<AppState>,
+    auth: Auth<DeployAccess>,
+    ApiPath((env, agent)): ApiPath<(String, String)>,
+    ApiJson(req): ApiJson<DeployRequest>,
+) -> ApiResult<Json<ChangeResponse>> {
+    check_env(&env)?;
+    check_agent(&agent)?;
+    let policy = PinPolicy::for_env(&env);
+    if policy == PinPolicy::Strict {
+        if !req.force {
+            return Err(ApiError::new(
+                ErrorCode::PolicyViolation,
+                format!(
+                    "{env} is a strict env: a direct deploy needs force and a reason (releases are the normal path)"
+                ),
+            ));
+        }
+        check_reason(req.reason.as_deref().unwrap_or(""), "/reason")?;
+    } else if let Some(r) = &req.reason {
+        check_reason(r, "/reason")?;
+    }
+    let number = i64::try_from(req.bundle)
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            ApiError::field(
+                ErrorCode::InvalidField,
+                "/bundle",
+                "bundle must be a positive integer",
+            )
+        })?;
+    let stored = state
+        .store
+        .get_bundle(&agent, number)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no bundle {agent}@{number}")))?;
+    let bundle = Bundle::from_canonical_json(&stored.content).map_err(ApiError::internal)?;
+    if policy == PinPolicy::Strict
+        && let ModelStatus::Alias { .. } = state
+            .catalog
+            .classify(&bundle.model.provider, &bundle.model.snapshot)
+    {
+        return Err(ApiError::new(
+            ErrorCode::PolicyViolation,
+            format!(
+                "{agent}@{number} uses the moving model alias {:?}; {env} is strict and only accepts pinned snapshots",
+                bundle.model.snapshot
+            ),
+        ));
+    }
+    let bundle_ref = BundleRef {
+        id: format!("{agent}@{number}"),
+        number: req.bundle,
+        digest: stored.digest,
+    };
+    let details = json!({ "bundle": bundle_ref.id, "digest": bundle_ref.digest, "force": req.force, "reason": req.reason });
+    let cmd = Command::Deploy {
+        agent,
+        bundle: bundle_ref,
+    };
+    Ok(Json(apply(&state, &env, &auth.caller, cmd, details).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonRequest {
+    /// Why (audited).
+    pub reason: String,
+}
+
+/// Roll the agent back in one step: a running release is drained; otherwise
+/// the previous stable (warm in every SDK) becomes the stable again.
+#[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/rollback", tag = "decisions",
+    params(("env" = String, Path), ("agent" = String, Path)), request_body = ReasonRequest,
+    responses((status = 200, body = ChangeResponse)), security(("bearer" = ["deployer"])))]
+async fn rollback(
+    State(state): State<AppState>,
+    auth: Auth<DeployAccess>,
+    ApiPath((env, agent)): ApiPath<(String, String)>,
+    ApiJson(req): ApiJson<ReasonRequest>,
+) -> ApiResult<Json<ChangeResponse>> {
+    check_env(&env)?;
+    check_agent(&agent)?;
+    check_reason(&req.reason, "/reason")?;
+    let details = json!({ "reason": req.reason });
+    Ok(Json(
+        apply(
+            &state,
+            &env,
+            &auth.caller,
+            Command::Rollback { agent },
+            details,
+        )
+        .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KillRequest {
+    /// Only this tenant; the whole agent when absent.
+    pub tenant: Option<String>,
+    pub reason: String,
+}
+
+fn check_tenant(t: &Option<String>) -> ApiResult<()> {
+    if let Some(t) = t
+        && (t.is_empty() || t.len() > 256)
+    {
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "/tenant",
+            "tenant must be 1 to 256 bytes",
+        ));
+    }
+    Ok(())
+}
+
+/// Switch the agent off (every request decides `killed`), for everyone or one
+/// tenant. Wins over every other rule.
+#[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/kill", tag = "decisions",
+    params(("env" = String, Path), ("agent" = String, Path)), request_body = KillRequest,
+    responses((status = 200, body = ChangeResponse)), security(("bearer" = ["deployer"])))]
+async fn kill(
+    State(state): State<AppState>,
+    auth: Auth<DeployAccess>,
+    ApiPath((env, agent)): ApiPath<(String, String)>,
+    ApiJson(req): ApiJson<KillRequest>,
+) -> ApiResult<Json<ChangeResponse>> {
+    check_env(&env)?;
+    check_agent(&agent)?;
+    check_tenant(&req.tenant)?;
+    check_reason(&req.reason, "/reason")?;
+    let details = json!({ "tenant": req.tenant, "reason": req.reason });
+    let cmd = Command::Kill {
+        agent,
+        tenant: req.tenant,
+        kill: Kill {
+            reason: req.reason,
+            actor: auth.caller.actor(),
+            at_ms: clock::now_ms(),
+        },
+    };
+    Ok(Json(apply(&state, &env, &auth.caller, cmd, details).await?))
+}
+
+/// Lift a kill switch (for everyone or one tenant).
+#[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/unkill", tag = "decisions",
+    params(("env" = String, Path), ("agent" = String, Path)), request_body = KillRequest,
+    responses((status = 200, body = ChangeResponse)), security(("bearer" = ["deployer"])))]
+async fn unkill(
+    State(state): State<AppState>,
+    auth: Auth<DeployAccess>,
+    ApiPath((env, agent)): ApiPath<(String, String)>,
+    ApiJson(req): ApiJson<KillRequest>,
+) -> ApiResult<Json<ChangeResponse>> {
+    check_env(&env)?;
+    check_agent(&agent)?;
+    check_tenant(&req.tenant)?;
+    check_reason(&req.reason, "/reason")?;
+    let details = json!({ "tenant": req.tenant, "reason": req.reason });
+    let cmd = Command::Unkill {
+        agent,
+        tenant: req.tenant,
+    };
+    Ok(Json(apply(&state, &env, &auth.caller, cmd, details).await?))
+}
+
+/// The env's flags.
+#[utoipa::path(get, path = "/v1/envs/{env}/flags", tag = "flags",
+    params(("env" = String, Path)),
+    responses((status = 200, description = "Flags by key", content_type = "application/json")),
+    security(("bearer" = ["viewer"])))]
+async fn list_flags(
+    State(state): State<AppState>,
+    _auth: Auth<ReadAccess>,
+    ApiPath(env): ApiPath<String>,
+) -> ApiResult<Json<BTreeMap<String, Flag>>> {
+    check_env(&env)?;
+    let current = state.hub.current(&env).await?;
+    Ok(Json(current.compiled.snapshot().flags.clone()))
+}
+
+/// One flag.
+#[utoipa::path(get, path = "/v1/envs/{env}/flags/{key}", tag = "flags",
+    params(("env" = String, Path), ("key" = String, Path)),
+    responses((status = 200, description = "The flag", content_type = "application/json")),
+    security(("bearer" = ["viewer"])))]
+async fn get_flag(
+    State(state): State<AppState>,
+    _auth: Auth<ReadAccess>,
+    ApiPath((env, key)): ApiPath<(String, String)>,
+) -> ApiResult<Json<Flag>> {
+    check_env(&env)?;
+    let current = state.hub.current(&env).await?;
+    current
+        .compiled
+        .snapshot()
+        .flags
+        .get(&key)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no flag {key:?} in env {env}")))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutFlagRequest {
+    /// The flag definition (see the Flag type); its `key` must match the path.
+    #[schema(value_type = Object)]
+    pub flag: Value,
+    pub reason: Option<String>,
+}
+
+/// Create or replace a flag.
+#[utoipa::path(put, path = "/v1/envs/{env}/flags/{key}", tag = "flags",
+    params(("env" = String, Path), ("key" = String, Path)), request_body = PutFlagRequest,
+    responses((status = 200, body = ChangeResponse)), security(("bearer" = ["deployer"])))]
+async fn put_flag(
+    State(state): State<AppState>,
+    auth: Auth<DeployAccess>,
+    ApiPath((env, key)): ApiPath<(String, String)>,
+    ApiJson(req): ApiJson<PutFlagRequest>,
+) -> ApiResult<Json<ChangeResponse>> {
+    check_env(&env)?;
+    slug::validate_flag_key(&key)
+        .map_err(|e| ApiError::field(ErrorCode::BadRequest, "key", e.to_string()))?;
+    if let Some(r) = &req.reason {
+        check_reason(r, "/reason")?;
+    }
+    let mut raw = req.flag;
+    if let Value::Object(m) = &mut raw {
+        m.entry("key").or_insert_with(|| key.clone().into());
+    }
+    let flag: Flag = crate::extract::parse_json(raw.to_string().as_bytes()).map_err(|mut e| {
+        e.field = e
+            .field
+            .map(|f| format!("/flag{}", if f == "/" { "" } else { &f }));
+        e
+    })?;
+    if flag.key != key {
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "/flag/key",
+            format!(
+                "the flag's key {:?} differs from the path's {key:?}",
+                flag.key
+            ),
+        ));
+    }
+    validate_flag(&flag).map_err(|e| {
+        ApiError::field(
+            ErrorCode::InvalidField,
+            format!("/flag{}", e.pointer()),
+            e.to_string(),
+        )
+    })?;
+    let details = json!({ "flag": flag, "reason": req.reason });
+    Ok(Json(
+        apply(&state, &env, &auth.caller, Command::SetFlag(flag), details).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteFlagQuery {
+    pub reason: Option<String>,
+}
+
+/// Delete a flag.
+#[utoipa::path(delete, path = "/v1/envs/{env}/flags/{key}", tag = "flags",
+    params(("env" = String, Path), ("key" = String, Path), DeleteFlagQuery),
+    responses((status = 200, body = ChangeResponse)), security(("bearer" = ["deployer"])))]
+async fn delete_flag(
+    State(state): State<AppState>,
+    auth: Auth<DeployAccess>,
+    ApiPath((env, key)): ApiPath<(String, String)>,
+    crate::extract::ApiQuery(q): crate::extract::ApiQuery<DeleteFlagQuery>,
+) -> ApiResult<Json<ChangeResponse>> {
+    check_env(&env)?;
+    slug::validate_flag_key(&key)
+        .map_err(|e| ApiError::field(ErrorCode::BadRequest, "key", e.to_string()))?;
+    let details = json!({ "reason": q.reason });
+    Ok(Json(
+        apply(
+            &state,
+            &env,
+            &auth.caller,
+            Command::DeleteFlag { key },
+            details,
+        )
+        .await?,
+    ))
+}
