@@ -115,7 +115,7 @@ fn compile(c: &mut Criterion) {
         b.iter_batched(
             || snapshot.clone(),
             |s| CompiledSnapshot::compile(black_box(s)).unwrap(),
-            BatchSize::SmallInput,
+            BatchSize::PerIteration,
         )
     });
 }

@@ -1,9 +1,16 @@
 //! `decide` and flag evaluation allocate nothing: counted with an instrumented global
-//! allocator, which is why this is its own test binary (one test, so no other test thread
-//! allocates while it counts). `stats_alloc` supplies the allocator, as `unsafe_code` is
+//! allocator, which is why this is its own test binary. It has no libtest harness
+//! (`harness = false`): the harness's main thread may allocate while a test thread runs, and
+//! the counter is process-wide. `stats_alloc` supplies the allocator, as `unsafe_code` is
 //! forbidden workspace-wide.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    clippy::indexing_slicing
+)]
 
 use std::alloc::System;
 use std::hint::black_box;
@@ -15,7 +22,12 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-#[test]
+fn main() {
+    decide_and_flag_evaluation_allocate_nothing();
+    println!("test decide_and_flag_evaluation_allocate_nothing ... ok");
+    println!("alloc: 1 passed, 0 failed");
+}
+
 fn decide_and_flag_evaluation_allocate_nothing() {
     let compiled = CompiledSnapshot::compile(reference_snapshot(100, 10)).unwrap();
     let requests = reference_requests(1_000);

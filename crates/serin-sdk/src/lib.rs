@@ -16,6 +16,7 @@
 //!   applies to a disk cache that the next start serves from immediately.
 //!
 //! ```no_run
+//! # #[cfg(feature = "client")]
 //! # async fn run() -> Result<(), serin_sdk::SdkError> {
 //! use serin_sdk::{RequestContext, Serin};
 //!
@@ -113,6 +114,24 @@ impl RequestContext {
             instance: self.instance.as_deref(),
             region: self.region.as_deref(),
         }
+    }
+}
+
+/// Anything a decision can be made for: a [`RequestContext`] or an engine
+/// [`Context`].
+pub trait AsContext {
+    fn as_context(&self) -> Context<'_>;
+}
+
+impl AsContext for RequestContext {
+    fn as_context(&self) -> Context<'_> {
+        RequestContext::as_context(self)
+    }
+}
+
+impl AsContext for Context<'_> {
+    fn as_context(&self) -> Context<'_> {
+        *self
     }
 }
 

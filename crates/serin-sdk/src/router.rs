@@ -9,9 +9,9 @@ use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use serde_json::Value;
 use serin_core::bundle::Bundle;
-use serin_core::decision::{Arm, BundleRef, CompiledSnapshot, Context, Reason, Snapshot};
+use serin_core::decision::{Arm, BundleRef, CompiledSnapshot, Reason, Snapshot};
 
-use crate::SdkError;
+use crate::{AsContext, SdkError};
 
 /// Local routing decisions from the snapshot currently served.
 ///
@@ -42,7 +42,6 @@ impl Freshness {
 
 /// State shared by the router's readers and the stream task (its only
 /// writer).
-#[derive(Debug)]
 pub(crate) struct State {
     current: ArcSwapOption<CompiledSnapshot>,
     /// Static routers have no server to be stale against.
@@ -122,6 +121,18 @@ impl State {
         } else {
             Freshness::Fresh
         }
+    }
+}
+
+/// Summarises instead of dumping every bundle of the snapshot.
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("version", &self.version())
+            .field("live", &self.live)
+            .field("connected", &self.connected.load(Ordering::Relaxed))
+            .field("from_cache", &self.from_cache.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
     }
 }
 
@@ -231,14 +242,17 @@ impl Router {
     }
 
     /// Decides which bundle serves `agent` for this request. `ctx` is a
-    /// `&RequestContext` or an engine [`Context`].
-    pub fn decide<'c>(
+    /// `&RequestContext` or a `&Context`.
+    ///
+    /// Allocates the owned result (bundle reference, reason text, flag map);
+    /// see the crate docs for the allocation-free path.
+    pub fn decide<C: AsContext + ?Sized>(
         &self,
         agent: &str,
-        ctx: impl Into<Context<'c>>,
+        ctx: &C,
     ) -> Result<SdkDecision, SdkError> {
         let snapshot = self.state.current().ok_or(SdkError::NoSnapshot)?;
-        let ctx = ctx.into();
+        let ctx = ctx.as_context();
         let freshness = self.state.freshness();
         let decision = snapshot.decide(agent, &ctx)?;
         let (arm, bundle, snapshot_version, reason, release) = (

@@ -9,12 +9,13 @@
 
 use std::fmt;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use super::bucket::{bucket, in_share};
 use super::flags::{CompiledFlag, FlagError, FlagEvaluation};
 use super::model::{AgentRouting, Arm, BundleRef, Context, Percent, Snapshot, Stickiness};
+use super::strset::StrSet;
 use crate::bundle::Bundle;
 
 /// Why a snapshot cannot be served.
@@ -215,7 +216,7 @@ struct CompiledRelease {
     candidate: BundleRef,
     weight: Percent,
     stickiness: Stickiness,
-    excluded: FxHashSet<String>,
+    excluded: StrSet,
 }
 
 #[derive(Debug)]
@@ -223,7 +224,7 @@ struct CompiledAgent {
     stable: Option<BundleRef>,
     release: Option<CompiledRelease>,
     killed: bool,
-    killed_tenants: FxHashSet<String>,
+    killed_tenants: StrSet,
 }
 
 impl CompiledAgent {
@@ -240,10 +241,10 @@ impl CompiledAgent {
                 candidate: rel.candidate.clone(),
                 weight: rel.weight,
                 stickiness: rel.stickiness,
-                excluded: rel.exclude_tenants.iter().cloned().collect(),
+                excluded: StrSet::new(&rel.exclude_tenants),
             }),
             killed: r.killed,
-            killed_tenants: r.killed_tenants.iter().cloned().collect(),
+            killed_tenants: StrSet::new(&r.killed_tenants),
         })
     }
 }
@@ -329,7 +330,6 @@ impl CompiledSnapshot {
     }
 
     /// Routes one request of `agent`. Allocates nothing unless it returns an error.
-    #[inline]
     pub fn decide<'s>(
         &'s self,
         agent: &str,

@@ -12,7 +12,6 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use rustc_hash::FxHashSet;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
@@ -20,6 +19,7 @@ use serde_json::Value;
 use super::bucket::{bucket, in_share};
 use super::engine::unit_key;
 use super::model::{Attribute, Context, Flag, FlagRule, Operator, Percent, Stickiness, Targets};
+use super::strset::StrSet;
 use crate::slug;
 
 /// Longest accepted flag description, in characters.
@@ -278,7 +278,7 @@ impl Serialize for FlagReason {
 #[derive(Debug, Default)]
 struct TargetSets {
     /// Indexed like `TARGET_FIELDS`; only non-empty sets are kept.
-    sets: Vec<(Attribute, FxHashSet<String>)>,
+    sets: Vec<(Attribute, StrSet)>,
 }
 
 impl TargetSets {
@@ -288,7 +288,7 @@ impl TargetSets {
                 .iter()
                 .map(|(a, _)| (*a, target_set(t, *a)))
                 .filter(|(_, s)| !s.is_empty())
-                .map(|(a, s)| (a, s.iter().cloned().collect()))
+                .map(|(a, s)| (a, StrSet::new(s)))
                 .collect(),
         }
     }
@@ -296,7 +296,7 @@ impl TargetSets {
     fn find(&self, ctx: &Context<'_>) -> Option<Attribute> {
         self.sets
             .iter()
-            .find_map(|(a, set)| ctx.attribute(*a).filter(|v| set.contains(*v)).map(|_| *a))
+            .find_map(|(a, set)| ctx.attribute(*a).filter(|v| set.contains(v)).map(|_| *a))
     }
 }
 
@@ -304,7 +304,7 @@ impl TargetSets {
 struct CompiledRule {
     attribute: Attribute,
     op: Operator,
-    values: FxHashSet<String>,
+    values: StrSet,
     rollout: Percent,
 }
 
@@ -348,7 +348,7 @@ impl CompiledFlag {
                 .map(|r| CompiledRule {
                     attribute: r.attribute,
                     op: r.op,
-                    values: r.values.iter().cloned().collect(),
+                    values: StrSet::new(&r.values),
                     rollout: r.rollout,
                 })
                 .collect(),

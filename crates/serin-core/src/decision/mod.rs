@@ -13,6 +13,7 @@ mod commands;
 mod engine;
 mod flags;
 mod model;
+mod strset;
 
 #[doc(hidden)]
 pub mod bench_support;

@@ -9,12 +9,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serin_core::decision::{CompiledSnapshot, Context};
+use serin_core::decision::CompiledSnapshot;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::router::State;
-use crate::{Health, Router, SdkDecision, SdkError};
+use crate::{AsContext, Health, Router, SdkDecision, SdkError};
 
 /// How to reach the server and how to behave when it is away.
 ///
@@ -213,6 +213,9 @@ impl Serin {
     /// Must be called within a Tokio runtime; the background task runs on it.
     pub async fn start(config: Config) -> Result<Serin, SdkError> {
         let config = Arc::new(validate(config)?);
+        // reqwest is built without a bundled crypto provider; use ring unless
+        // the application installed one of its own (then this is a no-op).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(config.request_timeout)
             .build()
@@ -291,10 +294,10 @@ impl Serin {
     }
 
     /// See [`Router::decide`].
-    pub fn decide<'c>(
+    pub fn decide<C: AsContext + ?Sized>(
         &self,
         agent: &str,
-        ctx: impl Into<Context<'c>>,
+        ctx: &C,
     ) -> Result<SdkDecision, SdkError> {
         self.router.decide(agent, ctx)
     }

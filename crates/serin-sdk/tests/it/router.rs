@@ -36,7 +36,7 @@ fn decide_accepts_an_engine_context_and_the_zero_copy_path_agrees() {
     for i in 0..200 {
         let mut ctx = RequestContext::new(format!("r-{i}"));
         ctx.user = Some(format!("u-{i}"));
-        let owned = router.decide(AGENT, ctx.as_context()).unwrap();
+        let owned = router.decide(AGENT, &ctx.as_context()).unwrap();
         let borrowed = snap.decide(AGENT, &ctx.as_context()).unwrap();
         assert_eq!(owned.arm, borrowed.arm);
         assert_eq!(owned.bundle.as_ref(), borrowed.bundle);

@@ -648,21 +648,7 @@ async fn kill(
     ApiPath((env, agent)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<KillRequest>,
 ) -> ApiResult<Json<ChangeResponse>> {
-    check_env(&env)?;
-    check_agent(&agent)?;
-    check_tenant(&req.tenant)?;
-    check_reason(&req.reason, "/reason")?;
-    let details = json!({ "tenant": req.tenant, "reason": req.reason });
-    let cmd = Command::Kill {
-        agent,
-        tenant: req.tenant,
-        kill: Kill {
-            reason: req.reason,
-            actor: auth.caller.actor(),
-            at_ms: clock::now_ms(),
-        },
-    };
-    Ok(Json(apply(&state, &env, &auth.caller, cmd, details).await?))
+    switch(&state, &auth.caller, &env, agent, req, true).await
 }
 
 /// Lift a kill switch (for everyone or one tenant).
@@ -675,16 +661,39 @@ async fn unkill(
     ApiPath((env, agent)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<KillRequest>,
 ) -> ApiResult<Json<ChangeResponse>> {
-    check_env(&env)?;
+    switch(&state, &auth.caller, &env, agent, req, false).await
+}
+
+async fn switch(
+    state: &AppState,
+    caller: &Caller,
+    env: &str,
+    agent: String,
+    req: KillRequest,
+    kill: bool,
+) -> ApiResult<Json<ChangeResponse>> {
+    check_env(env)?;
     check_agent(&agent)?;
     check_tenant(&req.tenant)?;
     check_reason(&req.reason, "/reason")?;
     let details = json!({ "tenant": req.tenant, "reason": req.reason });
-    let cmd = Command::Unkill {
-        agent,
-        tenant: req.tenant,
+    let cmd = if kill {
+        Command::Kill {
+            agent,
+            tenant: req.tenant,
+            kill: Kill {
+                reason: req.reason,
+                actor: caller.actor(),
+                at_ms: clock::now_ms(),
+            },
+        }
+    } else {
+        Command::Unkill {
+            agent,
+            tenant: req.tenant,
+        }
     };
-    Ok(Json(apply(&state, &env, &auth.caller, cmd, details).await?))
+    Ok(Json(apply(state, env, caller, cmd, details).await?))
 }
 
 /// The env's flags.

@@ -265,18 +265,20 @@ fn validate_needs_no_server_and_rejects_a_missing_directory() {
 
 #[test]
 fn client_verbs_without_a_server_exit_2_with_one_line() {
-    let out = run_cli(
-        &["bundle", "list"],
-        &[("SERIN_SERVER", "http://127.0.0.1:9"), ("SERIN_TOKEN", "x")],
-    );
-    assert_eq!(out.code, 2, "{out:#?}");
-    assert!(
-        out.stderr
-            .starts_with("error: could not reach the Serin server"),
-        "{}",
-        out.stderr
-    );
-    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    for server in ["http://127.0.0.1:9", "https://127.0.0.1:9"] {
+        let out = run_cli(
+            &["bundle", "list"],
+            &[("SERIN_SERVER", server), ("SERIN_TOKEN", "x")],
+        );
+        assert_eq!(out.code, 2, "{out:#?}");
+        assert!(
+            out.stderr
+                .starts_with("error: could not reach the Serin server"),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    }
 }
 
 #[test]

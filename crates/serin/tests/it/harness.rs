@@ -142,6 +142,8 @@ impl Server {
     }
 
     pub fn http(&self, token: &str) -> Http {
+        // reqwest is built without a bundled crypto provider (see Cargo.toml).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Http {
             base: self.url.clone(),
             token: token.to_owned(),
