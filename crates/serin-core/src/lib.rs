@@ -9,11 +9,14 @@
 //! - [`auth`]: roles and what each may do.
 //! - [`bundle`]: the bundle format, its validation, canonical digest and diff.
 //! - [`catalog`]: known model snapshots and moving aliases.
+//! - [`guardrails`]: sequential canary-vs-control verdicts, aggregates, burn rate, simulator.
 //! - [`pins`]: how far a pinned model is behind its family's newest snapshot.
 
 pub mod auth;
 pub mod bundle;
 pub mod catalog;
 pub mod decision;
+pub mod guardrails;
+pub mod outcome;
 pub mod pins;
 pub mod slug;

@@ -72,9 +72,12 @@ pub use serin_core::decision::{
     Arm, BundleRef, CompileError, CompiledSnapshot, Context, DecideError, Decision, FlagEvaluation,
     FlagReason, Reason, Snapshot,
 };
+pub use serin_core::outcome::{
+    ErrorClass, EvalSample, OutcomeError, OutcomeEvent, Tokens, ToolCalls,
+};
 
 #[cfg(feature = "client")]
-pub use client::{Config, Serin, SerinBuilder};
+pub use client::{Config, OutcomeStats, Serin, SerinBuilder};
 
 /// What the agent knows about one request; every field but `request_id` is
 /// optional and only used by rules that name it.

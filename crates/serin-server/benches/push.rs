@@ -56,6 +56,8 @@ fn bench_push(c: &mut Criterion) {
             max_streams: 1024,
             refresh_interval: std::time::Duration::from_secs(1),
         })
+        .await
+        .unwrap()
         .router;
         (router, token)
     });

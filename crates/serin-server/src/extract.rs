@@ -96,6 +96,24 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     }
 }
 
+/// Like [`parse_json`], from an already parsed value (one event of a batch).
+pub fn parse_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|err| {
+        let pointer = to_pointer(err.path());
+        let field = if pointer.is_empty() {
+            "/".to_owned()
+        } else {
+            pointer
+        };
+        let inner = err.into_inner();
+        ApiError::field(
+            ErrorCode::InvalidField,
+            field.clone(),
+            format!("{field}: {inner}"),
+        )
+    })
+}
+
 fn to_pointer(path: &serde_path_to_error::Path) -> String {
     use serde_path_to_error::Segment;
     let mut out = String::new();
@@ -187,6 +205,7 @@ requirement! {
     DeployAccess => Action::Deploy,
     SnapshotAccess => Action::SnapshotRead,
     DecideAccess => Action::Decide,
+    OutcomeAccess => Action::OutcomeWrite,
     AdminAccess => Action::Admin,
 }
 

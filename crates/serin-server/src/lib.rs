@@ -29,6 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub mod clock;
 pub mod error;
 pub mod extract;
+pub mod guardrails;
 pub mod hub;
 mod openapi;
 mod routes;
@@ -44,6 +45,7 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub openapi_json: Arc<String>,
     pub hub: Arc<hub::Hub>,
+    pub guardrails: Arc<guardrails::Guardrails>,
 }
 
 /// What the binary hands the server.
@@ -79,6 +81,7 @@ fn api_router(limits: &Limits) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::base())
         .merge(routes::bundles::router().layer(DefaultBodyLimit::max(bundle_body_limit(limits))))
         .merge(routes::decisions::router())
+        .merge(routes::outcomes::router())
         .merge(routes::tokens::router())
         .merge(routes::system::router())
 }
@@ -122,15 +125,20 @@ pub struct App {
     pub hub: Arc<hub::Hub>,
 }
 
-/// Builds the whole application: routes, fallbacks and middleware.
-pub fn app(config: ServerConfig) -> App {
+/// Builds the whole application: routes, fallbacks and middleware. Loads the
+/// persisted guardrail monitors, so it needs the store.
+pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
     let (router, api) = api_router(&config.limits).split_for_parts();
     let api = openapi::complete(api);
     let hub = hub::Hub::new(config.store.clone());
     if tokio::runtime::Handle::try_current().is_ok() {
         hub.spawn_poller(config.refresh_interval);
     }
+    let guardrails = Arc::new(
+        guardrails::Guardrails::load(config.store.clone(), hub.clone(), clock::now_ms()).await?,
+    );
     let state = AppState {
+        guardrails,
         hub: hub.clone(),
         store: config.store,
         catalog: Arc::new(config.catalog),
@@ -155,10 +163,10 @@ pub fn app(config: ServerConfig) -> App {
         .layer(TraceLayer::new_for_http())
         .layer(middleware::from_fn_with_state(limits, shed_load))
         .service(routes);
-    App {
+    Ok(App {
         router: Router::new().fallback_service(guarded),
         hub,
-    }
+    })
 }
 
 /// Permits for requests in flight. Snapshot streams live for hours, so they

@@ -34,6 +34,7 @@ pub use audit::{GENESIS_HASH, canonical_json};
 pub use error::StoreError;
 pub use model::{
     AgentSummary, AuditEntry, AuditVerification, BundleSummary, EnvStateChange, EnvSummary,
-    IssuedToken, NewAudit, NewBundle, PutBundle, StoredBundle, StoredEnvState, TokenInfo,
+    IssuedToken, MonitorRow, NewAudit, NewBundle, PutBundle, RollupRow, StoredBundle,
+    StoredEnvState, TokenInfo,
 };
 pub use store::{BOOTSTRAP_TOKEN_NAME, MAX_PAGE, SQLITE_FILE_NAME, Store};

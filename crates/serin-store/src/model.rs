@@ -193,3 +193,27 @@ pub struct EnvSummary {
     pub version: i64,
     pub updated_at_ms: i64,
 }
+
+/// The persisted sequential-test state of one canary bundle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MonitorRow {
+    pub env: String,
+    pub agent: String,
+    /// `agent@N` of the canary bundle.
+    pub candidate: String,
+    /// Opaque JSON (serin-core's `Monitor`).
+    pub state: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// One minute of outcomes of one bundle on one arm (opaque JSON aggregate).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RollupRow {
+    pub env: String,
+    pub agent: String,
+    pub bundle: String,
+    pub arm: String,
+    pub minute_ms: i64,
+    pub data: String,
+}

@@ -19,7 +19,8 @@ use crate::audit::{GENESIS_HASH, HashedFields, canonical_json, entry_hash};
 use crate::error::StoreError;
 use crate::model::{
     AgentSummary, AuditEntry, AuditVerification, BundleSummary, EnvStateChange, EnvSummary,
-    IssuedToken, NewAudit, NewBundle, PutBundle, StoredBundle, StoredEnvState, TokenInfo,
+    IssuedToken, MonitorRow, NewAudit, NewBundle, PutBundle, RollupRow, StoredBundle,
+    StoredEnvState, TokenInfo,
 };
 use crate::token;
 
@@ -847,6 +848,164 @@ impl Store {
                 created_by: actor.to_owned(),
             }))
         })
+    }
+
+    // ----- guardrail evidence ------------------------------------------------------------
+
+    /// Every persisted monitor (loaded at start so verdicts resume where they were).
+    pub async fn load_monitors(&self) -> Result<Vec<MonitorRow>, StoreError> {
+        let rows: Vec<(String, String, String, String, i64, i64)> = with_read!(self, |db| {
+            sqlx::query_as(
+                "SELECT env, agent, candidate, state, created_at_ms, updated_at_ms \
+                 FROM guardrail_monitors ORDER BY env, agent, candidate",
+            )
+            .fetch_all(db)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(env, agent, candidate, state, created_at_ms, updated_at_ms)| MonitorRow {
+                    env,
+                    agent,
+                    candidate,
+                    state,
+                    created_at_ms,
+                    updated_at_ms,
+                },
+            )
+            .collect())
+    }
+
+    /// Writes the monitors and minute rollups a batch of outcomes changed, in one
+    /// transaction: the batch is acknowledged only once this returns.
+    pub async fn save_outcomes(
+        &self,
+        monitors: &[MonitorRow],
+        rollups: &[RollupRow],
+    ) -> Result<(), StoreError> {
+        with_tx!(self, |tx| {
+            for m in monitors {
+                sqlx::query(
+                    "INSERT INTO guardrail_monitors \
+                     (env, agent, candidate, state, created_at_ms, updated_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (env, agent, candidate) DO UPDATE \
+                     SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
+                )
+                .bind(&m.env)
+                .bind(&m.agent)
+                .bind(&m.candidate)
+                .bind(&m.state)
+                .bind(m.created_at_ms)
+                .bind(m.updated_at_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for r in rollups {
+                sqlx::query(
+                    "INSERT INTO outcome_rollups (env, agent, bundle, arm, minute_ms, data) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (env, agent, bundle, arm, minute_ms) DO UPDATE \
+                     SET data = excluded.data",
+                )
+                .bind(&r.env)
+                .bind(&r.agent)
+                .bind(&r.bundle)
+                .bind(&r.arm)
+                .bind(r.minute_ms)
+                .bind(&r.data)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Minute rollups of `agent` in `env` from `since_ms` on, oldest first.
+    pub async fn rollups(
+        &self,
+        env: &str,
+        agent: &str,
+        since_ms: i64,
+    ) -> Result<Vec<RollupRow>, StoreError> {
+        let rows: Vec<(String, String, String, String, i64, String)> = with_read!(self, |db| {
+            sqlx::query_as(
+                "SELECT env, agent, bundle, arm, minute_ms, data FROM outcome_rollups \
+                 WHERE env = $1 AND agent = $2 AND minute_ms >= $3 \
+                 ORDER BY minute_ms, bundle, arm",
+            )
+            .bind(env)
+            .bind(agent)
+            .bind(since_ms)
+            .fetch_all(db)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(env, agent, bundle, arm, minute_ms, data)| RollupRow {
+                env,
+                agent,
+                bundle,
+                arm,
+                minute_ms,
+                data,
+            })
+            .collect())
+    }
+
+    /// Sets the guardrail thresholds of `agent` in `env` (audited `guardrails.set`).
+    pub async fn put_guardrail_config(
+        &self,
+        env: &str,
+        agent: &str,
+        config: &str,
+        at_ms: i64,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        with_tx!(self, |tx| {
+            sqlx::query(
+                "INSERT INTO guardrail_configs (env, agent, config, updated_at_ms, updated_by) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (env, agent) DO UPDATE SET config = excluded.config, \
+                 updated_at_ms = excluded.updated_at_ms, updated_by = excluded.updated_by",
+            )
+            .bind(env)
+            .bind(agent)
+            .bind(config)
+            .bind(at_ms)
+            .bind(actor)
+            .execute(&mut *tx)
+            .await?;
+            let details: serde_json::Value =
+                serde_json::from_str(config).unwrap_or(serde_json::Value::String(config.into()));
+            append_audit_in!(
+                tx,
+                &NewAudit {
+                    at_ms,
+                    actor: actor.to_owned(),
+                    action: "guardrails.set".to_owned(),
+                    subject: format!("{agent}/{env}"),
+                    details: serde_json::json!({ "config": details }),
+                }
+            );
+            Ok(())
+        })
+    }
+
+    /// The guardrail thresholds set for `agent` in `env`, if any.
+    pub async fn guardrail_config(
+        &self,
+        env: &str,
+        agent: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(with_read!(self, |db| {
+            sqlx::query_scalar("SELECT config FROM guardrail_configs WHERE env = $1 AND agent = $2")
+                .bind(env)
+                .bind(agent)
+                .fetch_optional(db)
+                .await?
+        }))
     }
 
     /// Appends one entry to the hash-chained audit log, for actions that write nothing else.

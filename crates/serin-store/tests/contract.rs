@@ -141,6 +141,7 @@ contract!(
     env_states_grow_globally_and_keep_every_version,
     a_refused_env_change_writes_nothing,
     concurrent_env_changes_serialize_without_losing_updates,
+    guardrail_evidence_upserts_and_survives_reopen,
 );
 
 // ----- helpers ---------------------------------------------------------------------------------
@@ -1001,4 +1002,96 @@ async fn concurrent_env_changes_serialize_without_losing_updates(t: Ctx) {
         "every read-modify-write saw the previous one"
     );
     assert_eq!(latest.version, 8);
+}
+
+// ----- guardrail evidence ----------------------------------------------------------------------
+
+async fn guardrail_evidence_upserts_and_survives_reopen(t: Ctx) {
+    use serin_store::{MonitorRow, RollupRow};
+    let s = &t.store;
+    let monitor = |state: &str, at| MonitorRow {
+        env: "prod".into(),
+        agent: "support".into(),
+        candidate: "support@2".into(),
+        state: state.into(),
+        created_at_ms: 1,
+        updated_at_ms: at,
+    };
+    let rollup = |arm: &str, minute_ms, data: &str| RollupRow {
+        env: "prod".into(),
+        agent: "support".into(),
+        bundle: "support@2".into(),
+        arm: arm.into(),
+        minute_ms,
+        data: data.into(),
+    };
+    s.save_outcomes(
+        &[monitor("s1", 10)],
+        &[rollup("canary", 60_000, "a"), rollup("stable", 60_000, "b")],
+    )
+    .await
+    .unwrap();
+    s.save_outcomes(
+        &[monitor("s2", 20)],
+        &[
+            rollup("canary", 60_000, "a2"),
+            rollup("canary", 120_000, "c"),
+        ],
+    )
+    .await
+    .unwrap();
+    let monitors = s.load_monitors().await.unwrap();
+    assert_eq!(monitors.len(), 1);
+    assert_eq!(
+        (
+            monitors[0].state.as_str(),
+            monitors[0].created_at_ms,
+            monitors[0].updated_at_ms
+        ),
+        ("s2", 1, 20)
+    );
+    let rows = s.rollups("prod", "support", 0).await.unwrap();
+    let got: Vec<(&str, i64, &str)> = rows
+        .iter()
+        .map(|r| (r.arm.as_str(), r.minute_ms, r.data.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("canary", 60_000, "a2"),
+            ("stable", 60_000, "b"),
+            ("canary", 120_000, "c")
+        ]
+    );
+    assert_eq!(
+        s.rollups("prod", "support", 100_000).await.unwrap().len(),
+        1
+    );
+
+    assert!(
+        s.guardrail_config("prod", "support")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    s.put_guardrail_config("prod", "support", r#"{"error_rate":{"max":"2%"}}"#, 5, "t1")
+        .await
+        .unwrap();
+    s.put_guardrail_config("prod", "support", r#"{"error_rate":{"max":"3%"}}"#, 6, "t1")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.guardrail_config("prod", "support")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(r#"{"error_rate":{"max":"3%"}}"#)
+    );
+    let audit = s.list_audit(1, None).await.unwrap();
+    assert_eq!(audit[0].action, "guardrails.set");
+
+    s.close().await;
+    let s = t.reopen().await;
+    assert_eq!(s.load_monitors().await.unwrap()[0].state, "s2");
+    assert_eq!(s.rollups("prod", "support", 0).await.unwrap().len(), 3);
 }

@@ -61,7 +61,9 @@ pub async fn propagation(args: PropagationArgs) -> anyhow::Result<()> {
         max_in_flight: 1024,
         max_streams: args.subscribers + 16,
         refresh_interval: Duration::from_secs(5),
-    });
+    })
+    .await
+    .map_err(|e| anyhow!("could not start: {}", e.message))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serin_server::serve(listener, app, async {
         let _ = stop_rx.await;

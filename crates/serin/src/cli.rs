@@ -133,6 +133,21 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Live guardrail verdicts of an agent's canaries against stable, and its burn rate.
+    Guardrails {
+        agent: String,
+        #[arg(long)]
+        env: String,
+        /// Daily budget in USD, for the projected-spend warning.
+        #[arg(long)]
+        budget: Option<f64>,
+        /// Set the agent's guardrail thresholds from a YAML/JSON file (the
+        /// `guardrails:` block of a plan) instead of showing verdicts.
+        #[arg(long, value_name = "FILE")]
+        set: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -380,6 +395,17 @@ pub enum BenchCommand {
         /// Rollbacks (alternating with redeploys) to time.
         #[arg(long, default_value_t = 40)]
         rollbacks: usize,
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// Detection quality: Serin's sequential tests against a fixed threshold,
+    /// per-interval Mann-Whitney and the SPRT oracle, on simulated canaries.
+    Detect {
+        /// Seeded runs per scenario and method.
+        #[arg(long, default_value_t = 1000)]
+        runs: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Human)]
         output: Output,
     },

@@ -61,6 +61,22 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<()> {
             client,
         } => routing::snapshot(&env, version, &client).await,
         Command::Token(cmd) => token(cmd).await,
+        Command::Guardrails {
+            agent,
+            env,
+            budget,
+            set,
+            client,
+        } => crate::guardrails::run(&agent, &env, budget, set.as_deref(), &client).await,
+        Command::Bench(crate::cli::BenchCommand::Detect { runs, seed, output }) => {
+            let report = serin_core::guardrails::sim::detect_report(runs.max(1), seed);
+            if output == Output::Json {
+                out::json(&report);
+            } else {
+                out::line(report.to_string().trim_end());
+            }
+            Ok(())
+        }
         Command::Bench(crate::cli::BenchCommand::Propagation {
             subscribers,
             rollbacks,

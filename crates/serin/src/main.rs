@@ -12,6 +12,7 @@ mod bundle_dir;
 mod cli;
 mod client;
 mod commands;
+mod guardrails;
 mod out;
 mod routing;
 mod server;

@@ -85,7 +85,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         max_in_flight: args.max_in_flight,
         max_streams: args.max_streams,
         refresh_interval: std::time::Duration::from_millis(args.refresh_ms.max(50)),
-    });
+    })
+    .await
+    .map_err(|e| anyhow!("could not start: {}", e.message))?;
     serin_server::serve(listener, app, shutdown_signal())
         .await
         .context("the HTTP server failed")?;

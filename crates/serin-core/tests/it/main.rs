@@ -15,6 +15,8 @@ mod decision_engine;
 mod decision_flags;
 mod diff;
 mod digest;
+mod guardrails;
+mod guardrails_sim;
 mod props;
 mod validate;
 

@@ -2,6 +2,7 @@
 //! the server's snapshot stream, with a fail-static disk cache.
 
 mod cache;
+mod recorder;
 mod stream;
 
 use std::fmt;
@@ -10,11 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serin_core::decision::CompiledSnapshot;
-use tokio::sync::watch;
+use serin_core::outcome::OutcomeEvent;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::router::State;
 use crate::{AsContext, Health, Router, SdkDecision, SdkError};
+
+pub use recorder::OutcomeStats;
 
 /// How to reach the server and how to behave when it is away.
 ///
@@ -45,6 +49,13 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Timeout for connecting, and for the full snapshot fetch. Default 10 s.
     pub request_timeout: Duration,
+    /// Outcome events waiting to be sent; beyond this, `record` drops and
+    /// counts. Default 10,000.
+    pub outcome_queue: usize,
+    /// Largest outcome batch. Default 500.
+    pub outcome_batch: usize,
+    /// Longest wait before a partial batch is sent. Default 1 s.
+    pub outcome_flush: Duration,
 }
 
 impl Config {
@@ -65,6 +76,9 @@ impl Config {
             backoff_reset_after: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(45),
             request_timeout: Duration::from_secs(10),
+            outcome_queue: recorder::DEFAULT_QUEUE,
+            outcome_batch: recorder::DEFAULT_BATCH,
+            outcome_flush: recorder::DEFAULT_FLUSH,
         }
     }
 
@@ -134,6 +148,14 @@ impl SerinBuilder {
         self
     }
 
+    /// Outcome queue capacity, largest batch and flush interval.
+    pub fn outcomes(mut self, queue: usize, batch: usize, flush: Duration) -> Self {
+        self.config.outcome_queue = queue.max(1);
+        self.config.outcome_batch = batch.max(1);
+        self.config.outcome_flush = flush;
+        self
+    }
+
     /// Connect timeout, and timeout of the full snapshot fetch.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.config.request_timeout = timeout;
@@ -161,6 +183,8 @@ impl SerinBuilder {
 pub struct Serin {
     router: Router,
     tasks: Arc<Tasks>,
+    outcomes: mpsc::Sender<OutcomeEvent>,
+    outcome_counters: Arc<recorder::Counters>,
 }
 
 #[derive(Debug)]
@@ -245,6 +269,7 @@ impl Serin {
             handles.push(tokio::spawn(cache::writer(path, rx, stop_rx.clone())));
             tx
         });
+        let http_for_outcomes = http.clone();
         let task = stream::Task {
             config: config.clone(),
             http,
@@ -252,7 +277,16 @@ impl Serin {
             version_tx,
             cache_tx,
         };
-        handles.push(tokio::spawn(task.run(stop_rx)));
+        handles.push(tokio::spawn(task.run(stop_rx.clone())));
+        let (outcomes, outcome_rx) = mpsc::channel(config.outcome_queue.max(1));
+        let outcome_counters = Arc::new(recorder::Counters::default());
+        let rec = recorder::Recorder {
+            config: config.clone(),
+            http: http_for_outcomes,
+            rx: outcome_rx,
+            counters: outcome_counters.clone(),
+        };
+        handles.push(tokio::spawn(rec.run(stop_rx)));
 
         let serin = Serin {
             router: Router {
@@ -263,6 +297,8 @@ impl Serin {
                 stop,
                 handles: Mutex::new(handles),
             }),
+            outcomes,
+            outcome_counters,
         };
         let first =
             tokio::time::timeout(config.start_timeout, version_rx.wait_for(|v| v.is_some())).await;
@@ -305,6 +341,24 @@ impl Serin {
     /// See [`Router::health`].
     pub fn health(&self) -> Health {
         self.router.health()
+    }
+
+    /// Queues one outcome for the server, without blocking. Returns `false`
+    /// (and counts it in [`Serin::outcome_stats`]) when the queue is full or
+    /// the SDK was shut down: telemetry never slows the agent down.
+    pub fn record(&self, event: OutcomeEvent) -> bool {
+        match self.outcomes.try_send(event) {
+            Ok(()) => true,
+            Err(_) => {
+                self.outcome_counters.dropped(1);
+                false
+            }
+        }
+    }
+
+    /// How many outcomes were sent, rejected and dropped so far.
+    pub fn outcome_stats(&self) -> OutcomeStats {
+        self.outcome_counters.snapshot()
     }
 
     /// Stops the background task (for every clone) and waits for it, and for

@@ -308,7 +308,7 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// Full jitter: uniform in `0..=min(max, min * 2^attempt)`.
-fn backoff(min: Duration, max: Duration, attempt: u32) -> Duration {
+pub(super) fn backoff(min: Duration, max: Duration, attempt: u32) -> Duration {
     let factor = 1u32.checked_shl(attempt.min(24)).unwrap_or(u32::MAX);
     let cap = min.saturating_mul(factor).min(max);
     let cap_us = u64::try_from(cap.as_micros()).unwrap_or(u64::MAX);

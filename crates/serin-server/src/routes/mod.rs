@@ -2,5 +2,6 @@
 
 pub mod bundles;
 pub mod decisions;
+pub mod outcomes;
 pub mod system;
 pub mod tokens;

@@ -10,6 +10,7 @@
 
 mod bundles;
 mod decisions;
+mod guardrails;
 mod harness;
 mod http_errors;
 mod roles;

@@ -1,0 +1,240 @@
+//! Mergeable per-arm aggregates (minute rollups, SDK-side pre-aggregation).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sketches_ddsketch::DDSketch;
+
+use crate::outcome::{ErrorClass, OutcomeEvent};
+
+/// A DDSketch (1% relative accuracy) that is `Debug`; serialises as the sketch itself.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Sketch(pub DDSketch);
+
+impl fmt::Debug for Sketch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sketch")
+            .field("count", &self.0.count())
+            .field("p50", &self.quantile(0.5))
+            .field("p95", &self.quantile(0.95))
+            .finish()
+    }
+}
+
+impl Sketch {
+    pub fn add(&mut self, v: f64) {
+        self.0.add(v);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.count() as u64
+    }
+
+    /// The `q` quantile, `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        self.0.quantile(q).ok().flatten()
+    }
+
+    /// Merges; sketches built here all share the default configuration.
+    pub fn merge(&mut self, other: &Sketch) {
+        // Both sides use `Config::defaults()`, so the merge cannot fail.
+        let _ = self.0.merge(&other.0);
+    }
+}
+
+/// One arm over some window. `record` one event at a time or `merge` rollups; both give the
+/// same counts and the same sketches.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ArmAggregate {
+    pub requests: u64,
+    pub errors: u64,
+    pub errors_transient: u64,
+    pub errors_permanent: u64,
+    pub errors_external: u64,
+    pub tool_calls_ok: u64,
+    pub tool_calls_failed: u64,
+    pub refusals: u64,
+    pub eval_samples: u64,
+    pub eval_passed: u64,
+    pub eval_score_sum: f64,
+    pub cost_usd_sum: f64,
+    pub latency_ms_sum: f64,
+    pub tokens_input: u64,
+    pub tokens_output: u64,
+    pub latency: Sketch,
+    pub stages: BTreeMap<String, Sketch>,
+    pub cost: Sketch,
+}
+
+/// What an arm looks like, for verdict tables and dashboards.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ArmSummary {
+    pub requests: u64,
+    pub error_rate: f64,
+    pub errors_transient: u64,
+    pub errors_permanent: u64,
+    pub errors_external: u64,
+    /// ok / (ok + failed) tool calls; `None` without tool calls.
+    pub tool_call_success: Option<f64>,
+    pub tool_calls: u64,
+    pub refusal_rate: f64,
+    pub eval_pass_rate: Option<f64>,
+    pub eval_mean_score: Option<f64>,
+    pub eval_samples: u64,
+    pub cost_per_request: f64,
+    pub cost_usd_sum: f64,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p95_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    /// Tail heaviness: p99 / p50.
+    pub latency_p99_over_p50: Option<f64>,
+    pub stages: BTreeMap<String, StageSummary>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StageSummary {
+    pub count: u64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        // Counts far below 2^53: exact enough as f64.
+        a as f64 / b as f64
+    }
+}
+
+impl ArmAggregate {
+    pub fn record(&mut self, e: &OutcomeEvent) {
+        self.requests += 1;
+        if let Some(err) = &e.error {
+            self.errors += 1;
+            match err.class {
+                ErrorClass::Transient => self.errors_transient += 1,
+                ErrorClass::Permanent => self.errors_permanent += 1,
+                ErrorClass::External => self.errors_external += 1,
+            }
+        }
+        self.tool_calls_ok += e.tool_calls.ok;
+        self.tool_calls_failed += e.tool_calls.failed;
+        if e.refused {
+            self.refusals += 1;
+        }
+        if let Some(ev) = &e.eval {
+            self.eval_samples += 1;
+            if ev.passed {
+                self.eval_passed += 1;
+            }
+            self.eval_score_sum += ev.score;
+        }
+        self.cost_usd_sum += e.cost_usd;
+        self.latency_ms_sum += e.latency_ms;
+        self.tokens_input += e.tokens.input;
+        self.tokens_output += e.tokens.output;
+        self.latency.add(e.latency_ms);
+        self.cost.add(e.cost_usd);
+        for (name, v) in &e.stages {
+            match self.stages.get_mut(name) {
+                Some(s) => s.add(*v),
+                None => {
+                    let mut s = Sketch::default();
+                    s.add(*v);
+                    self.stages.insert(name.clone(), s);
+                }
+            }
+        }
+    }
+
+    pub fn merge(&mut self, o: &ArmAggregate) {
+        self.requests += o.requests;
+        self.errors += o.errors;
+        self.errors_transient += o.errors_transient;
+        self.errors_permanent += o.errors_permanent;
+        self.errors_external += o.errors_external;
+        self.tool_calls_ok += o.tool_calls_ok;
+        self.tool_calls_failed += o.tool_calls_failed;
+        self.refusals += o.refusals;
+        self.eval_samples += o.eval_samples;
+        self.eval_passed += o.eval_passed;
+        self.eval_score_sum += o.eval_score_sum;
+        self.cost_usd_sum += o.cost_usd_sum;
+        self.latency_ms_sum += o.latency_ms_sum;
+        self.tokens_input += o.tokens_input;
+        self.tokens_output += o.tokens_output;
+        self.latency.merge(&o.latency);
+        self.cost.merge(&o.cost);
+        for (name, s) in &o.stages {
+            self.stages.entry(name.clone()).or_default().merge(s);
+        }
+    }
+
+    pub fn error_rate(&self) -> f64 {
+        ratio(self.errors, self.requests)
+    }
+    pub fn refusal_rate(&self) -> f64 {
+        ratio(self.refusals, self.requests)
+    }
+    pub fn tool_calls(&self) -> u64 {
+        self.tool_calls_ok + self.tool_calls_failed
+    }
+    pub fn tool_call_success(&self) -> Option<f64> {
+        (self.tool_calls() > 0).then(|| ratio(self.tool_calls_ok, self.tool_calls()))
+    }
+    pub fn eval_pass_rate(&self) -> Option<f64> {
+        (self.eval_samples > 0).then(|| ratio(self.eval_passed, self.eval_samples))
+    }
+    pub fn cost_per_request(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.cost_usd_sum / self.requests as f64 // count → f64, exact below 2^53
+        }
+    }
+
+    pub fn summary(&self) -> ArmSummary {
+        let p50 = self.latency.quantile(0.5);
+        let p99 = self.latency.quantile(0.99);
+        ArmSummary {
+            requests: self.requests,
+            error_rate: self.error_rate(),
+            errors_transient: self.errors_transient,
+            errors_permanent: self.errors_permanent,
+            errors_external: self.errors_external,
+            tool_call_success: self.tool_call_success(),
+            tool_calls: self.tool_calls(),
+            refusal_rate: self.refusal_rate(),
+            eval_pass_rate: self.eval_pass_rate(),
+            eval_mean_score: (self.eval_samples > 0)
+                .then(|| self.eval_score_sum / self.eval_samples as f64), // count → f64
+            eval_samples: self.eval_samples,
+            cost_per_request: self.cost_per_request(),
+            cost_usd_sum: self.cost_usd_sum,
+            latency_p50_ms: p50,
+            latency_p95_ms: self.latency.quantile(0.95),
+            latency_p99_ms: p99,
+            latency_p99_over_p50: match (p99, p50) {
+                (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                _ => None,
+            },
+            stages: self
+                .stages
+                .iter()
+                .map(|(k, s)| {
+                    (
+                        k.clone(),
+                        StageSummary {
+                            count: s.count(),
+                            p50_ms: s.quantile(0.5),
+                            p95_ms: s.quantile(0.95),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}

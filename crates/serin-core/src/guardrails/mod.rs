@@ -1,0 +1,86 @@
+//! Guardrails: canary-vs-control verdicts that stay valid under continuous monitoring.
+//!
+//! A release's `guardrails:` block ([`GuardrailConfig`]) lists bounds on six metrics. A
+//! [`Monitor`] is fed every outcome of both arms and answers, at any moment, one [`Verdict`]
+//! per bound: `pass`, `fail` or `pending`, with both arms' values and sample sizes, the
+//! threshold, the evidence and, while pending, an estimate of how many more canary requests
+//! it needs. Looking after every request does not inflate false alarms: every `fail` rests on
+//! an **e-process** (a nonnegative supermartingale under "the bound holds"), and by Ville's
+//! inequality the chance it *ever* reaches `1/a` is at most `a`.
+//!
+//! # Statistical choices
+//!
+//! **Alpha.** `settings.alpha` (default 1%) is the family-wise false-`fail` budget of the
+//! release. It is split evenly over the configured bounds (Bonferroni): each bound fails when
+//! its e-value reaches `m / alpha` for `m` bounds. Bounds that first bound control's rate
+//! (`max_increase` / `max_decrease` by `d > 0`, below) spend half their share on that bound.
+//!
+//! **Absolute rate bounds** (`error_rate.max`, `refusal_rate.max`, `tool_call_success.min`
+//! as a failure rate over tool calls, `eval_pass_rate.min` as a failure rate over eval
+//! samples): canary's Bernoulli trials against `H0: p <= p0`. The e-value is a mixture of
+//! likelihood ratios `p1 vs p0` over alternatives at odds ratios 1.25, 1.6, 2.2, 3.5
+//! (equal weights). Each component is a supermartingale for every `p <= p0` (its one-step
+//! expectation is `1 + (p - p0)(p1 - p0)/(p0(1 - p0)) <= 1`), so the mixture is too, and it
+//! only needs the counts.
+//!
+//! **Rates against control** (`max_ratio`, `max_increase`, `max_decrease`): condition on the
+//! events (errors, refusals, failed tool calls, failed evals). An event is a canary event
+//! with probability `q = λρ / (λρ + 1 - ρ)`, where `ρ` is canary's share of the exposure when
+//! it happened and `λ` the rate ratio; control's unknown rate cancels. `q` increases in `λ`,
+//! so the per-event likelihood ratio of `λ0·r` against `λ0` (`r` on the same grid) has
+//! expectation <= 1 whenever `λ <= λ0`: a mixture of their products is an e-process for
+//! `H0: λ <= λ0` however `ρ` changes over the ramp. `ρ` is the routing weight, told by
+//! [`Monitor::set_canary_share`] at every step (without it, the arrival mix estimates it and
+//! validity is approximate). Tool calls and eval samples use their own exposure share since
+//! the last share change, shrunk towards the request share (exact only if canary's calls per
+//! request and eval sampling match control's, approximately otherwise).
+//!
+//! `max_increase` / `max_decrease` by `d > 0` points: canary's own trials against the moving
+//! null rate `p0 = U + d`, `U` an upper confidence bound of control's rate (Bernstein-type,
+//! inflated by a log-log term to hold over time, at half the bound's alpha; the other half
+//! goes to the test, whose bar is therefore `2m / alpha`). Under `H0: p_canary <= p_control +
+//! d`, when `U` holds `p_canary <= p0`, so each trial's mixture factor has expectation <= 1.
+//! We bet only while canary's past rate is above `p0` (a predictable choice, still valid), so
+//! the wide early `U` does not erode the evidence. This replaces the "convert to a ratio with a
+//! lower bound of control's rate" idea: equally conservative, and much more powerful at the
+//! low base rates of errors and refusals. `d = 0` uses the exact event-conditional test.
+//!
+//! **Latency p95** (`max_increase` Δ, `max_ratio` r): two-sample exceedances. With `T` the
+//! control p95 read from control's sketch *before* the event (refreshed as control grows), a
+//! control request is an event when its latency exceeds `T` and a canary request when it
+//! exceeds `T + Δ` (or `r·T`); the same conditional test with `λ0 = 1`. When canary is control
+//! shifted by at most Δ (or scaled by r) the two event probabilities are equal whatever `T`
+//! is, so the estimate of `T` does not bias the test (for other shapes near `T ≈ p95` it tests
+//! "canary's share beyond control p95 + Δ is at most 5%"). `latency_p95_ms.max` is one-sample:
+//! `H0: P(latency > max) <= 5%`.
+//!
+//! **Cost per request**: the same exceedance test around control's **median** cost (`r·T`,
+//! `T + Δ`): it tests the median ratio, robust to the heavy tail of per-request cost, not the
+//! mean. `cost_per_request.max` tests `H0: P(cost > max) <= 50%` (the median).
+//!
+//! **Minimum samples.** Until both arms have `min_requests` requests (and eval bounds
+//! `min_eval_samples` eval samples), verdicts are `pending`. Afterwards a bound is `fail` when
+//! its e-value reaches its bar, `pending` when canary's point estimate is beyond the bound but
+//! the evidence has not reached the bar (`needs_more_requests` extrapolates the best mixture
+//! component's log-evidence per canary request so far), `pass` otherwise.
+//!
+//! **Burn rate** ([`burn_rate`]): the current hour's cost against the mean of up to 24
+//! previous hours (2x alerts) and 24 x the current hour against the daily budget (+20% warns).
+//!
+//! The [`sim`] module simulates releases and compares serin with naive and tuned fixed
+//! thresholds, per-interval Mann-Whitney tests and an oracle SPRT.
+
+mod aggregate;
+mod burn;
+mod config;
+mod monitor;
+mod seq;
+pub mod sim;
+
+pub use aggregate::{ArmAggregate, ArmSummary, Sketch, StageSummary};
+pub use burn::{BUDGET_WARNING_FACTOR, BURN_ALERT_RATIO, BURN_WINDOW_HOURS, BurnRate, burn_rate};
+pub use config::{
+    CostRule, GuardrailConfig, GuardrailConfigError, LatencyRule, Points, RateRule, Settings,
+    Share, SuccessRule,
+};
+pub use monitor::{Bound, MetricValue, Monitor, Verdict, VerdictStatus};

@@ -1,0 +1,764 @@
+//! The sequential canary-vs-control monitor.
+
+use serde::{Deserialize, Serialize};
+
+use super::aggregate::ArmAggregate;
+use super::config::{GuardrailConfig, Points, Share, trim_float};
+use super::seq::{Conditional, OneSample, rate_upper_bound};
+use crate::decision::Arm;
+use crate::outcome::OutcomeEvent;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerdictStatus {
+    Pass,
+    Fail,
+    Pending,
+}
+
+/// One arm's value of a guardrail's metric and the sample it rests on.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricValue {
+    pub value: f64,
+    pub n: u64,
+}
+
+/// The judgement of one configured bound, with its evidence.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// `error_rate.max_increase` style: metric and bound.
+    pub guardrail: String,
+    pub status: VerdictStatus,
+    pub canary: MetricValue,
+    pub control: MetricValue,
+    /// The bound in words: `<= control + 1pp`.
+    pub threshold: String,
+    /// The e-value against "the bound holds" (fail when it reaches `statistic_threshold`).
+    pub statistic: f64,
+    /// 1 / this bound's share of alpha.
+    pub statistic_threshold: f64,
+    /// While pending: estimated further canary requests until the bound can be decided.
+    pub needs_more_requests: Option<u64>,
+    pub explanation: String,
+}
+
+/// Which configured bound a test judges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bound {
+    ErrorMax,
+    ErrorIncrease,
+    ErrorRatio,
+    LatencyMax,
+    LatencyIncrease,
+    LatencyRatio,
+    ToolMin,
+    ToolDecrease,
+    RefusalMax,
+    RefusalIncrease,
+    RefusalRatio,
+    EvalMin,
+    EvalDecrease,
+    CostMax,
+    CostIncrease,
+    CostRatio,
+}
+
+impl Bound {
+    pub fn name(self) -> &'static str {
+        match self {
+            Bound::ErrorMax => "error_rate.max",
+            Bound::ErrorIncrease => "error_rate.max_increase",
+            Bound::ErrorRatio => "error_rate.max_ratio",
+            Bound::LatencyMax => "latency_p95_ms.max",
+            Bound::LatencyIncrease => "latency_p95_ms.max_increase",
+            Bound::LatencyRatio => "latency_p95_ms.max_ratio",
+            Bound::ToolMin => "tool_call_success.min",
+            Bound::ToolDecrease => "tool_call_success.max_decrease",
+            Bound::RefusalMax => "refusal_rate.max",
+            Bound::RefusalIncrease => "refusal_rate.max_increase",
+            Bound::RefusalRatio => "refusal_rate.max_ratio",
+            Bound::EvalMin => "eval_pass_rate.min",
+            Bound::EvalDecrease => "eval_pass_rate.max_decrease",
+            Bound::CostMax => "cost_per_request.max",
+            Bound::CostIncrease => "cost_per_request.max_increase",
+            Bound::CostRatio => "cost_per_request.max_ratio",
+        }
+    }
+
+    /// One-sample test of canary alone against an absolute bound.
+    fn absolute(self) -> bool {
+        matches!(
+            self,
+            Bound::ErrorMax
+                | Bound::LatencyMax
+                | Bound::ToolMin
+                | Bound::RefusalMax
+                | Bound::EvalMin
+                | Bound::CostMax
+        )
+    }
+}
+
+/// Quantile of control the latency bounds compare against (the guardrail is on p95).
+const LATENCY_Q: f64 = 0.95;
+/// Cost bounds compare medians (see module docs).
+const COST_Q: f64 = 0.5;
+/// Control requests before the reference quantiles are first taken.
+const REF_MIN: u64 = 100;
+/// Pseudo-exposure pulling the tool-call / eval exposure share towards the request share.
+const SHARE_PRIOR: f64 = 100.0;
+
+/// One bound's running test.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Test {
+    bound: Bound,
+    /// The configured number, as a fraction (shares, points), ms, USD or ratio.
+    limit: f64,
+    /// Whether half of this bound's alpha pays for an upper confidence bound of control's rate.
+    uses_lcb: bool,
+    one: OneSample,
+    cond: Conditional,
+    /// [canary, control] hits and exposure seen by this test (point estimates, LCB).
+    hits: [u64; 2],
+    trials: [u64; 2],
+    /// Cached null rate of an additive bound and control's trials when it was taken.
+    p0: Option<f64>,
+    p0_at: u64,
+}
+
+impl Test {
+    fn new(bound: Bound, limit: f64) -> Test {
+        let uses_lcb = matches!(
+            bound,
+            Bound::ErrorIncrease
+                | Bound::RefusalIncrease
+                | Bound::ToolDecrease
+                | Bound::EvalDecrease
+        ) && limit > 0.0;
+        Test {
+            bound,
+            limit,
+            uses_lcb,
+            one: OneSample::default(),
+            cond: Conditional::default(),
+            hits: [0; 2],
+            trials: [0; 2],
+            p0: None,
+            p0_at: 0,
+        }
+    }
+
+    fn tally(&mut self, arm: usize, hits: u64, trials: u64) {
+        if let (Some(h), Some(t)) = (self.hits.get_mut(arm), self.trials.get_mut(arm)) {
+            *h += hits;
+            *t += trials;
+        }
+    }
+
+    fn canary_rate(&self) -> f64 {
+        if self.trials[0] == 0 {
+            0.0
+        } else {
+            self.hits[0] as f64 / self.trials[0] as f64 // counts → f64
+        }
+    }
+
+    /// Null rate ratio of a relative rate bound.
+    fn lambda0(&self) -> f64 {
+        match self.bound {
+            Bound::ErrorRatio | Bound::RefusalRatio => self.limit,
+            _ => 1.0,
+        }
+    }
+
+    /// `max_increase` / `max_decrease` with d > 0: the null canary rate
+    /// `U + d`, `U` an upper confidence bound of control's rate, refreshed as control grows.
+    fn null_rate(&mut self, delta: f64) -> Option<f64> {
+        let n = self.trials[1];
+        if n == 0 {
+            return None;
+        }
+        if self.p0_at == 0 || n - self.p0_at >= (n / 50).max(20) {
+            self.p0_at = n;
+            let point = self.hits[1] as f64 / n as f64; // counts → f64
+            let ucb = rate_upper_bound(self.hits[1], n, delta);
+            self.p0 = (point > 0.0).then(|| (ucb + self.limit).min(1.0));
+        }
+        self.p0
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+struct Exposure {
+    canary: u64,
+    control: u64,
+}
+
+impl Exposure {
+    fn add(&mut self, canary: bool, n: u64) {
+        if canary {
+            self.canary += n;
+        } else {
+            self.control += n;
+        }
+    }
+    fn share(&self, prior: f64, weight: f64) -> f64 {
+        // Counts → f64: exact below 2^53.
+        (self.canary as f64 + prior * weight) / ((self.canary + self.control) as f64 + weight)
+    }
+}
+
+/// Sequential comparison of canary against control for one release.
+///
+/// Feed it every outcome of both arms ([`Monitor::observe`]) and tell it the canary's traffic
+/// share whenever the routing weight changes ([`Monitor::set_canary_share`]); ask for
+/// [`Monitor::verdicts`] at any time, as often as you like: the false-`fail` rate stays within
+/// `settings.alpha` however often you look.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Monitor {
+    config: GuardrailConfig,
+    alpha_each: f64,
+    canary: ArmAggregate,
+    control: ArmAggregate,
+    share: Option<f64>,
+    /// Exposure since the last share change: requests, tool calls, eval samples.
+    seg_requests: Exposure,
+    seg_tools: Exposure,
+    seg_evals: Exposure,
+    latency_ref: Option<f64>,
+    cost_ref: Option<f64>,
+    refs_at: u64,
+    /// Arms of the last requests, for the share estimate when none was set.
+    recent: RecentArms,
+    tests: Vec<Test>,
+}
+
+/// Bits of the last [`RECENT`] requests' arms (1 = canary).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct RecentArms {
+    bits: [u64; RECENT / 64],
+    pos: usize,
+    len: usize,
+    canary: usize,
+}
+
+const RECENT: usize = 512;
+
+impl RecentArms {
+    fn push(&mut self, canary: bool) {
+        let (word, bit) = (self.pos / 64, self.pos % 64);
+        if let Some(w) = self.bits.get_mut(word) {
+            let old = (*w >> bit) & 1 == 1;
+            if self.len == RECENT && old {
+                self.canary -= 1;
+            }
+            if canary {
+                *w |= 1 << bit;
+                self.canary += 1;
+            } else {
+                *w &= !(1 << bit);
+            }
+        }
+        self.len = (self.len + 1).min(RECENT);
+        self.pos = (self.pos + 1) % RECENT;
+    }
+
+    /// An upper confidence bound (L = 3) of canary's share of recent requests. Erring high is
+    /// the safe side for the event-conditional tests (the null's q grows with the share).
+    fn upper_share(&self) -> f64 {
+        if self.len == 0 {
+            return 0.5;
+        }
+        let l = 3.0_f64;
+        // Window counts → f64 (at most 512).
+        let mu = ((l / 2.0).sqrt() + (l / 2.0 + self.canary as f64).sqrt()).powi(2);
+        (mu / self.len as f64).min(1.0)
+    }
+}
+
+impl Monitor {
+    pub fn new(config: GuardrailConfig) -> Monitor {
+        let mut tests = Vec::new();
+        let c = &config;
+        let mut push = |b: Bound, v: Option<f64>| {
+            if let Some(v) = v {
+                tests.push(Test::new(b, v));
+            }
+        };
+        let sh = |s: Option<Share>| s.map(Share::fraction);
+        let pp = |p: Option<Points>| p.map(Points::fraction);
+        if let Some(r) = &c.error_rate {
+            push(Bound::ErrorMax, sh(r.max));
+            push(Bound::ErrorIncrease, pp(r.max_increase));
+            push(Bound::ErrorRatio, r.max_ratio);
+        }
+        if let Some(r) = &c.latency_p95_ms {
+            push(Bound::LatencyMax, r.max);
+            push(Bound::LatencyIncrease, r.max_increase);
+            push(Bound::LatencyRatio, r.max_ratio);
+        }
+        if let Some(r) = &c.tool_call_success {
+            push(Bound::ToolMin, sh(r.min));
+            push(Bound::ToolDecrease, pp(r.max_decrease));
+        }
+        if let Some(r) = &c.refusal_rate {
+            push(Bound::RefusalMax, sh(r.max));
+            push(Bound::RefusalIncrease, pp(r.max_increase));
+            push(Bound::RefusalRatio, r.max_ratio);
+        }
+        if let Some(r) = &c.eval_pass_rate {
+            push(Bound::EvalMin, sh(r.min));
+            push(Bound::EvalDecrease, pp(r.max_decrease));
+        }
+        if let Some(r) = &c.cost_per_request {
+            push(Bound::CostMax, r.max);
+            push(Bound::CostIncrease, r.max_increase);
+            push(Bound::CostRatio, r.max_ratio);
+        }
+        // Bonferroni: every bound gets an equal share of the family-wise alpha.
+        let alpha_each = config.settings.alpha.fraction() / tests.len().max(1) as f64; // small count → f64
+        Monitor {
+            config,
+            alpha_each,
+            canary: ArmAggregate::default(),
+            control: ArmAggregate::default(),
+            share: None,
+            seg_requests: Exposure::default(),
+            seg_tools: Exposure::default(),
+            seg_evals: Exposure::default(),
+            latency_ref: None,
+            cost_ref: None,
+            refs_at: 0,
+            recent: RecentArms::default(),
+            tests,
+        }
+    }
+
+    pub fn config(&self) -> &GuardrailConfig {
+        &self.config
+    }
+    pub fn canary(&self) -> &ArmAggregate {
+        &self.canary
+    }
+    pub fn control(&self) -> &ArmAggregate {
+        &self.control
+    }
+
+    /// The canary's traffic share (0..1) from now on: call it at every routing-weight change.
+    /// Without it the share is an upper confidence bound of canary's share of the last 512
+    /// requests: conservative (fewer, later fails) but approximate right after a step up.
+    pub fn set_canary_share(&mut self, share: f64) {
+        let s = if share.is_finite() {
+            share.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        if self.share != Some(s) {
+            self.share = Some(s);
+            self.seg_requests = Exposure::default();
+            self.seg_tools = Exposure::default();
+            self.seg_evals = Exposure::default();
+        }
+    }
+
+    pub fn canary_share(&self) -> Option<f64> {
+        self.share
+    }
+
+    fn request_share(&self) -> f64 {
+        match self.share {
+            Some(s) => s,
+            None => self.recent.upper_share(),
+        }
+    }
+
+    /// Feeds one outcome. `Arm::Killed` outcomes are ignored.
+    pub fn observe(&mut self, e: &OutcomeEvent) {
+        let canary = match e.arm {
+            Arm::Canary => true,
+            Arm::Stable => false,
+            Arm::Killed => return,
+        };
+        let arm = usize::from(!canary);
+        // Every share and reference below is fixed before this event is looked at.
+        let rho = self.request_share();
+        // Tool calls and eval samples: their own exposure share since the last share change;
+        // without a known share, the (conservative) request share.
+        let (rho_tools, rho_evals) = if self.share.is_some() {
+            (
+                self.seg_tools.share(rho, SHARE_PRIOR),
+                self.seg_evals.share(rho, SHARE_PRIOR),
+            )
+        } else {
+            (rho, rho)
+        };
+        let lat_ref = self.latency_ref;
+        let cost_ref = self.cost_ref;
+        let delta = self.alpha_each / 2.0;
+        let error = e.error.is_some();
+        let tools = e.tool_calls.ok + e.tool_calls.failed;
+        let failed = e.tool_calls.failed;
+        let eval_fail = e.eval.map(|v| !v.passed);
+        for t in &mut self.tests {
+            match t.bound {
+                Bound::ErrorMax | Bound::RefusalMax => {
+                    let hit = if t.bound == Bound::ErrorMax {
+                        error
+                    } else {
+                        e.refused
+                    };
+                    if canary {
+                        t.one.add(u64::from(hit), 1);
+                    }
+                    t.tally(arm, u64::from(hit), 1);
+                }
+                Bound::ToolMin => {
+                    if canary {
+                        t.one.add(failed, tools);
+                    }
+                    t.tally(arm, failed, tools);
+                }
+                Bound::EvalMin => {
+                    if let Some(f) = eval_fail {
+                        if canary {
+                            t.one.add(u64::from(f), 1);
+                        }
+                        t.tally(arm, u64::from(f), 1);
+                    }
+                }
+                Bound::LatencyMax | Bound::CostMax => {
+                    let v = if t.bound == Bound::LatencyMax {
+                        e.latency_ms
+                    } else {
+                        e.cost_usd
+                    };
+                    let hit = v > t.limit;
+                    if canary {
+                        t.one.add(u64::from(hit), 1);
+                    }
+                    t.tally(arm, u64::from(hit), 1);
+                }
+                Bound::ErrorRatio | Bound::RefusalRatio => {
+                    let hit = if t.bound == Bound::ErrorRatio {
+                        error
+                    } else {
+                        e.refused
+                    };
+                    if hit {
+                        t.cond.event(canary, rho, t.lambda0());
+                    }
+                    t.tally(arm, u64::from(hit), 1);
+                }
+                Bound::ErrorIncrease
+                | Bound::RefusalIncrease
+                | Bound::ToolDecrease
+                | Bound::EvalDecrease => {
+                    let (hits, trials, share) = match t.bound {
+                        Bound::ErrorIncrease => (u64::from(error), 1, rho),
+                        Bound::RefusalIncrease => (u64::from(e.refused), 1, rho),
+                        Bound::ToolDecrease => (failed, tools, rho_tools),
+                        _ => eval_fail.map_or((0, 0, rho_evals), |f| (u64::from(f), 1, rho_evals)),
+                    };
+                    if trials == 0 {
+                        continue;
+                    }
+                    if t.limit <= 0.0 {
+                        // No tolerance: the exact event-conditional test with λ0 = 1.
+                        for _ in 0..hits.min(1000) {
+                            t.cond.event(canary, share, 1.0);
+                        }
+                    } else if canary
+                        && let Some(p0) = t.null_rate(delta)
+                        && t.canary_rate() > p0
+                    {
+                        // Bet only while canary's past rate is above the null: a predictable
+                        // choice (still valid) that keeps an early, wide null from eroding the
+                        // evidence.
+                        t.cond.trials(hits, trials - hits.min(trials), p0);
+                    }
+                    t.tally(arm, hits, trials);
+                }
+                Bound::LatencyIncrease
+                | Bound::LatencyRatio
+                | Bound::CostIncrease
+                | Bound::CostRatio => {
+                    let latency = matches!(t.bound, Bound::LatencyIncrease | Bound::LatencyRatio);
+                    let (v, reference) = if latency {
+                        (e.latency_ms, lat_ref)
+                    } else {
+                        (e.cost_usd, cost_ref)
+                    };
+                    if let Some(r) = reference {
+                        let cut = if !canary {
+                            r
+                        } else if matches!(t.bound, Bound::LatencyIncrease | Bound::CostIncrease) {
+                            r + t.limit
+                        } else {
+                            r * t.limit
+                        };
+                        let hit = v > cut;
+                        if hit {
+                            t.cond.event(canary, rho, 1.0);
+                        }
+                        t.tally(arm, u64::from(hit), 1);
+                    }
+                }
+            }
+        }
+        self.seg_requests.add(canary, 1);
+        self.recent.push(canary);
+        self.seg_tools.add(canary, tools);
+        if e.eval.is_some() {
+            self.seg_evals.add(canary, 1);
+        }
+        if canary {
+            self.canary.record(e);
+        } else {
+            self.control.record(e);
+            self.refresh_refs();
+        }
+    }
+
+    /// Re-reads control's reference quantiles, more rarely as control grows.
+    fn refresh_refs(&mut self) {
+        let n = self.control.requests;
+        if n < REF_MIN || n - self.refs_at < (n / 20).max(50) {
+            return;
+        }
+        self.refs_at = n;
+        self.latency_ref = self.control.latency.quantile(LATENCY_Q);
+        self.cost_ref = self.control.cost.quantile(COST_Q);
+    }
+
+    fn min_gap(&self, t: &Test) -> u64 {
+        let s = &self.config.settings;
+        let rho = self.request_share().clamp(1e-3, 1.0 - 1e-3);
+        let canary_gap = s.min_requests.saturating_sub(self.canary.requests);
+        let control_gap = s.min_requests.saturating_sub(self.control.requests);
+        // Control's gap in canary requests at the current share; f64 → u64 saturates.
+        let mut gap = canary_gap.max((control_gap as f64 * rho / (1.0 - rho)).ceil() as u64);
+        if matches!(t.bound, Bound::EvalMin | Bound::EvalDecrease) {
+            let per_req = if self.canary.requests > 0 {
+                (self.canary.eval_samples as f64 / self.canary.requests as f64).max(1e-3)
+            } else {
+                1.0
+            };
+            let eval_gap = s.min_eval_samples.saturating_sub(self.canary.eval_samples);
+            let ctl_eval_gap = if t.bound == Bound::EvalDecrease {
+                s.min_eval_samples.saturating_sub(self.control.eval_samples)
+            } else {
+                0
+            };
+            let need = eval_gap.max((ctl_eval_gap as f64 * rho / (1.0 - rho)).ceil() as u64);
+            gap = gap.max((need as f64 / per_req).ceil() as u64);
+        }
+        gap
+    }
+
+    /// (status, ln e, ln bar, needs more) of one test.
+    fn judge(&self, t: &Test) -> (VerdictStatus, f64, f64, Option<u64>) {
+        let ln_bar = if t.uses_lcb {
+            (2.0 / self.alpha_each).ln()
+        } else {
+            (1.0 / self.alpha_each).ln()
+        };
+        let p0 = match t.bound {
+            Bound::ToolMin | Bound::EvalMin => 1.0 - t.limit,
+            Bound::LatencyMax => 1.0 - LATENCY_Q,
+            Bound::CostMax => 1.0 - COST_Q,
+            _ => t.limit,
+        };
+        let (ln_e, best) = if t.bound.absolute() {
+            (t.one.ln_e(p0), t.one.drift(p0) * t.one.n as f64) // count → f64
+        } else {
+            (t.cond.ln_e(), t.cond.best())
+        };
+        let gap = self.min_gap(t);
+        // Point estimate beyond the bound?
+        let rate = |i: usize| {
+            match (t.hits.get(i), t.trials.get(i)) {
+                (Some(&h), Some(&n)) if n > 0 => h as f64 / n as f64, // counts → f64
+                _ => 0.0,
+            }
+        };
+        let additive = matches!(
+            t.bound,
+            Bound::ErrorIncrease
+                | Bound::RefusalIncrease
+                | Bound::ToolDecrease
+                | Bound::EvalDecrease
+        );
+        let suspicious = if t.bound.absolute() {
+            t.trials[0] > 0 && rate(0) > p0
+        } else if additive {
+            t.trials[0] > 0 && t.trials[1] > 0 && rate(0) > rate(1) + t.limit
+        } else {
+            t.trials[0] > 0 && t.trials[1] > 0 && rate(0) > t.lambda0() * rate(1)
+        };
+        let drift_needs = || {
+            let n = self.canary.requests.max(1) as f64; // count → f64
+            let per_req = best / n;
+            (per_req > 0.0 && ln_e < ln_bar).then(|| ((ln_bar - ln_e) / per_req).ceil() as u64)
+        };
+        if gap > 0 {
+            let extra = if suspicious {
+                drift_needs().unwrap_or(0)
+            } else {
+                0
+            };
+            return (VerdictStatus::Pending, ln_e, ln_bar, Some(gap.max(extra)));
+        }
+        if ln_e >= ln_bar {
+            (VerdictStatus::Fail, ln_e, ln_bar, None)
+        } else if suspicious {
+            (VerdictStatus::Pending, ln_e, ln_bar, drift_needs())
+        } else {
+            (VerdictStatus::Pass, ln_e, ln_bar, None)
+        }
+    }
+
+    /// True when some bound fails (cheap: no strings).
+    pub fn any_fail(&self) -> bool {
+        self.tests
+            .iter()
+            .any(|t| self.judge(t).0 == VerdictStatus::Fail)
+    }
+
+    /// The first failing bound, if any (cheap).
+    pub fn first_fail(&self) -> Option<Bound> {
+        self.tests
+            .iter()
+            .find(|t| self.judge(t).0 == VerdictStatus::Fail)
+            .map(|t| t.bound)
+    }
+
+    pub fn overall(&self) -> VerdictStatus {
+        let mut any_pending = false;
+        for t in &self.tests {
+            match self.judge(t).0 {
+                VerdictStatus::Fail => return VerdictStatus::Fail,
+                VerdictStatus::Pending => any_pending = true,
+                VerdictStatus::Pass => {}
+            }
+        }
+        if any_pending {
+            VerdictStatus::Pending
+        } else {
+            VerdictStatus::Pass
+        }
+    }
+
+    /// One verdict per configured bound, in config order.
+    pub fn verdicts(&self) -> Vec<Verdict> {
+        self.tests.iter().map(|t| self.verdict(t)).collect()
+    }
+
+    fn verdict(&self, t: &Test) -> Verdict {
+        let (status, ln_e, ln_bar, needs) = self.judge(t);
+        let (c, s) = (&self.canary, &self.control);
+        let mv = |value: f64, n: u64| MetricValue { value, n };
+        let (canary, control) = match t.bound {
+            Bound::ErrorMax | Bound::ErrorIncrease | Bound::ErrorRatio => (
+                mv(c.error_rate(), c.requests),
+                mv(s.error_rate(), s.requests),
+            ),
+            Bound::RefusalMax | Bound::RefusalIncrease | Bound::RefusalRatio => (
+                mv(c.refusal_rate(), c.requests),
+                mv(s.refusal_rate(), s.requests),
+            ),
+            Bound::ToolMin | Bound::ToolDecrease => (
+                mv(c.tool_call_success().unwrap_or(1.0), c.tool_calls()),
+                mv(s.tool_call_success().unwrap_or(1.0), s.tool_calls()),
+            ),
+            Bound::EvalMin | Bound::EvalDecrease => (
+                mv(c.eval_pass_rate().unwrap_or(1.0), c.eval_samples),
+                mv(s.eval_pass_rate().unwrap_or(1.0), s.eval_samples),
+            ),
+            Bound::LatencyMax | Bound::LatencyIncrease | Bound::LatencyRatio => (
+                mv(c.latency.quantile(LATENCY_Q).unwrap_or(0.0), c.requests),
+                mv(s.latency.quantile(LATENCY_Q).unwrap_or(0.0), s.requests),
+            ),
+            Bound::CostMax | Bound::CostIncrease | Bound::CostRatio => (
+                mv(c.cost_per_request(), c.requests),
+                mv(s.cost_per_request(), s.requests),
+            ),
+        };
+        let l = trim_float(t.limit);
+        let pct = trim_float(t.limit * 100.0);
+        let threshold = match t.bound {
+            Bound::ErrorMax | Bound::RefusalMax => format!("<= {pct}%"),
+            Bound::ErrorIncrease | Bound::RefusalIncrease => format!("<= control + {pct}pp"),
+            Bound::ErrorRatio | Bound::RefusalRatio | Bound::LatencyRatio | Bound::CostRatio => {
+                format!("<= control x {l}")
+            }
+            Bound::ToolMin | Bound::EvalMin => format!(">= {pct}%"),
+            Bound::ToolDecrease | Bound::EvalDecrease => format!(">= control - {pct}pp"),
+            Bound::LatencyMax => format!("<= {l} ms"),
+            Bound::LatencyIncrease => format!("<= control + {l} ms"),
+            Bound::CostMax => format!("<= {l} USD"),
+            Bound::CostIncrease => format!("<= control + {l} USD"),
+        };
+        let how = match t.bound {
+            Bound::LatencyIncrease | Bound::LatencyRatio => {
+                " (tested as: canary requests beyond control's p95 moved by the bound are no more frequent than control requests beyond its p95)"
+            }
+            Bound::CostIncrease | Bound::CostRatio | Bound::CostMax => {
+                " (tested on the median cost per request)"
+            }
+            _ => "",
+        };
+        let e = ln_e.exp();
+        let bar = ln_bar.exp();
+        let explanation = match status {
+            VerdictStatus::Fail => format!(
+                "{} {threshold} is violated: evidence e = {} reached 1/alpha = {}{how}",
+                t.bound.name(),
+                sig(e),
+                sig(bar)
+            ),
+            VerdictStatus::Pending => match needs {
+                Some(n) => format!(
+                    "{} {threshold}: not decided yet (e = {} of {}); about {n} more canary requests needed{how}",
+                    t.bound.name(),
+                    sig(e),
+                    sig(bar)
+                ),
+                None => format!(
+                    "{} {threshold}: canary looks worse but the evidence (e = {}) is not growing towards {}{how}",
+                    t.bound.name(),
+                    sig(e),
+                    sig(bar)
+                ),
+            },
+            VerdictStatus::Pass => format!(
+                "{} {threshold} holds so far: no significant violation (e = {} < {}){how}",
+                t.bound.name(),
+                sig(e),
+                sig(bar)
+            ),
+        };
+        Verdict {
+            guardrail: t.bound.name().to_owned(),
+            status,
+            canary,
+            control,
+            threshold,
+            statistic: e,
+            statistic_threshold: bar,
+            needs_more_requests: needs,
+            explanation,
+        }
+    }
+}
+
+/// Three significant digits for explanations.
+fn sig(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{v:.2e}")
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
+}

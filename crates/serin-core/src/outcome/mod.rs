@@ -1,0 +1,5 @@
+//! Outcome telemetry: what agents report per request.
+
+mod model;
+
+pub use model::*;

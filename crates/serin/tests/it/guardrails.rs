@@ -1,0 +1,291 @@
+//! Outcomes posted to a real server turn into verdicts that survive a restart.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use serin_sdk::{OutcomeEvent, Serin};
+
+use crate::harness::{Backend, Server, copy_dir, sample_bundle};
+
+fn event(i: usize, arm: &str, bundle: &str, error: bool) -> Value {
+    json!({
+        "request_id": format!("{arm}-{i}"), "agent": "support", "env": "dev",
+        "snapshot_version": 1, "bundle": bundle, "arm": arm,
+        "user": format!("u{i}"), "instance": format!("i-{}", i % 4),
+        "latency_ms": 800.0 + (i % 50) as f64, "stages": {"llm": 600.0},
+        "cost_usd": 0.01, "tool_calls": {"ok": 2, "failed": 0},
+        "error": if error { json!({"class": "permanent", "code": "bad_tool_args"}) } else { Value::Null },
+        "refused": false,
+    })
+}
+
+async fn setup() -> (Backend, Server, String, tempfile::TempDir) {
+    let backend = Backend::sqlite();
+    let server = Server::start(&backend);
+    let admin = server.bootstrap_token.clone().unwrap();
+    let cli = server.cli(&admin);
+    let work = tempfile::tempdir().unwrap();
+    cli.run(&["bundle", "push", sample_bundle().to_str().unwrap()])
+        .ok();
+    let dir = work.path().join("support");
+    copy_dir(&sample_bundle(), &dir);
+    std::fs::write(
+        dir.join("prompt.md"),
+        "You help with access requests. Use `create_support_ticket(`.\n",
+    )
+    .unwrap();
+    cli.run(&["bundle", "push", dir.to_str().unwrap()]).ok();
+    cli.run(&["deploy", "support", "--env", "dev", "--bundle", "1"])
+        .ok();
+    (backend, server, admin, work)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regressing_canary_fails_its_error_guardrail_and_the_evidence_survives_a_restart() {
+    let (backend, server, admin, work) = setup().await;
+    let http = server.http(&admin);
+    let config = work.path().join("guardrails.yaml");
+    std::fs::write(
+        &config,
+        "error_rate: {max: 2%, max_increase: 1pp}\nlatency_p95_ms: {max_increase: 200}\nsettings: {min_requests: 100}\n",
+    )
+    .unwrap();
+    let out = server
+        .cli(&admin)
+        .run(&[
+            "guardrails",
+            "support",
+            "--env",
+            "dev",
+            "--set",
+            config.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(out.stdout.contains("set"), "{}", out.stdout);
+
+    // Interleaved as live traffic is (control is only compared while the
+    // canary runs): control 2,000 requests at 1% errors, canary 400 at 20%.
+    let mut events: Vec<Value> = Vec::new();
+    for i in 0..2000 {
+        events.push(event(i, "stable", "support@1", i % 100 == 0));
+        if i % 5 == 0 {
+            let j = i / 5;
+            events.push(event(j, "canary", "support@2", j % 5 == 0));
+        }
+    }
+    for chunk in events.chunks(600) {
+        let (status, body) = http.post("/v1/outcomes", &json!({"events": chunk})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["rejected"], 0, "{body}");
+    }
+    // A retried batch is not counted twice.
+    let (status, body) = http
+        .post("/v1/outcomes", &json!({"events": &events[..600]}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (body["accepted"].as_u64(), body["duplicates"].as_u64()),
+        (Some(0), Some(600)),
+        "{body}"
+    );
+
+    let check = |v: &Value| {
+        let c = &v["comparisons"][0];
+        assert_eq!(c["candidate"], "support@2", "{v}");
+        assert_eq!(c["overall"], "fail", "{v}");
+        assert_eq!(c["canary"]["requests"], 400, "{v}");
+        // The very first stable request came before any canary one.
+        assert_eq!(c["control"]["requests"], 1999, "{v}");
+        let verdicts = c["verdicts"].as_array().unwrap();
+        let err = verdicts
+            .iter()
+            .find(|x| x["guardrail"] == "error_rate.max")
+            .unwrap();
+        assert_eq!(err["status"], "fail", "{err}");
+        assert!(
+            (err["canary"]["value"].as_f64().unwrap() - 0.2).abs() < 1e-9,
+            "{err}"
+        );
+        assert!(
+            err["statistic"].as_f64().unwrap() >= err["statistic_threshold"].as_f64().unwrap(),
+            "{err}"
+        );
+        let lat = verdicts
+            .iter()
+            .find(|x| x["guardrail"] == "latency_p95_ms.max_increase")
+            .unwrap();
+        assert_ne!(lat["status"], "fail", "identical latencies: {lat}");
+    };
+    let (status, v) = http.get("/v1/envs/dev/agents/support/guardrails").await;
+    assert_eq!(status, 200, "{v}");
+    check(&v);
+    let out = server
+        .cli(&admin)
+        .run(&["guardrails", "support", "--env", "dev"])
+        .ok();
+    assert!(
+        out.stdout.contains("support@2 vs stable in dev: FAIL"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("error_rate.max"), "{}", out.stdout);
+
+    // kill -9: everything acknowledged is still there after a restart.
+    server.kill9();
+    let server = Server::start(&backend);
+    let (status, v) = server
+        .http(&admin)
+        .get("/v1/envs/dev/agents/support/guardrails")
+        .await;
+    assert_eq!(status, 200, "{v}");
+    check(&v);
+    assert!(
+        v["burn_rate"]["current_hour"].as_f64().unwrap() > 23.0,
+        "2,400 requests at $0.01: {v}"
+    );
+}
+
+#[tokio::test]
+async fn bad_outcomes_are_refused_one_by_one_with_reasons() {
+    let (_backend, server, admin, _work) = setup().await;
+    let sdk = {
+        let (_, b) = server
+            .http(&admin)
+            .post("/v1/tokens", &json!({"role": "sdk"}))
+            .await;
+        b["token"].as_str().unwrap().to_owned()
+    };
+    let http = server.http(&sdk);
+    let mut bad_latency = event(1, "stable", "support@1", false);
+    bad_latency["latency_ms"] = json!(-5);
+    let mut unknown_agent = event(2, "stable", "support@1", false);
+    unknown_agent["agent"] = json!("billing");
+    unknown_agent["bundle"] = json!("billing@1");
+    let mut unknown_bundle = event(3, "canary", "support@9", false);
+    unknown_bundle["bundle"] = json!("support@9");
+    let mut killed = event(4, "killed", "support@1", false);
+    killed["arm"] = json!("killed");
+    let mut future = event(5, "stable", "support@1", false);
+    future["at_ms"] = json!(4_102_444_800_000i64);
+    let mut extra = event(6, "stable", "support@1", false);
+    extra["colour"] = json!("red");
+    let good = event(7, "stable", "support@1", false);
+    let batch = json!({"events": [bad_latency, unknown_agent, unknown_bundle, killed, future, extra, good]});
+    let (status, body) = http.post("/v1/outcomes", &batch).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["accepted"].as_u64(), body["rejected"].as_u64()),
+        (Some(1), Some(6)),
+        "{body}"
+    );
+    let codes: Vec<(&str, &str)> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["code"].as_str().unwrap(), e["field"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            ("invalid_latency", "/events/0/latency_ms"),
+            ("unknown_agent", "/events/1/agent"),
+            ("unknown_bundle", "/events/2/bundle"),
+            ("invalid_arm", "/events/3/arm"),
+            ("future_timestamp", "/events/4/at_ms"),
+            ("invalid_event", "/events/5/colour"),
+        ]
+    );
+
+    let (status, body) = http
+        .post("/v1/outcomes", &json!({"events": "all of them"}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("/events")),
+        "{body}"
+    );
+    let many: Vec<Value> = (0..10_001).map(|_| json!({})).collect();
+    let (status, body) = http.post("/v1/outcomes", &json!({"events": many})).await;
+    assert_eq!(status, 422, "{body}");
+    let huge = json!({"events": [{"request_id": "x".repeat(10 * 1024 * 1024)}]});
+    let (status, body) = http.post("/v1/outcomes", &huge).await;
+    assert_eq!(status, 413, "{body}");
+    // Outcomes are the sdk role's business; a viewer may not post them.
+    let (_, v) = server
+        .http(&admin)
+        .post("/v1/tokens", &json!({"role": "viewer"}))
+        .await;
+    let (status, _) = server
+        .http(v["token"].as_str().unwrap())
+        .post("/v1/outcomes", &json!({"events": []}))
+        .await;
+    assert_eq!(status, 403);
+
+    let resp = server
+        .http(&admin)
+        .req(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap();
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("serin_outcomes_total"), "{text}");
+    assert!(text.contains("invalid_latency"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_records_outcomes_in_the_background_and_drops_rather_than_blocks() {
+    let (_backend, server, admin, _work) = setup().await;
+    let (_, b) = server
+        .http(&admin)
+        .post("/v1/tokens", &json!({"role": "sdk"}))
+        .await;
+    let token = b["token"].as_str().unwrap().to_owned();
+    let sdk = Serin::builder(server.url.clone(), token.clone(), "dev")
+        .outcomes(1000, 50, Duration::from_millis(100))
+        .start()
+        .await
+        .unwrap();
+    for i in 0..120 {
+        let e: OutcomeEvent =
+            serde_json::from_value(event(i, "stable", "support@1", false)).unwrap();
+        assert!(sdk.record(e));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sdk.outcome_stats().sent < 120 {
+        assert!(
+            Instant::now() < deadline,
+            "stats: {:?}",
+            sdk.outcome_stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sdk.outcome_stats().rejected, 0);
+
+    // With the server gone and a tiny queue, record() returns at once and counts drops.
+    let port = server.port();
+    server.kill9();
+    let lonely = Serin::builder(format!("http://127.0.0.1:{port}"), token, "dev")
+        .outcomes(10, 5, Duration::from_millis(50))
+        .start_timeout(Duration::from_millis(200));
+    // No cache and no server: start fails fast, as documented.
+    assert!(lonely.start().await.is_err());
+    let started = Instant::now();
+    let mut dropped = 0;
+    for i in 0..5000 {
+        let e: OutcomeEvent =
+            serde_json::from_value(event(10_000 + i, "stable", "support@1", false)).unwrap();
+        if !sdk.record(e) {
+            dropped += 1;
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "record() must not block"
+    );
+    assert!(
+        dropped > 0 && sdk.outcome_stats().dropped >= dropped,
+        "{:?}",
+        sdk.outcome_stats()
+    );
+    sdk.shutdown().await;
+}
