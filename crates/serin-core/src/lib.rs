@@ -11,6 +11,7 @@
 //! - [`catalog`]: known model snapshots and moving aliases.
 //! - [`guardrails`]: sequential canary-vs-control verdicts, aggregates, burn rate, simulator.
 //! - [`pins`]: how far a pinned model is behind its family's newest snapshot.
+//! - [`release`]: release plans and the pure release state machine.
 
 pub mod auth;
 pub mod bundle;
@@ -19,4 +20,5 @@ pub mod decision;
 pub mod guardrails;
 pub mod outcome;
 pub mod pins;
+pub mod release;
 pub mod slug;

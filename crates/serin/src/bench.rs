@@ -7,6 +7,7 @@
 // `serde_json::Value["key"]` yields Null for a missing key; it cannot panic.
 #![allow(clippy::indexing_slicing)]
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
@@ -44,68 +45,97 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-pub async fn propagation(args: PropagationArgs) -> anyhow::Result<()> {
-    let dir = tempdir()?;
-    let store = Store::open_sqlite(&dir).await?;
-    let admin = store
-        .bootstrap_admin(serin_server::clock::now_ms())
-        .await?
-        .ok_or_else(|| anyhow!("a fresh store should mint a bootstrap token"))?
-        .token;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let app = serin_server::app(ServerConfig {
-        store: store.clone(),
-        catalog: serin_core::catalog::ModelCatalog::builtin(),
-        limits: Limits::DEFAULT,
-        max_in_flight: 1024,
-        max_streams: args.subscribers + 16,
-        refresh_interval: Duration::from_secs(5),
-    })
-    .await
-    .map_err(|e| anyhow!("could not start: {}", e.message))?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serin_server::serve(listener, app, async {
-        let _ = stop_rx.await;
-    }));
-    let base = format!("http://{addr}");
-    let http = reqwest::Client::new();
-    let post = |path: String, body: Value| {
-        let http = http.clone();
-        let base = base.clone();
-        let admin = admin.clone();
-        async move {
-            let resp = http
-                .post(format!("{base}{path}"))
-                .bearer_auth(&admin)
-                .json(&body)
-                .send()
-                .await?;
-            let status = resp.status();
-            let v: Value = resp.json().await.unwrap_or(Value::Null);
-            if !status.is_success() {
-                return Err(anyhow!("{path}: HTTP {status}: {v}"));
-            }
-            Ok::<Value, anyhow::Error>(v)
+/// A server on a temporary SQLite store, in this process, with an admin
+/// token and two bundles of agent `bench` deployed in `dev` (support@2 stable,
+/// support@1 the previous one).
+struct Embedded {
+    dir: std::path::PathBuf,
+    store: Store,
+    admin: String,
+    base: String,
+    http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Embedded {
+    async fn start(max_streams: usize) -> anyhow::Result<Embedded> {
+        let dir = tempdir()?;
+        let store = Store::open_sqlite(&dir).await?;
+        let admin = store
+            .bootstrap_admin(serin_server::clock::now_ms())
+            .await?
+            .ok_or_else(|| anyhow!("a fresh store should mint a bootstrap token"))?
+            .token;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let app = serin_server::app(ServerConfig {
+            store: store.clone(),
+            catalog: serin_core::catalog::ModelCatalog::builtin(),
+            limits: Limits::DEFAULT,
+            max_in_flight: 1024,
+            max_streams,
+            refresh_interval: Duration::from_secs(5),
+        })
+        .await
+        .map_err(|e| anyhow!("could not start: {}", e.message))?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serin_server::serve(listener, app, async {
+            let _ = stop_rx.await;
+        }));
+        let e = Embedded {
+            dir,
+            store,
+            admin,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            stop: Some(stop_tx),
+            server,
+        };
+        for rev in 1..=2 {
+            e.post(
+                "/v1/bundles",
+                json!({ "files": bundle_files(rev), "env": "dev" }),
+            )
+            .await?;
         }
-    };
-    for rev in 1..=2 {
-        post(
-            "/v1/bundles".into(),
-            json!({ "files": bundle_files(rev), "env": "dev" }),
-        )
-        .await?;
+        e.post("/v1/envs/dev/agents/bench/deploy", json!({ "bundle": 1 }))
+            .await?;
+        e.post("/v1/envs/dev/agents/bench/deploy", json!({ "bundle": 2 }))
+            .await?;
+        Ok(e)
     }
-    post(
-        "/v1/envs/dev/agents/bench/deploy".into(),
-        json!({ "bundle": 1 }),
-    )
-    .await?;
-    post(
-        "/v1/envs/dev/agents/bench/deploy".into(),
-        json!({ "bundle": 2 }),
-    )
-    .await?;
+
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.admin)
+            .json(&body)
+            .send()
+            .await?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(anyhow!("{path}: HTTP {status}: {v}"));
+        }
+        Ok(v)
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.server).await;
+        self.store.close().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub async fn propagation(args: PropagationArgs) -> anyhow::Result<()> {
+    let server = Embedded::start(args.subscribers + 16).await?;
+    let base = server.base.clone();
+    let admin = server.admin.clone();
 
     // Each subscriber reports (its index, version, arrival instant).
     let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Instant)>();
@@ -161,17 +191,16 @@ pub async fn propagation(args: PropagationArgs) -> anyhow::Result<()> {
     for i in 0..args.rollbacks {
         // Alternate: rollback to bundle 1, then redeploy bundle 2.
         let v = if i % 2 == 0 {
-            post(
-                "/v1/envs/dev/agents/bench/rollback".into(),
-                json!({ "reason": "bench" }),
-            )
-            .await?
+            server
+                .post(
+                    "/v1/envs/dev/agents/bench/rollback",
+                    json!({ "reason": "bench" }),
+                )
+                .await?
         } else {
-            post(
-                "/v1/envs/dev/agents/bench/deploy".into(),
-                json!({ "bundle": 2 }),
-            )
-            .await?
+            server
+                .post("/v1/envs/dev/agents/bench/deploy", json!({ "bundle": 2 }))
+                .await?
         };
         let acked = Instant::now();
         let version = v["version"]
@@ -204,10 +233,7 @@ pub async fn propagation(args: PropagationArgs) -> anyhow::Result<()> {
     for t in tasks {
         t.abort();
     }
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-    store.close().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    server.stop().await;
 
     last_client_ms.sort_by(f64::total_cmp);
     all_ms.sort_by(f64::total_cmp);
@@ -271,4 +297,126 @@ fn tempdir() -> anyhow::Result<std::path::PathBuf> {
     ));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
+}
+
+pub struct IngestArgs {
+    pub events: usize,
+    pub batch: usize,
+    pub concurrency: usize,
+    pub output_json: bool,
+}
+
+fn outcome(i: usize, canary: bool) -> Value {
+    json!({
+        "request_id": format!("r-{i}"), "agent": "bench", "env": "dev", "snapshot_version": 2,
+        "bundle": if canary { "bench@1" } else { "bench@2" },
+        "arm": if canary { "canary" } else { "stable" },
+        "user": format!("u-{}", i % 10_000), "tenant": format!("t-{}", i % 100),
+        "instance": format!("i-{}", i % 16), "region": "local",
+        "latency_ms": 400.0 + (i % 997) as f64, "stages": {"llm": 300.0, "tools": 50.0},
+        "cost_usd": 0.002, "tokens": {"input": 900, "output": 200},
+        "error": if i.is_multiple_of(97) { json!({"class": "transient"}) } else { Value::Null },
+        "tool_calls": {"ok": 2, "failed": 0}, "refused": false,
+        "eval": if i.is_multiple_of(20) { json!({"score": 0.9, "passed": true}) } else { Value::Null },
+    })
+}
+
+/// `serin bench ingest`: outcome events per second through `POST /v1/outcomes`
+/// on the embedded SQLite store (parse, validate, dedup, aggregate into the
+/// guardrail monitor, one durable transaction per batch). The in-run baseline
+/// is the same batches sent to `/v1/outcomes` as empty `{"events": []}`
+/// requests: the cost of HTTP and auth alone.
+pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    let server = Arc::new(Embedded::start(16).await?);
+    let batch = args.batch.clamp(1, 10_000);
+    let batches: Vec<Arc<String>> = (0..args.events.div_ceil(batch))
+        .map(|b| {
+            let events: Vec<Value> = (b * batch..((b + 1) * batch).min(args.events))
+                .map(|i| outcome(i, i.is_multiple_of(10)))
+                .collect();
+            Arc::new(json!({ "events": events }).to_string())
+        })
+        .collect();
+    let empty = Arc::new(json!({ "events": [] }).to_string());
+
+    let run = |bodies: Vec<Arc<String>>| {
+        let server = server.clone();
+        let concurrency = args.concurrency.max(1);
+        async move {
+            let queue = Arc::new(tokio::sync::Mutex::new(bodies));
+            let started = Instant::now();
+            let mut workers = Vec::new();
+            for _ in 0..concurrency {
+                let queue = queue.clone();
+                let server = server.clone();
+                workers.push(tokio::spawn(async move {
+                    let mut lat = Vec::new();
+                    loop {
+                        let Some(body) = queue.lock().await.pop() else {
+                            break;
+                        };
+                        let t = Instant::now();
+                        let resp = server
+                            .http
+                            .post(format!("{}/v1/outcomes", server.base))
+                            .bearer_auth(&server.admin)
+                            .header("content-type", "application/json")
+                            .body(body.as_str().to_owned())
+                            .send()
+                            .await?;
+                        let status = resp.status();
+                        let v: Value = resp.json().await.unwrap_or(Value::Null);
+                        if !status.is_success() || v["rejected"].as_u64().unwrap_or(0) > 0 {
+                            return Err(anyhow!("ingest refused: HTTP {status}: {v}"));
+                        }
+                        lat.push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                    Ok::<Vec<f64>, anyhow::Error>(lat)
+                }));
+            }
+            let mut lat = Vec::new();
+            for w in workers {
+                lat.extend(w.await??);
+            }
+            Ok::<(Duration, Vec<f64>), anyhow::Error>((started.elapsed(), lat))
+        }
+    };
+    let (base_elapsed, _) = run(vec![empty; batches.len()]).await?;
+    let (elapsed, mut lat) = run(batches.clone()).await?;
+    lat.sort_by(f64::total_cmp);
+    let per_sec = args.events as f64 / elapsed.as_secs_f64();
+    let report = json!({
+        "events": args.events,
+        "batch": batch,
+        "concurrency": args.concurrency,
+        "events_per_second": per_sec,
+        "batch_ms": { "p50": percentile(&lat, 50.0), "p99": percentile(&lat, 99.0) },
+        "baseline_empty_batches_s": base_elapsed.as_secs_f64(),
+        "ingest_s": elapsed.as_secs_f64(),
+        "ratio_to_baseline": elapsed.as_secs_f64() / base_elapsed.as_secs_f64().max(1e-9),
+        "target_events_per_second": 100_000,
+    });
+    if let Ok(s) = Arc::try_unwrap(server) {
+        s.stop().await;
+    }
+    if args.output_json {
+        out::json(&report);
+    } else {
+        out::line(&format!(
+            "{} events in batches of {batch}, {} concurrent clients, embedded SQLite",
+            args.events, args.concurrency
+        ));
+        out::line(&format!(
+            "{per_sec:.0} events/s (target >= 100000); batch p50 {:.1} ms, p99 {:.1} ms",
+            percentile(&lat, 50.0),
+            percentile(&lat, 99.0)
+        ));
+        out::line(&format!(
+            "same number of empty batches (HTTP + auth only): {:.2} s vs {:.2} s with events (x{:.1})",
+            base_elapsed.as_secs_f64(),
+            elapsed.as_secs_f64(),
+            elapsed.as_secs_f64() / base_elapsed.as_secs_f64().max(1e-9)
+        ));
+    }
+    Ok(())
 }

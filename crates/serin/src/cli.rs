@@ -398,6 +398,17 @@ pub enum BenchCommand {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Human)]
         output: Output,
     },
+    /// Outcome ingestion throughput through POST /v1/outcomes.
+    Ingest {
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
     /// Detection quality: Serin's sequential tests against a fixed threshold,
     /// per-interval Mann-Whitney and the SPRT oracle, on simulated canaries.
     Detect {

@@ -68,6 +68,20 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<()> {
             set,
             client,
         } => crate::guardrails::run(&agent, &env, budget, set.as_deref(), &client).await,
+        Command::Bench(crate::cli::BenchCommand::Ingest {
+            events,
+            batch,
+            concurrency,
+            output,
+        }) => {
+            crate::bench::ingest(crate::bench::IngestArgs {
+                events,
+                batch,
+                concurrency,
+                output_json: output == Output::Json,
+            })
+            .await
+        }
         Command::Bench(crate::cli::BenchCommand::Detect { runs, seed, output }) => {
             let report = serin_core::guardrails::sim::detect_report(runs.max(1), seed);
             if output == Output::Json {

@@ -18,6 +18,8 @@ mod digest;
 mod guardrails;
 mod guardrails_sim;
 mod props;
+mod release_machine;
+mod release_plan;
 mod validate;
 
 use serin_core::bundle::{BundleFiles, Limits, PinPolicy, ValidateOptions, Validation, validate};

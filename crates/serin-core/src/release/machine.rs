@@ -1,0 +1,826 @@
+//! The release state machine: `(release, event, now_ms) -> (release, effects)` or a refusal.
+//!
+//! Pure: the caller reads the clock, the canary request count and the guardrail verdicts,
+//! passes them in, persists the returned [`Release`] and carries out the [`Effect`]s (in
+//! order) in the same store transaction. Nothing here touches the env state itself.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration::human_ms;
+use super::plan::{CanaryStep, OnFailure, Plan, Promotion};
+use crate::decision::{BundleRef, Percent, ReleaseRouting};
+use crate::guardrails::{Verdict, VerdictStatus};
+
+/// The actor and initiator of everything the machine does on its own (ticks).
+pub const SYSTEM_ACTOR: &str = "system";
+
+/// Where a release is.
+///
+/// `Promoting` is reserved and never produced: completing a release is one transition
+/// (`canary -> completed`) because the caller persists the release and the env change in one
+/// transaction, so there is no window to protect. A release read in that phase accepts only
+/// `abort` and `rollback` (ticks do nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Created, not started: nothing routed yet.
+    Pending,
+    /// Routing the current step's weight; the gate is watched.
+    Canary,
+    /// Held by a person at the current weight. Promotion waits; the step's clock and
+    /// request count keep running (the canary still serves at this weight).
+    Paused,
+    /// Reserved; see the type's documentation.
+    Promoting,
+    /// The candidate became the stable.
+    Completed,
+    /// Frozen at the current weight after a guardrail failure (`on_failure: halt`).
+    Halted,
+    /// Candidate drained after a failure or a person's rollback.
+    RolledBack,
+    /// Candidate drained because a person stopped the release.
+    Aborted,
+}
+
+impl Phase {
+    /// Nothing more can happen to the release.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Phase::Completed | Phase::RolledBack | Phase::Aborted)
+    }
+
+    /// The release still owns its agent in its env (any phase that is not terminal).
+    pub fn is_active(&self) -> bool {
+        !self.is_terminal()
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Canary => "canary",
+            Phase::Paused => "paused",
+            Phase::Promoting => "promoting",
+            Phase::Completed => "completed",
+            Phase::Halted => "halted",
+            Phase::RolledBack => "rolled_back",
+            Phase::Aborted => "aborted",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A confirmed guardrail failure, with both arms' values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    /// `error_rate.max` style: metric and bound.
+    pub guardrail: String,
+    pub canary_value: f64,
+    pub canary_n: u64,
+    pub control_value: f64,
+    pub control_n: u64,
+    /// The bound in words: `<= control + 1pp`.
+    pub threshold: String,
+    pub explanation: String,
+}
+
+impl Failure {
+    pub fn from_verdict(v: &Verdict) -> Failure {
+        Failure {
+            guardrail: v.guardrail.clone(),
+            canary_value: v.canary.value,
+            canary_n: v.canary.n,
+            control_value: v.control.value,
+            control_n: v.control.n,
+            threshold: v.threshold.clone(),
+            explanation: v.explanation.clone(),
+        }
+    }
+
+    /// One line for audit reasons and history.
+    pub fn summary(&self) -> String {
+        format!(
+            "guardrail {} failed: canary {} (n={}) vs control {} (n={}), threshold {}",
+            self.guardrail,
+            self.canary_value,
+            self.canary_n,
+            self.control_value,
+            self.control_n,
+            self.threshold
+        )
+    }
+}
+
+/// One applied event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub at_ms: i64,
+    pub from: Phase,
+    pub to: Phase,
+    /// The step index after the transition.
+    pub step: usize,
+    /// `start`, `tick`, `promote`, `pause`, `resume`, `abort`, `rollback`.
+    pub event: String,
+    pub actor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What happens to a release.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Start {
+        actor: String,
+    },
+    /// The server's periodic look at the evidence. Never refused; does nothing unless the
+    /// release is in `canary`.
+    Tick {
+        /// Canary requests served since the release started (cumulative).
+        canary_requests: u64,
+        verdicts: Vec<(String, VerdictStatus)>,
+        /// Details of the first failing verdict; present iff some verdict is `fail` (a
+        /// `fail` verdict without it still counts as a failure).
+        failure: Option<Failure>,
+    },
+    /// Move to the next step, or complete from the last. The evidence is passed because the
+    /// gate is judged against it (unless `force`, which needs a reason).
+    Promote {
+        actor: String,
+        force: bool,
+        reason: Option<String>,
+        canary_requests: u64,
+        verdicts: Vec<(String, VerdictStatus)>,
+    },
+    Pause {
+        actor: String,
+        reason: Option<String>,
+    },
+    Resume {
+        actor: String,
+    },
+    Abort {
+        actor: String,
+        reason: String,
+    },
+    Rollback {
+        actor: String,
+        reason: String,
+    },
+}
+
+/// `(guardrail, status)` pairs of verdicts, as events carry them.
+pub fn verdict_statuses(verdicts: &[Verdict]) -> Vec<(String, VerdictStatus)> {
+    verdicts
+        .iter()
+        .map(|v| (v.guardrail.clone(), v.status))
+        .collect()
+}
+
+impl Event {
+    /// A tick from the monitor's verdicts: the failure is the first failing verdict.
+    pub fn tick(canary_requests: u64, verdicts: &[Verdict]) -> Event {
+        Event::Tick {
+            canary_requests,
+            verdicts: verdict_statuses(verdicts),
+            failure: verdicts
+                .iter()
+                .find(|v| v.status == VerdictStatus::Fail)
+                .map(Failure::from_verdict),
+        }
+    }
+
+    /// The name recorded in [`Transition::event`].
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Start { .. } => "start",
+            Event::Tick { .. } => "tick",
+            Event::Promote { .. } => "promote",
+            Event::Pause { .. } => "pause",
+            Event::Resume { .. } => "resume",
+            Event::Abort { .. } => "abort",
+            Event::Rollback { .. } => "rollback",
+        }
+    }
+}
+
+/// A webhook payload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    pub release: String,
+    pub agent: String,
+    pub env: String,
+    /// The audit action: `release.halt`, `release.rollback`, `release.abort`,
+    /// `release.complete`.
+    pub action: String,
+    pub phase: Phase,
+    pub step: usize,
+    /// The weight of that step: where the release was when it halted, drained or completed.
+    pub weight: Percent,
+    /// Bundle ids (`agent@N`).
+    pub candidate: String,
+    pub baseline: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    /// `system` for what a tick did, else the person's actor name.
+    pub initiator: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub at_ms: i64,
+}
+
+/// What the caller must do, in order, in the transaction that persists the new release.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Effect {
+    /// Set the agent's release routing in the env (`Command::SetRelease`): `Some` with the
+    /// current step's weight while the release routes, `None` to drain the candidate.
+    PublishRouting { routing: Option<ReleaseRouting> },
+    /// Make the candidate the stable (`Command::Deploy`), after the routing was cleared.
+    PromoteToStable { candidate: BundleRef },
+    /// Write an audit entry.
+    Audit {
+        action: String,
+        actor: String,
+        reason: Option<String>,
+    },
+    /// Send this to every webhook of the plan's `notify` list (emitted even when it is
+    /// empty). Emitted on halt, rollback, abort and completion.
+    Notify(Box<Notification>),
+}
+
+/// Whether the current step's gate holds, and what it still needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateStatus {
+    pub holds: bool,
+    pub duration_ok: bool,
+    pub requests_ok: bool,
+    pub no_fail: bool,
+    pub elapsed_ms: u64,
+    pub needed_ms: u64,
+    /// Canary requests since the step began.
+    pub requests: u64,
+    pub needed_requests: u64,
+    /// Guardrails whose verdict is `fail`.
+    pub failing: Vec<String>,
+    /// One line per unmet condition: `needs 3m 20s more`, `needs 340 more canary requests`,
+    /// `guardrail error_rate.max is failing`.
+    pub missing: Vec<String>,
+}
+
+/// Why an event was not applied. `code` is stable (`release_finished`, `already_started`,
+/// `not_running`, `not_paused`, `gate_not_met`, `reason_required`, `invalid_plan`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+    /// For `gate_not_met`: what the gate still needs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+}
+
+fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        message: message.into(),
+        missing: Vec::new(),
+    }
+}
+
+/// One release of an agent in an env. Serializable: the server persists it as JSON and
+/// resumes it after a restart.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    /// Minted by the caller (`r-<n>`); the bucketing salt of the canary arm.
+    pub id: String,
+    pub agent: String,
+    pub env: String,
+    pub candidate: BundleRef,
+    /// The stable when the release was created.
+    pub baseline: BundleRef,
+    pub plan: Plan,
+    pub phase: Phase,
+    /// Index into `plan.steps`.
+    pub step: usize,
+    pub step_started_ms: i64,
+    /// The cumulative canary request count when the step began.
+    pub step_requests_at_start: u64,
+    pub created_ms: i64,
+    pub started_by: String,
+    pub history: Vec<Transition>,
+    /// The failure that halted or rolled back the release (cleared by `resume`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+impl Release {
+    /// A `pending` release. The plan should have passed [`Plan::validate`]; `start` refuses
+    /// one that does not.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: impl Into<String>,
+        agent: impl Into<String>,
+        env: impl Into<String>,
+        candidate: BundleRef,
+        baseline: BundleRef,
+        plan: Plan,
+        now_ms: i64,
+        started_by: impl Into<String>,
+    ) -> Release {
+        Release {
+            id: id.into(),
+            agent: agent.into(),
+            env: env.into(),
+            candidate,
+            baseline,
+            plan,
+            phase: Phase::Pending,
+            step: 0,
+            step_started_ms: now_ms,
+            step_requests_at_start: 0,
+            created_ms: now_ms,
+            started_by: started_by.into(),
+            history: Vec::new(),
+            failure: None,
+        }
+    }
+
+    /// The current step of the plan.
+    pub fn current_step(&self) -> Option<&CanaryStep> {
+        self.plan.steps.get(self.step).map(|s| s.canary())
+    }
+
+    /// Whether the current step is the plan's last.
+    pub fn at_final_step(&self) -> bool {
+        self.plan.last_step() == Some(self.step)
+    }
+
+    /// The candidate's share of traffic: the step's weight while routing, 0% before start
+    /// and after a drain, 100% once completed.
+    pub fn weight(&self) -> Percent {
+        match self.phase {
+            Phase::Pending | Phase::RolledBack | Phase::Aborted => Percent::ZERO,
+            Phase::Completed => Percent::FULL,
+            Phase::Canary | Phase::Paused | Phase::Promoting | Phase::Halted => {
+                self.current_step().map_or(Percent::ZERO, |s| s.weight)
+            }
+        }
+    }
+
+    /// The routing the env must have while this release routes (`None` before start and
+    /// once finished). Excluded tenants stay on the stable until the final step, where the
+    /// exclusion is dropped.
+    pub fn routing(&self) -> Option<ReleaseRouting> {
+        match self.phase {
+            Phase::Canary | Phase::Paused | Phase::Promoting | Phase::Halted => {}
+            Phase::Pending | Phase::Completed | Phase::RolledBack | Phase::Aborted => {
+                return None;
+            }
+        }
+        let step = self.current_step()?;
+        Some(ReleaseRouting {
+            id: self.id.clone(),
+            candidate: self.candidate.clone(),
+            weight: step.weight,
+            stickiness: self.plan.stickiness,
+            exclude_tenants: if self.at_final_step() {
+                BTreeSet::new()
+            } else {
+                self.plan.exclude_tenants.clone()
+            },
+        })
+    }
+
+    /// The current step's gate: its minimum duration AND minimum canary requests (counted
+    /// since the step began) are met and no verdict is `fail`.
+    pub fn gate(
+        &self,
+        now_ms: i64,
+        canary_requests: u64,
+        verdicts: &[(String, VerdictStatus)],
+    ) -> GateStatus {
+        let step = self.current_step();
+        let needed_ms = step.map_or(0, |s| s.min_duration.as_ms());
+        let needed_requests = step.map_or(0, |s| s.min_requests);
+        let elapsed_ms = u64::try_from(now_ms.saturating_sub(self.step_started_ms)).unwrap_or(0);
+        let requests = canary_requests.saturating_sub(self.step_requests_at_start);
+        let failing: Vec<String> = verdicts
+            .iter()
+            .filter(|(_, s)| *s == VerdictStatus::Fail)
+            .map(|(g, _)| g.clone())
+            .collect();
+        let duration_ok = elapsed_ms >= needed_ms;
+        let requests_ok = requests >= needed_requests;
+        let no_fail = failing.is_empty();
+        let mut missing = Vec::new();
+        if step.is_none() {
+            missing.push("the plan has no such step".to_owned());
+        }
+        if !duration_ok {
+            missing.push(format!("needs {} more", human_ms(needed_ms - elapsed_ms)));
+        }
+        if !requests_ok {
+            missing.push(format!(
+                "needs {} more canary requests",
+                needed_requests - requests
+            ));
+        }
+        for g in &failing {
+            missing.push(format!("guardrail {g} is failing"));
+        }
+        GateStatus {
+            holds: step.is_some() && duration_ok && requests_ok && no_fail,
+            duration_ok,
+            requests_ok,
+            no_fail,
+            elapsed_ms,
+            needed_ms,
+            requests,
+            needed_requests,
+            failing,
+            missing,
+        }
+    }
+
+    /// Applies one event. Ticks are never refused (outside `canary` they change nothing and
+    /// record nothing); every other applied event appends a [`Transition`].
+    pub fn apply(&self, event: &Event, now_ms: i64) -> Result<(Release, Vec<Effect>), Refusal> {
+        if let Event::Tick {
+            canary_requests,
+            verdicts,
+            failure,
+        } = event
+        {
+            return Ok(self.tick(*canary_requests, verdicts, failure.as_ref(), now_ms));
+        }
+        if self.phase.is_terminal() {
+            return Err(refuse(
+                "release_finished",
+                format!(
+                    "Release {} is {}; nothing more can happen to it.",
+                    self.id, self.phase
+                ),
+            ));
+        }
+        match event {
+            Event::Tick { .. } => Ok((self.clone(), Vec::new())),
+            Event::Start { actor } => self.start(actor, now_ms),
+            Event::Promote {
+                actor,
+                force,
+                reason,
+                canary_requests,
+                verdicts,
+            } => self.promote(
+                actor,
+                *force,
+                reason.as_deref(),
+                *canary_requests,
+                verdicts,
+                now_ms,
+            ),
+            Event::Pause { actor, reason } => {
+                if self.phase != Phase::Canary {
+                    return Err(self.not_running("pause"));
+                }
+                let mut next = self.clone();
+                next.phase = Phase::Paused;
+                next.record(self.phase, now_ms, "pause", actor, reason.clone());
+                Ok((next, vec![audit("release.pause", actor, reason.clone())]))
+            }
+            Event::Resume { actor } => {
+                if !matches!(self.phase, Phase::Paused | Phase::Halted) {
+                    return Err(refuse(
+                        "not_paused",
+                        format!(
+                            "Release {} is {}; only a paused or halted release can resume.",
+                            self.id, self.phase
+                        ),
+                    ));
+                }
+                let mut next = self.clone();
+                next.phase = Phase::Canary;
+                next.failure = None;
+                next.record(self.phase, now_ms, "resume", actor, None);
+                Ok((next, vec![audit("release.resume", actor, None)]))
+            }
+            Event::Abort { actor, reason } => {
+                require_reason(reason, "abort")?;
+                Ok(self.drain(
+                    Phase::Aborted,
+                    "abort",
+                    "release.abort",
+                    actor,
+                    reason,
+                    None,
+                    now_ms,
+                ))
+            }
+            Event::Rollback { actor, reason } => {
+                require_reason(reason, "rollback")?;
+                Ok(self.drain(
+                    Phase::RolledBack,
+                    "rollback",
+                    "release.rollback",
+                    actor,
+                    reason,
+                    None,
+                    now_ms,
+                ))
+            }
+        }
+    }
+
+    fn start(&self, actor: &str, now_ms: i64) -> Result<(Release, Vec<Effect>), Refusal> {
+        if self.phase != Phase::Pending {
+            return Err(refuse(
+                "already_started",
+                format!("Release {} has already started ({}).", self.id, self.phase),
+            ));
+        }
+        self.plan
+            .validate()
+            .map_err(|e| refuse("invalid_plan", e.to_string()))?;
+        let mut next = self.clone();
+        next.phase = Phase::Canary;
+        next.step = 0;
+        next.step_started_ms = now_ms;
+        next.step_requests_at_start = 0;
+        next.record(self.phase, now_ms, "start", actor, None);
+        let effects = vec![
+            Effect::PublishRouting {
+                routing: next.routing(),
+            },
+            audit("release.start", actor, None),
+        ];
+        Ok((next, effects))
+    }
+
+    fn promote(
+        &self,
+        actor: &str,
+        force: bool,
+        reason: Option<&str>,
+        canary_requests: u64,
+        verdicts: &[(String, VerdictStatus)],
+        now_ms: i64,
+    ) -> Result<(Release, Vec<Effect>), Refusal> {
+        if self.phase != Phase::Canary {
+            return Err(self.not_running("promote"));
+        }
+        let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+        if force && reason.is_none() {
+            return Err(refuse(
+                "reason_required",
+                "A forced promotion needs a reason (--reason).",
+            ));
+        }
+        let gate = self.gate(now_ms, canary_requests, verdicts);
+        if !gate.holds && !force {
+            return Err(Refusal {
+                code: "gate_not_met",
+                message: format!(
+                    "The gate of step {} ({}) does not hold yet: {}.",
+                    self.step + 1,
+                    self.weight(),
+                    gate.missing.join("; ")
+                ),
+                missing: gate.missing,
+            });
+        }
+        let audit_reason = match (force, reason) {
+            (true, Some(r)) if !gate.holds => Some(format!(
+                "forced past unmet gate ({}): {r}",
+                gate.missing.join("; ")
+            )),
+            (true, Some(r)) => Some(format!("forced (gate held): {r}")),
+            (_, r) => r.map(str::to_owned),
+        };
+        Ok(self.advance(canary_requests, "promote", actor, audit_reason, now_ms))
+    }
+
+    /// The next step, or completion from the last step.
+    fn advance(
+        &self,
+        canary_requests: u64,
+        event: &str,
+        actor: &str,
+        reason: Option<String>,
+        now_ms: i64,
+    ) -> (Release, Vec<Effect>) {
+        let mut next = self.clone();
+        if self.at_final_step() || self.plan.steps.is_empty() {
+            next.phase = Phase::Completed;
+            next.record(self.phase, now_ms, event, actor, reason.clone());
+            let note = next.notification("release.complete", actor, reason.clone(), now_ms);
+            let effects = vec![
+                Effect::PublishRouting { routing: None },
+                Effect::PromoteToStable {
+                    candidate: self.candidate.clone(),
+                },
+                audit("release.complete", actor, reason),
+                Effect::Notify(Box::new(note)),
+            ];
+            return (next, effects);
+        }
+        next.step = self.step + 1;
+        next.step_started_ms = now_ms;
+        next.step_requests_at_start = canary_requests;
+        next.record(self.phase, now_ms, event, actor, reason.clone());
+        let effects = vec![
+            Effect::PublishRouting {
+                routing: next.routing(),
+            },
+            audit("release.promote", actor, reason),
+        ];
+        (next, effects)
+    }
+
+    fn tick(
+        &self,
+        canary_requests: u64,
+        verdicts: &[(String, VerdictStatus)],
+        failure: Option<&Failure>,
+        now_ms: i64,
+    ) -> (Release, Vec<Effect>) {
+        if self.phase != Phase::Canary {
+            return (self.clone(), Vec::new());
+        }
+        let failure = failure.cloned().or_else(|| {
+            verdicts
+                .iter()
+                .find(|(_, s)| *s == VerdictStatus::Fail)
+                .map(|(g, _)| Failure {
+                    guardrail: g.clone(),
+                    canary_value: 0.0,
+                    canary_n: 0,
+                    control_value: 0.0,
+                    control_n: 0,
+                    threshold: String::new(),
+                    explanation: "reported failing without details".to_owned(),
+                })
+        });
+        if let Some(f) = failure {
+            let reason = f.summary();
+            return match self.plan.on_failure {
+                OnFailure::Rollback => self.drain(
+                    Phase::RolledBack,
+                    "tick",
+                    "release.rollback",
+                    SYSTEM_ACTOR,
+                    &reason,
+                    Some(f),
+                    now_ms,
+                ),
+                OnFailure::Halt => {
+                    let mut next = self.clone();
+                    next.phase = Phase::Halted;
+                    next.failure = Some(f);
+                    next.record(
+                        self.phase,
+                        now_ms,
+                        "tick",
+                        SYSTEM_ACTOR,
+                        Some(reason.clone()),
+                    );
+                    let note = next.notification(
+                        "release.halt",
+                        SYSTEM_ACTOR,
+                        Some(reason.clone()),
+                        now_ms,
+                    );
+                    let effects = vec![
+                        audit("release.halt", SYSTEM_ACTOR, Some(reason)),
+                        Effect::Notify(Box::new(note)),
+                    ];
+                    (next, effects)
+                }
+            };
+        }
+        if self.plan.promotion == Promotion::Auto
+            && self.gate(now_ms, canary_requests, verdicts).holds
+        {
+            return self.advance(
+                canary_requests,
+                "tick",
+                SYSTEM_ACTOR,
+                Some("gate held (promotion: auto)".to_owned()),
+                now_ms,
+            );
+        }
+        (self.clone(), Vec::new())
+    }
+
+    /// Rollback or abort: the candidate leaves the routing.
+    #[allow(clippy::too_many_arguments)]
+    fn drain(
+        &self,
+        to: Phase,
+        event: &str,
+        action: &str,
+        actor: &str,
+        reason: &str,
+        failure: Option<Failure>,
+        now_ms: i64,
+    ) -> (Release, Vec<Effect>) {
+        let mut next = self.clone();
+        next.phase = to;
+        if failure.is_some() {
+            next.failure = failure;
+        }
+        let reason = Some(reason.trim().to_owned());
+        next.record(self.phase, now_ms, event, actor, reason.clone());
+        let note = next.notification(action, actor, reason.clone(), now_ms);
+        let mut effects = Vec::new();
+        // A pending release never published a routing, so there is nothing to drain.
+        if self.phase != Phase::Pending {
+            effects.push(Effect::PublishRouting { routing: None });
+        }
+        effects.push(audit(action, actor, reason));
+        effects.push(Effect::Notify(Box::new(note)));
+        (next, effects)
+    }
+
+    fn not_running(&self, what: &str) -> Refusal {
+        let hint = match self.phase {
+            Phase::Pending => "it has not started",
+            Phase::Paused => "it is paused; resume it first",
+            Phase::Halted => {
+                "it is halted after a guardrail failure; resume, roll back or abort it"
+            }
+            _ => "it is not in canary",
+        };
+        refuse(
+            "not_running",
+            format!("Cannot {what} release {}: {hint}.", self.id),
+        )
+    }
+
+    fn record(
+        &mut self,
+        from: Phase,
+        at_ms: i64,
+        event: &str,
+        actor: &str,
+        reason: Option<String>,
+    ) {
+        self.history.push(Transition {
+            at_ms,
+            from,
+            to: self.phase,
+            step: self.step,
+            event: event.to_owned(),
+            actor: actor.to_owned(),
+            reason,
+        });
+    }
+
+    fn notification(
+        &self,
+        action: &str,
+        initiator: &str,
+        reason: Option<String>,
+        at_ms: i64,
+    ) -> Notification {
+        Notification {
+            release: self.id.clone(),
+            agent: self.agent.clone(),
+            env: self.env.clone(),
+            action: action.to_owned(),
+            phase: self.phase,
+            step: self.step,
+            weight: self.current_step().map_or(Percent::ZERO, |s| s.weight),
+            candidate: self.candidate.id.clone(),
+            baseline: self.baseline.id.clone(),
+            failure: self.failure.clone(),
+            initiator: initiator.to_owned(),
+            reason,
+            at_ms,
+        }
+    }
+}
+
+fn audit(action: &str, actor: &str, reason: Option<String>) -> Effect {
+    Effect::Audit {
+        action: action.to_owned(),
+        actor: actor.to_owned(),
+        reason,
+    }
+}
+
+fn require_reason(reason: &str, what: &str) -> Result<(), Refusal> {
+    if reason.trim().is_empty() {
+        return Err(refuse(
+            "reason_required",
+            format!("A release {what} needs a reason (--reason)."),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,331 @@
+//! The release plan (`plan.yaml`, SPEC "Release plan"): its model, parsing and validation.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::duration::DurationSpec;
+use crate::decision::{Percent, Stickiness};
+use crate::guardrails::GuardrailConfig;
+
+/// Longest webhook URL a plan may name.
+pub const MAX_WEBHOOK_CHARS: usize = 2048;
+
+/// A release plan. Unknown fields are refused everywhere.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    #[serde(default)]
+    pub promotion: Promotion,
+    #[serde(default)]
+    pub stickiness: Stickiness,
+    /// Tenants that stay on the stable bundle until the final step.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub exclude_tenants: BTreeSet<String>,
+    /// `None`: [`GuardrailConfig::spec_default`] (see [`Plan::guardrails`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrails: Option<GuardrailConfig>,
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notify>,
+}
+
+/// One step of a plan. YAML: `- canary: {weight: 1%, min_duration: 5m, min_requests: 500}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    Canary(CanaryStep),
+}
+
+/// Send `weight` of the (non-excluded) traffic to the candidate and wait for the gate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryStep {
+    pub weight: Percent,
+    /// Least time at this step before its gate can hold. `0s` when omitted.
+    #[serde(default)]
+    pub min_duration: DurationSpec,
+    /// Least canary requests served during this step before its gate can hold.
+    #[serde(default)]
+    pub min_requests: u64,
+}
+
+impl Step {
+    pub fn canary(&self) -> &CanaryStep {
+        match self {
+            Step::Canary(c) => c,
+        }
+    }
+}
+
+/// Who moves a release past a step whose gate holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Promotion {
+    /// A person runs `serin release promote`.
+    #[default]
+    Manual,
+    /// The server promotes as soon as the gate holds (and it always needs requests, never
+    /// time alone: see [`Plan::validate`]).
+    Auto,
+}
+
+/// What a confirmed guardrail failure does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Drain the candidate at once.
+    #[default]
+    Rollback,
+    /// Freeze the weight and wait for a person.
+    Halt,
+}
+
+/// A notification target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    pub webhook: String,
+}
+
+/// Why a plan is refused: where (a JSON pointer into the plan and, for YAML errors, the
+/// line) and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanError {
+    /// JSON pointer of the offending value (`/steps/1/canary/weight`); empty for the whole
+    /// document or when unknown.
+    pub pointer: String,
+    /// `line L, column C` when the YAML itself does not parse.
+    pub location: Option<String>,
+    /// Stable code: `invalid_yaml`, `unknown_field`, `missing_field`, `invalid_field`,
+    /// `invalid_plan`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl PlanError {
+    fn invalid(pointer: impl Into<String>, message: impl Into<String>) -> PlanError {
+        PlanError {
+            pointer: pointer.into(),
+            location: None,
+            code: "invalid_plan",
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.location, self.pointer.is_empty()) {
+            (Some(loc), _) => write!(f, "plan {loc}: {}", self.message),
+            (None, false) => write!(f, "plan {}: {}", self.pointer, self.message),
+            (None, true) => write!(f, "plan: {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for PlanError {}
+
+/// `/a/0/b` from serde_path_to_error's path.
+fn pointer_of(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        let part = match seg {
+            Segment::Seq { index } => index.to_string(),
+            Segment::Map { key } => key.replace('~', "~0").replace('/', "~1"),
+            Segment::Enum { variant } => variant.clone(),
+            Segment::Unknown => continue,
+        };
+        out.push('/');
+        out.push_str(&part);
+    }
+    out
+}
+
+impl Plan {
+    /// Parses `plan.yaml`. YAML syntax errors carry the line; shape errors (unknown or
+    /// missing fields, bad values) carry the JSON pointer of the field. Does not validate:
+    /// call [`Plan::validate`] too.
+    pub fn parse_yaml(text: &str) -> Result<Plan, PlanError> {
+        let value: Value = serde_saphyr::from_str(text).map_err(|e| PlanError {
+            pointer: String::new(),
+            location: yaml_location(&e),
+            code: "invalid_yaml",
+            message: yaml_message(&e),
+        })?;
+        Plan::from_value(value)
+    }
+
+    /// Parses and validates.
+    pub fn parse_and_validate(text: &str) -> Result<Plan, PlanError> {
+        let plan = Plan::parse_yaml(text)?;
+        plan.validate()?;
+        Ok(plan)
+    }
+
+    /// Reads a plan from its JSON form (what the API carries), errors located by pointer.
+    pub fn from_value(value: Value) -> Result<Plan, PlanError> {
+        if value.is_null() {
+            return Err(PlanError {
+                pointer: String::new(),
+                location: None,
+                code: "missing_field",
+                message: "the plan is empty; it needs at least `steps`".to_owned(),
+            });
+        }
+        serde_path_to_error::deserialize::<_, Plan>(value).map_err(|e| {
+            let pointer = pointer_of(e.path());
+            let message = e.inner().to_string();
+            let code = if message.starts_with("unknown field") {
+                "unknown_field"
+            } else if message.starts_with("missing field") {
+                "missing_field"
+            } else {
+                "invalid_field"
+            };
+            PlanError {
+                pointer,
+                location: None,
+                code,
+                message,
+            }
+        })
+    }
+
+    /// The guardrails in force: the plan's block, or the SPEC example block when absent.
+    pub fn guardrails(&self) -> GuardrailConfig {
+        self.guardrails
+            .clone()
+            .unwrap_or_else(GuardrailConfig::spec_default)
+    }
+
+    /// Index of the final step (`None` for a plan without steps).
+    pub fn last_step(&self) -> Option<usize> {
+        self.steps.len().checked_sub(1)
+    }
+
+    /// Refuses plans that cannot run as meant:
+    /// - at least one step; weights strictly increasing, each above 0% (and at most 100%,
+    ///   which parsing already enforces);
+    /// - every step waits for something: `min_duration` or `min_requests` above zero;
+    /// - with `promotion: auto`, every step needs `min_requests >= 1`: time alone never
+    ///   promotes (a canary that advances on a timer is only a slow rollout);
+    /// - webhooks are `http://` or `https://` URLs with a host, at most 2048 characters,
+    ///   without spaces or control characters;
+    /// - the guardrails block passes [`GuardrailConfig::validate`];
+    /// - excluded tenants are non-empty and carry no surrounding whitespace.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        if self.steps.is_empty() {
+            return Err(PlanError::invalid(
+                "/steps",
+                "a plan needs at least one step",
+            ));
+        }
+        let mut previous: Option<Percent> = None;
+        for (i, step) in self.steps.iter().enumerate() {
+            let c = step.canary();
+            let p = format!("/steps/{i}/canary");
+            if c.weight == Percent::ZERO {
+                return Err(PlanError::invalid(
+                    format!("{p}/weight"),
+                    "weight must be above 0%",
+                ));
+            }
+            if let Some(prev) = previous
+                && c.weight <= prev
+            {
+                return Err(PlanError::invalid(
+                    format!("{p}/weight"),
+                    format!(
+                        "weights must increase from step to step: {} is not above the previous step's {prev}",
+                        c.weight
+                    ),
+                ));
+            }
+            previous = Some(c.weight);
+            if c.min_duration.is_zero() && c.min_requests == 0 {
+                return Err(PlanError::invalid(
+                    p,
+                    "each step needs min_duration or min_requests above zero",
+                ));
+            }
+            if self.promotion == Promotion::Auto && c.min_requests == 0 {
+                return Err(PlanError::invalid(
+                    format!("{p}/min_requests"),
+                    "promotion: auto needs min_requests of at least 1 on every step (time alone never promotes)",
+                ));
+            }
+        }
+        for (i, n) in self.notify.iter().enumerate() {
+            check_webhook(&n.webhook)
+                .map_err(|m| PlanError::invalid(format!("/notify/{i}/webhook"), m))?;
+        }
+        if let Some(g) = &self.guardrails {
+            g.validate().map_err(|e| {
+                PlanError::invalid(format!("/guardrails{}", e.pointer), e.reason.clone())
+            })?;
+        }
+        for (i, t) in self.exclude_tenants.iter().enumerate() {
+            if t.trim().is_empty() {
+                return Err(PlanError::invalid(
+                    format!("/exclude_tenants/{i}"),
+                    "tenant names must not be empty",
+                ));
+            }
+            if t.trim() != t {
+                return Err(PlanError::invalid(
+                    format!("/exclude_tenants/{i}"),
+                    format!("tenant {t:?} has surrounding whitespace"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `line L, column C` of a serde-saphyr error, if known.
+fn yaml_location(e: &serde_saphyr::Error) -> Option<String> {
+    let loc = e.location()?;
+    if loc.line() == 0 {
+        return None;
+    }
+    Some(format!("line {}, column {}", loc.line(), loc.column()))
+}
+
+/// The first line of a serde-saphyr error, without snippet or location suffix.
+fn yaml_message(e: &serde_saphyr::Error) -> String {
+    let text = e.without_snippet().to_string();
+    let first = text.lines().next().unwrap_or_default().trim();
+    let trimmed = match first.rfind(" at line ") {
+        Some(idx) => first.get(..idx).unwrap_or(first),
+        None => first,
+    };
+    trimmed.trim_end_matches(':').trim().to_owned()
+}
+
+fn check_webhook(url: &str) -> Result<(), String> {
+    if url.chars().count() > MAX_WEBHOOK_CHARS {
+        return Err(format!(
+            "webhook URL is longer than {MAX_WEBHOOK_CHARS} characters"
+        ));
+    }
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("webhook {url:?} must be an http:// or https:// URL"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() {
+        return Err(format!("webhook {url:?} has no host"));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "webhook {url:?} contains spaces or control characters"
+        ));
+    }
+    Ok(())
+}
