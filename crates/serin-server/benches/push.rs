@@ -55,6 +55,8 @@ fn bench_push(c: &mut Criterion) {
             max_in_flight: 1024,
             max_streams: 1024,
             refresh_interval: std::time::Duration::from_secs(1),
+            tick_interval: std::time::Duration::from_secs(1),
+            run_controller: false,
         })
         .await
         .unwrap()

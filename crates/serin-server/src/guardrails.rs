@@ -44,6 +44,19 @@ struct MonitorEntry {
     last_canary_ms: i64,
 }
 
+impl MonitorEntry {
+    fn row(&self, (env, agent, candidate): &MonitorKey) -> Result<MonitorRow, ApiError> {
+        Ok(MonitorRow {
+            env: env.clone(),
+            agent: agent.clone(),
+            candidate: candidate.clone(),
+            state: serde_json::to_string(&self.monitor).map_err(ApiError::internal)?,
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.last_canary_ms,
+        })
+    }
+}
+
 #[derive(Debug, Default)]
 struct Dedup {
     seen: HashSet<(String, String)>,
@@ -73,6 +86,8 @@ impl Dedup {
 #[derive(Debug, Default)]
 struct Inner {
     monitors: HashMap<MonitorKey, MonitorEntry>,
+    /// Monitors of running releases: never idled out of memory.
+    pinned: HashSet<MonitorKey>,
     rollups: HashMap<RollupKey, ArmAggregate>,
     dedup: Dedup,
     /// instance -> (second, events accepted in it)
@@ -351,15 +366,8 @@ impl Guardrails {
             }
         }
         let mut monitor_rows = Vec::with_capacity(monitors.len());
-        for ((env, agent, candidate), m) in &monitors {
-            monitor_rows.push(MonitorRow {
-                env: env.clone(),
-                agent: agent.clone(),
-                candidate: candidate.clone(),
-                state: serde_json::to_string(&m.monitor).map_err(ApiError::internal)?,
-                created_at_ms: m.created_at_ms,
-                updated_at_ms: m.last_canary_ms,
-            });
+        for (key, m) in &monitors {
+            monitor_rows.push(m.row(key)?);
         }
         let mut rollup_rows = Vec::with_capacity(rollups.len());
         for ((env, agent, bundle, arm, minute_ms), agg) in &rollups {
@@ -392,6 +400,90 @@ impl Guardrails {
         metrics::counter!("serin_outcomes_total", "result" => "accepted")
             .increment(accepted.len() as u64);
         Ok(report)
+    }
+
+    /// Starts fresh evidence for a release's candidate with the plan's
+    /// thresholds (replacing any earlier comparison of the same bundle), and
+    /// keeps it in memory for as long as the release runs.
+    pub async fn begin(
+        &self,
+        env: &str,
+        agent: &str,
+        candidate: &str,
+        config: GuardrailConfig,
+        share: f64,
+        now_ms: i64,
+    ) -> Result<(), ApiError> {
+        let mut inner = self.inner.lock().await;
+        let key = (env.to_owned(), agent.to_owned(), candidate.to_owned());
+        let mut monitor = Monitor::new(config);
+        monitor.set_canary_share(share);
+        let entry = MonitorEntry {
+            monitor,
+            created_at_ms: now_ms,
+            last_canary_ms: now_ms,
+        };
+        self.store.save_outcomes(&[entry.row(&key)?], &[]).await?;
+        inner.pinned.insert(key.clone());
+        inner.monitors.insert(key, entry);
+        Ok(())
+    }
+
+    /// Tells the release's monitor the canary's traffic share (at every step,
+    /// so its tests are exact across the ramp). Unpins it when `share` is None.
+    pub async fn set_share(
+        &self,
+        env: &str,
+        agent: &str,
+        candidate: &str,
+        share: Option<f64>,
+    ) -> Result<(), ApiError> {
+        let mut inner = self.inner.lock().await;
+        let key = (env.to_owned(), agent.to_owned(), candidate.to_owned());
+        let Some(share) = share else {
+            inner.pinned.remove(&key);
+            return Ok(());
+        };
+        let mut entry = match inner.monitors.get(&key) {
+            Some(e) => e.clone(),
+            // Idled out of memory (e.g. a long pause before a restart): the
+            // store still has it.
+            None => {
+                let row = self
+                    .store
+                    .load_monitors()
+                    .await?
+                    .into_iter()
+                    .find(|r| r.env == key.0 && r.agent == key.1 && r.candidate == key.2);
+                let Some(row) = row else { return Ok(()) };
+                MonitorEntry {
+                    monitor: serde_json::from_str(&row.state).map_err(ApiError::internal)?,
+                    created_at_ms: row.created_at_ms,
+                    last_canary_ms: row.updated_at_ms,
+                }
+            }
+        };
+        entry.monitor.set_canary_share(share);
+        self.store.save_outcomes(&[entry.row(&key)?], &[]).await?;
+        inner.pinned.insert(key.clone());
+        inner.monitors.insert(key, entry);
+        Ok(())
+    }
+
+    /// Canary requests and verdicts of one comparison (zero and none if it
+    /// has no evidence yet).
+    pub async fn evidence(
+        &self,
+        env: &str,
+        agent: &str,
+        candidate: &str,
+    ) -> (u64, Vec<serin_core::guardrails::Verdict>) {
+        let inner = self.inner.lock().await;
+        let key = (env.to_owned(), agent.to_owned(), candidate.to_owned());
+        match inner.monitors.get(&key) {
+            Some(m) => (m.monitor.canary().requests, m.monitor.verdicts()),
+            None => (0, Vec::new()),
+        }
     }
 
     /// Every live comparison of `agent` in `env`, newest candidate first.

@@ -32,6 +32,8 @@ pub mod extract;
 pub mod guardrails;
 pub mod hub;
 mod openapi;
+pub mod releases;
+mod report;
 mod routes;
 
 use error::{ApiError, ErrorCode};
@@ -46,6 +48,7 @@ pub struct AppState {
     pub openapi_json: Arc<String>,
     pub hub: Arc<hub::Hub>,
     pub guardrails: Arc<guardrails::Guardrails>,
+    pub releases: Arc<releases::Releases>,
 }
 
 /// What the binary hands the server.
@@ -62,6 +65,11 @@ pub struct ServerConfig {
     /// How often the store is checked for env versions committed elsewhere
     /// (another replica, an offline CLI).
     pub refresh_interval: Duration,
+    /// How often the release controller looks at every active release (and
+    /// the webhook outbox is drained).
+    pub tick_interval: Duration,
+    /// Run the release controller and webhook notifier in this process.
+    pub run_controller: bool,
 }
 
 /// Bodies of routes other than bundle push are small; a low default limit
@@ -82,6 +90,7 @@ fn api_router(limits: &Limits) -> OpenApiRouter<AppState> {
         .merge(routes::bundles::router().layer(DefaultBodyLimit::max(bundle_body_limit(limits))))
         .merge(routes::decisions::router())
         .merge(routes::outcomes::router())
+        .merge(routes::releases::router())
         .merge(routes::tokens::router())
         .merge(routes::system::router())
 }
@@ -123,6 +132,20 @@ fn metrics_handle() -> PrometheusHandle {
 pub struct App {
     pub router: Router,
     pub hub: Arc<hub::Hub>,
+    /// The release controller and webhook notifier; stopped when the last
+    /// clone of the app is dropped.
+    pub tasks: Arc<BackgroundTasks>,
+}
+
+#[derive(Debug)]
+pub struct BackgroundTasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
 }
 
 /// Builds the whole application: routes, fallbacks and middleware. Loads the
@@ -137,11 +160,31 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
     let guardrails = Arc::new(
         guardrails::Guardrails::load(config.store.clone(), hub.clone(), clock::now_ms()).await?,
     );
+    let catalog = Arc::new(config.catalog);
+    let releases = Arc::new(releases::Releases::new(
+        config.store.clone(),
+        hub.clone(),
+        guardrails.clone(),
+        catalog.clone(),
+    ));
+    let resumed = releases.resume_all().await?;
+    if resumed > 0 {
+        tracing::info!(releases = resumed, "resuming active releases");
+    }
+    let mut tasks = Vec::new();
+    if config.run_controller && tokio::runtime::Handle::try_current().is_ok() {
+        tasks.push(releases.spawn(config.tick_interval));
+        tasks.push(releases::spawn_notifier(
+            config.store.clone(),
+            config.tick_interval,
+        ));
+    }
     let state = AppState {
+        releases,
         guardrails,
         hub: hub.clone(),
         store: config.store,
-        catalog: Arc::new(config.catalog),
+        catalog,
         limits: config.limits,
         metrics: metrics_handle(),
         openapi_json: Arc::new(api.to_pretty_json().unwrap_or_default()),
@@ -166,6 +209,7 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
     Ok(App {
         router: Router::new().fallback_service(guarded),
         hub,
+        tasks: Arc::new(BackgroundTasks(tasks)),
     })
 }
 
@@ -215,6 +259,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let hub = app.hub.clone();
+    let _tasks = app.tasks.clone();
     axum::serve(listener, app.router)
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -34,7 +34,7 @@ pub use audit::{GENESIS_HASH, canonical_json};
 pub use error::StoreError;
 pub use model::{
     AgentSummary, AuditEntry, AuditVerification, BundleSummary, EnvStateChange, EnvSummary,
-    IssuedToken, MonitorRow, NewAudit, NewBundle, PutBundle, RollupRow, StoredBundle,
-    StoredEnvState, TokenInfo,
+    IssuedToken, MonitorRow, NewAudit, NewBundle, NewNotification, NotificationRow, PutBundle,
+    ReleaseRow, ReleaseWrite, RollupRow, StoredBundle, StoredEnvState, TokenInfo,
 };
 pub use store::{BOOTSTRAP_TOKEN_NAME, MAX_PAGE, SQLITE_FILE_NAME, Store};

@@ -217,3 +217,59 @@ pub struct RollupRow {
     pub minute_ms: i64,
     pub data: String,
 }
+
+/// One release of an agent in an env (its state is opaque JSON to the store). At most one
+/// release per `(env, agent)` is active at a time, enforced by a unique partial index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReleaseRow {
+    pub id: String,
+    pub env: String,
+    pub agent: String,
+    /// The state as given by the caller (JSON text).
+    pub state: String,
+    pub active: bool,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A release row to write with [`crate::Store::write_release`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseWrite {
+    pub id: String,
+    pub env: String,
+    pub agent: String,
+    /// Opaque JSON.
+    pub state: String,
+    pub active: bool,
+    /// True: insert a new release (created and updated at `at_ms`). False: update the existing
+    /// release with this id, env and agent (its state, active flag and `updated_at_ms`).
+    pub is_new: bool,
+}
+
+/// A webhook delivery to queue in the outbox, in the transaction that causes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewNotification {
+    pub release_id: String,
+    pub url: String,
+    /// The body to deliver, as given.
+    pub payload: String,
+}
+
+/// One queued webhook delivery.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NotificationRow {
+    /// Increasing in queue order.
+    pub id: i64,
+    pub release_id: String,
+    pub url: String,
+    pub payload: String,
+    pub created_at_ms: i64,
+    /// Delivery attempts made so far.
+    pub attempts: i64,
+    /// Not due before this time, unix milliseconds.
+    pub next_attempt_ms: i64,
+    /// Set once delivered; delivered notifications are never due again.
+    pub delivered_at_ms: Option<i64>,
+    /// Error of the last failed attempt.
+    pub last_error: Option<String>,
+}

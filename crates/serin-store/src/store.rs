@@ -19,8 +19,8 @@ use crate::audit::{GENESIS_HASH, HashedFields, canonical_json, entry_hash};
 use crate::error::StoreError;
 use crate::model::{
     AgentSummary, AuditEntry, AuditVerification, BundleSummary, EnvStateChange, EnvSummary,
-    IssuedToken, MonitorRow, NewAudit, NewBundle, PutBundle, RollupRow, StoredBundle,
-    StoredEnvState, TokenInfo,
+    IssuedToken, MonitorRow, NewAudit, NewBundle, NewNotification, NotificationRow, PutBundle,
+    ReleaseRow, ReleaseWrite, RollupRow, StoredBundle, StoredEnvState, TokenInfo,
 };
 use crate::token;
 
@@ -183,6 +183,68 @@ macro_rules! append_audit_in {
     }};
 }
 
+/// The newest state JSON of `$env` inside the current transaction `$tx` (None for a fresh env);
+/// evaluates to `Option<String>`.
+macro_rules! latest_env_state_in {
+    ($tx:ident, $env:expr) => {{
+        let env: &str = $env;
+        let current: Option<String> = sqlx::query_scalar(
+            "SELECT state FROM env_states WHERE env = $1 ORDER BY version DESC LIMIT 1",
+        )
+        .bind(env)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        current
+    }};
+}
+
+/// Appends `$next: EnvStateChange` as the newest version of `$env` (global maximum plus one)
+/// with its audit entry (details get `env` and `version`) inside `$tx`; evaluates to the
+/// `StoredEnvState`. Only valid inside `with_tx!`.
+macro_rules! append_env_state_in {
+    ($tx:ident, $env:expr, $at_ms:expr, $actor:expr, $next:expr) => {{
+        let (env, at_ms, actor, next): (&str, i64, &str, EnvStateChange) =
+            ($env, $at_ms, $actor, $next);
+        let max: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM env_states")
+            .fetch_one(&mut *$tx)
+            .await?;
+        let version = max.unwrap_or(0) + 1;
+        sqlx::query(
+            "INSERT INTO env_states (version, env, state, created_at_ms, created_by) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(version)
+        .bind(env)
+        .bind(&next.state)
+        .bind(at_ms)
+        .bind(actor)
+        .execute(&mut *$tx)
+        .await?;
+        let mut details = next.details;
+        if let serde_json::Value::Object(map) = &mut details {
+            map.insert("env".into(), env.into());
+            map.insert("version".into(), version.into());
+        }
+        append_audit_in!(
+            $tx,
+            &NewAudit {
+                at_ms,
+                actor: actor.to_owned(),
+                action: next.action,
+                subject: next.subject,
+                details,
+            }
+        );
+        StoredEnvState {
+            version,
+            env: env.to_owned(),
+            state: next.state,
+            created_at_ms: at_ms,
+            created_by: actor.to_owned(),
+        }
+    }};
+}
+
 /// Inserts a new token (and marks the store as having had tokens) inside `$tx`, audits
 /// `token.create`; evaluates to the `IssuedToken`.
 macro_rules! insert_token_in {
@@ -316,6 +378,93 @@ impl AuditRow {
             prev_hash: self.prev_hash,
             hash: self.hash,
         }
+    }
+}
+
+/// The columns of `ReleaseRow`, as a literal usable in `concat!`.
+macro_rules! release_cols {
+    () => {
+        "id, env, agent, state, active, created_at_ms, updated_at_ms"
+    };
+}
+
+/// The columns of `NotificationRow`, as a literal usable in `concat!`.
+macro_rules! notification_cols {
+    () => {
+        "id, release_id, url, payload, created_at_ms, attempts, next_attempt_ms, \
+         delivered_at_ms, last_error"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct ReleaseDbRow {
+    id: String,
+    env: String,
+    agent: String,
+    state: String,
+    active: i64,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+impl ReleaseDbRow {
+    fn into_row(self) -> ReleaseRow {
+        ReleaseRow {
+            id: self.id,
+            env: self.env,
+            agent: self.agent,
+            state: self.state,
+            active: self.active != 0,
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct NotificationDbRow {
+    id: i64,
+    release_id: String,
+    url: String,
+    payload: String,
+    created_at_ms: i64,
+    attempts: i64,
+    next_attempt_ms: i64,
+    delivered_at_ms: Option<i64>,
+    last_error: Option<String>,
+}
+
+impl NotificationDbRow {
+    fn into_row(self) -> NotificationRow {
+        NotificationRow {
+            id: self.id,
+            release_id: self.release_id,
+            url: self.url,
+            payload: self.payload,
+            created_at_ms: self.created_at_ms,
+            attempts: self.attempts,
+            next_attempt_ms: self.next_attempt_ms,
+            delivered_at_ms: self.delivered_at_ms,
+            last_error: self.last_error,
+        }
+    }
+}
+
+fn active_release_conflict(env: &str, agent: &str, existing: Option<&str>) -> StoreError {
+    let which = existing.map(|id| format!(" ({id})")).unwrap_or_default();
+    StoreError::Conflict(format!(
+        "agent {agent} in env {env} already has an active release{which}"
+    ))
+}
+
+/// Turns the unique-index rejection of a release write into the same `Conflict` the pre-check
+/// reports (the index is the backstop; writes are serialized, so the pre-check normally wins).
+fn release_write_error(e: sqlx::Error, env: &str, agent: &str) -> StoreError {
+    match e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            active_release_conflict(env, agent, None)
+        }
+        other => other.into(),
     }
 }
 
@@ -797,12 +946,7 @@ impl Store {
     ) -> Result<Result<StoredEnvState, E>, StoreError> {
         let mut change = Some(change);
         with_tx!(self, |tx| {
-            let current: Option<String> = sqlx::query_scalar(
-                "SELECT state FROM env_states WHERE env = $1 ORDER BY version DESC LIMIT 1",
-            )
-            .bind(env)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let current = latest_env_state_in!(tx, env);
             let Some(change) = change.take() else {
                 return Err(StoreError::Corrupt("env state change ran twice".into()));
             };
@@ -810,44 +954,293 @@ impl Store {
                 Ok(next) => next,
                 Err(e) => return Ok(Err(e)),
             };
-            let max: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM env_states")
-                .fetch_one(&mut *tx)
-                .await?;
-            let version = max.unwrap_or(0) + 1;
-            sqlx::query(
-                "INSERT INTO env_states (version, env, state, created_at_ms, created_by) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(version)
-            .bind(env)
-            .bind(&next.state)
-            .bind(at_ms)
-            .bind(actor)
-            .execute(&mut *tx)
-            .await?;
-            let mut details = next.details;
-            if let serde_json::Value::Object(map) = &mut details {
-                map.insert("env".into(), env.into());
-                map.insert("version".into(), version.into());
-            }
-            append_audit_in!(
-                tx,
-                &NewAudit {
-                    at_ms,
-                    actor: actor.to_owned(),
-                    action: next.action,
-                    subject: next.subject,
-                    details,
-                }
-            );
-            Ok(Ok(StoredEnvState {
-                version,
-                env: env.to_owned(),
-                state: next.state,
-                created_at_ms: at_ms,
-                created_by: actor.to_owned(),
-            }))
+            Ok(Ok(append_env_state_in!(tx, env, at_ms, actor, next)))
         })
+    }
+
+    // ----- releases and webhook outbox ----------------------------------------------------
+
+    /// Writes a release and everything it causes in one serialized transaction:
+    ///
+    /// 1. the release row: inserted when `release.is_new` (`Conflict` if the id exists, or if
+    ///    the release is active and the agent already has an active release in that env),
+    ///    otherwise its state, active flag and `updated_at_ms` are updated (`Conflict` if no
+    ///    release has this id, env and agent, or if it becomes active beside another one);
+    /// 2. `env_change` runs against the env's newest state exactly like in
+    ///    [`Store::update_env_state`]: `None` leaves the env alone, `Some` appends a new version
+    ///    and its audit entry;
+    /// 3. every entry of `audits`, in order;
+    /// 4. `notifications`, due at `at_ms`.
+    ///
+    /// Returns the new env state, if any. If `env_change` fails, nothing is written and its
+    /// error is returned as `Ok(Err(e))`.
+    pub async fn write_release<E>(
+        &self,
+        release: ReleaseWrite,
+        at_ms: i64,
+        actor: &str,
+        env_change: impl FnOnce(Option<&str>) -> Result<Option<EnvStateChange>, E>,
+        audits: Vec<NewAudit>,
+        notifications: Vec<NewNotification>,
+    ) -> Result<Result<Option<StoredEnvState>, E>, StoreError> {
+        let r = &release;
+        let mut env_change = Some(env_change);
+        let mut refused: Option<E> = None;
+        let written = with_tx!(self, |tx| {
+            let other_active: Option<String> = if r.active {
+                sqlx::query_scalar(
+                    "SELECT id FROM releases \
+                     WHERE env = $1 AND agent = $2 AND active = 1 AND id <> $3",
+                )
+                .bind(&r.env)
+                .bind(&r.agent)
+                .bind(&r.id)
+                .fetch_optional(&mut *tx)
+                .await?
+            } else {
+                None
+            };
+            if r.is_new {
+                let taken: Option<String> =
+                    sqlx::query_scalar("SELECT id FROM releases WHERE id = $1")
+                        .bind(&r.id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if taken.is_some() {
+                    return Err(StoreError::Conflict(format!(
+                        "release {} already exists",
+                        r.id
+                    )));
+                }
+            }
+            if let Some(existing) = other_active {
+                return Err(active_release_conflict(&r.env, &r.agent, Some(&existing)));
+            }
+            if r.is_new {
+                sqlx::query(
+                    "INSERT INTO releases \
+                     (id, env, agent, state, active, created_at_ms, updated_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                )
+                .bind(&r.id)
+                .bind(&r.env)
+                .bind(&r.agent)
+                .bind(&r.state)
+                .bind(i64::from(r.active))
+                .bind(at_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| release_write_error(e, &r.env, &r.agent))?;
+            } else {
+                let updated = sqlx::query(
+                    "UPDATE releases SET state = $4, active = $5, updated_at_ms = $6 \
+                     WHERE id = $1 AND env = $2 AND agent = $3",
+                )
+                .bind(&r.id)
+                .bind(&r.env)
+                .bind(&r.agent)
+                .bind(&r.state)
+                .bind(i64::from(r.active))
+                .bind(at_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| release_write_error(e, &r.env, &r.agent))?
+                .rows_affected();
+                if updated == 0 {
+                    return Err(StoreError::Conflict(format!(
+                        "no release {} of agent {} in env {}",
+                        r.id, r.agent, r.env
+                    )));
+                }
+            }
+            let current = latest_env_state_in!(tx, &r.env);
+            let Some(env_change) = env_change.take() else {
+                return Err(StoreError::Corrupt("env state change ran twice".into()));
+            };
+            let stored = match env_change(current.as_deref()) {
+                Ok(None) => None,
+                Ok(Some(next)) => Some(append_env_state_in!(tx, &r.env, at_ms, actor, next)),
+                Err(e) => {
+                    // Roll back the release row too; the caller gets `e` below.
+                    refused = Some(e);
+                    return Err(StoreError::Invalid("release write refused".into()));
+                }
+            };
+            for a in &audits {
+                append_audit_in!(tx, a);
+            }
+            for n in &notifications {
+                sqlx::query(
+                    "INSERT INTO notifications \
+                     (release_id, url, payload, created_at_ms, attempts, next_attempt_ms) \
+                     VALUES ($1, $2, $3, $4, 0, $4)",
+                )
+                .bind(&n.release_id)
+                .bind(&n.url)
+                .bind(&n.payload)
+                .bind(at_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Ok(stored)
+        });
+        if let Some(e) = refused {
+            return Ok(Err(e));
+        }
+        written.map(Ok)
+    }
+
+    /// The release with this id, if any.
+    pub async fn get_release(&self, id: &str) -> Result<Option<ReleaseRow>, StoreError> {
+        let row: Option<ReleaseDbRow> = with_read!(self, |db| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                release_cols!(),
+                " FROM releases WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(db)
+            .await?
+        });
+        Ok(row.map(ReleaseDbRow::into_row))
+    }
+
+    /// Every active release, in every env, oldest first.
+    pub async fn active_releases(&self) -> Result<Vec<ReleaseRow>, StoreError> {
+        let rows: Vec<ReleaseDbRow> = with_read!(self, |db| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                release_cols!(),
+                " FROM releases WHERE active = 1 ORDER BY created_at_ms, id"
+            ))
+            .fetch_all(db)
+            .await?
+        });
+        Ok(rows.into_iter().map(ReleaseDbRow::into_row).collect())
+    }
+
+    /// The active release of `agent` in `env`, if any.
+    pub async fn active_release(
+        &self,
+        env: &str,
+        agent: &str,
+    ) -> Result<Option<ReleaseRow>, StoreError> {
+        let row: Option<ReleaseDbRow> = with_read!(self, |db| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                release_cols!(),
+                " FROM releases WHERE env = $1 AND agent = $2 AND active = 1"
+            ))
+            .bind(env)
+            .bind(agent)
+            .fetch_optional(db)
+            .await?
+        });
+        Ok(row.map(ReleaseDbRow::into_row))
+    }
+
+    /// Releases of `agent` in `env`, newest first; `limit` clamped to 1..=1000.
+    pub async fn list_releases(
+        &self,
+        env: &str,
+        agent: &str,
+        limit: i64,
+    ) -> Result<Vec<ReleaseRow>, StoreError> {
+        let rows: Vec<ReleaseDbRow> = with_read!(self, |db| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                release_cols!(),
+                " FROM releases WHERE env = $1 AND agent = $2 \
+                 ORDER BY created_at_ms DESC, id DESC LIMIT $3"
+            ))
+            .bind(env)
+            .bind(agent)
+            .bind(clamp_limit(limit))
+            .fetch_all(db)
+            .await?
+        });
+        Ok(rows.into_iter().map(ReleaseDbRow::into_row).collect())
+    }
+
+    /// How many releases `agent` has (had) in `env`, active or not.
+    pub async fn count_releases(&self, env: &str, agent: &str) -> Result<i64, StoreError> {
+        Ok(with_read!(self, |db| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM releases WHERE env = $1 AND agent = $2")
+                .bind(env)
+                .bind(agent)
+                .fetch_one(db)
+                .await?
+        }))
+    }
+
+    /// Undelivered notifications with `next_attempt_ms <= now_ms`, oldest (queued first) first;
+    /// `limit` clamped to 1..=1000.
+    pub async fn due_notifications(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        let rows: Vec<NotificationDbRow> = with_read!(self, |db| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                notification_cols!(),
+                " FROM notifications \
+                 WHERE delivered_at_ms IS NULL AND next_attempt_ms <= $1 \
+                 ORDER BY id LIMIT $2"
+            ))
+            .bind(now_ms)
+            .bind(clamp_limit(limit))
+            .fetch_all(db)
+            .await?
+        });
+        Ok(rows.into_iter().map(NotificationDbRow::into_row).collect())
+    }
+
+    /// Records one delivery attempt of notification `id`: `attempts` grows by one and
+    /// `delivered_at_ms`, `last_error` and `next_attempt_ms` are set as given (a notification
+    /// with `delivered_at_ms` set is never due again). `Invalid` if the id is unknown.
+    pub async fn mark_notification(
+        &self,
+        id: i64,
+        delivered_at_ms: Option<i64>,
+        error: Option<&str>,
+        next_attempt_ms: i64,
+    ) -> Result<(), StoreError> {
+        with_tx!(self, |tx| {
+            let updated = sqlx::query(
+                "UPDATE notifications SET attempts = attempts + 1, delivered_at_ms = $2, \
+                 last_error = $3, next_attempt_ms = $4 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(delivered_at_ms)
+            .bind(error)
+            .bind(next_attempt_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::Invalid(format!("no notification {id}")));
+            }
+            Ok(())
+        })
+    }
+
+    /// Every notification queued for `release_id`, delivered or not, in queue order.
+    pub async fn release_notifications(
+        &self,
+        release_id: &str,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        let rows: Vec<NotificationDbRow> = with_read!(self, |db| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                notification_cols!(),
+                " FROM notifications WHERE release_id = $1 ORDER BY id"
+            ))
+            .bind(release_id)
+            .fetch_all(db)
+            .await?
+        });
+        Ok(rows.into_iter().map(NotificationDbRow::into_row).collect())
     }
 
     // ----- guardrail evidence ------------------------------------------------------------

@@ -142,6 +142,13 @@ contract!(
     a_refused_env_change_writes_nothing,
     concurrent_env_changes_serialize_without_losing_updates,
     guardrail_evidence_upserts_and_survives_reopen,
+    write_release_inserts_updates_and_writes_everything_in_one_tx,
+    a_second_active_release_is_refused_and_writes_nothing,
+    a_refused_release_env_change_writes_nothing,
+    concurrent_release_starts_let_exactly_one_win,
+    inactive_releases_do_not_block_a_new_one,
+    notifications_are_due_until_delivered_with_backoff,
+    releases_and_notifications_survive_reopen,
 );
 
 // ----- helpers ---------------------------------------------------------------------------------
@@ -1094,4 +1101,462 @@ async fn guardrail_evidence_upserts_and_survives_reopen(t: Ctx) {
     let s = t.reopen().await;
     assert_eq!(s.load_monitors().await.unwrap()[0].state, "s2");
     assert_eq!(s.rollups("prod", "support", 0).await.unwrap().len(), 3);
+}
+
+// ----- releases and webhook outbox -------------------------------------------------------------
+
+fn release(id: &str, state: &str, active: bool, is_new: bool) -> serin_store::ReleaseWrite {
+    serin_store::ReleaseWrite {
+        id: id.to_owned(),
+        env: "prod".to_owned(),
+        agent: "support".to_owned(),
+        state: state.to_owned(),
+        active,
+        is_new,
+    }
+}
+
+fn notification(release_id: &str, n: u32) -> serin_store::NewNotification {
+    serin_store::NewNotification {
+        release_id: release_id.to_owned(),
+        url: format!("https://hooks.example/{n}"),
+        payload: format!(r#"{{"n":{n}}}"#),
+    }
+}
+
+/// `write_release` with no env change, no audits and no notifications.
+async fn write_plain(
+    s: &Store,
+    r: serin_store::ReleaseWrite,
+    at_ms: i64,
+) -> Result<Option<serin_store::StoredEnvState>, StoreError> {
+    s.write_release(r, at_ms, "t1", |_| Ok::<_, ()>(None), vec![], vec![])
+        .await
+        .map(|out| out.unwrap())
+}
+
+async fn write_release_inserts_updates_and_writes_everything_in_one_tx(t: Ctx) {
+    let s = &t.store;
+    assert_eq!(s.count_releases("prod", "support").await.unwrap(), 0);
+    let env = s
+        .write_release(
+            release("support-prod-1", r#"{"step":0}"#, true, true),
+            100,
+            "t1",
+            |cur| {
+                assert_eq!(cur, None);
+                Ok::<_, ()>(Some(change("routing-1".into())))
+            },
+            vec![audit("release.start", "support/prod", 100)],
+            vec![
+                notification("support-prod-1", 1),
+                notification("support-prod-1", 2),
+            ],
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((env.version, env.state.as_str()), (1, "routing-1"));
+    let row = s.get_release("support-prod-1").await.unwrap().unwrap();
+    assert_eq!(
+        row,
+        serin_store::ReleaseRow {
+            id: "support-prod-1".into(),
+            env: "prod".into(),
+            agent: "support".into(),
+            state: r#"{"step":0}"#.into(),
+            active: true,
+            created_at_ms: 100,
+            updated_at_ms: 100,
+        }
+    );
+    // Env change audit first, then the given audits in order.
+    let audits = s.list_audit(10, None).await.unwrap();
+    let actions: Vec<&str> = audits.iter().rev().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions, vec!["test.change", "release.start"]);
+    assert_eq!(audits[1].details["version"], 1);
+    let queued = s.release_notifications("support-prod-1").await.unwrap();
+    assert_eq!(queued.len(), 2);
+    assert_eq!(queued[0].url, "https://hooks.example/1");
+    assert_eq!(queued[1].payload, r#"{"n":2}"#);
+    assert!(queued[0].id < queued[1].id);
+    for n in &queued {
+        assert_eq!(
+            (n.created_at_ms, n.next_attempt_ms, n.attempts),
+            (100, 100, 0)
+        );
+        assert_eq!((n.delivered_at_ms, n.last_error.as_deref()), (None, None));
+    }
+
+    // Update: state and active change, env change sees the previous state, audits keep order.
+    let env = s
+        .write_release(
+            release("support-prod-1", r#"{"step":1}"#, false, false),
+            200,
+            "t2",
+            |cur| {
+                assert_eq!(cur, Some("routing-1"));
+                Ok::<_, ()>(Some(change("routing-2".into())))
+            },
+            vec![
+                audit("release.advance", "support/prod", 200),
+                audit("release.complete", "support/prod", 200),
+            ],
+            vec![notification("support-prod-1", 3)],
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((env.version, env.created_by.as_str()), (2, "t2"));
+    let row = s.get_release("support-prod-1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            row.state.as_str(),
+            row.active,
+            row.created_at_ms,
+            row.updated_at_ms
+        ),
+        (r#"{"step":1}"#, false, 100, 200)
+    );
+    let actions: Vec<String> = s
+        .list_audit(10, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .rev()
+        .map(|a| a.action)
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            "test.change",
+            "release.start",
+            "test.change",
+            "release.advance",
+            "release.complete"
+        ]
+    );
+    assert!(s.verify_audit().await.unwrap().ok);
+    assert_eq!(
+        s.release_notifications("support-prod-1")
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // No env change: the env is left alone.
+    let out = write_plain(s, release("support-prod-1", "{}", false, false), 300)
+        .await
+        .unwrap();
+    assert_eq!(out, None);
+    assert_eq!(
+        s.latest_env_state("prod").await.unwrap().unwrap().version,
+        2
+    );
+    assert_eq!(t.count("env_states").await, 2);
+
+    // Updating an unknown id is a conflict and writes nothing.
+    let err = write_plain(s, release("nope", "{}", true, false), 400)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    // So is inserting an id twice.
+    let err = write_plain(s, release("support-prod-1", "{}", false, true), 400)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(t.count("releases").await, 1);
+
+    assert_eq!(s.count_releases("prod", "support").await.unwrap(), 1);
+    assert_eq!(s.count_releases("dev", "support").await.unwrap(), 0);
+    assert!(s.active_release("prod", "support").await.unwrap().is_none());
+}
+
+async fn a_second_active_release_is_refused_and_writes_nothing(t: Ctx) {
+    let s = &t.store;
+    write_plain(s, release("r1", "{}", true, true), 10)
+        .await
+        .unwrap();
+    let audits = audit_count(s).await;
+    let envs = t.count("env_states").await;
+    let mut ran = false;
+    let err = s
+        .write_release(
+            release("r2", "{}", true, true),
+            20,
+            "t1",
+            |_| {
+                ran = true;
+                Ok::<_, ()>(Some(change("x".into())))
+            },
+            vec![audit("release.start", "support/prod", 20)],
+            vec![notification("r2", 1)],
+        )
+        .await
+        .unwrap_err();
+    match &err {
+        StoreError::Conflict(msg) => {
+            assert!(msg.contains("already has an active release"), "{msg}");
+        }
+        other => panic!("expected a conflict, got {other}"),
+    }
+    assert!(!ran, "the env change must not run for a refused release");
+    assert!(s.get_release("r2").await.unwrap().is_none());
+    assert_eq!(audit_count(s).await, audits);
+    assert_eq!(t.count("env_states").await, envs);
+    assert_eq!(t.count("notifications").await, 0);
+    assert_eq!(
+        s.active_release("prod", "support")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "r1"
+    );
+    // Another agent or env is independent.
+    let mut other = release("r3", "{}", true, true);
+    other.agent = "billing".into();
+    write_plain(s, other, 30).await.unwrap();
+    let mut other = release("r4", "{}", true, true);
+    other.env = "dev".into();
+    write_plain(s, other, 40).await.unwrap();
+    let ids: Vec<String> = s
+        .active_releases()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, vec!["r1", "r3", "r4"]);
+    // Re-activating an inactive release beside the active one is refused too.
+    write_plain(s, release("r5", "{}", false, true), 50)
+        .await
+        .unwrap();
+    let err = write_plain(s, release("r5", "{}", true, false), 60)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(!s.get_release("r5").await.unwrap().unwrap().active);
+    // And the database itself refuses a second active row.
+    assert!(
+        t.exec(
+            "UPDATE releases SET active = 1 WHERE id = 'r5'",
+            "UPDATE releases SET active = 1 WHERE id = 'r5'",
+        )
+        .await
+        .is_err()
+    );
+}
+
+async fn a_refused_release_env_change_writes_nothing(t: Ctx) {
+    let s = &t.store;
+    let audits = audit_count(s).await;
+    let out = s
+        .write_release(
+            release("r1", "{}", true, true),
+            10,
+            "t1",
+            |_| Err::<Option<serin_store::EnvStateChange>, _>("refused"),
+            vec![audit("release.start", "support/prod", 10)],
+            vec![notification("r1", 1)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, Err("refused"));
+    assert!(s.get_release("r1").await.unwrap().is_none());
+    assert_eq!(audit_count(s).await, audits);
+    assert_eq!(t.count("env_states").await, 0);
+    assert_eq!(t.count("notifications").await, 0);
+    // The store is still usable afterwards.
+    write_plain(s, release("r1", "{}", true, true), 20)
+        .await
+        .unwrap();
+}
+
+async fn concurrent_release_starts_let_exactly_one_win(t: Ctx) {
+    let s = t.store.clone();
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("r{i}");
+            s.write_release(
+                release(&id, "{}", true, true),
+                10 + i64::from(i),
+                "t1",
+                |cur| {
+                    let n: u32 = cur.map(|c| c.parse().unwrap()).unwrap_or(0);
+                    Ok::<_, ()>(Some(change((n + 1).to_string())))
+                },
+                vec![audit("release.start", "support/prod", 10)],
+                vec![notification(&id, 1)],
+            )
+            .await
+        }));
+    }
+    let mut won = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(out) => {
+                out.unwrap();
+                won += 1;
+            }
+            Err(StoreError::Conflict(msg)) => {
+                assert!(msg.contains("already has an active release"), "{msg}");
+            }
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(s.active_releases().await.unwrap().len(), 1);
+    assert_eq!(t.count("releases").await, 1);
+    assert_eq!(t.count("notifications").await, 1);
+    assert_eq!(
+        s.latest_env_state("prod").await.unwrap().unwrap().state,
+        "1"
+    );
+    assert_eq!(audit_count(&s).await, 2);
+}
+
+async fn inactive_releases_do_not_block_a_new_one(t: Ctx) {
+    let s = &t.store;
+    write_plain(s, release("r1", "{}", true, true), 10)
+        .await
+        .unwrap();
+    write_plain(s, release("r1", "done", false, false), 20)
+        .await
+        .unwrap();
+    write_plain(s, release("r2", "{}", true, true), 30)
+        .await
+        .unwrap();
+    write_plain(s, release("r2", "done", false, false), 40)
+        .await
+        .unwrap();
+    write_plain(s, release("r3", "{}", true, true), 50)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.active_release("prod", "support")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "r3"
+    );
+    assert_eq!(s.count_releases("prod", "support").await.unwrap(), 3);
+    let listed: Vec<(String, bool)> = s
+        .list_releases("prod", "support", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id, r.active))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("r3".to_owned(), true),
+            ("r2".to_owned(), false),
+            ("r1".to_owned(), false)
+        ]
+    );
+    assert_eq!(
+        s.list_releases("prod", "support", 2).await.unwrap().len(),
+        2
+    );
+    assert!(
+        s.list_releases("dev", "support", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn notifications_are_due_until_delivered_with_backoff(t: Ctx) {
+    let s = &t.store;
+    s.write_release(
+        release("r1", "{}", true, true),
+        1_000,
+        "t1",
+        |_| Ok::<_, ()>(None),
+        vec![],
+        vec![notification("r1", 1), notification("r1", 2)],
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(s.due_notifications(999, 10).await.unwrap().is_empty());
+    let due = s.due_notifications(1_000, 10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    assert_eq!(s.due_notifications(1_000, 1).await.unwrap(), due[..1]);
+    let (first, second) = (due[0].id, due[1].id);
+
+    // The first fails and backs off; the second is delivered.
+    s.mark_notification(first, None, Some("HTTP 503"), 5_000)
+        .await
+        .unwrap();
+    s.mark_notification(second, Some(1_100), None, 1_100)
+        .await
+        .unwrap();
+    assert!(s.due_notifications(4_999, 10).await.unwrap().is_empty());
+    let due = s.due_notifications(5_000, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].id, first);
+    assert_eq!(
+        (
+            due[0].attempts,
+            due[0].next_attempt_ms,
+            due[0].last_error.as_deref()
+        ),
+        (1, 5_000, Some("HTTP 503"))
+    );
+    // Delivered on the second attempt: never due again.
+    s.mark_notification(first, Some(5_010), None, 5_000)
+        .await
+        .unwrap();
+    assert!(s.due_notifications(i64::MAX, 10).await.unwrap().is_empty());
+    let all = s.release_notifications("r1").await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|n| (n.attempts, n.delivered_at_ms, n.last_error.as_deref()))
+            .collect::<Vec<_>>(),
+        vec![(2, Some(5_010), None), (1, Some(1_100), None)]
+    );
+    assert!(s.release_notifications("other").await.unwrap().is_empty());
+    assert!(s.mark_notification(9_999, None, None, 0).await.is_err());
+}
+
+async fn releases_and_notifications_survive_reopen(t: Ctx) {
+    let s = &t.store;
+    s.write_release(
+        release("r1", r#"{"step":2}"#, true, true),
+        10,
+        "t1",
+        |_| Ok::<_, ()>(Some(change("routing".into()))),
+        vec![audit("release.start", "support/prod", 10)],
+        vec![notification("r1", 1)],
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let release_before = s.get_release("r1").await.unwrap().unwrap();
+    let due_before = s.due_notifications(10, 10).await.unwrap();
+    s.close().await;
+    let s = t.reopen().await;
+    assert_eq!(s.get_release("r1").await.unwrap().unwrap(), release_before);
+    assert_eq!(s.active_releases().await.unwrap(), vec![release_before]);
+    assert_eq!(s.due_notifications(10, 10).await.unwrap(), due_before);
+    assert_eq!(
+        s.latest_env_state("prod").await.unwrap().unwrap().state,
+        "routing"
+    );
+    assert!(s.verify_audit().await.unwrap().ok);
+    // The one-active rule still holds after reopening.
+    let err = write_plain(&s, release("r2", "{}", true, true), 20)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    s.close().await;
 }

@@ -48,11 +48,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// A server on a temporary SQLite store, in this process, with an admin
 /// token and two bundles of agent `bench` deployed in `dev` (support@2 stable,
 /// support@1 the previous one).
-struct Embedded {
+pub(crate) struct Embedded {
     dir: std::path::PathBuf,
     store: Store,
-    admin: String,
-    base: String,
+    pub(crate) admin: String,
+    pub(crate) base: String,
     http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -60,6 +60,23 @@ struct Embedded {
 
 impl Embedded {
     async fn start(max_streams: usize) -> anyhow::Result<Embedded> {
+        let e = Embedded::bare(max_streams, Duration::from_millis(500)).await?;
+        for rev in 1..=2 {
+            e.post(
+                "/v1/bundles",
+                json!({ "files": bundle_files(rev), "env": "dev" }),
+            )
+            .await?;
+        }
+        e.post("/v1/envs/dev/agents/bench/deploy", json!({ "bundle": 1 }))
+            .await?;
+        e.post("/v1/envs/dev/agents/bench/deploy", json!({ "bundle": 2 }))
+            .await?;
+        Ok(e)
+    }
+
+    /// An empty embedded server (admin token only).
+    pub(crate) async fn bare(max_streams: usize, tick: Duration) -> anyhow::Result<Embedded> {
         let dir = tempdir()?;
         let store = Store::open_sqlite(&dir).await?;
         let admin = store
@@ -76,6 +93,8 @@ impl Embedded {
             max_in_flight: 1024,
             max_streams,
             refresh_interval: Duration::from_secs(5),
+            tick_interval: tick,
+            run_controller: true,
         })
         .await
         .map_err(|e| anyhow!("could not start: {}", e.message))?;
@@ -106,7 +125,7 @@ impl Embedded {
         Ok(e)
     }
 
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         let resp = self
             .http
             .post(format!("{}{path}", self.base))
@@ -122,7 +141,32 @@ impl Embedded {
         Ok(v)
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.admin)
+            .send()
+            .await?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(anyhow!("{path}: HTTP {status}: {v}"));
+        }
+        Ok(v)
+    }
+
+    pub(crate) async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.admin)
+            .send()
+            .await?;
+        Ok(resp.text().await?)
+    }
+
+    pub(crate) async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }

@@ -57,6 +57,14 @@ pub struct StoreArgs {
 pub enum Command {
     /// Run the Serin server.
     Server(ServerArgs),
+    /// The whole loop on an embedded server: bundles, a simulated fleet on the
+    /// SDK, a release, a guardrail breach and automatic rollback, a webhook,
+    /// and the deploy report (about a minute).
+    Demo {
+        /// A candidate without the regression: it ramps to 100%.
+        #[arg(long)]
+        healthy: bool,
+    },
     /// Validate, push and inspect bundles.
     #[command(subcommand)]
     Bundle(BundleCommand),
@@ -133,6 +141,9 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Canary releases: start, watch, promote, pause, resume, abort, report.
+    #[command(subcommand)]
+    Release(ReleaseCommand),
     /// Live guardrail verdicts of an agent's canaries against stable, and its burn rate.
     Guardrails {
         agent: String,
@@ -181,6 +192,13 @@ pub struct ServerArgs {
     /// How often (ms) to look for env changes committed by another replica.
     #[arg(long, env = "SERIN_REFRESH_MS", default_value_t = 1000)]
     pub refresh_ms: u64,
+    /// How often (ms) the release controller evaluates every active release.
+    #[arg(long, env = "SERIN_TICK_MS", default_value_t = 500)]
+    pub tick_ms: u64,
+    /// Serve the API without running the release controller and webhook
+    /// notifier (for all but one replica of a multi-replica deployment).
+    #[arg(long, env = "SERIN_NO_RELEASE_CONTROLLER")]
+    pub no_release_controller: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -419,5 +437,73 @@ pub enum BenchCommand {
         seed: u64,
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Human)]
         output: Output,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseTarget {
+    pub agent: String,
+    #[arg(long)]
+    pub env: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCommand {
+    /// Start a release of AGENT@N under a plan.
+    Start {
+        #[command(flatten)]
+        target: ReleaseTarget,
+        /// N of AGENT@N, the candidate.
+        #[arg(long)]
+        bundle: u64,
+        /// The plan (YAML), as in SPEC.md.
+        #[arg(long)]
+        plan: PathBuf,
+    },
+    /// Where the release stands: step, weight, gate, verdicts.
+    Status {
+        #[command(flatten)]
+        target: ReleaseTarget,
+        /// Refresh every second until the release ends (plain lines when not a terminal).
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Advance one step when the gate holds (or --force with --reason).
+    Promote {
+        #[command(flatten)]
+        target: ReleaseTarget,
+        #[arg(long, requires = "reason")]
+        force: bool,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Hold the current weight.
+    Pause {
+        #[command(flatten)]
+        target: ReleaseTarget,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Continue a paused or halted release.
+    Resume {
+        #[command(flatten)]
+        target: ReleaseTarget,
+    },
+    /// Abandon the release; the candidate is drained at once.
+    Abort {
+        #[command(flatten)]
+        target: ReleaseTarget,
+        #[arg(long)]
+        reason: String,
+    },
+    /// The deploy report (Markdown; --output json for JSON).
+    Report {
+        #[command(flatten)]
+        target: ReleaseTarget,
+        /// A specific release id (default: the active or newest one).
+        #[arg(long)]
+        release: Option<String>,
     },
 }

@@ -62,6 +62,17 @@ impl Client {
         self.send(Method::POST, path, Some(body)).await
     }
 
+    /// A GET whose answer is text (e.g. Markdown).
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let resp = self.request(Method::GET, path, None::<&()>).await?;
+        if !resp.status().is_success() {
+            return Err(failure(resp).await.into());
+        }
+        resp.text()
+            .await
+            .with_context(|| format!("reading the answer from {}", self.base))
+    }
+
     /// Any method with a JSON body (omitted when `body` is null).
     pub async fn send_json<T: DeserializeOwned>(
         &self,

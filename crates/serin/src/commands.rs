@@ -61,6 +61,8 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<()> {
             client,
         } => routing::snapshot(&env, version, &client).await,
         Command::Token(cmd) => token(cmd).await,
+        Command::Release(cmd) => crate::release::run(cmd).await,
+        Command::Demo { healthy } => crate::demo::run(healthy).await,
         Command::Guardrails {
             agent,
             env,

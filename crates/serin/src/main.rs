@@ -12,8 +12,10 @@ mod bundle_dir;
 mod cli;
 mod client;
 mod commands;
+mod demo;
 mod guardrails;
 mod out;
+mod release;
 mod routing;
 mod server;
 

@@ -85,6 +85,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         max_in_flight: args.max_in_flight,
         max_streams: args.max_streams,
         refresh_interval: std::time::Duration::from_millis(args.refresh_ms.max(50)),
+        tick_interval: std::time::Duration::from_millis(args.tick_ms.max(50)),
+        run_controller: !args.no_release_controller,
     })
     .await
     .map_err(|e| anyhow!("could not start: {}", e.message))?;

@@ -53,6 +53,44 @@ pub struct ArmModel {
 }
 
 impl ArmModel {
+    /// Draws one request's outcome from this model into `e` (error, latency,
+    /// cost, tool calls, refusal, eval sample); identity fields are left as
+    /// they are. Used by the simulator and by `serin demo`'s fleet.
+    pub fn fill(&self, e: &mut OutcomeEvent, rng: &mut SmallRng) {
+        let m = self;
+        e.error = (rng.random::<f64>() < m.error_rate).then(|| {
+            let u: f64 = rng.random();
+            let class = if u < 0.5 {
+                ErrorClass::Transient
+            } else if u < 0.8 {
+                ErrorClass::Permanent
+            } else {
+                ErrorClass::External
+            };
+            OutcomeError { class, code: None }
+        });
+        e.latency_ms = m.latency_p50_ms * (m.latency_sigma() * std_normal(rng)).exp();
+        e.cost_usd = (m.cost_mu() + COST_SIGMA * std_normal(rng)).exp();
+        let mut failed = 0;
+        for _ in 0..m.tool_calls_per_request {
+            if rng.random::<f64>() < m.tool_call_failure_rate {
+                failed += 1;
+            }
+        }
+        e.tool_calls = ToolCalls {
+            ok: m.tool_calls_per_request - failed,
+            failed,
+        };
+        e.refused = rng.random::<f64>() < m.refusal_rate;
+        e.eval = (rng.random::<f64>() < m.eval_sample_rate).then(|| {
+            let passed = rng.random::<f64>() < m.eval_pass_rate;
+            EvalSample {
+                score: if passed { 1.0 } else { 0.0 },
+                passed,
+            }
+        });
+    }
+
     /// The baseline: 1% errors, p50 800 ms / p95 2 s, $0.01 per request, 96% eval pass on 25%
     /// of requests, 2 tool calls at 1% failure, 2% refusals.
     pub fn baseline() -> ArmModel {
@@ -263,37 +301,7 @@ impl Generator {
         let m = if is_canary { canary } else { control };
         let e = &mut self.event;
         e.arm = if is_canary { Arm::Canary } else { Arm::Stable };
-        e.error = (rng.random::<f64>() < m.error_rate).then(|| {
-            let u: f64 = rng.random();
-            let class = if u < 0.5 {
-                ErrorClass::Transient
-            } else if u < 0.8 {
-                ErrorClass::Permanent
-            } else {
-                ErrorClass::External
-            };
-            OutcomeError { class, code: None }
-        });
-        e.latency_ms = m.latency_p50_ms * (m.latency_sigma() * std_normal(rng)).exp();
-        e.cost_usd = (m.cost_mu() + COST_SIGMA * std_normal(rng)).exp();
-        let mut failed = 0;
-        for _ in 0..m.tool_calls_per_request {
-            if rng.random::<f64>() < m.tool_call_failure_rate {
-                failed += 1;
-            }
-        }
-        e.tool_calls = ToolCalls {
-            ok: m.tool_calls_per_request - failed,
-            failed,
-        };
-        e.refused = rng.random::<f64>() < m.refusal_rate;
-        e.eval = (rng.random::<f64>() < m.eval_sample_rate).then(|| {
-            let passed = rng.random::<f64>() < m.eval_pass_rate;
-            EvalSample {
-                score: if passed { 1.0 } else { 0.0 },
-                passed,
-            }
-        });
+        m.fill(e, rng);
         &self.event
     }
 }

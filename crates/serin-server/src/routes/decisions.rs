@@ -603,6 +603,35 @@ async fn rollback(
     check_env(&env)?;
     check_agent(&agent)?;
     check_reason(&req.reason, "/reason")?;
+    if state.releases.is_active(&env, &agent).await? {
+        // The release records who rolled it back and notifies its webhooks.
+        let actor = auth.caller.actor();
+        let reason = req.reason.clone();
+        let view = state
+            .releases
+            .command(&env, &agent, &actor.clone(), |_, _| {
+                serin_core::release::Event::Rollback { actor, reason }
+            })
+            .await?;
+        let current = state.hub.current(&env).await?;
+        let routing = current
+            .compiled
+            .snapshot()
+            .agents
+            .get(&agent)
+            .cloned()
+            .unwrap_or_default();
+        return Ok(Json(ChangeResponse {
+            env: env.clone(),
+            agent: Some(agent),
+            version: i64::try_from(current.version).unwrap_or(i64::MAX),
+            action: format!("release.{}", view.release.phase.as_str()),
+            stable: routing.stable.map(|b| b.id),
+            previous: routing.previous.map(|b| b.id),
+            killed: routing.killed,
+            killed_tenants: routing.killed_tenants.into_iter().collect(),
+        }));
+    }
     let details = json!({ "reason": req.reason });
     Ok(Json(
         apply(

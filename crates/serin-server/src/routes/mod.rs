@@ -3,5 +3,6 @@
 pub mod bundles;
 pub mod decisions;
 pub mod outcomes;
+pub mod releases;
 pub mod system;
 pub mod tokens;

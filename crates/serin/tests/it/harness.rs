@@ -236,6 +236,32 @@ impl Http {
         )
     }
 
+    /// Posts a body over the route's size limit. The server answers 413 as
+    /// soon as the declared length is too large and closes the connection, so
+    /// a client still writing may see a broken pipe instead of the answer
+    /// (`None`); callers then check that nothing was stored.
+    pub async fn post_oversized(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Option<(u16, serde_json::Value)> {
+        let req = self.req(reqwest::Method::POST, path).json(body);
+        match req.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let text = resp.text().await.unwrap_or_default();
+                Some((
+                    status,
+                    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+                ))
+            }
+            Err(e) => {
+                assert!(e.is_request() || e.is_body(), "unexpected failure: {e}");
+                None
+            }
+        }
+    }
+
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         self.send(self.req(reqwest::Method::GET, path)).await
     }

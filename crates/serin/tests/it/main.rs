@@ -13,4 +13,5 @@ mod decisions;
 mod guardrails;
 mod harness;
 mod http_errors;
+mod releases;
 mod roles;

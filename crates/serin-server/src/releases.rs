@@ -1,0 +1,535 @@
+//! The release controller: runs serin-core's release state machine for every
+//! active release, and turns its effects into one store transaction each
+//! (release row + routing change + audit + webhook outbox) before anything
+//! becomes visible. A restarted server loads the active releases and carries
+//! on from their persisted state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use serin_core::bundle::{Bundle, PinPolicy};
+use serin_core::catalog::{ModelCatalog, ModelStatus};
+use serin_core::decision::{BundleRef, Command, EnvState};
+use serin_core::guardrails::Verdict;
+use serin_core::release::{Effect, Event, GateStatus, Phase, Plan, Release};
+use serin_store::{EnvStateChange, NewAudit, NewNotification, ReleaseRow, ReleaseWrite, Store};
+use tokio::sync::Mutex;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::guardrails::Guardrails;
+use crate::hub::Hub;
+use crate::{clock, hub};
+
+/// What the API shows of a release.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReleaseView {
+    #[schema(value_type = Object)]
+    pub release: Release,
+    #[schema(value_type = Object)]
+    pub gate: Option<GateStatus>,
+    pub canary_requests: u64,
+    #[schema(value_type = Vec<Object>)]
+    pub verdicts: Vec<Verdict>,
+    /// Webhook deliveries of this release.
+    #[schema(value_type = Vec<Object>)]
+    pub notifications: Vec<Value>,
+}
+
+#[derive(Debug)]
+pub struct Releases {
+    store: Store,
+    hub: Arc<Hub>,
+    guardrails: Arc<Guardrails>,
+    catalog: Arc<ModelCatalog>,
+    /// One transition at a time on this replica, so a tick and a command
+    /// never race on the same release.
+    lock: Mutex<()>,
+}
+
+fn refusal(r: serin_core::release::Refusal) -> ApiError {
+    let code = if r.code == "release_finished" || r.code == "already_started" {
+        ErrorCode::Conflict
+    } else {
+        ErrorCode::PolicyViolation
+    };
+    ApiError::new(code, r.message.clone())
+        .with_details(json!({ "refusal": r.code, "missing": r.missing }))
+}
+
+fn share_of(release: &Release) -> Option<f64> {
+    if release.phase.is_terminal() {
+        None
+    } else {
+        Some(f64::from(release.weight().basis_points()) / 10_000.0)
+    }
+}
+
+impl Releases {
+    pub fn new(
+        store: Store,
+        hub: Arc<Hub>,
+        guardrails: Arc<Guardrails>,
+        catalog: Arc<ModelCatalog>,
+    ) -> Releases {
+        Releases {
+            store,
+            hub,
+            guardrails,
+            catalog,
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// Re-pins the monitors of releases that were running when the server
+    /// stopped, with their current canary share.
+    pub async fn resume_all(&self) -> Result<usize, ApiError> {
+        let rows = self.store.active_releases().await?;
+        for row in &rows {
+            let r = parse(row)?;
+            self.guardrails
+                .set_share(&r.env, &r.agent, &r.candidate.id, share_of(&r))
+                .await?;
+        }
+        Ok(rows.len())
+    }
+
+    /// Runs the controller until the returned handle is dropped or aborted.
+    pub fn spawn(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(this) = weak.upgrade() else { break };
+                if let Err(e) = this.tick_all().await {
+                    tracing::warn!(error = %e.message, "release controller tick failed");
+                }
+            }
+        })
+    }
+
+    /// One look at every active release: the machine decides whether the
+    /// evidence promotes, halts or rolls it back.
+    pub async fn tick_all(&self) -> Result<(), ApiError> {
+        for row in self.store.active_releases().await? {
+            let _guard = self.lock.lock().await;
+            // Re-read under the lock: a command may have moved it meanwhile.
+            let Some(row) = self.store.get_release(&row.id).await? else {
+                continue;
+            };
+            if !row.active {
+                continue;
+            }
+            let r = parse(&row)?;
+            let (requests, verdicts) = self
+                .guardrails
+                .evidence(&r.env, &r.agent, &r.candidate.id)
+                .await;
+            let event = Event::tick(requests, &verdicts);
+            let now = clock::now_ms();
+            // A tick is never refused.
+            let Ok((next, effects)) = r.apply(&event, now) else {
+                continue;
+            };
+            if effects.is_empty() && next.history.len() == r.history.len() {
+                continue;
+            }
+            self.persist(&next, effects, false, crate::releases::SYSTEM, now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Starts a release of `agent@bundle` in `env` under `plan`.
+    pub async fn start(
+        &self,
+        env: &str,
+        agent: &str,
+        bundle: u64,
+        plan: Plan,
+        actor: &str,
+    ) -> Result<ReleaseView, ApiError> {
+        plan.validate().map_err(|e| {
+            ApiError::field(
+                ErrorCode::InvalidField,
+                format!("/plan{}", e.pointer),
+                e.to_string(),
+            )
+        })?;
+        let _guard = self.lock.lock().await;
+        if let Some(active) = self.store.active_release(env, agent).await? {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "{agent} already has an active release in {env}: {} (abort or finish it first)",
+                    active.id
+                ),
+            ));
+        }
+        let number = i64::try_from(bundle)
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                ApiError::field(
+                    ErrorCode::InvalidField,
+                    "/bundle",
+                    "bundle must be a positive integer",
+                )
+            })?;
+        let stored = self
+            .store
+            .get_bundle(agent, number)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no bundle {agent}@{number}")))?;
+        let candidate_bundle =
+            Bundle::from_canonical_json(&stored.content).map_err(ApiError::internal)?;
+        if PinPolicy::for_env(env) == PinPolicy::Strict
+            && let ModelStatus::Alias { .. } = self.catalog.classify(
+                &candidate_bundle.model.provider,
+                &candidate_bundle.model.snapshot,
+            )
+        {
+            return Err(ApiError::new(
+                ErrorCode::PolicyViolation,
+                format!(
+                    "{agent}@{number} uses the moving model alias {:?}; {env} only accepts pinned snapshots",
+                    candidate_bundle.model.snapshot
+                ),
+            ));
+        }
+        let state: EnvState = match self.store.latest_env_state(env).await? {
+            Some(s) => hub::parse_state(&s)?,
+            None => EnvState::default(),
+        };
+        let baseline = state
+            .routing()
+            .get(agent)
+            .and_then(|r| r.stable.clone())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Conflict,
+                    format!("{agent} has no stable in {env} to release against; deploy one first"),
+                )
+            })?;
+        let candidate = BundleRef {
+            id: format!("{agent}@{number}"),
+            number: bundle,
+            digest: stored.digest,
+        };
+        if candidate.id == baseline.id {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("{} is already the stable in {env}", candidate.id),
+            ));
+        }
+        let n = self.store.count_releases(env, agent).await? + 1;
+        let id = format!("{agent}-{env}-{n}");
+        let now = clock::now_ms();
+        let config = plan.guardrails();
+        let release = Release::new(id, agent, env, candidate, baseline, plan, now, actor);
+        let (started, effects) = release
+            .apply(
+                &Event::Start {
+                    actor: actor.to_owned(),
+                },
+                now,
+            )
+            .map_err(refusal)?;
+        self.guardrails
+            .begin(
+                env,
+                agent,
+                &started.candidate.id,
+                config,
+                share_of(&started).unwrap_or(0.0),
+                now,
+            )
+            .await?;
+        self.persist(&started, effects, true, actor, now).await?;
+        self.view(&started).await
+    }
+
+    /// Applies a command (promote, pause, resume, abort, rollback) to the
+    /// agent's active release.
+    pub async fn command(
+        &self,
+        env: &str,
+        agent: &str,
+        actor: &str,
+        make: impl FnOnce(u64, &[Verdict]) -> Event,
+    ) -> Result<ReleaseView, ApiError> {
+        let _guard = self.lock.lock().await;
+        let row = self
+            .store
+            .active_release(env, agent)
+            .await?
+            .ok_or_else(|| {
+                ApiError::not_found(format!("{agent} has no active release in {env}"))
+            })?;
+        let r = parse(&row)?;
+        let (requests, verdicts) = self.guardrails.evidence(env, agent, &r.candidate.id).await;
+        let now = clock::now_ms();
+        let (next, effects) = r.apply(&make(requests, &verdicts), now).map_err(refusal)?;
+        self.persist(&next, effects, false, actor, now).await?;
+        self.view(&next).await
+    }
+
+    /// Whether the agent has a release running (then a manual rollback goes
+    /// through it).
+    pub async fn is_active(&self, env: &str, agent: &str) -> Result<bool, ApiError> {
+        Ok(self.store.active_release(env, agent).await?.is_some())
+    }
+
+    /// The active release, or the newest one.
+    pub async fn current(&self, env: &str, agent: &str) -> Result<ReleaseView, ApiError> {
+        let row = match self.store.active_release(env, agent).await? {
+            Some(r) => r,
+            None => self
+                .store
+                .list_releases(env, agent, 1)
+                .await?
+                .into_iter()
+                .next()
+                .ok_or_else(|| ApiError::not_found(format!("{agent} has no release in {env}")))?,
+        };
+        self.view(&parse(&row)?).await
+    }
+
+    pub async fn by_id(&self, id: &str) -> Result<ReleaseView, ApiError> {
+        let row = self
+            .store
+            .get_release(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no release {id}")))?;
+        self.view(&parse(&row)?).await
+    }
+
+    pub async fn list(&self, env: &str, agent: &str) -> Result<Vec<Release>, ApiError> {
+        self.store
+            .list_releases(env, agent, 100)
+            .await?
+            .iter()
+            .map(parse)
+            .collect()
+    }
+
+    async fn view(&self, r: &Release) -> Result<ReleaseView, ApiError> {
+        let (requests, verdicts) = self
+            .guardrails
+            .evidence(&r.env, &r.agent, &r.candidate.id)
+            .await;
+        let gate = (r.phase == Phase::Canary || r.phase == Phase::Paused).then(|| {
+            r.gate(
+                clock::now_ms(),
+                requests,
+                &serin_core::release::verdict_statuses(&verdicts),
+            )
+        });
+        let notifications = self
+            .store
+            .release_notifications(&r.id)
+            .await?
+            .into_iter()
+            .map(|n| {
+                json!({
+                    "url": n.url, "attempts": n.attempts,
+                    "delivered_at": n.delivered_at_ms.map(clock::rfc3339),
+                    "last_error": n.last_error,
+                    "payload": serde_json::from_str::<Value>(&n.payload).unwrap_or(Value::Null),
+                })
+            })
+            .collect();
+        Ok(ReleaseView {
+            release: r.clone(),
+            gate,
+            canary_requests: requests,
+            verdicts,
+            notifications,
+        })
+    }
+
+    /// One transaction: the release row, the routing change its effects ask
+    /// for, the audit entries and the webhook outbox rows. Then publish.
+    async fn persist(
+        &self,
+        next: &Release,
+        effects: Vec<Effect>,
+        is_new: bool,
+        actor: &str,
+        now: i64,
+    ) -> Result<(), ApiError> {
+        let agent = next.agent.clone();
+        let mut commands = Vec::new();
+        let mut audits = Vec::new();
+        let mut notifications = Vec::new();
+        for effect in &effects {
+            match effect {
+                Effect::PublishRouting { routing } => commands.push(Command::SetRelease {
+                    agent: agent.clone(),
+                    release: routing.clone(),
+                }),
+                Effect::PromoteToStable { candidate } => commands.push(Command::Deploy {
+                    agent: agent.clone(),
+                    bundle: candidate.clone(),
+                }),
+                Effect::Audit {
+                    action,
+                    actor,
+                    reason,
+                } => audits.push(NewAudit {
+                    at_ms: now,
+                    actor: actor.clone(),
+                    action: action.clone(),
+                    subject: format!("{agent}/{} {}", next.env, next.id),
+                    details: json!({
+                        "release": next.id, "phase": next.phase, "step": next.step,
+                        "weight": next.weight(), "candidate": next.candidate.id, "reason": reason,
+                    }),
+                }),
+                Effect::Notify(n) => {
+                    let payload = serde_json::to_string(n).map_err(ApiError::internal)?;
+                    for target in &next.plan.notify {
+                        notifications.push(NewNotification {
+                            release_id: next.id.clone(),
+                            url: target.webhook.clone(),
+                            payload: payload.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        let state = serde_json::to_string(next).map_err(ApiError::internal)?;
+        let action = format!("release.{}", next.phase.as_str());
+        let release_id = next.id.clone();
+        let written = self
+            .store
+            .write_release(
+                ReleaseWrite {
+                    id: next.id.clone(),
+                    env: next.env.clone(),
+                    agent: agent.clone(),
+                    state,
+                    active: !next.phase.is_terminal(),
+                    is_new,
+                },
+                now,
+                actor,
+                |current| {
+                    if commands.is_empty() {
+                        return Ok(None);
+                    }
+                    let mut st: EnvState = match current {
+                        Some(json) => serde_json::from_str(json).map_err(ApiError::internal)?,
+                        None => EnvState::default(),
+                    };
+                    for c in &commands {
+                        st = st
+                            .apply(c)
+                            .map_err(|e| ApiError::new(ErrorCode::Conflict, e.to_string()))?;
+                    }
+                    Ok::<_, ApiError>(Some(EnvStateChange {
+                        state: serde_json::to_string(&st).map_err(ApiError::internal)?,
+                        action,
+                        subject: agent.clone(),
+                        details: json!({ "release": release_id }),
+                    }))
+                },
+                audits,
+                notifications,
+            )
+            .await
+            .map_err(|e| match e {
+                serin_store::StoreError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
+                other => ApiError::from(other),
+            })??;
+        if let Some(stored) = written {
+            self.hub.publish(&stored).await?;
+        }
+        self.guardrails
+            .set_share(&next.env, &agent, &next.candidate.id, share_of(next))
+            .await?;
+        metrics::counter!("serin_release_transitions_total", "phase" => next.phase.as_str())
+            .increment(1);
+        tracing::info!(release = %next.id, phase = next.phase.as_str(), step = next.step, "release transition");
+        Ok(())
+    }
+}
+
+/// The actor of controller-made transitions.
+pub const SYSTEM: &str = serin_core::release::SYSTEM_ACTOR;
+
+fn parse(row: &ReleaseRow) -> Result<Release, ApiError> {
+    serde_json::from_str(&row.state)
+        .map_err(|e| ApiError::internal(format!("release {} unreadable: {e}", row.id)))
+}
+
+/// Delivers queued webhook notifications, retrying with backoff; never blocks
+/// the controller (it only reads the outbox).
+pub fn spawn_notifier(store: Store, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(http) = reqwest_client() else {
+            tracing::error!("could not build the webhook HTTP client; notifications stay queued");
+            return;
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = clock::now_ms();
+            let due = match store.due_notifications(now, 50).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the webhook outbox");
+                    continue;
+                }
+            };
+            for n in due {
+                let result = http
+                    .post(&n.url)
+                    .header("content-type", "application/json")
+                    .body(n.payload.clone())
+                    .send()
+                    .await;
+                let outcome = match result {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(format!("HTTP {}", r.status())),
+                    Err(e) => Err(e.to_string()),
+                };
+                let now = clock::now_ms();
+                let mark = match &outcome {
+                    Ok(()) => {
+                        metrics::counter!("serin_webhook_deliveries_total", "result" => "delivered").increment(1);
+                        store.mark_notification(n.id, Some(now), None, now).await
+                    }
+                    Err(err) => {
+                        metrics::counter!("serin_webhook_deliveries_total", "result" => "failed")
+                            .increment(1);
+                        // 1 s, 2 s, 4 s ... capped at 5 minutes.
+                        let backoff = 1000i64
+                            .saturating_mul(1i64 << n.attempts.clamp(0, 8))
+                            .min(300_000);
+                        tracing::warn!(url = %n.url, error = %err, "webhook delivery failed; will retry");
+                        store
+                            .mark_notification(n.id, None, Some(err), now + backoff)
+                            .await
+                    }
+                };
+                if let Err(e) = mark {
+                    tracing::warn!(error = %e, "could not record a webhook delivery");
+                }
+            }
+        }
+    })
+}
+
+fn reqwest_client() -> Result<reqwest::Client, reqwest::Error> {
+    // reqwest is built without a bundled crypto provider (see Cargo.toml).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .build()
+}

@@ -1,0 +1,128 @@
+//! The deploy report of a release, in Markdown and JSON.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use crate::clock;
+use crate::releases::ReleaseView;
+
+pub fn json(view: &ReleaseView) -> Value {
+    let r = &view.release;
+    json!({
+        "release": r.id,
+        "agent": r.agent,
+        "env": r.env,
+        "candidate": r.candidate.id,
+        "baseline": r.baseline.id,
+        "phase": r.phase,
+        "step": r.step,
+        "weight": r.weight(),
+        "started_by": r.started_by,
+        "created_at": clock::rfc3339(r.created_ms),
+        "timeline": r.history.iter().map(|t| json!({
+            "at": clock::rfc3339(t.at_ms), "event": t.event, "from": t.from, "to": t.to,
+            "step": t.step, "actor": t.actor, "reason": t.reason,
+        })).collect::<Vec<_>>(),
+        "failure": r.failure,
+        "canary_requests": view.canary_requests,
+        "verdicts": view.verdicts,
+        "notifications": view.notifications,
+    })
+}
+
+pub fn markdown(view: &ReleaseView) -> String {
+    let r = &view.release;
+    let mut s = String::new();
+    let _ = writeln!(s, "# Release {} of {} in {}", r.id, r.agent, r.env);
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "- candidate **{}** against stable **{}**",
+        r.candidate.id, r.baseline.id
+    );
+    let _ = writeln!(
+        s,
+        "- outcome: **{}** at step {} of {} (weight {})",
+        r.phase.as_str(),
+        r.step + 1,
+        r.plan.steps.len(),
+        r.weight()
+    );
+    let _ = writeln!(
+        s,
+        "- started by {} at {}",
+        r.started_by,
+        clock::rfc3339(r.created_ms)
+    );
+    let _ = writeln!(s, "- canary requests observed: {}", view.canary_requests);
+    if let Some(f) = &r.failure {
+        let _ = writeln!(s, "- failure: {}", f.summary());
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "## Timeline");
+    let _ = writeln!(s);
+    let _ = writeln!(s, "| at | event | phase | step | who | reason |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    for t in &r.history {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} → {} | {} | {} | {} |",
+            clock::rfc3339(t.at_ms),
+            t.event,
+            t.from.as_str(),
+            t.to.as_str(),
+            t.step + 1,
+            t.actor,
+            t.reason.as_deref().unwrap_or("")
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "## Guardrails (canary vs stable)");
+    let _ = writeln!(s);
+    if view.verdicts.is_empty() {
+        let _ = writeln!(s, "No outcomes were reported for the candidate.");
+    } else {
+        let _ = writeln!(
+            s,
+            "| guardrail | verdict | canary | stable | threshold | e-value / bar |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|");
+        for v in &view.verdicts {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.4} (n={}) | {:.4} (n={}) | {} | {:.3} / {:.0} |",
+                v.guardrail,
+                format!("{:?}", v.status).to_lowercase(),
+                v.canary.value,
+                v.canary.n,
+                v.control.value,
+                v.control.n,
+                v.threshold,
+                v.statistic,
+                v.statistic_threshold
+            );
+        }
+    }
+    if !view.notifications.is_empty() {
+        let _ = writeln!(s);
+        let _ = writeln!(s, "## Notifications");
+        let _ = writeln!(s);
+        for n in &view.notifications {
+            let _ = writeln!(
+                s,
+                "- {} — {} attempt(s), {}",
+                n["url"].as_str().unwrap_or("?"),
+                n["attempts"],
+                match n["delivered_at"].as_str() {
+                    Some(at) => format!("delivered {at}"),
+                    None => format!(
+                        "not delivered yet ({})",
+                        n["last_error"].as_str().unwrap_or("pending")
+                    ),
+                }
+            );
+        }
+    }
+    s
+}

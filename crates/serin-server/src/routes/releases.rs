@@ -1,0 +1,266 @@
+//! Releases: start, status, promote, pause, resume, abort, report.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::Value;
+use serin_core::release::{Event, Plan, Release, verdict_statuses};
+use serin_core::slug;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Auth, DeployAccess, ReadAccess};
+use crate::releases::ReleaseView;
+use crate::{AppState, report};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(start_release, list_releases))
+        .routes(routes!(release_status))
+        .routes(routes!(promote))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(abort))
+        .routes(routes!(release_report))
+}
+
+fn check(env: &str, agent: &str) -> ApiResult<()> {
+    slug::validate_env(env)
+        .map_err(|e| ApiError::field(ErrorCode::BadRequest, "env", e.to_string()))?;
+    slug::validate_agent(agent)
+        .map_err(|e| ApiError::field(ErrorCode::BadRequest, "agent", e.to_string()))
+}
+
+fn check_reason(reason: &Option<String>) -> ApiResult<()> {
+    if let Some(r) = reason
+        && (r.trim().is_empty() || r.chars().count() > 1000)
+    {
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "/reason",
+            "reason must be 1 to 1000 characters",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    /// N of `agent@N`, the candidate.
+    pub bundle: u64,
+    /// The plan (SPEC `plan.yaml`, as JSON).
+    #[schema(value_type = Object)]
+    pub plan: Value,
+}
+
+/// Start a release: the candidate opens at the plan's first step. One active
+/// release per agent and env.
+#[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/releases", tag = "releases",
+    params(("env" = String, Path), ("agent" = String, Path)), request_body = StartRequest,
+    responses((status = 201, body = ReleaseView)), security(("bearer" = ["deployer"])))]
+async fn start_release(
+    State(state): State<AppState>,
+    auth: Auth<DeployAccess>,
+    ApiPath((env, agent)): ApiPath<(String, String)>,
+    ApiJson(req): ApiJson<StartRequest>,
+) -> ApiResult<(StatusCode, Json<ReleaseView>)> {
+    check(&env, &agent)?;
+    let plan = Plan::from_value(req.plan).map_err(|e| {
+        ApiError::field(
+            ErrorCode::InvalidField,
+            format!("/plan{}", e.pointer),
+            e.to_string(),
+        )
+    })?;
+    let view = state
+        .releases
+        .start(&env, &agent, req.bundle, plan, &auth.caller.actor())
+        .await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// The agent's releases in the env, newest first.
+#[utoipa::path(get, path = "/v1/envs/{env}/agents/{agent}/releases", tag = "releases",
+    params(("env" = String, Path), ("agent" = String, Path)),
+    responses((status = 200, description = "Releases", content_type = "application/json")),
+    security(("bearer" = ["viewer"])))]
+async fn list_releases(
+    State(state): State<AppState>,
+    _auth: Auth<ReadAccess>,
+    ApiPath((env, agent)): ApiPath<(String, String)>,
+) -> ApiResult<Json<Vec<Release>>> {
+    check(&env, &agent)?;
+    Ok(Json(state.releases.list(&env, &agent).await?))
+}
+
+/// The active release (or the newest one): phase, step, weight, the gate and
+/// what it still needs, the verdicts, and webhook deliveries.
+#[utoipa::path(get, path = "/v1/envs/{env}/agents/{agent}/release", tag = "releases",
+    params(("env" = String, Path), ("agent" = String, Path)),
+    responses((status = 200, body = ReleaseView)), security(("bearer" = ["viewer"])))]
+async fn release_status(
+    State(state): State<AppState>,
+    _auth: Auth<ReadAccess>,
+    ApiPath((env, agent)): ApiPath<(String, String)>,
+) -> ApiResult<Json<ReleaseView>> {
+    check(&env, &agent)?;
+    Ok(Json(state.releases.current(&env, &agent).await?))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequest {
+    /// Promote past an unmet gate (needs `reason`; audited).
+    #[serde(default)]
+    pub force: bool,
+    pub reason: Option<String>,
+}
+
+/// Advance one step (or complete from the last) when the gate holds; refused
+/// with what is missing otherwise.
+#[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/release/promote", tag = "releases",
+    params(("env" = String, Path), ("agent" = String, Path)), request_body = ActionRequest,
+    responses((status = 200, body = ReleaseView)), security(("bearer" = ["deployer"])))]
+async fn promote(
+    State(state): State<AppState>,
+    auth: Auth<DeployAccess>,
+    ApiPath((env, agent)): ApiPath<(String, String)>,
+    ApiJson(req): ApiJson<ActionRequest>,
+) -> ApiResult<Json<ReleaseView>> {
+    check(&env, &agent)?;
+    check_reason(&req.reason)?;
+    let actor = auth.caller.actor();
+    let view = state
+        .releases
+        .command(&env, &agent, &actor.clone(), |requests, verdicts| {
+            Event::Promote {
+                actor,
+                force: req.force,
+                reason: req.reason,
+                canary_requests: requests,
+                verdicts: verdict_statuses(verdicts),
+            }
+        })
+        .await?;
+    Ok(Json(view))
+}
+
+/// Hold the current weight; promotion (manual or automatic) waits.
+#[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/release/pause", tag = "releases",
+    params(("env" = String, Path), ("agent" = String, Path)), request_body = ActionRequest,
+    responses((status = 200, body = ReleaseView)), security(("bearer" = ["deployer"])))]
+async fn pause(
+    State(state): State<AppState>,
+    auth: Auth<DeployAccess>,
+    ApiPath((env, agent)): ApiPath<(String, String)>,
+    ApiJson(req): ApiJson<ActionRequest>,
+) -> ApiResult<Json<ReleaseView>> {
+    check(&env, &agent)?;
+    check_reason(&req.reason)?;
+    let actor = auth.caller.actor();
+    let view = state
+        .releases
+        .command(&env, &agent, &actor.clone(), |_, _| Event::Pause {
+            actor,
+            reason: req.reason,
+        })
+        .await?;
+    Ok(Json(view))
+}
+
+/// Continue a paused or halted release.
+#[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/release/resume", tag = "releases",
+    params(("env" = String, Path), ("agent" = String, Path)),
+    responses((status = 200, body = ReleaseView)), security(("bearer" = ["deployer"])))]
+async fn resume(
+    State(state): State<AppState>,
+    auth: Auth<DeployAccess>,
+    ApiPath((env, agent)): ApiPath<(String, String)>,
+) -> ApiResult<Json<ReleaseView>> {
+    check(&env, &agent)?;
+    let actor = auth.caller.actor();
+    let view = state
+        .releases
+        .command(&env, &agent, &actor.clone(), |_, _| Event::Resume { actor })
+        .await?;
+    Ok(Json(view))
+}
+
+/// Abandon the release: the candidate is drained at once.
+#[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/release/abort", tag = "releases",
+    params(("env" = String, Path), ("agent" = String, Path)), request_body = ActionRequest,
+    responses((status = 200, body = ReleaseView)), security(("bearer" = ["deployer"])))]
+async fn abort(
+    State(state): State<AppState>,
+    auth: Auth<DeployAccess>,
+    ApiPath((env, agent)): ApiPath<(String, String)>,
+    ApiJson(req): ApiJson<ActionRequest>,
+) -> ApiResult<Json<ReleaseView>> {
+    check(&env, &agent)?;
+    check_reason(&req.reason)?;
+    let reason = req.reason.ok_or_else(|| {
+        ApiError::field(ErrorCode::InvalidField, "/reason", "abort needs a reason")
+    })?;
+    let actor = auth.caller.actor();
+    let view = state
+        .releases
+        .command(&env, &agent, &actor.clone(), |_, _| Event::Abort {
+            actor,
+            reason,
+        })
+        .await?;
+    Ok(Json(view))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReportQuery {
+    /// A release id; the agent's active or newest release when absent.
+    pub release: Option<String>,
+    /// `markdown` (default) or `json`.
+    pub format: Option<String>,
+}
+
+/// The deploy report: timeline, per-step guardrail evidence, who did what.
+#[utoipa::path(get, path = "/v1/envs/{env}/agents/{agent}/release/report", tag = "releases",
+    params(("env" = String, Path), ("agent" = String, Path), ReportQuery),
+    responses((status = 200, description = "Markdown or JSON", content_type = "text/markdown")),
+    security(("bearer" = ["viewer"])))]
+async fn release_report(
+    State(state): State<AppState>,
+    _auth: Auth<ReadAccess>,
+    ApiPath((env, agent)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<ReportQuery>,
+) -> ApiResult<Response> {
+    check(&env, &agent)?;
+    let view = match &q.release {
+        Some(id) => state.releases.by_id(id).await?,
+        None => state.releases.current(&env, &agent).await?,
+    };
+    if view.release.env != env || view.release.agent != agent {
+        return Err(ApiError::not_found(
+            "no such release for this agent and env",
+        ));
+    }
+    match q.format.as_deref().unwrap_or("markdown") {
+        "json" => Ok(Json(report::json(&view)).into_response()),
+        "markdown" => Ok((
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/markdown; charset=utf-8",
+            )],
+            report::markdown(&view),
+        )
+            .into_response()),
+        other => Err(ApiError::field(
+            ErrorCode::BadRequest,
+            "format",
+            format!("format {other:?} is not markdown or json"),
+        )),
+    }
+}

@@ -1,0 +1,250 @@
+//! `serin release ...`.
+
+// Answers are read as `serde_json::Value`, whose `value["key"]` yields Null for
+// a missing key instead of panicking, so the indexing lint does not apply.
+#![allow(clippy::indexing_slicing)]
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use serde_json::{Value, json};
+use serin_core::slug;
+
+use crate::cli::{Output, ReleaseCommand, ReleaseTarget};
+use crate::client::Client;
+use crate::{CheckFailed, out};
+
+fn base(t: &ReleaseTarget) -> anyhow::Result<(Client, String)> {
+    slug::validate_agent(&t.agent).map_err(|e| anyhow!("{e}"))?;
+    slug::validate_env(&t.env).map_err(|e| anyhow!("--env: {e}"))?;
+    Ok((
+        Client::new(&t.client)?,
+        format!("/v1/envs/{}/agents/{}", t.env, t.agent),
+    ))
+}
+
+fn bar(done: f64, width: usize) -> String {
+    let filled = ((done.clamp(0.0, 1.0)) * width as f64).round() as usize;
+    format!(
+        "[{}{}]",
+        "#".repeat(filled),
+        ".".repeat(width.saturating_sub(filled))
+    )
+}
+
+/// A release view in a few lines (what `status` prints).
+pub fn render(v: &Value) -> Vec<String> {
+    let r = &v["release"];
+    let steps = r["plan"]["steps"].as_array().map_or(0, Vec::len);
+    let step = r["step"].as_u64().unwrap_or(0);
+    let weight = r["plan"]["steps"][step as usize]["canary"]["weight"]
+        .as_str()
+        .unwrap_or("?");
+    let mut lines = vec![format!(
+        "release {} of {} in {}: {} -> {}, {} at step {}/{} ({})",
+        r["id"].as_str().unwrap_or("?"),
+        r["agent"].as_str().unwrap_or("?"),
+        r["env"].as_str().unwrap_or("?"),
+        r["baseline"]["id"].as_str().unwrap_or("?"),
+        r["candidate"]["id"].as_str().unwrap_or("?"),
+        r["phase"].as_str().unwrap_or("?").to_uppercase(),
+        step + 1,
+        steps,
+        weight,
+    )];
+    let g = &v["gate"];
+    if g.is_object() {
+        let t = g["elapsed_ms"].as_f64().unwrap_or(0.0);
+        let tn = g["needed_ms"].as_f64().unwrap_or(0.0);
+        let q = g["requests"].as_f64().unwrap_or(0.0);
+        let qn = g["needed_requests"].as_f64().unwrap_or(0.0);
+        lines.push(format!(
+            "  time     {} {:.0}s / {:.0}s",
+            bar(if tn > 0.0 { t / tn } else { 1.0 }, 24),
+            t / 1000.0,
+            tn / 1000.0
+        ));
+        lines.push(format!(
+            "  requests {} {q:.0} / {qn:.0}",
+            bar(if qn > 0.0 { q / qn } else { 1.0 }, 24)
+        ));
+        lines.push(format!(
+            "  gate     {}",
+            if g["holds"] == true {
+                "holds".to_owned()
+            } else {
+                g["missing"]
+                    .as_array()
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    })
+                    .unwrap_or_default()
+            }
+        ));
+    }
+    if let Some(f) = r["failure"].as_object() {
+        lines.push(format!(
+            "  failure  {} canary {} vs stable {} ({})",
+            f.get("guardrail").and_then(Value::as_str).unwrap_or("?"),
+            f.get("canary_value")
+                .map(Value::to_string)
+                .unwrap_or_default(),
+            f.get("control_value")
+                .map(Value::to_string)
+                .unwrap_or_default(),
+            f.get("threshold").and_then(Value::as_str).unwrap_or(""),
+        ));
+    }
+    for verdict in v["verdicts"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "  {:<28} {:<8} canary {:>10} (n={})  stable {:>10} (n={})  {}",
+            verdict["guardrail"].as_str().unwrap_or("?"),
+            verdict["status"].as_str().unwrap_or("?"),
+            verdict["canary"]["value"]
+                .as_f64()
+                .map(|x| format!("{x:.4}"))
+                .unwrap_or_default(),
+            verdict["canary"]["n"],
+            verdict["control"]["value"]
+                .as_f64()
+                .map(|x| format!("{x:.4}"))
+                .unwrap_or_default(),
+            verdict["control"]["n"],
+            verdict["threshold"].as_str().unwrap_or(""),
+        ));
+    }
+    lines
+}
+
+pub async fn run(cmd: ReleaseCommand) -> anyhow::Result<()> {
+    match cmd {
+        ReleaseCommand::Start {
+            target,
+            bundle,
+            plan,
+        } => {
+            let (c, path) = base(&target)?;
+            let text = std::fs::read_to_string(&plan)
+                .with_context(|| format!("could not read {}", plan.display()))?;
+            // Parse and check locally first, so mistakes name the line.
+            let parsed = serin_core::release::Plan::parse_and_validate(&text)
+                .map_err(|e| anyhow!("{}: {e}", plan.display()))?;
+            let (_, v): (_, Value) = c
+                .post(
+                    &format!("{path}/releases"),
+                    &json!({ "bundle": bundle, "plan": parsed }),
+                )
+                .await?;
+            if target.client.output == Output::Json {
+                out::json(&v);
+            } else {
+                for l in render(&v) {
+                    out::line(&l);
+                }
+            }
+            Ok(())
+        }
+        ReleaseCommand::Status { target, watch } => {
+            let (c, path) = base(&target)?;
+            let tty = std::io::stdout().is_terminal();
+            let mut last = String::new();
+            loop {
+                let v: Value = c.get(&format!("{path}/release")).await?;
+                if target.client.output == Output::Json {
+                    out::json(&v);
+                } else {
+                    let text = render(&v).join("\n");
+                    if tty && watch {
+                        // Redraw in place: clear the screen, cursor home.
+                        out::line(&format!("\x1b[2J\x1b[H{text}"));
+                    } else if text != last {
+                        out::line(&text);
+                    }
+                    last = text;
+                }
+                let finished = !matches!(
+                    v["release"]["phase"].as_str(),
+                    Some("pending" | "canary" | "paused" | "halted" | "promoting")
+                );
+                if !watch || finished {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        ReleaseCommand::Promote {
+            target,
+            force,
+            reason,
+        } => {
+            act(
+                &target,
+                "promote",
+                json!({ "force": force, "reason": reason }),
+            )
+            .await
+        }
+        ReleaseCommand::Pause { target, reason } => {
+            act(&target, "pause", json!({ "reason": reason })).await
+        }
+        ReleaseCommand::Resume { target } => act(&target, "resume", Value::Null).await,
+        ReleaseCommand::Abort { target, reason } => {
+            act(&target, "abort", json!({ "reason": reason })).await
+        }
+        ReleaseCommand::Report { target, release } => {
+            let (c, path) = base(&target)?;
+            let format = if target.client.output == Output::Json {
+                "json"
+            } else {
+                "markdown"
+            };
+            let mut url = format!("{path}/release/report?format={format}");
+            if let Some(id) = release {
+                url.push_str(&format!("&release={}", crate::commands::urlencode(&id)));
+            }
+            let text = c.get_text(&url).await?;
+            out::line(text.trim_end());
+            Ok(())
+        }
+    }
+}
+
+async fn act(target: &ReleaseTarget, verb: &str, body: Value) -> anyhow::Result<()> {
+    let (c, path) = base(target)?;
+    let result: anyhow::Result<Value> = c
+        .send_json(
+            reqwest::Method::POST,
+            &format!("{path}/release/{verb}"),
+            &body,
+        )
+        .await;
+    match result {
+        Ok(v) => {
+            if target.client.output == Output::Json {
+                out::json(&v);
+            } else {
+                for l in render(&v) {
+                    out::line(&l);
+                }
+            }
+            Ok(())
+        }
+        Err(e) => {
+            // A gate that does not hold is the check saying no: list what is missing.
+            if let Some(f) = e.downcast_ref::<crate::client::ApiFailure>()
+                && let Some(missing) = f.details.as_ref().and_then(|d| d["missing"].as_array())
+                && !missing.is_empty()
+            {
+                for m in missing.iter().filter_map(Value::as_str) {
+                    out::line(&format!("missing: {m}"));
+                }
+                return Err(CheckFailed(f.message.clone()).into());
+            }
+            Err(e)
+        }
+    }
+}
