@@ -361,6 +361,21 @@ impl Releases {
         actor: &str,
         now: i64,
     ) -> Result<(), ApiError> {
+        // The evidence at this transition, for the deploy report.
+        let mut next = next.clone();
+        let (requests, verdicts) = self
+            .guardrails
+            .evidence(&next.env, &next.agent, &next.candidate.id)
+            .await;
+        let prev_step = next.history.last().map_or(next.step, |t| t.step);
+        next.evidence.push(serin_core::release::StepEvidence {
+            at_ms: now,
+            step: prev_step,
+            phase: next.phase,
+            canary_requests: requests,
+            verdicts,
+        });
+        let next = &next;
         let agent = next.agent.clone();
         let mut commands = Vec::new();
         let mut audits = Vec::new();

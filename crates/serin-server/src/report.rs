@@ -25,6 +25,7 @@ pub fn json(view: &ReleaseView) -> Value {
             "step": t.step, "actor": t.actor, "reason": t.reason,
         })).collect::<Vec<_>>(),
         "failure": r.failure,
+        "evidence": r.evidence,
         "canary_requests": view.canary_requests,
         "verdicts": view.verdicts,
         "notifications": view.notifications,
@@ -102,6 +103,40 @@ pub fn markdown(view: &ReleaseView) -> String {
                 v.statistic,
                 v.statistic_threshold
             );
+        }
+    }
+    if !r.evidence.is_empty() {
+        let _ = writeln!(s);
+        let _ = writeln!(s, "## Evidence at each transition");
+        for e in &r.evidence {
+            let _ = writeln!(s);
+            let _ = writeln!(
+                s,
+                "**{}** — step {}, now {}, {} canary requests",
+                clock::rfc3339(e.at_ms),
+                e.step + 1,
+                e.phase.as_str(),
+                e.canary_requests
+            );
+            if e.verdicts.is_empty() {
+                let _ = writeln!(s, "(no outcomes yet)");
+                continue;
+            }
+            let _ = writeln!(s);
+            let _ = writeln!(s, "| guardrail | verdict | canary | stable |");
+            let _ = writeln!(s, "|---|---|---|---|");
+            for v in &e.verdicts {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {:.4} (n={}) | {:.4} (n={}) |",
+                    v.guardrail,
+                    format!("{:?}", v.status).to_lowercase(),
+                    v.canary.value,
+                    v.canary.n,
+                    v.control.value,
+                    v.control.n
+                );
+            }
         }
     }
     if !view.notifications.is_empty() {

@@ -318,6 +318,21 @@ pub struct Release {
     /// The failure that halted or rolled back the release (cleared by `resume`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// The guardrail evidence at each transition, recorded by the controller
+    /// (the machine itself never reads or writes it) for the deploy report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<StepEvidence>,
+}
+
+/// Both arms' guardrail values when a release changed phase or step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepEvidence {
+    pub at_ms: i64,
+    /// The step the release was at before the transition.
+    pub step: usize,
+    pub phase: Phase,
+    pub canary_requests: u64,
+    pub verdicts: Vec<Verdict>,
 }
 
 impl Release {
@@ -349,6 +364,7 @@ impl Release {
             started_by: started_by.into(),
             history: Vec::new(),
             failure: None,
+            evidence: Vec::new(),
         }
     }
 

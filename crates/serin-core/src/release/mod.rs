@@ -38,7 +38,7 @@ pub mod plan;
 pub use duration::{DurationError, DurationSpec, human_ms};
 pub use machine::{
     Effect, Event, Failure, GateStatus, Notification, Phase, Refusal, Release, SYSTEM_ACTOR,
-    Transition, verdict_statuses,
+    StepEvidence, Transition, verdict_statuses,
 };
 pub use plan::{
     CanaryStep, MAX_WEBHOOK_CHARS, Notify, OnFailure, Plan, PlanError, Promotion, Step,

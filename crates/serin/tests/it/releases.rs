@@ -241,6 +241,16 @@ async fn manual_promotion_is_refused_until_the_gate_holds_then_completes() {
         out.stdout
     );
     assert!(out.stdout.contains("| promote |"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("## Evidence at each transition"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("| error_rate.max | pass |"),
+        "per-step values of both arms: {}",
+        out.stdout
+    );
     let out = cli
         .run(&[
             "release", "report", "support", "--env", "prod", "--output", "json",
@@ -430,4 +440,64 @@ fn serin_demo_rolls_back_the_regression_and_the_healthy_demo_completes() {
         "{}",
         out.stdout
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_many_points_loses_nothing_and_duplicates_nothing() {
+    let (backend, mut server, admin, work) = setup().await;
+    let hook = Receiver::start().await;
+    let plan = plan(work.path(), "auto", "rollback", &hook.url);
+    server
+        .cli(&admin)
+        .run(&[
+            "release", "start", "support", "--env", "prod", "--bundle", "2", "--plan", &plan,
+        ])
+        .ok();
+    let mut seen_steps = Vec::new();
+    // Traffic in slices, a SIGKILL after each: the release must keep its
+    // place, never restart, and finish exactly once.
+    for round in 0..6 {
+        traffic(&server, &admin, round * 60, 60, 0).await;
+        tokio::time::sleep(Duration::from_millis(300 + 150 * round as u64)).await;
+        server.kill9();
+        server = Server::start(&backend);
+        let v = status(&server.cli(&admin));
+        let step = v["release"]["step"].as_u64().unwrap();
+        let phase = v["release"]["phase"].as_str().unwrap().to_owned();
+        assert_eq!(v["release"]["id"], "support-prod-1", "{v}");
+        if let Some((last_step, last_phase)) = seen_steps.last().cloned() {
+            assert!(
+                step >= last_step,
+                "went backwards: {last_phase}/{last_step} -> {phase}/{step}"
+            );
+        }
+        seen_steps.push((step, phase));
+    }
+    traffic(&server, &admin, 1000, 400, 0).await;
+    let cli = server.cli(&admin);
+    let v = wait_phase(&cli, "completed", None).await;
+    let history = v["release"]["history"].as_array().unwrap();
+    let starts = history.iter().filter(|t| t["event"] == "start").count();
+    let completes = history.iter().filter(|t| t["to"] == "completed").count();
+    assert_eq!((starts, completes), (1, 1), "{history:?}");
+    let (_, releases) = server
+        .http(&admin)
+        .get("/v1/envs/prod/agents/support/releases")
+        .await;
+    assert_eq!(
+        releases.as_array().unwrap().len(),
+        1,
+        "no duplicate release"
+    );
+    let out = cli.run(&["audit", "verify"]).ok();
+    assert!(out.stdout.contains("intact"), "{}", out.stdout);
+    let (_, audit) = server.http(&admin).get("/v1/audit?limit=1000").await;
+    let completions = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "release.complete")
+        .count();
+    assert_eq!(completions, 1, "one completion audited");
+    assert_eq!(hook.wait_for(1).await.len(), 1);
 }
