@@ -53,6 +53,9 @@ pub(crate) struct Embedded {
     store: Store,
     pub(crate) admin: String,
     pub(crate) base: String,
+    /// The CLI's API client, as the admin.
+    client: crate::client::Client,
+    /// Raw HTTP, for sending pre-serialized bodies.
     http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -102,68 +105,34 @@ impl Embedded {
         let server = tokio::spawn(serin_server::serve(listener, app, async {
             let _ = stop_rx.await;
         }));
-        let e = Embedded {
+        let base = format!("http://{addr}");
+        let client = crate::client::Client::new(&crate::cli::ClientArgs {
+            server: base.clone(),
+            token: Some(admin.clone()),
+            output: crate::cli::Output::Json,
+        })?;
+        Ok(Embedded {
             dir,
             store,
             admin,
-            base: format!("http://{addr}"),
+            base,
+            client,
             http: reqwest::Client::new(),
             stop: Some(stop_tx),
             server,
-        };
-        for rev in 1..=2 {
-            e.post(
-                "/v1/bundles",
-                json!({ "files": bundle_files(rev), "env": "dev" }),
-            )
-            .await?;
-        }
-        e.post("/v1/envs/dev/agents/bench/deploy", json!({ "bundle": 1 }))
-            .await?;
-        e.post("/v1/envs/dev/agents/bench/deploy", json!({ "bundle": 2 }))
-            .await?;
-        Ok(e)
+        })
     }
 
     pub(crate) async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.admin)
-            .json(&body)
-            .send()
-            .await?;
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            return Err(anyhow!("{path}: HTTP {status}: {v}"));
-        }
-        Ok(v)
+        Ok(self.client.post(path, &body).await?.1)
     }
 
     pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.admin)
-            .send()
-            .await?;
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            return Err(anyhow!("{path}: HTTP {status}: {v}"));
-        }
-        Ok(v)
+        self.client.get(path).await
     }
 
     pub(crate) async fn get_text(&self, path: &str) -> anyhow::Result<String> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.admin)
-            .send()
-            .await?;
-        Ok(resp.text().await?)
+        self.client.get_text(path).await
     }
 
     pub(crate) async fn stop(mut self) {
