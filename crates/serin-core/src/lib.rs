@@ -12,6 +12,7 @@
 //! - [`guardrails`]: sequential canary-vs-control verdicts, aggregates, burn rate, simulator.
 //! - [`pins`]: how far a pinned model is behind its family's newest snapshot.
 //! - [`release`]: release plans and the pure release state machine.
+//! - [`readiness`]: readiness policies, evidence and the gate evaluation.
 
 pub mod auth;
 pub mod bundle;
@@ -20,5 +21,6 @@ pub mod decision;
 pub mod guardrails;
 pub mod outcome;
 pub mod pins;
+pub mod readiness;
 pub mod release;
 pub mod slug;

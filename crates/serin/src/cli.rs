@@ -141,6 +141,9 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Readiness policies.
+    #[command(subcommand)]
+    Readiness(ReadinessCommand),
     /// Canary releases: start, watch, promote, pause, resume, abort, report.
     #[command(subcommand)]
     Release(ReleaseCommand),
@@ -505,5 +508,20 @@ pub enum ReleaseCommand {
         /// A specific release id (default: the active or newest one).
         #[arg(long)]
         release: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReadinessCommand {
+    /// Write a readiness policy from a template into FILE (default readiness.yaml here).
+    Init {
+        /// The template: seed-checklist (30 checks in six categories).
+        #[arg(long, default_value = "seed-checklist")]
+        template: String,
+        #[arg(long, default_value = "readiness.yaml")]
+        file: PathBuf,
+        /// Overwrite FILE if it exists.
+        #[arg(long)]
+        force: bool,
     },
 }

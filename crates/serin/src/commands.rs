@@ -63,6 +63,11 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<()> {
         Command::Token(cmd) => token(cmd).await,
         Command::Release(cmd) => crate::release::run(cmd).await,
         Command::Demo { healthy } => crate::demo::run(healthy).await,
+        Command::Readiness(crate::cli::ReadinessCommand::Init {
+            template,
+            file,
+            force,
+        }) => readiness_init(&template, &file, force),
         Command::Guardrails {
             agent,
             env,
@@ -630,4 +635,26 @@ async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+fn readiness_init(template: &str, file: &Path, force: bool) -> anyhow::Result<()> {
+    let text = serin_core::readiness::template(template).ok_or_else(|| {
+        anyhow!(
+            "unknown template {template:?}; known: {}",
+            serin_core::readiness::TEMPLATE_NAMES.join(", ")
+        )
+    })?;
+    if file.exists() && !force {
+        return Err(anyhow!(
+            "{} exists; pass --force to overwrite it",
+            file.display()
+        ));
+    }
+    std::fs::write(file, text).with_context(|| format!("could not write {}", file.display()))?;
+    out::line(&format!(
+        "wrote {} ({template}: {} checks)",
+        file.display(),
+        serin_core::readiness::template_items().len()
+    ));
+    Ok(())
 }

@@ -20,11 +20,14 @@ mod policy;
 mod template;
 
 pub use evaluate::{ItemResult, ItemStatus, Level, Report, Source, evaluate};
-pub use evidence::{Evidence, EvidenceError, EvidenceStatus, ExpiryError, parse_expiry};
+pub use evidence::{
+    Evidence, EvidenceError, EvidenceStatus, ExpiryError, MAX_EXPIRY_MS, MAX_TEXT_CHARS,
+    parse_expiry,
+};
 pub use facts::{Axis, ComputedItem, EvalResult, Facts, computed_item, computed_items};
 pub use policy::{
-    BlockRule, BlockStatus, ItemDef, Policy, PolicyError, PolicySettings, RolloutMode,
-    policy_json_schema,
+    BlockRule, BlockStatus, InitialMode, ItemDef, MAX_DRILL_AGE_DAYS, MAX_TITLE_CHARS, Policy,
+    PolicyError, PolicySettings, RolloutMode, policy_json_schema,
 };
 pub use template::{
     CATEGORIES, SHADOW_PERIOD_KEY, TEMPLATE_NAMES, TemplateItem, template, template_item,

@@ -394,7 +394,11 @@ impl Policy {
                     "category must not be empty",
                 ));
             }
-            if def.owner_hint.as_deref().is_some_and(|o| o.trim().is_empty()) {
+            if def
+                .owner_hint
+                .as_deref()
+                .is_some_and(|o| o.trim().is_empty())
+            {
                 return Err(PolicyError::new(
                     "invalid_policy",
                     format!("{p}/owner_hint"),
@@ -431,14 +435,18 @@ impl Policy {
                     return Err(PolicyError::new(
                         "invalid_policy",
                         p,
-                        format!("{key:?} is an attested item, not a computed one; use evidence_missing or item/status"),
+                        format!(
+                            "{key:?} is an attested item, not a computed one; use evidence_missing or item/status"
+                        ),
                     ));
                 }
                 BlockRule::EvidenceMissing(_) if is_computed => {
                     return Err(PolicyError::new(
                         "invalid_policy",
                         p,
-                        format!("{key:?} is computed by Serin and takes no evidence; use computed: {key}"),
+                        format!(
+                            "{key:?} is computed by Serin and takes no evidence; use computed: {key}"
+                        ),
                     ));
                 }
                 BlockRule::ItemStatus {
@@ -448,7 +456,9 @@ impl Policy {
                     return Err(PolicyError::new(
                         "invalid_policy",
                         format!("/block_if/{i}/status"),
-                        format!("{key:?} is computed and never expires; this condition could never fire"),
+                        format!(
+                            "{key:?} is computed and never expires; this condition could never fire"
+                        ),
                     ));
                 }
                 _ => {}

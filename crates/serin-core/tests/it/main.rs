@@ -18,6 +18,8 @@ mod digest;
 mod guardrails;
 mod guardrails_sim;
 mod props;
+mod readiness;
+mod readiness_eval;
 mod release_machine;
 mod release_plan;
 mod validate;

@@ -13,5 +13,6 @@ mod decisions;
 mod guardrails;
 mod harness;
 mod http_errors;
+mod readiness;
 mod releases;
 mod roles;
