@@ -501,3 +501,77 @@ async fn sigkill_at_many_points_loses_nothing_and_duplicates_nothing() {
     assert_eq!(completions, 1, "one completion audited");
     assert_eq!(hook.wait_for(1).await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_webhook_is_retried_and_never_blocks_the_release() {
+    let (_backend, server, admin, work) = setup().await;
+    let cli = server.cli(&admin);
+    let live = Receiver::start().await;
+    // Nothing listens on port 9 here: every delivery to it fails at once.
+    let dead = "http://127.0.0.1:9/hooks";
+    let path = work.path().join("plan-two-hooks.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "steps:\n  - canary: {{weight: 5%, min_duration: 1s, min_requests: 100}}\n\
+             promotion: auto\non_failure: rollback\n\
+             guardrails:\n  error_rate: {{max: 5%}}\n  settings: {{min_requests: 100}}\n\
+             notify: [{{webhook: \"{dead}\"}}, {{webhook: \"{}\"}}]\n",
+            live.url
+        ),
+    )
+    .unwrap();
+    cli.run(&[
+        "release",
+        "start",
+        "support",
+        "--env",
+        "prod",
+        "--bundle",
+        "2",
+        "--plan",
+        path.to_str().unwrap(),
+    ])
+    .ok();
+    traffic(&server, &admin, 0, 150, 0).await;
+    wait_phase(&cli, "completed", None).await;
+    // The live receiver got its notification although the other one is down.
+    assert_eq!(live.wait_for(1).await[0]["phase"], "completed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = status(&cli);
+        let dead_row = v["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["url"] == dead)
+            .cloned()
+            .unwrap();
+        if dead_row["attempts"].as_i64().unwrap() >= 2 {
+            assert!(dead_row["delivered_at"].is_null(), "{dead_row}");
+            assert!(
+                dead_row["last_error"]
+                    .as_str()
+                    .is_some_and(|e| !e.is_empty()),
+                "{dead_row}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dead webhook was not retried: {dead_row}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let resp = server
+        .http(&admin)
+        .req(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap();
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains("serin_webhook_deliveries_total{result=\"failed\"}"),
+        "{text}"
+    );
+}
