@@ -21,6 +21,7 @@ pub mod decision;
 pub mod guardrails;
 pub mod outcome;
 pub mod pins;
+pub mod pointer;
 pub mod readiness;
 pub mod release;
 pub mod slug;

@@ -73,7 +73,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             Ok(v)
         }
         Err(err) => {
-            let pointer = to_pointer(err.path());
+            let pointer = serin_core::pointer::from_path(err.path());
             let inner = err.into_inner();
             if inner.is_syntax() || inner.is_eof() {
                 Err(ApiError::new(
@@ -99,7 +99,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// Like [`parse_json`], from an already parsed value (one event of a batch).
 pub fn parse_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize::<_, T>(value).map_err(|err| {
-        let pointer = to_pointer(err.path());
+        let pointer = serin_core::pointer::from_path(err.path());
         let field = if pointer.is_empty() {
             "/".to_owned()
         } else {
@@ -112,22 +112,6 @@ pub fn parse_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, A
             format!("{field}: {inner}"),
         )
     })
-}
-
-fn to_pointer(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for seg in path.iter() {
-        out.push('/');
-        match seg {
-            Segment::Seq { index } => out.push_str(&index.to_string()),
-            Segment::Map { key } | Segment::Enum { variant: key } => {
-                out.push_str(&key.replace('~', "~0").replace('/', "~1"))
-            }
-            Segment::Unknown => out.push('?'),
-        }
-    }
-    out
 }
 
 /// A query string; rejections answer `bad_request` in Serin's error shape.

@@ -70,7 +70,7 @@ fn write_string(out: &mut String, s: &str) {
 
 /// Escapes one JSON pointer reference token (RFC 6901).
 pub(crate) fn escape_token(token: &str) -> String {
-    token.replace('~', "~0").replace('/', "~1")
+    crate::pointer::escape(token)
 }
 
 /// Appends a reference token to a pointer.

@@ -282,27 +282,6 @@ impl fmt::Display for PolicyError {
 
 impl std::error::Error for PolicyError {}
 
-/// `/a/0/b` from serde_path_to_error's path.
-fn pointer_of(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for seg in path.iter() {
-        let part = match seg {
-            Segment::Seq { index } => index.to_string(),
-            Segment::Map { key } => key.replace('~', "~0").replace('/', "~1"),
-            Segment::Enum { variant } => variant.clone(),
-            Segment::Unknown => continue,
-        };
-        out.push('/');
-        out.push_str(&part);
-    }
-    out
-}
-
-fn escape(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
-}
-
 impl Policy {
     /// Parses a policy YAML. Syntax errors carry the line; shape errors (unknown or missing
     /// fields, bad values such as `max_exposure: 150%`) the JSON pointer. An empty document
@@ -339,7 +318,7 @@ impl Policy {
             } else {
                 "invalid_field"
             };
-            PolicyError::new(code, pointer_of(e.path()), message)
+            PolicyError::new(code, crate::pointer::from_path(e.path()), message)
         })
     }
 
@@ -363,7 +342,7 @@ impl Policy {
     /// - high-value tenant names non-empty without surrounding whitespace, no duplicates.
     pub fn validate(&self) -> Result<(), PolicyError> {
         for (key, def) in &self.items {
-            let p = format!("/items/{}", escape(key));
+            let p = format!("/items/{}", crate::pointer::escape(key));
             if !is_valid_key(key) {
                 return Err(PolicyError::new(
                     "invalid_policy",

@@ -130,23 +130,6 @@ impl fmt::Display for PlanError {
 
 impl std::error::Error for PlanError {}
 
-/// `/a/0/b` from serde_path_to_error's path.
-fn pointer_of(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for seg in path.iter() {
-        let part = match seg {
-            Segment::Seq { index } => index.to_string(),
-            Segment::Map { key } => key.replace('~', "~0").replace('/', "~1"),
-            Segment::Enum { variant } => variant.clone(),
-            Segment::Unknown => continue,
-        };
-        out.push('/');
-        out.push_str(&part);
-    }
-    out
-}
-
 impl Plan {
     /// Parses `plan.yaml`. YAML syntax errors carry the line; shape errors (unknown or
     /// missing fields, bad values) carry the JSON pointer of the field. Does not validate:
@@ -179,7 +162,7 @@ impl Plan {
             });
         }
         serde_path_to_error::deserialize::<_, Plan>(value).map_err(|e| {
-            let pointer = pointer_of(e.path());
+            let pointer = crate::pointer::from_path(e.path());
             let message = e.inner().to_string();
             let code = if message.starts_with("unknown field") {
                 "unknown_field"
