@@ -48,6 +48,9 @@ pub enum Action {
     Deploy,
     /// Approve a manual promotion or readiness override.
     Approve,
+    /// Record readiness evidence or an offline eval result (people who own an item attest
+    /// it; deployers and approvers both do).
+    Attest,
     /// Read an env snapshot (poll or stream).
     SnapshotRead,
     /// Ask the server to make a decision (`POST /v1/decide`).
@@ -96,9 +99,9 @@ impl Role {
             Role::Admin => true,
             Role::Deployer => matches!(
                 action,
-                A::Read | A::BundleWrite | A::Deploy | A::SnapshotRead
+                A::Read | A::BundleWrite | A::Deploy | A::Attest | A::SnapshotRead
             ),
-            Role::Approver => matches!(action, A::Read | A::Approve | A::SnapshotRead),
+            Role::Approver => matches!(action, A::Read | A::Approve | A::Attest | A::SnapshotRead),
             Role::Viewer => matches!(action, A::Read | A::SnapshotRead),
             Role::Sdk => matches!(action, A::SnapshotRead | A::Decide | A::OutcomeWrite),
         }
@@ -121,11 +124,12 @@ impl FromStr for Role {
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 9] = [
         Action::Read,
         Action::BundleWrite,
         Action::Deploy,
         Action::Approve,
+        Action::Attest,
         Action::SnapshotRead,
         Action::Decide,
         Action::OutcomeWrite,
@@ -139,6 +143,7 @@ impl Action {
             Action::BundleWrite => "bundle_write",
             Action::Deploy => "deploy",
             Action::Approve => "approve",
+            Action::Attest => "attest",
             Action::SnapshotRead => "snapshot_read",
             Action::Decide => "decide",
             Action::OutcomeWrite => "outcome_write",
@@ -180,12 +185,13 @@ mod tests {
     fn every_role_action_pair_matches_the_table() {
         use Action as A;
         #[rustfmt::skip]
-        let table: [(A, [bool; 5]); 8] = [
+        let table: [(A, [bool; 5]); 9] = [
             //                 admin  deployer approver viewer sdk
             (A::Read,         [true,  true,    true,    true,  false]),
             (A::BundleWrite,  [true,  true,    false,   false, false]),
             (A::Deploy,       [true,  true,    false,   false, false]),
             (A::Approve,      [true,  false,   true,    false, false]),
+            (A::Attest,       [true,  true,    true,    false, false]),
             (A::SnapshotRead, [true,  true,    true,    true,  true ]),
             (A::Decide,       [true,  false,   false,   false, true ]),
             (A::OutcomeWrite, [true,  false,   false,   false, true ]),
@@ -212,6 +218,7 @@ mod tests {
                 ("bundle_write", "deployer"),
                 ("deploy", "deployer"),
                 ("approve", "approver"),
+                ("attest", "approver"),
                 ("snapshot_read", "viewer"),
                 ("decide", "sdk"),
                 ("outcome_write", "sdk"),

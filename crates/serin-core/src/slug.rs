@@ -3,6 +3,10 @@
 //! Agent and env names are slugs `[a-z0-9][a-z0-9-]{0,62}`; flag keys additionally allow
 //! `.` and `_` and may be up to 128 characters (`[a-z0-9][a-z0-9._-]{0,127}`), so every one
 //! of them is safe in a URL path segment without escaping.
+//!
+//! SDK instance ids are chosen by the process that runs the SDK (a pod name, a
+//! `pid-random` default), so they also allow upper case and `:`:
+//! `[A-Za-z0-9._:-]{1,128}`, still safe in a query string without escaping.
 
 /// What kind of name failed validation; used in the error message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,6 +17,8 @@ pub enum SlugKind {
     Env,
     /// A flag key.
     FlagKey,
+    /// An SDK instance id.
+    Instance,
 }
 
 impl SlugKind {
@@ -22,6 +28,7 @@ impl SlugKind {
             SlugKind::Agent => "agent name",
             SlugKind::Env => "env name",
             SlugKind::FlagKey => "flag key",
+            SlugKind::Instance => "SDK instance id",
         }
     }
 
@@ -30,13 +37,14 @@ impl SlugKind {
         match self {
             SlugKind::Agent | SlugKind::Env => "[a-z0-9][a-z0-9-]{0,62}",
             SlugKind::FlagKey => "[a-z0-9][a-z0-9._-]{0,127}",
+            SlugKind::Instance => "[A-Za-z0-9._:-]{1,128}",
         }
     }
 
     fn max_len(self) -> usize {
         match self {
             SlugKind::Agent | SlugKind::Env => 63,
-            SlugKind::FlagKey => 128,
+            SlugKind::FlagKey | SlugKind::Instance => 128,
         }
     }
 
@@ -48,6 +56,16 @@ impl SlugKind {
             SlugKind::FlagKey => {
                 c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_')
             }
+            SlugKind::Instance => c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'),
+        }
+    }
+
+    fn allows_first(self, c: char) -> bool {
+        match self {
+            SlugKind::Agent | SlugKind::Env | SlugKind::FlagKey => {
+                c.is_ascii_lowercase() || c.is_ascii_digit()
+            }
+            SlugKind::Instance => self.allows_inner(c),
         }
     }
 }
@@ -64,9 +82,7 @@ pub struct SlugError {
 
 fn check(kind: SlugKind, s: &str) -> Result<(), SlugError> {
     let mut chars = s.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let first_ok = chars.next().is_some_and(|c| kind.allows_first(c));
     if first_ok && s.len() <= kind.max_len() && chars.all(|c| kind.allows_inner(c)) {
         Ok(())
     } else {
@@ -90,6 +106,11 @@ pub fn validate_env(s: &str) -> Result<(), SlugError> {
 /// Checks a flag key: `[a-z0-9][a-z0-9._-]{0,127}`.
 pub fn validate_flag_key(s: &str) -> Result<(), SlugError> {
     check(SlugKind::FlagKey, s)
+}
+
+/// Checks an SDK instance id: `[A-Za-z0-9._:-]{1,128}`.
+pub fn validate_instance(s: &str) -> Result<(), SlugError> {
+    check(SlugKind::Instance, s)
 }
 
 #[cfg(test)]
@@ -129,6 +150,24 @@ mod tests {
         }
         for s in bad {
             assert!(validate_flag_key(s).is_err(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn instance_ids_allow_upper_case_and_colons_up_to_128_chars() {
+        let ok = [
+            "1234-0a1b2c3d",
+            "pod-7:eu.west_1",
+            "A",
+            ".",
+            &"Z".repeat(128),
+        ];
+        let bad = ["", "a b", "a/b", "a%2F", "é", "a?b", &"a".repeat(129)];
+        for s in ok {
+            assert_eq!(validate_instance(s), Ok(()), "{s:?}");
+        }
+        for s in bad {
+            assert!(validate_instance(s).is_err(), "{s:?}");
         }
     }
 

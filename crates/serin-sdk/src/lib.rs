@@ -14,6 +14,9 @@
 //!   by a background task that follows `GET /v1/envs/{env}/snapshot/stream`,
 //!   reconnects forever with jittered backoff, and writes every snapshot it
 //!   applies to a disk cache that the next start serves from immediately.
+//!   It also reports each version it swaps in to the server
+//!   (`POST /v1/sdk/applied`, under its [`Config::instance`] id) from a
+//!   separate task, so the server knows what every SDK actually serves.
 //!
 //! ```no_run
 //! # #[cfg(feature = "client")]

@@ -51,6 +51,8 @@ pub(crate) struct State {
     /// Unix ms of the last swap; `i64::MIN` for never.
     last_update_ms: AtomicI64,
     reconnects: AtomicU64,
+    reports_sent: AtomicU64,
+    reports_failed: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -63,6 +65,8 @@ impl State {
             from_cache: AtomicBool::new(false),
             last_update_ms: AtomicI64::new(i64::MIN),
             reconnects: AtomicU64::new(0),
+            reports_sent: AtomicU64::new(0),
+            reports_failed: AtomicU64::new(0),
             last_error: Mutex::new(None),
         }
     }
@@ -96,6 +100,18 @@ impl State {
     #[cfg(feature = "client")]
     pub(crate) fn count_reconnect(&self) {
         self.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one applied-version report the server took (`sent`) or that
+    /// failed.
+    #[cfg(feature = "client")]
+    pub(crate) fn count_report(&self, sent: bool) {
+        let counter = if sent {
+            &self.reports_sent
+        } else {
+            &self.reports_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     #[cfg(feature = "client")]
@@ -159,6 +175,11 @@ pub struct Health {
     /// How many times the stream task has tried to connect again after its
     /// first attempt.
     pub reconnects: u64,
+    /// Applied-version reports (`POST /v1/sdk/applied`) the server took.
+    pub reports_sent: u64,
+    /// Applied-version reports that failed (network, timeout, refusal); a
+    /// server too old to know the route (404) counts as neither.
+    pub reports_failed: u64,
     /// The most recent connection or stream error, kept after recovery so a
     /// flapping connection can be diagnosed; `connected` says whether it is
     /// still current.
@@ -298,6 +319,8 @@ impl Router {
             version: self.state.version(),
             last_update_ms: (last != i64::MIN).then_some(last),
             reconnects: self.state.reconnects.load(Ordering::Relaxed),
+            reports_sent: self.state.reports_sent.load(Ordering::Relaxed),
+            reports_failed: self.state.reports_failed.load(Ordering::Relaxed),
             last_error: self.state.last_error(),
         }
     }

@@ -17,6 +17,7 @@ pub enum ErrorCode {
     InvalidField,
     InvalidBundle,
     PolicyViolation,
+    NotReady,
     Unauthenticated,
     Forbidden,
     NotFound,
@@ -30,12 +31,13 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidJson,
         ErrorCode::InvalidField,
         ErrorCode::InvalidBundle,
         ErrorCode::PolicyViolation,
+        ErrorCode::NotReady,
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -55,6 +57,7 @@ impl ErrorCode {
             ErrorCode::InvalidField => "invalid_field",
             ErrorCode::InvalidBundle => "invalid_bundle",
             ErrorCode::PolicyViolation => "policy_violation",
+            ErrorCode::NotReady => "not_ready",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
@@ -78,7 +81,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::Conflict | ErrorCode::NotReady => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::Overloaded => StatusCode::TOO_MANY_REQUESTS,
@@ -99,6 +102,9 @@ impl ErrorCode {
             }
             ErrorCode::PolicyViolation => {
                 "well-formed, but a policy of the env refuses it (e.g. a direct deploy into a strict env)"
+            }
+            ErrorCode::NotReady => {
+                "the readiness gate refuses the release; `details` is the readiness report"
             }
             ErrorCode::Unauthenticated => "no bearer token, or the token is unknown or revoked",
             ErrorCode::Forbidden => "the token's role does not allow this route",

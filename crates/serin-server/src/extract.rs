@@ -187,6 +187,7 @@ requirement! {
     ReadAccess => Action::Read,
     BundleWriteAccess => Action::BundleWrite,
     DeployAccess => Action::Deploy,
+    AttestAccess => Action::Attest,
     SnapshotAccess => Action::SnapshotRead,
     DecideAccess => Action::Decide,
     OutcomeAccess => Action::OutcomeWrite,

@@ -27,14 +27,17 @@ use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 pub mod clock;
+pub mod drills;
 pub mod error;
 pub mod extract;
 pub mod guardrails;
 pub mod hub;
 mod openapi;
+pub mod readiness;
 pub mod releases;
 mod report;
 mod routes;
+pub mod sdks;
 
 use error::{ApiError, ErrorCode};
 
@@ -49,6 +52,11 @@ pub struct AppState {
     pub hub: Arc<hub::Hub>,
     pub guardrails: Arc<guardrails::Guardrails>,
     pub releases: Arc<releases::Releases>,
+    pub readiness: Arc<readiness::Readiness>,
+    pub drills: Arc<drills::Drills>,
+    /// The SDK instances following this replica's snapshot streams and the
+    /// versions they report applied.
+    pub sdks: Arc<sdks::SdkRegistry>,
 }
 
 /// What the binary hands the server.
@@ -91,6 +99,8 @@ fn api_router(limits: &Limits) -> OpenApiRouter<AppState> {
         .merge(routes::decisions::router())
         .merge(routes::outcomes::router())
         .merge(routes::releases::router())
+        .merge(routes::readiness::router())
+        .merge(routes::sdks::router())
         .merge(routes::tokens::router())
         .merge(routes::system::router())
 }
@@ -132,6 +142,9 @@ fn metrics_handle() -> PrometheusHandle {
 pub struct App {
     pub router: Router,
     pub hub: Arc<hub::Hub>,
+    /// The SDK instance registry (the same one the routes use), for in-process
+    /// callers such as a rollback drill waiting on [`sdks::SdkRegistry::wait_applied`].
+    pub sdks: Arc<sdks::SdkRegistry>,
     /// The release controller and webhook notifier; stopped when the last
     /// clone of the app is dropped.
     pub tasks: Arc<BackgroundTasks>,
@@ -161,15 +174,33 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         guardrails::Guardrails::load(config.store.clone(), hub.clone(), clock::now_ms()).await?,
     );
     let catalog = Arc::new(config.catalog);
+    let readiness = Arc::new(readiness::Readiness::new(
+        config.store.clone(),
+        catalog.clone(),
+    ));
     let releases = Arc::new(releases::Releases::new(
         config.store.clone(),
         hub.clone(),
         guardrails.clone(),
         catalog.clone(),
+        readiness.clone(),
     ));
     let resumed = releases.resume_all().await?;
     if resumed > 0 {
         tracing::info!(releases = resumed, "resuming active releases");
+    }
+    let sdks = Arc::new(sdks::SdkRegistry::new());
+    let drills = Arc::new(drills::Drills::new(
+        config.store.clone(),
+        hub.clone(),
+        sdks.clone(),
+    ));
+    let interrupted = drills.resume_all().await?;
+    if interrupted > 0 {
+        tracing::warn!(
+            drills = interrupted,
+            "finished drills interrupted by a restart"
+        );
     }
     let mut tasks = Vec::new();
     if config.run_controller && tokio::runtime::Handle::try_current().is_ok() {
@@ -181,6 +212,9 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
     }
     let state = AppState {
         releases,
+        readiness,
+        drills,
+        sdks: sdks.clone(),
         guardrails,
         hub: hub.clone(),
         store: config.store,
@@ -209,6 +243,7 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
     Ok(App {
         router: Router::new().fallback_service(guarded),
         hub,
+        sdks,
         tasks: Arc::new(BackgroundTasks(tasks)),
     })
 }

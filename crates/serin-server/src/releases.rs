@@ -13,6 +13,7 @@ use serin_core::bundle::{Bundle, PinPolicy};
 use serin_core::catalog::{ModelCatalog, ModelStatus};
 use serin_core::decision::{BundleRef, Command, EnvState};
 use serin_core::guardrails::Verdict;
+use serin_core::readiness::{GateOverride, GateRecord};
 use serin_core::release::{Effect, Event, GateStatus, Phase, Plan, Release};
 use serin_store::{EnvStateChange, NewAudit, NewNotification, ReleaseRow, ReleaseWrite, Store};
 use tokio::sync::Mutex;
@@ -20,6 +21,7 @@ use tokio::sync::Mutex;
 use crate::error::{ApiError, ErrorCode};
 use crate::guardrails::Guardrails;
 use crate::hub::Hub;
+use crate::readiness::Readiness;
 use crate::{clock, hub};
 
 /// What the API shows of a release.
@@ -43,6 +45,7 @@ pub struct Releases {
     hub: Arc<Hub>,
     guardrails: Arc<Guardrails>,
     catalog: Arc<ModelCatalog>,
+    readiness: Arc<Readiness>,
     /// One transition at a time on this replica, so a tick and a command
     /// never race on the same release.
     lock: Mutex<()>,
@@ -72,12 +75,14 @@ impl Releases {
         hub: Arc<Hub>,
         guardrails: Arc<Guardrails>,
         catalog: Arc<ModelCatalog>,
+        readiness: Arc<Readiness>,
     ) -> Releases {
         Releases {
             store,
             hub,
             guardrails,
             catalog,
+            readiness,
             lock: Mutex::new(()),
         }
     }
@@ -137,8 +142,15 @@ impl Releases {
             if effects.is_empty() && next.history.len() == r.history.len() {
                 continue;
             }
-            self.persist(&next, effects, false, crate::releases::SYSTEM, now)
-                .await?;
+            self.persist(
+                &next,
+                effects,
+                false,
+                crate::releases::SYSTEM,
+                now,
+                Vec::new(),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -151,6 +163,7 @@ impl Releases {
         bundle: u64,
         plan: Plan,
         actor: &str,
+        gate_override: Option<GateOverride>,
     ) -> Result<ReleaseView, ApiError> {
         plan.validate().map_err(|e| {
             ApiError::field(
@@ -225,11 +238,52 @@ impl Releases {
                 format!("{} is already the stable in {env}", candidate.id),
             ));
         }
+        // The gate: a release that is not ready does not start, unless an admin overrides
+        // it, which is audited in the start's transaction and kept in the release.
+        let check = self
+            .readiness
+            .check(env, agent, bundle, Some(&plan))
+            .await?;
+        let report = check.report();
+        if !report.ready && gate_override.is_none() {
+            return Err(ApiError::new(
+                ErrorCode::NotReady,
+                format!(
+                    "{} is not ready for {env}: {}",
+                    candidate.id, report.verdict
+                ),
+            )
+            .with_details(serde_json::to_value(&check).map_err(ApiError::internal)?));
+        }
+        // An override of a gate that holds changes nothing; keep it out of the record.
+        let gate_override = gate_override.filter(|_| !report.ready);
         let n = self.store.count_releases(env, agent).await? + 1;
         let id = format!("{agent}-{env}-{n}");
         let now = clock::now_ms();
         let config = plan.guardrails();
-        let release = Release::new(id, agent, env, candidate, baseline, plan, now, actor);
+        let mut release = Release::new(id, agent, env, candidate, baseline, plan, now, actor);
+        release.readiness = Some(GateRecord::from_report(
+            &report,
+            check.policy_version,
+            check.evaluated_at_ms,
+            gate_override.clone(),
+        ));
+        let extra: Vec<NewAudit> = gate_override
+            .iter()
+            .map(|o| NewAudit {
+                at_ms: now,
+                actor: actor.to_owned(),
+                action: "release.readiness_override".to_owned(),
+                subject: format!("{agent}/{env} {}", release.id),
+                details: json!({
+                    "release": release.id, "candidate": release.candidate.id,
+                    "reason": o.reason, "policy_version": check.policy_version,
+                    "verdict": report.verdict,
+                    "unmet": report.unmet().map(|i| i.key.clone()).collect::<Vec<_>>(),
+                    "blocked_by": report.blocked_by,
+                }),
+            })
+            .collect();
         let (started, effects) = release
             .apply(
                 &Event::Start {
@@ -248,7 +302,8 @@ impl Releases {
                 now,
             )
             .await?;
-        self.persist(&started, effects, true, actor, now).await?;
+        self.persist(&started, effects, true, actor, now, extra)
+            .await?;
         self.view(&started).await
     }
 
@@ -273,7 +328,8 @@ impl Releases {
         let (requests, verdicts) = self.guardrails.evidence(env, agent, &r.candidate.id).await;
         let now = clock::now_ms();
         let (next, effects) = r.apply(&make(requests, &verdicts), now).map_err(refusal)?;
-        self.persist(&next, effects, false, actor, now).await?;
+        self.persist(&next, effects, false, actor, now, Vec::new())
+            .await?;
         self.view(&next).await
     }
 
@@ -360,6 +416,7 @@ impl Releases {
         is_new: bool,
         actor: &str,
         now: i64,
+        extra_audits: Vec<NewAudit>,
     ) -> Result<(), ApiError> {
         // The evidence at this transition, for the deploy report.
         let mut next = next.clone();
@@ -378,7 +435,7 @@ impl Releases {
         let next = &next;
         let agent = next.agent.clone();
         let mut commands = Vec::new();
-        let mut audits = Vec::new();
+        let mut audits = extra_audits;
         let mut notifications = Vec::new();
         for effect in &effects {
             match effect {

@@ -25,6 +25,7 @@ pub fn json(view: &ReleaseView) -> Value {
             "step": t.step, "actor": t.actor, "reason": t.reason,
         })).collect::<Vec<_>>(),
         "failure": r.failure,
+        "readiness": r.readiness,
         "evidence": r.evidence,
         "canary_requests": view.canary_requests,
         "verdicts": view.verdicts,
@@ -61,6 +62,7 @@ pub fn markdown(view: &ReleaseView) -> String {
         let _ = writeln!(s, "- failure: {}", f.summary());
     }
     let _ = writeln!(s);
+    readiness_section(&mut s, r);
     let _ = writeln!(s, "## Timeline");
     let _ = writeln!(s);
     let _ = writeln!(s, "| at | event | phase | step | who | reason |");
@@ -160,4 +162,62 @@ pub fn markdown(view: &ReleaseView) -> String {
         }
     }
     s
+}
+
+/// The readiness gate as it stood at start: verdict, any override, and what did not pass.
+fn readiness_section(s: &mut String, r: &serin_core::release::Release) {
+    let _ = writeln!(s, "## Readiness at start");
+    let _ = writeln!(s);
+    let Some(g) = &r.readiness else {
+        let _ = writeln!(s, "Not recorded (the release predates readiness gates).");
+        let _ = writeln!(s);
+        return;
+    };
+    let policy = g.policy_version.map_or_else(
+        || "no policy applied".to_owned(),
+        |v| format!("policy v{v}"),
+    );
+    let _ = writeln!(
+        s,
+        "- {} ({policy}, evaluated {})",
+        g.verdict,
+        clock::rfc3339(g.evaluated_at_ms)
+    );
+    if let Some(o) = &g.gate_override {
+        let _ = writeln!(
+            s,
+            "- **gate overridden** by {}: {}",
+            o.by,
+            o.reason.replace('\n', " ")
+        );
+    }
+    for b in &g.blocked_by {
+        let _ = writeln!(s, "- blocked by {b}");
+    }
+    let shown: Vec<_> = g
+        .items
+        .iter()
+        .filter(|i| g.unmet.contains(&i.key) || g.warnings.contains(&i.key))
+        .collect();
+    if !shown.is_empty() {
+        let _ = writeln!(s);
+        let _ = writeln!(s, "| item | level | status | owner | next action |");
+        let _ = writeln!(s, "|---|---|---|---|---|");
+        for i in shown {
+            let level = if g.unmet.contains(&i.key) {
+                "required"
+            } else {
+                "warn"
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {level} | {} | {} | {} |",
+                i.key,
+                i.status.as_str(),
+                i.owner.as_deref().unwrap_or(""),
+                i.next_action.as_deref().unwrap_or("").replace('|', "/")
+            );
+        }
+    }
+    let _ = writeln!(s);
 }

@@ -8,7 +8,8 @@
 //! - **Writes are serialized.** SQLite: a single writer connection (`BEGIN IMMEDIATE`). PostgreSQL:
 //!   each write transaction first takes `pg_advisory_xact_lock(0x53455249,
 //!   hashtext(current_schema()))`. So the audit chain never forks and bundle numbers are dense.
-//! - **Bundles and audit entries are immutable**, enforced by triggers in both databases.
+//! - **Bundles, audit entries, readiness policies, evidence and eval records are immutable**,
+//!   enforced by triggers in both databases.
 //! - **Token secrets are never stored**: only `hex(sha256(secret))`, compared in constant time.
 //! - Both backends share every query (runtime `sqlx::query*`, `$N` placeholders) and decode only
 //!   `i64`, `String` and `Option<i64>`; schemas live in `migrations/{sqlite,postgres}` and must
@@ -33,8 +34,9 @@ pub mod testing;
 pub use audit::{GENESIS_HASH, canonical_json};
 pub use error::StoreError;
 pub use model::{
-    AgentSummary, AuditEntry, AuditVerification, BundleSummary, EnvStateChange, EnvSummary,
-    IssuedToken, MonitorRow, NewAudit, NewBundle, NewNotification, NotificationRow, PutBundle,
-    ReleaseRow, ReleaseWrite, RollupRow, StoredBundle, StoredEnvState, TokenInfo,
+    AgentSummary, AuditEntry, AuditVerification, BundleSummary, DrillRow, DrillWrite,
+    EnvStateChange, EnvSummary, EvalRow, EvidenceRow, IssuedToken, MonitorRow, NewAudit, NewBundle,
+    NewNotification, NotificationRow, PolicyRow, PutBundle, ReleaseRow, ReleaseWrite, RollupRow,
+    StoredBundle, StoredEnvState, TokenInfo,
 };
 pub use store::{BOOTSTRAP_TOKEN_NAME, MAX_PAGE, SQLITE_FILE_NAME, Store};

@@ -273,3 +273,69 @@ pub struct NotificationRow {
     /// Error of the last failed attempt.
     pub last_error: Option<String>,
 }
+
+/// One version of a readiness policy (its JSON is opaque to the store).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PolicyRow {
+    pub env: String,
+    pub agent: String,
+    /// 1, 2, ... per agent and env; the highest is in force.
+    pub version: i64,
+    pub policy: String,
+    pub applied_at_ms: i64,
+    pub applied_by: String,
+}
+
+/// One evidence record (its JSON is opaque to the store).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EvidenceRow {
+    /// Increasing in recording order.
+    pub id: i64,
+    pub env: String,
+    pub agent: String,
+    pub key: String,
+    pub record: String,
+    pub recorded_at_ms: i64,
+    pub recorded_by: String,
+}
+
+/// One offline eval result of a bundle (its JSON is opaque to the store).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EvalRow {
+    pub id: i64,
+    pub agent: String,
+    /// N of `agent@N`.
+    pub bundle: i64,
+    /// The digest the eval ran on.
+    pub digest: String,
+    pub set_name: String,
+    pub record: String,
+    pub recorded_at_ms: i64,
+    pub recorded_by: String,
+}
+
+/// One rollback drill (its state is opaque JSON owned by the server).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DrillRow {
+    pub id: String,
+    pub env: String,
+    pub agent: String,
+    pub state: String,
+    /// At most one running drill per agent and env.
+    pub running: bool,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A drill row to write with [`crate::Store::write_drill`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DrillWrite {
+    pub id: String,
+    pub env: String,
+    pub agent: String,
+    pub state: String,
+    pub running: bool,
+    /// True: insert (created and updated at `at_ms`). False: update the drill with this id,
+    /// env and agent.
+    pub is_new: bool,
+}

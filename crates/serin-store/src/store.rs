@@ -1016,6 +1016,21 @@ impl Store {
             if let Some(existing) = other_active {
                 return Err(active_release_conflict(&r.env, &r.agent, Some(&existing)));
             }
+            if r.is_new && r.active {
+                let drill: Option<String> = sqlx::query_scalar(
+                    "SELECT id FROM drills WHERE env = $1 AND agent = $2 AND running = 1",
+                )
+                .bind(&r.env)
+                .bind(&r.agent)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(drill) = drill {
+                    return Err(StoreError::Conflict(format!(
+                        "{} has a rollback drill running in {} ({drill}); wait for it to finish",
+                        r.agent, r.env
+                    )));
+                }
+            }
             if r.is_new {
                 sqlx::query(
                     "INSERT INTO releases \
@@ -1526,3 +1541,5 @@ impl Store {
         Ok(v.flatten())
     }
 }
+
+mod readiness;

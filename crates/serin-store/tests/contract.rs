@@ -149,6 +149,14 @@ contract!(
     inactive_releases_do_not_block_a_new_one,
     notifications_are_due_until_delivered_with_backoff,
     releases_and_notifications_survive_reopen,
+    readiness_policies_are_versioned_and_identical_reapply_writes_nothing,
+    evidence_keeps_history_and_the_newest_per_key_counts,
+    evals_are_kept_per_bundle_newest_first,
+    readiness_rows_reject_raw_update_and_delete,
+    drills_and_releases_exclude_each_other,
+    a_refused_drill_env_change_writes_nothing,
+    identical_policy_reapply_adds_no_row_and_concurrent_applies_get_distinct_versions,
+    finished_drills_allow_a_new_one_and_list_in_order,
 );
 
 // ----- helpers ---------------------------------------------------------------------------------
@@ -1559,4 +1567,450 @@ async fn releases_and_notifications_survive_reopen(t: Ctx) {
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
     s.close().await;
+}
+
+// ----- readiness and drills ------------------------------------------------------------------
+
+async fn audit_actions(s: &Store) -> Vec<String> {
+    s.list_audit(1000, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect()
+}
+
+async fn readiness_policies_are_versioned_and_identical_reapply_writes_nothing(t: Ctx) {
+    let s = &t.store;
+    assert!(s.current_policy("prod", "support").await.unwrap().is_none());
+    let (v1, changed) = s
+        .apply_policy("prod", "support", r#"{"require":["a"]}"#, 10, "alice")
+        .await
+        .unwrap();
+    assert!(changed);
+    assert_eq!(v1.version, 1);
+    let (v2, changed) = s
+        .apply_policy("prod", "support", r#"{"require":["a","b"]}"#, 20, "bob")
+        .await
+        .unwrap();
+    assert!(changed);
+    assert_eq!(v2.version, 2);
+    // Identical content: no new version, no audit entry.
+    let audits = t.count("audit").await;
+    let (same, changed) = s
+        .apply_policy("prod", "support", r#"{"require":["a","b"]}"#, 30, "carol")
+        .await
+        .unwrap();
+    assert!(!changed);
+    assert_eq!(same, v2);
+    assert_eq!(t.count("audit").await, audits);
+    // Another env or agent has its own numbering.
+    let (other, _) = s
+        .apply_policy("staging", "support", r#"{}"#, 40, "alice")
+        .await
+        .unwrap();
+    assert_eq!(other.version, 1);
+    assert_eq!(
+        s.current_policy("prod", "support").await.unwrap(),
+        Some(v2.clone())
+    );
+    assert_eq!(
+        s.policy_at("prod", "support", 1).await.unwrap(),
+        Some(v1.clone())
+    );
+    assert_eq!(s.policy_at("prod", "support", 3).await.unwrap(), None);
+    let history = s.policy_history("prod", "support", 10).await.unwrap();
+    assert_eq!(history, vec![v2, v1]);
+    assert_eq!(
+        audit_actions(s)
+            .await
+            .iter()
+            .filter(|a| *a == "readiness.apply")
+            .count(),
+        3
+    );
+    let entry = &s.list_audit(1, None).await.unwrap()[0];
+    assert_eq!(entry.subject, "support/staging");
+    assert_eq!(entry.details["version"], 1);
+    assert!(s.verify_audit().await.unwrap().ok);
+}
+
+async fn evidence_keeps_history_and_the_newest_per_key_counts(t: Ctx) {
+    let s = &t.store;
+    for (i, (key, status)) in [
+        ("oncall", "fail"),
+        ("runbook", "pass"),
+        ("oncall", "partial"),
+        ("oncall", "pass"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let record = format!(r#"{{"key":"{key}","status":"{status}"}}"#);
+        s.add_evidence(
+            "prod",
+            "support",
+            key,
+            &record,
+            i as i64,
+            "sam",
+            serde_json::json!({"status": status}),
+        )
+        .await
+        .unwrap();
+    }
+    s.add_evidence(
+        "staging",
+        "support",
+        "oncall",
+        "{}",
+        9,
+        "sam",
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+    let current = s.current_evidence("prod", "support").await.unwrap();
+    let got: Vec<(&str, &str)> = current
+        .iter()
+        .map(|r| (r.key.as_str(), r.record.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("oncall", r#"{"key":"oncall","status":"pass"}"#),
+            ("runbook", r#"{"key":"runbook","status":"pass"}"#),
+        ]
+    );
+    let history = s
+        .evidence_history("prod", "support", "oncall", 10)
+        .await
+        .unwrap();
+    let statuses: Vec<i64> = history.iter().map(|r| r.recorded_at_ms).collect();
+    assert_eq!(statuses, vec![3, 2, 0], "newest first");
+    assert_eq!(
+        s.evidence_history("prod", "support", "oncall", 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let entry = &s.list_audit(1, None).await.unwrap()[0];
+    assert_eq!(entry.action, "evidence.set");
+    assert_eq!(entry.subject, "support/staging/oncall");
+    assert!(s.verify_audit().await.unwrap().ok);
+}
+
+async fn evals_are_kept_per_bundle_newest_first(t: Ctx) {
+    let s = &t.store;
+    for (bundle, score) in [(1, "0.8"), (2, "0.9"), (2, "0.95")] {
+        s.add_eval(
+            "support",
+            bundle,
+            &format!("sha256:{bundle}"),
+            "golden-v3",
+            &format!(r#"{{"score":{score}}}"#),
+            5,
+            "ci",
+            serde_json::json!({"score": score}),
+        )
+        .await
+        .unwrap();
+    }
+    let evals = s.evals("support", 2).await.unwrap();
+    assert_eq!(evals.len(), 2);
+    assert_eq!(evals[0].record, r#"{"score":0.95}"#);
+    assert_eq!(evals[0].digest, "sha256:2");
+    assert_eq!(evals[0].set_name, "golden-v3");
+    assert!(evals[0].id > evals[1].id);
+    assert_eq!(s.evals("support", 3).await.unwrap(), vec![]);
+    assert_eq!(s.list_audit(1, None).await.unwrap()[0].subject, "support@2");
+}
+
+async fn readiness_rows_reject_raw_update_and_delete(t: Ctx) {
+    let s = &t.store;
+    s.apply_policy("prod", "support", "{}", 1, "a")
+        .await
+        .unwrap();
+    s.add_evidence("prod", "support", "k", "{}", 1, "a", serde_json::json!({}))
+        .await
+        .unwrap();
+    s.add_eval(
+        "support",
+        1,
+        "sha256:1",
+        "set",
+        "{}",
+        1,
+        "a",
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+    for (table, set) in [
+        ("readiness_policies", "policy = 'x'"),
+        ("readiness_evidence", "record = 'x'"),
+        ("eval_records", "record = 'x'"),
+    ] {
+        let update = format!("UPDATE {table} SET {set}");
+        assert!(t.exec(&update, &update).await.is_err(), "{table} update");
+        let delete = format!("DELETE FROM {table}");
+        assert!(t.exec(&delete, &delete).await.is_err(), "{table} delete");
+        assert_eq!(t.count(table).await, 1, "{table}");
+    }
+}
+
+fn drill(id: &str, running: bool, is_new: bool) -> serin_store::DrillWrite {
+    serin_store::DrillWrite {
+        id: id.to_owned(),
+        env: "prod".to_owned(),
+        agent: "support".to_owned(),
+        state: format!(r#"{{"running":{running}}}"#),
+        running,
+        is_new,
+    }
+}
+
+async fn write_drill_plain(
+    s: &Store,
+    d: serin_store::DrillWrite,
+    at_ms: i64,
+) -> Result<Option<serin_store::StoredEnvState>, StoreError> {
+    s.write_drill(d, at_ms, "t1", |_| Ok::<_, ()>(None), vec![])
+        .await
+        .map(|out| out.unwrap())
+}
+
+async fn drills_and_releases_exclude_each_other(t: Ctx) {
+    let s = &t.store;
+    write_drill_plain(s, drill("d1", true, true), 1)
+        .await
+        .unwrap();
+    // One running drill per agent and env.
+    let err = write_drill_plain(s, drill("d2", true, true), 2)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(ref m) if m.contains("d1")),
+        "{err}"
+    );
+    // A release cannot start beside it.
+    let err = write_plain(s, release("support-prod-1", "{}", true, true), 3)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(ref m) if m.contains("drill")),
+        "{err}"
+    );
+    assert_eq!(s.count_releases("prod", "support").await.unwrap(), 0);
+    // Another agent is not affected.
+    let mut other = drill("o1", true, true);
+    other.agent = "billing".to_owned();
+    write_drill_plain(s, other, 3).await.unwrap();
+    assert_eq!(s.running_drills().await.unwrap().len(), 2);
+    // Finished: a release may start, and then a new drill is refused.
+    write_drill_plain(s, drill("d1", false, false), 4)
+        .await
+        .unwrap();
+    let row = s.get_drill("d1").await.unwrap().unwrap();
+    assert!(!row.running);
+    assert_eq!((row.created_at_ms, row.updated_at_ms), (1, 4));
+    write_plain(s, release("support-prod-1", "{}", true, true), 5)
+        .await
+        .unwrap();
+    let err = write_drill_plain(s, drill("d2", true, true), 6)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(ref m) if m.contains("active release")),
+        "{err}"
+    );
+    // Updating an unknown drill is a conflict, and so is reusing an id.
+    assert!(
+        write_drill_plain(s, drill("nope", false, false), 7)
+            .await
+            .is_err()
+    );
+    assert!(
+        write_drill_plain(s, drill("d1", false, true), 7)
+            .await
+            .is_err()
+    );
+    assert_eq!(s.count_drills("prod", "support").await.unwrap(), 1);
+    let list = s.list_drills("prod", "support", 10).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].id, "d1");
+}
+
+async fn a_refused_drill_env_change_writes_nothing(t: Ctx) {
+    let s = &t.store;
+    let audits = t.count("audit").await;
+    let out = s
+        .write_drill(
+            drill("d1", true, true),
+            1,
+            "t1",
+            |_| Err::<Option<serin_store::EnvStateChange>, &str>("stable moved"),
+            vec![serin_store::NewAudit {
+                at_ms: 1,
+                actor: "t1".into(),
+                action: "drill.start".into(),
+                subject: "support/prod".into(),
+                details: serde_json::json!({}),
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, Err("stable moved"));
+    assert_eq!(t.count("drills").await, 0);
+    assert_eq!(t.count("audit").await, audits);
+    // And a change that goes through writes a version and its audit entry with the row.
+    let stored = s
+        .write_drill(
+            drill("d1", true, true),
+            2,
+            "t1",
+            |cur| {
+                assert!(cur.is_none());
+                Ok::<_, ()>(Some(serin_store::EnvStateChange {
+                    state: "{}".into(),
+                    action: "drill.rollback".into(),
+                    subject: "support".into(),
+                    details: serde_json::json!({}),
+                }))
+            },
+            vec![],
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.env, "prod");
+    assert_eq!(t.count("drills").await, 1);
+    assert_eq!(audit_actions(s).await[0], "drill.rollback");
+}
+
+async fn identical_policy_reapply_adds_no_row_and_concurrent_applies_get_distinct_versions(t: Ctx) {
+    let s = t.store.clone();
+    s.apply_policy("prod", "support", "not json", 1, "a")
+        .await
+        .unwrap();
+    let (same, changed) = s
+        .apply_policy("prod", "support", "not json", 2, "b")
+        .await
+        .unwrap();
+    assert!(!changed);
+    assert_eq!((same.version, same.applied_by.as_str()), (1, "a"));
+    assert_eq!(t.count("readiness_policies").await, 1);
+    // A policy that is not JSON is audited as a string.
+    let entry = &s.list_audit(1, None).await.unwrap()[0];
+    assert_eq!(entry.details["policy"], "not json");
+
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.apply_policy("prod", "support", &format!(r#"{{"n":{i}}}"#), 10, "c")
+                .await
+                .unwrap()
+        }));
+    }
+    let mut versions = BTreeSet::new();
+    for task in tasks {
+        let (row, changed) = task.await.unwrap();
+        assert!(changed);
+        assert!(
+            versions.insert(row.version),
+            "version {} twice",
+            row.version
+        );
+    }
+    assert_eq!(versions, (2..=7).collect::<BTreeSet<i64>>());
+    assert_eq!(t.count("readiness_policies").await, 7);
+    assert!(s.verify_audit().await.unwrap().ok);
+    if t.is_pg() {
+        for table in ["readiness_policies", "readiness_evidence", "eval_records"] {
+            let sql = format!("TRUNCATE {table}");
+            assert!(s.execute_unchecked_for_tests(&sql).await.is_err(), "{sql}");
+        }
+        assert_eq!(t.count("readiness_policies").await, 7);
+    }
+}
+
+async fn finished_drills_allow_a_new_one_and_list_in_order(t: Ctx) {
+    let s = &t.store;
+    assert_eq!(s.count_drills("prod", "support").await.unwrap(), 0);
+    assert!(s.get_drill("d1").await.unwrap().is_none());
+    write_drill_plain(s, drill("d1", true, true), 10)
+        .await
+        .unwrap();
+    let mut dev = drill("x1", true, true);
+    dev.env = "dev".to_owned();
+    write_drill_plain(s, dev, 15).await.unwrap();
+    write_drill_plain(s, drill("d1", false, false), 20)
+        .await
+        .unwrap();
+    // Finished: another drill of the same agent in the same env may run.
+    write_drill_plain(s, drill("d2", true, true), 30)
+        .await
+        .unwrap();
+    // A drill cannot be moved to another env by an update.
+    let mut moved = drill("d2", false, false);
+    moved.env = "dev".to_owned();
+    let err = write_drill_plain(s, moved, 35).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    // Restarting the finished one beside the running one is refused, by the store and the index.
+    let err = write_drill_plain(s, drill("d1", true, false), 40)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(ref m) if m.contains("d2")),
+        "{err}"
+    );
+    assert!(
+        t.exec(
+            "UPDATE drills SET running = 1 WHERE id = 'd1'",
+            "UPDATE drills SET running = 1 WHERE id = 'd1'",
+        )
+        .await
+        .is_err()
+    );
+    assert!(!s.get_drill("d1").await.unwrap().unwrap().running);
+
+    let running: Vec<String> = s
+        .running_drills()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(running, vec!["x1", "d2"], "oldest first, every env");
+    let listed: Vec<(String, bool)> = s
+        .list_drills("prod", "support", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.id, d.running))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![("d2".to_owned(), true), ("d1".to_owned(), false)]
+    );
+    assert_eq!(s.list_drills("prod", "support", 1).await.unwrap().len(), 1);
+    assert_eq!(s.list_drills("prod", "support", 0).await.unwrap().len(), 1);
+    assert_eq!(s.count_drills("prod", "support").await.unwrap(), 2);
+    assert_eq!(s.count_drills("dev", "support").await.unwrap(), 1);
+    let d2 = s.get_drill("d2").await.unwrap().unwrap();
+    assert_eq!(
+        d2,
+        serin_store::DrillRow {
+            id: "d2".into(),
+            env: "prod".into(),
+            agent: "support".into(),
+            state: r#"{"running":true}"#.into(),
+            running: true,
+            created_at_ms: 30,
+            updated_at_ms: 30,
+        }
+    );
 }

@@ -132,6 +132,8 @@ pub enum Command {
         client: ClientArgs,
     },
     /// Show an env's routing: stable, previous, release, kill switches, flags.
+    // `--version` here is the snapshot's; the binary's own version flag stays at the top.
+    #[command(disable_version_flag = true)]
     Snapshot {
         #[arg(long)]
         env: String,
@@ -141,9 +143,18 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Readiness policies.
+    /// Readiness gates: write, apply and check a policy.
     #[command(subcommand)]
     Readiness(ReadinessCommand),
+    /// Attested readiness evidence: an owner's word on one item, with an optional expiry.
+    #[command(subcommand)]
+    Evidence(EvidenceCommand),
+    /// Offline eval results, tied to a bundle's digest.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+    /// Rollback drills: rehearse a rollback and time it across connected SDKs.
+    #[command(subcommand)]
+    Drill(DrillCommand),
     /// Canary releases: start, watch, promote, pause, resume, abort, report.
     #[command(subcommand)]
     Release(ReleaseCommand),
@@ -464,6 +475,12 @@ pub enum ReleaseCommand {
         /// The plan (YAML), as in SPEC.md.
         #[arg(long)]
         plan: PathBuf,
+        /// Start although the readiness gate refuses (admin token; needs --reason; audited
+        /// and shown in the deploy report).
+        #[arg(long, requires = "reason")]
+        override_readiness: bool,
+        #[arg(long, requires = "override_readiness")]
+        reason: Option<String>,
     },
     /// Where the release stands: step, weight, gate, verdicts.
     Status {
@@ -524,4 +541,129 @@ pub enum ReadinessCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Validate POLICY (YAML) and store it as the agent's next policy version in the env.
+    Apply {
+        #[command(flatten)]
+        target: ReleaseTarget,
+        policy: PathBuf,
+    },
+    /// Evaluate the policy for AGENT@N: a table and a verdict; exit 0 ready, 1 not ready.
+    Check {
+        #[command(flatten)]
+        target: ReleaseTarget,
+        /// N of AGENT@N, the candidate.
+        #[arg(long)]
+        bundle: u64,
+        /// The release plan, so plan items (guardrail axes, first exposure, auto-rollback,
+        /// exclusions) are computed instead of missing.
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        /// Also show items the policy only lists for context.
+        #[arg(long)]
+        all: bool,
+    },
+    /// The policy in force (or --version V), as applied.
+    #[command(disable_version_flag = true)]
+    Show {
+        #[command(flatten)]
+        target: ReleaseTarget,
+        #[arg(long)]
+        version: Option<i64>,
+    },
+    /// Every policy version: when, by whom.
+    History {
+        #[command(flatten)]
+        target: ReleaseTarget,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvidenceCommand {
+    /// Record evidence for KEY (the newest record wins; earlier ones are kept).
+    Set {
+        #[command(flatten)]
+        target: ReleaseTarget,
+        /// The item key, e.g. oncall_owner.
+        key: String,
+        /// pass, fail, partial or n/a.
+        #[arg(long)]
+        status: String,
+        /// Who owns the item.
+        #[arg(long)]
+        owner: String,
+        /// Evidence text or a link.
+        #[arg(long)]
+        evidence: Option<String>,
+        #[arg(long)]
+        next_action: Option<String>,
+        /// How long it holds, e.g. 7d, 12h, 30m; expired evidence counts as missing.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// The newest evidence of every item, or every record of KEY.
+    List {
+        #[command(flatten)]
+        target: ReleaseTarget,
+        key: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Record an offline eval result of AGENT@N (passes at score >= threshold).
+    Record {
+        agent: String,
+        #[arg(long)]
+        bundle: u64,
+        /// The eval set, e.g. golden-v3.
+        #[arg(long)]
+        set: String,
+        #[arg(long, allow_negative_numbers = true)]
+        score: f64,
+        #[arg(long, allow_negative_numbers = true)]
+        threshold: f64,
+        /// A link to the run, or a note.
+        #[arg(long)]
+        evidence: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The evals recorded for AGENT@N.
+    List {
+        agent: String,
+        #[arg(long)]
+        bundle: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DrillCommand {
+    /// Roll back, wait until every connected SDK serves the previous bundle, roll forward,
+    /// and record both timings. Refused while a release is active. Exit 1 if it failed.
+    Rollback {
+        #[command(flatten)]
+        target: ReleaseTarget,
+        /// How long to wait for SDKs on each leg, e.g. 10s (at most 120s).
+        #[arg(long, default_value = "10s")]
+        timeout: String,
+    },
+    /// Past drills, newest first, with the median rollback time and its trend.
+    History {
+        #[command(flatten)]
+        target: ReleaseTarget,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks the grammar (unique names, valid requirements) only when asked; a clash
+    /// otherwise surfaces as a panic the first time someone runs the verb.
+    #[test]
+    fn the_grammar_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -30,6 +30,11 @@ pub struct Client {
 
 impl Client {
     pub fn new(args: &ClientArgs) -> anyhow::Result<Client> {
+        Client::with_timeout(args, Duration::from_secs(60))
+    }
+
+    /// A client whose requests may take up to `timeout` (a drill waits on SDKs server-side).
+    pub fn with_timeout(args: &ClientArgs, timeout: Duration) -> anyhow::Result<Client> {
         let base = args.server.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(anyhow!(
@@ -38,7 +43,7 @@ impl Client {
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
+            .timeout(timeout)
             .user_agent(concat!("serin-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("could not build the HTTP client")?;

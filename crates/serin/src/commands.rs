@@ -68,6 +68,10 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<()> {
             file,
             force,
         }) => readiness_init(&template, &file, force),
+        Command::Readiness(cmd) => crate::readiness::readiness(cmd).await,
+        Command::Evidence(cmd) => crate::readiness::evidence(cmd).await,
+        Command::Eval(cmd) => crate::readiness::eval(cmd).await,
+        Command::Drill(cmd) => crate::readiness::drill(cmd).await,
         Command::Guardrails {
             agent,
             env,

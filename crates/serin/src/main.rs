@@ -15,6 +15,7 @@ mod commands;
 mod demo;
 mod guardrails;
 mod out;
+mod readiness;
 mod release;
 mod routing;
 mod server;

@@ -7,12 +7,12 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use serde_json::{Value, json};
 use serin_core::slug;
 
 use crate::cli::{Output, ReleaseCommand, ReleaseTarget};
-use crate::client::Client;
+use crate::client::{ApiFailure, Client};
 use crate::{CheckFailed, out};
 
 fn base(t: &ReleaseTarget) -> anyhow::Result<(Client, String)> {
@@ -126,19 +126,41 @@ pub async fn run(cmd: ReleaseCommand) -> anyhow::Result<()> {
             target,
             bundle,
             plan,
+            override_readiness,
+            reason,
         } => {
             let (c, path) = base(&target)?;
-            let text = std::fs::read_to_string(&plan)
-                .with_context(|| format!("could not read {}", plan.display()))?;
             // Parse and check locally first, so mistakes name the line.
-            let parsed = serin_core::release::Plan::parse_and_validate(&text)
-                .map_err(|e| anyhow!("{}: {e}", plan.display()))?;
-            let (_, v): (_, Value) = c
-                .post(
-                    &format!("{path}/releases"),
-                    &json!({ "bundle": bundle, "plan": parsed }),
-                )
-                .await?;
+            let parsed = crate::readiness::read_plan(&plan)?;
+            let mut body = json!({ "bundle": bundle, "plan": parsed });
+            if override_readiness {
+                body["override_readiness"] = Value::Bool(true);
+                body["reason"] = json!(reason);
+            }
+            let answer: anyhow::Result<(_, Value)> =
+                c.post(&format!("{path}/releases"), &body).await;
+            let v = match answer {
+                Ok((_, v)) => v,
+                Err(e) => {
+                    // The gate said no: show the same table as `readiness check`, exit 1.
+                    if let Some(f) = e.downcast_ref::<ApiFailure>()
+                        && f.code == "not_ready"
+                        && let Some(report) = &f.details
+                    {
+                        if target.client.output == Output::Json {
+                            out::json(report);
+                        } else {
+                            crate::readiness::render_check(report, false);
+                        }
+                        return Err(CheckFailed(format!(
+                            "release refused: {} (an admin may pass --override-readiness --reason)",
+                            f.message
+                        ))
+                        .into());
+                    }
+                    return Err(e);
+                }
+            };
             if target.client.output == Output::Json {
                 out::json(&v);
             } else {

@@ -49,6 +49,10 @@ impl Sketch {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ArmAggregate {
     pub requests: u64,
+    /// Requests whose outcome carried a trace id (readiness item `trace_coverage`). Rollups
+    /// written before this field existed read as 0.
+    #[serde(default)]
+    pub traced: u64,
     pub errors: u64,
     pub errors_transient: u64,
     pub errors_permanent: u64,
@@ -112,6 +116,9 @@ fn ratio(a: u64, b: u64) -> f64 {
 impl ArmAggregate {
     pub fn record(&mut self, e: &OutcomeEvent) {
         self.requests += 1;
+        if e.trace_id.is_some() {
+            self.traced += 1;
+        }
         if let Some(err) = &e.error {
             self.errors += 1;
             match err.class {
@@ -152,6 +159,7 @@ impl ArmAggregate {
 
     pub fn merge(&mut self, o: &ArmAggregate) {
         self.requests += o.requests;
+        self.traced += o.traced;
         self.errors += o.errors;
         self.errors_transient += o.errors_transient;
         self.errors_permanent += o.errors_permanent;

@@ -162,8 +162,9 @@ pub struct ExpiryError {
 /// Longest expiry: 365 days.
 pub const MAX_EXPIRY_MS: u64 = 365 * 24 * 60 * 60 * 1000;
 
-/// Parses the CLI's `--expires`: a positive whole number and one unit, `m` (minutes), `h`
-/// (hours) or `d` (days), at most 365 days. Returns milliseconds.
+/// Parses the CLI's `--expires`: a positive whole number and one unit, `s` (seconds, for
+/// rehearsals in staging), `m` (minutes), `h` (hours) or `d` (days), at most 365 days.
+/// Returns milliseconds.
 pub fn parse_expiry(text: &str) -> Result<u64, ExpiryError> {
     let err = |reason| ExpiryError {
         input: text.to_owned(),
@@ -176,8 +177,10 @@ pub fn parse_expiry(text: &str) -> Result<u64, ExpiryError> {
         (h, 60 * 60 * 1000)
     } else if let Some(m) = t.strip_suffix('m') {
         (m, 60 * 1000)
+    } else if let Some(sec) = t.strip_suffix('s') {
+        (sec, 1000)
     } else {
-        return Err(err("it needs a unit: m, h or d"));
+        return Err(err("it needs a unit: s, m, h or d"));
     };
     if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(err("the amount must be a whole number"));

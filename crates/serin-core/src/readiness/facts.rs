@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::evaluate::ItemStatus;
 use super::policy::Policy;
 use crate::decision::Percent;
-use crate::release::human_ms;
+use crate::release::{OnFailure, Plan, human_ms};
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
@@ -82,6 +82,33 @@ pub struct Facts {
 }
 
 /// An item Serin computes itself.
+impl Facts {
+    /// Fills the plan-derived facts: which of the four axes the plan's guardrails watch
+    /// (the SPEC defaults when the plan names none), the first step's weight, whether a
+    /// failed gate rolls back, and the excluded tenants.
+    pub fn set_plan(&mut self, plan: &Plan) {
+        let g = plan.guardrails();
+        let mut axes = BTreeSet::new();
+        if g.eval_pass_rate.is_some() {
+            axes.insert(Axis::Eval);
+        }
+        if g.latency_p95_ms.is_some() {
+            axes.insert(Axis::Latency);
+        }
+        if g.cost_per_request.is_some() {
+            axes.insert(Axis::Cost);
+        }
+        // Tool-call failures are errors the agent sees, so either rule covers the axis.
+        if g.error_rate.is_some() || g.tool_call_success.is_some() {
+            axes.insert(Axis::Errors);
+        }
+        self.plan_axes = Some(axes);
+        self.plan_first_weight = plan.steps.first().map(|s| s.canary().weight);
+        self.plan_on_failure_rollback = Some(plan.on_failure == OnFailure::Rollback);
+        self.plan_excluded_tenants = plan.exclude_tenants.clone();
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct ComputedItem {
     pub key: &'static str,
@@ -367,8 +394,12 @@ pub(super) fn evaluate_computed(
             match facts.trace_coverage {
                 None | Some((_, 0)) => not(
                     Missing,
-                    "no outcomes are recorded yet, so trace coverage is unknown".to_owned(),
-                    "send outcomes with trace ids from the SDK",
+                    format!(
+                        "no outcomes of this bundle are recorded in {} over the last {}d, so trace coverage is unknown",
+                        policy.settings.trace_coverage_env,
+                        super::policy::TRACE_COVERAGE_WINDOW_DAYS
+                    ),
+                    "run the bundle in that env and send outcomes with trace ids from the SDK",
                 ),
                 Some((with, total)) => {
                     // Counts far below 2^53: the conversion is exact enough for a ratio.

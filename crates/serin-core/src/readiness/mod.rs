@@ -16,6 +16,7 @@
 mod evaluate;
 mod evidence;
 mod facts;
+mod gate;
 mod policy;
 mod template;
 
@@ -25,9 +26,10 @@ pub use evidence::{
     parse_expiry,
 };
 pub use facts::{Axis, ComputedItem, EvalResult, Facts, computed_item, computed_items};
+pub use gate::{GateOverride, GateRecord};
 pub use policy::{
     BlockRule, BlockStatus, InitialMode, ItemDef, MAX_DRILL_AGE_DAYS, MAX_TITLE_CHARS, Policy,
-    PolicyError, PolicySettings, RolloutMode, policy_json_schema,
+    PolicyError, PolicySettings, RolloutMode, TRACE_COVERAGE_WINDOW_DAYS, policy_json_schema,
 };
 pub use template::{
     CATEGORIES, SHADOW_PERIOD_KEY, TEMPLATE_NAMES, TemplateItem, template, template_item,

@@ -98,6 +98,11 @@ pub struct PolicySettings {
     /// `trace_coverage` passes at or above this fraction (0..=1) of outcomes with a trace.
     #[serde(default = "default_trace_min")]
     pub trace_coverage_min: f64,
+    /// Where `trace_coverage` counts the candidate's outcomes: the env a bundle passes
+    /// through before this one (default `staging`). Outcomes of the last
+    /// [`TRACE_COVERAGE_WINDOW_DAYS`] days count.
+    #[serde(default = "default_trace_env")]
+    pub trace_coverage_env: String,
     /// `offline_eval_passed` is required even when `require` does not list it, and a missing
     /// eval is `missing` rather than `n/a`.
     #[serde(default)]
@@ -109,6 +114,7 @@ impl Default for PolicySettings {
         PolicySettings {
             drill_max_age_days: default_drill_days(),
             trace_coverage_min: default_trace_min(),
+            trace_coverage_env: default_trace_env(),
             eval_required: false,
         }
     }
@@ -121,6 +127,13 @@ fn default_drill_days() -> u32 {
 fn default_trace_min() -> f64 {
     0.95
 }
+
+fn default_trace_env() -> String {
+    "staging".to_owned()
+}
+
+/// How far back `trace_coverage` looks for outcomes.
+pub const TRACE_COVERAGE_WINDOW_DAYS: u32 = 7;
 
 /// Longest drill age a policy may allow.
 pub const MAX_DRILL_AGE_DAYS: u32 = 365;
@@ -484,6 +497,13 @@ impl Policy {
                 "trace_coverage_min is a fraction between 0 and 1 (0.95 is 95%)",
             ));
         }
+        if let Err(e) = crate::slug::validate_env(&s.trace_coverage_env) {
+            return Err(PolicyError::new(
+                "invalid_policy",
+                "/settings/trace_coverage_env",
+                e.to_string(),
+            ));
+        }
         Ok(())
     }
 
@@ -568,6 +588,7 @@ pub fn policy_json_schema() -> Value {
                 "properties": {
                     "drill_max_age_days": {"type": "integer", "minimum": 1, "maximum": MAX_DRILL_AGE_DAYS, "default": 7},
                     "trace_coverage_min": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.95},
+                    "trace_coverage_env": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$", "default": "staging"},
                     "eval_required": {"type": "boolean", "default": false}
                 }
             },

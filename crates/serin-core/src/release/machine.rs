@@ -322,6 +322,9 @@ pub struct Release {
     /// (the machine itself never reads or writes it) for the deploy report.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub evidence: Vec<StepEvidence>,
+    /// The readiness gate as evaluated at start (set by the server; the machine ignores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<crate::readiness::GateRecord>,
 }
 
 /// Both arms' guardrail values when a release changed phase or step.
@@ -365,6 +368,7 @@ impl Release {
             history: Vec::new(),
             failure: None,
             evidence: Vec::new(),
+            readiness: None,
         }
     }
 

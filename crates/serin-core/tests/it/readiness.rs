@@ -409,6 +409,7 @@ fn expiry_parsing() {
     const MIN: u64 = 60_000;
     for (text, ms) in [
         ("30m", 30 * MIN),
+        ("5s", 5_000),
         ("12h", 12 * 60 * MIN),
         ("7d", 7 * 24 * 60 * MIN),
         (" 1d ", 24 * 60 * MIN),

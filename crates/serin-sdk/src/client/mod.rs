@@ -3,6 +3,7 @@
 
 mod cache;
 mod recorder;
+mod reporter;
 mod stream;
 
 use std::fmt;
@@ -32,6 +33,12 @@ pub struct Config {
     pub token: String,
     /// The env whose snapshot to follow.
     pub env: String,
+    /// This process's id towards the server (`[A-Za-z0-9._:-]{1,128}`): sent
+    /// on the stream and with every applied-version report, so the server can
+    /// tell which SDK serves which version. Defaults to `<pid>-<8 random hex>`,
+    /// unique per process; set a stable one (a pod name) to recognise an
+    /// instance across restarts.
+    pub instance: String,
     /// Where to keep `serin-snapshot-<env>.json`; no cache when `None`.
     pub cache_dir: Option<PathBuf>,
     /// How long [`Serin::start`] waits for a first snapshot when there is no
@@ -69,6 +76,7 @@ impl Config {
             server: server.into(),
             token: token.into(),
             env: env.into(),
+            instance: default_instance(),
             cache_dir: None,
             start_timeout: Duration::from_secs(5),
             backoff_min: Duration::from_secs(1),
@@ -96,6 +104,7 @@ impl fmt::Debug for Config {
             .field("server", &self.server)
             .field("token", &"<redacted>")
             .field("env", &self.env)
+            .field("instance", &self.instance)
             .field("cache_dir", &self.cache_dir)
             .field("start_timeout", &self.start_timeout)
             .field("backoff_min", &self.backoff_min)
@@ -105,6 +114,12 @@ impl fmt::Debug for Config {
             .field("request_timeout", &self.request_timeout)
             .finish()
     }
+}
+
+/// `<pid>-<8 random hex>`: distinct for every process, even two started with
+/// the same pid in different containers.
+fn default_instance() -> String {
+    format!("{}-{:08x}", std::process::id(), rand::random::<u32>())
 }
 
 /// Builds a [`Config`] and starts [`Serin`].
@@ -118,6 +133,13 @@ impl SerinBuilder {
     /// serve it at the next start before the server answers.
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.config.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// This process's instance id (`[A-Za-z0-9._:-]{1,128}`, checked at
+    /// start); see [`Config::instance`].
+    pub fn instance(mut self, id: impl Into<String>) -> Self {
+        self.config.instance = id.into();
         self
     }
 
@@ -263,13 +285,20 @@ impl Serin {
 
         let (stop, stop_rx) = watch::channel(false);
         let (version_tx, mut version_rx) = watch::channel(state.version());
-        let mut handles = Vec::with_capacity(2);
+        let mut handles = Vec::with_capacity(4);
         let cache_tx = config.cache_file().map(|path| {
             let (tx, rx) = watch::channel::<Option<Arc<CompiledSnapshot>>>(None);
             handles.push(tokio::spawn(cache::writer(path, rx, stop_rx.clone())));
             tx
         });
         let http_for_outcomes = http.clone();
+        let reporter = reporter::Reporter {
+            config: config.clone(),
+            http: http.clone(),
+            applied: version_tx.subscribe(),
+            state: state.clone(),
+        };
+        handles.push(tokio::spawn(reporter.run(stop_rx.clone())));
         let task = stream::Task {
             config: config.clone(),
             http,
@@ -376,6 +405,8 @@ impl Serin {
 fn validate(mut config: Config) -> Result<Config, SdkError> {
     serin_core::slug::validate_env(&config.env)
         .map_err(|e| SdkError::InvalidConfig(format!("env: {e}")))?;
+    serin_core::slug::validate_instance(&config.instance)
+        .map_err(|e| SdkError::InvalidConfig(format!("instance: {e}")))?;
     let trimmed = config.server.trim().trim_end_matches('/').to_owned();
     let url = reqwest::Url::parse(&trimmed)
         .map_err(|e| SdkError::InvalidConfig(format!("server URL {trimmed:?}: {e}")))?;

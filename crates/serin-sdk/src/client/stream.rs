@@ -24,7 +24,8 @@ pub(super) struct Task {
     pub(super) config: Arc<Config>,
     pub(super) http: reqwest::Client,
     pub(super) state: Arc<State>,
-    /// Tells `Serin::start` that a snapshot is available.
+    /// The version last swapped in: tells `Serin::start` that a snapshot is
+    /// available, and the reporter what to report.
     pub(super) version_tx: watch::Sender<Option<u64>>,
     /// Hands applied snapshots to the cache writer.
     pub(super) cache_tx: Option<watch::Sender<Option<Arc<CompiledSnapshot>>>>,
@@ -68,7 +69,9 @@ impl Task {
 
     /// One connection: returns how long it was up and why it ended.
     async fn session(&mut self) -> (Duration, String) {
-        let url = self.url("/stream");
+        // The instance id is validated to URL-safe characters, so it needs no
+        // escaping.
+        let url = format!("{}?instance={}", self.url("/stream"), self.config.instance);
         let mut request = self
             .http
             .get(&url)

@@ -345,3 +345,110 @@ async fn dropping_the_last_handle_stops_the_stream_task() {
     assert_eq!(fake.stream_connects(), 1);
     assert_eq!(router.snapshot_version(), Some(1));
 }
+
+#[tokio::test]
+async fn applied_versions_are_reported_with_the_instance_id() {
+    let fake = Fake::start(snapshot(1, 1, None)).await;
+    let serin = sdk(&fake.url()).instance("pod-7:a").start().await.unwrap();
+    assert_eq!(fake.stream_instances(), vec![Some("pod-7:a".to_owned())]);
+    eventually("the v1 report", || fake.reported_versions() == [1]).await;
+    let report = &fake.reports()[0];
+    assert_eq!(report["env"], ENV);
+    assert_eq!(report["instance"], "pod-7:a");
+    let sdk_name = report["sdk"].as_str().unwrap();
+    assert!(sdk_name.starts_with("serin-rust/"), "{sdk_name}");
+    assert!(sdk_name.len() <= 64);
+    assert_eq!(report.as_object().unwrap().len(), 4, "{report}");
+
+    fake.publish(snapshot(2, 2, Some(1)));
+    eventually("the v2 report", || fake.reported_versions() == [1, 2]).await;
+    eventually("counted", || serin.health().reports_sent == 2).await;
+    assert_eq!(serin.health().reports_failed, 0);
+}
+
+#[tokio::test]
+async fn reports_coalesce_to_the_newest_version_while_one_is_in_flight() {
+    let fake = Fake::start(snapshot(1, 1, None)).await;
+    fake.answer_reports(204, Duration::from_millis(600));
+    let serin = sdk(&fake.url()).start().await.unwrap();
+    eventually("the v1 report in flight", || {
+        fake.reported_versions() == [1]
+    })
+    .await;
+    // Three swaps while v1's report is still waiting for its answer.
+    for v in 2..=4 {
+        fake.publish(snapshot(v, v, Some(v - 1)));
+        wait_version(&serin, v).await;
+    }
+    eventually("the v4 report", || fake.reported_versions().contains(&4)).await;
+    assert_eq!(fake.reported_versions(), [1, 4]);
+    // Decisions never waited for a report.
+    assert_eq!(served_bundle(&serin), "support@4");
+}
+
+#[tokio::test]
+async fn an_old_server_is_tolerated_and_failed_reports_are_counted_and_retried() {
+    let fake = Fake::start(snapshot(1, 1, None)).await;
+    fake.answer_reports(404, Duration::ZERO);
+    let serin = sdk(&fake.url()).start().await.unwrap();
+    eventually("the v1 report", || fake.reported_versions() == [1]).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let h = serin.health();
+    assert_eq!((h.reports_sent, h.reports_failed), (0, 0));
+    assert_eq!(fake.reported_versions(), [1], "a 404 is not retried");
+    assert!(h.connected && !h.stale);
+
+    fake.answer_reports(503, Duration::ZERO);
+    fake.publish(snapshot(2, 2, Some(1)));
+    eventually("retries", || {
+        fake.reported_versions().iter().filter(|v| **v == 2).count() >= 3
+    })
+    .await;
+    assert!(serin.health().reports_failed >= 2);
+    fake.answer_reports(204, Duration::ZERO);
+    eventually("a report taken", || serin.health().reports_sent == 1).await;
+    assert_eq!(serin.snapshot_version(), Some(2));
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_report_in_flight() {
+    let fake = Fake::start(snapshot(1, 1, None)).await;
+    fake.answer_reports(204, Duration::from_secs(30));
+    let serin = sdk(&fake.url()).start().await.unwrap();
+    eventually("the v1 report in flight", || {
+        fake.reported_versions() == [1]
+    })
+    .await;
+    let started = Instant::now();
+    serin.shutdown().await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    fake.answer_reports(204, Duration::ZERO);
+    fake.publish(snapshot(2, 2, Some(1)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(fake.reported_versions(), [1]);
+}
+
+#[tokio::test]
+async fn the_instance_id_defaults_per_process_and_an_invalid_one_is_refused() {
+    let config = serin_sdk::Config::new("http://127.0.0.1:1", TOKEN, ENV);
+    let (pid, random) = config.instance.split_once('-').unwrap();
+    assert_eq!(pid, std::process::id().to_string());
+    assert_eq!(random.len(), 8);
+    assert!(random.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_ne!(
+        config.instance,
+        serin_sdk::Config::new("http://127.0.0.1:1", TOKEN, ENV).instance
+    );
+
+    for bad in ["", "a b", "a/b", &"x".repeat(129)] {
+        let err = sdk("http://127.0.0.1:1")
+            .instance(bad)
+            .start()
+            .await
+            .unwrap_err();
+        match err {
+            SdkError::InvalidConfig(msg) => assert!(msg.contains("instance"), "{msg}"),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+}

@@ -7,21 +7,24 @@
 //!   `Last-Event-ID` equals the current version; keep-alive comments in
 //!   between.
 //! - `GET /v1/envs/{env}/snapshot`: the current snapshot, every bundle.
+//! - `POST /v1/sdk/applied`: records each applied-version report; answers
+//!   204, or a chosen status after a chosen delay.
 //!
 //! It can be stopped (ending every stream) and started again on the same
 //! address, answer 401, and send arbitrary events.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serin_core::decision::Snapshot;
 use tokio::sync::{broadcast, watch};
@@ -35,6 +38,12 @@ struct Inner {
     events: broadcast::Sender<(u64, String)>,
     /// Every stream request's `Last-Event-ID`, in order.
     last_event_ids: Mutex<Vec<Option<String>>>,
+    /// Every stream request's `instance` query parameter, in order.
+    instances: Mutex<Vec<Option<String>>>,
+    /// Every applied-version report body, in the order they arrived.
+    reports: Mutex<Vec<serde_json::Value>>,
+    report_status: AtomicU16,
+    report_delay_ms: AtomicU64,
     full_fetches: AtomicUsize,
     deny: AtomicBool,
     keep_alive: Duration,
@@ -70,6 +79,10 @@ impl Fake {
                 current: Mutex::new(snapshot),
                 events,
                 last_event_ids: Mutex::new(Vec::new()),
+                instances: Mutex::new(Vec::new()),
+                reports: Mutex::new(Vec::new()),
+                report_status: AtomicU16::new(204),
+                report_delay_ms: AtomicU64::new(0),
                 full_fetches: AtomicUsize::new(0),
                 deny: AtomicBool::new(false),
                 keep_alive,
@@ -89,6 +102,7 @@ impl Fake {
         let app = Router::new()
             .route("/v1/envs/{env}/snapshot", get(full))
             .route("/v1/envs/{env}/snapshot/stream", get(stream))
+            .route("/v1/sdk/applied", post(applied))
             .with_state(self.inner.clone());
         let mut generation = self.inner.generation.subscribe();
         let handle = tokio::spawn(async move {
@@ -151,6 +165,31 @@ impl Fake {
         self.inner.last_event_ids.lock().unwrap().len()
     }
 
+    pub fn stream_instances(&self) -> Vec<Option<String>> {
+        self.inner.instances.lock().unwrap().clone()
+    }
+
+    /// The applied-version reports received so far.
+    pub fn reports(&self) -> Vec<serde_json::Value> {
+        self.inner.reports.lock().unwrap().clone()
+    }
+
+    /// The `version` of each report received so far.
+    pub fn reported_versions(&self) -> Vec<u64> {
+        self.reports()
+            .iter()
+            .map(|r| r["version"].as_u64().unwrap())
+            .collect()
+    }
+
+    /// How reports are answered: `status` after `delay`.
+    pub fn answer_reports(&self, status: u16, delay: Duration) {
+        self.inner.report_status.store(status, Ordering::SeqCst);
+        self.inner
+            .report_delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
     pub fn full_fetches(&self) -> usize {
         self.inner.full_fetches.load(Ordering::SeqCst)
     }
@@ -192,9 +231,30 @@ async fn full(
     Json(snapshot).into_response()
 }
 
+async fn applied(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if bearer != Some(TOKEN) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    inner.reports.lock().unwrap().push(body);
+    let delay = inner.report_delay_ms.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(delay)).await;
+    StatusCode::from_u16(inner.report_status.load(Ordering::SeqCst))
+        .unwrap()
+        .into_response()
+}
+
 async fn stream(
     State(inner): State<Arc<Inner>>,
     Path(env): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
     let last = headers
@@ -202,6 +262,11 @@ async fn stream(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     inner.last_event_ids.lock().unwrap().push(last.clone());
+    inner
+        .instances
+        .lock()
+        .unwrap()
+        .push(query.get("instance").cloned());
     if let Some(r) = refuse(&inner, &headers, &env) {
         return r;
     }

@@ -28,7 +28,8 @@ use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::extract::{
-    ApiJson, ApiPath, Auth, Caller, DecideAccess, DeployAccess, ReadAccess, SnapshotAccess,
+    ApiJson, ApiPath, ApiQuery, Auth, Caller, DecideAccess, DeployAccess, ReadAccess,
+    SnapshotAccess,
 };
 use crate::hub::{Published, parse_state, snapshot_event_json};
 use crate::{AppState, clock};
@@ -49,7 +50,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_flag, put_flag, delete_flag))
 }
 
-fn check_env(env: &str) -> ApiResult<()> {
+pub(crate) fn check_env(env: &str) -> ApiResult<()> {
     slug::validate_env(env)
         .map_err(|e| ApiError::field(ErrorCode::BadRequest, "env", e.to_string()))
 }
@@ -151,31 +152,56 @@ fn parse_version(v: &str, field: &str) -> ApiResult<u64> {
     })
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StreamQuery {
+    /// The SDK instance following the stream (`[A-Za-z0-9._:-]{1,128}`); when
+    /// given, the connection and the versions sent are recorded in the SDK
+    /// registry (`GET /v1/envs/{env}/sdks`).
+    pub instance: Option<String>,
+}
+
+pub(crate) fn check_instance(instance: &str, code: ErrorCode, field: &str) -> ApiResult<()> {
+    slug::validate_instance(instance).map_err(|e| ApiError::field(code, field, e.to_string()))
+}
+
 /// Server-sent events: `event: snapshot`, `id: <version>`, `data: <snapshot>`.
 /// The first event after connecting carries every referenced bundle; later
 /// ones carry only bundles new since the previous event. `Last-Event-ID` equal
 /// to the current version suppresses the first event. Keep-alive comments
-/// every 15 s.
+/// every 15 s. With `instance`, the connection is registered (and
+/// `Last-Event-ID` counts as that instance's applied version).
 #[utoipa::path(get, path = "/v1/envs/{env}/snapshot/stream", tag = "decisions",
-    params(("env" = String, Path), ("Last-Event-ID" = Option<u64>, Header, description = "Version the client already has")),
+    params(("env" = String, Path), StreamQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Version the client already has")),
     responses((status = 200, description = "An event stream", content_type = "text/event-stream")),
     security(("bearer" = ["sdk"])))]
 async fn stream_snapshot(
     State(state): State<AppState>,
     _auth: Auth<SnapshotAccess>,
     ApiPath(env): ApiPath<String>,
+    ApiQuery(query): ApiQuery<StreamQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     check_env(&env)?;
+    if let Some(instance) = &query.instance {
+        check_instance(instance, ErrorCode::BadRequest, "instance")?;
+    }
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let rx = state.hub.subscribe(&env).await?;
+    // Registered after the subscription succeeded, so a refused stream never
+    // shows up as connected.
+    let registered = query
+        .instance
+        .as_deref()
+        .map(|instance| state.sdks.connect(&env, instance, last_event_id))
+        .transpose()?;
     let gauge = SubscriberGauge::new();
     let stream = futures_util::stream::unfold(
-        (rx, last_event_id, true, gauge),
-        |(mut rx, mut last_sent, mut first, gauge)| async move {
+        (rx, last_event_id, true, (gauge, registered)),
+        |(mut rx, mut last_sent, mut first, guards)| async move {
             loop {
                 if !first && rx.changed().await.is_err() {
                     return None;
@@ -188,11 +214,14 @@ async fn stream_snapshot(
                 }
                 let data = snapshot_event_json(&current, last_sent);
                 last_sent = Some(current.version);
+                if let Some(registered) = &guards.1 {
+                    registered.sent(current.version);
+                }
                 let event = Event::default()
                     .event("snapshot")
                     .id(current.version.to_string())
                     .data(data.as_ref());
-                return Some((Ok(event), (rx, last_sent, first, gauge)));
+                return Some((Ok(event), (rx, last_sent, first, guards)));
             }
         },
     );
@@ -834,7 +863,7 @@ async fn delete_flag(
     State(state): State<AppState>,
     auth: Auth<DeployAccess>,
     ApiPath((env, key)): ApiPath<(String, String)>,
-    crate::extract::ApiQuery(q): crate::extract::ApiQuery<DeleteFlagQuery>,
+    ApiQuery(q): ApiQuery<DeleteFlagQuery>,
 ) -> ApiResult<Json<ChangeResponse>> {
     check_env(&env)?;
     slug::validate_flag_key(&key)

@@ -3,6 +3,8 @@
 pub mod bundles;
 pub mod decisions;
 pub mod outcomes;
+pub mod readiness;
 pub mod releases;
+pub mod sdks;
 pub mod system;
 pub mod tokens;

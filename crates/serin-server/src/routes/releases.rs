@@ -6,6 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
+use serin_core::auth::Action;
+use serin_core::readiness::GateOverride;
 use serin_core::release::{Event, Plan, Release, verdict_statuses};
 use serin_core::slug;
 use utoipa::ToSchema;
@@ -56,6 +58,11 @@ pub struct StartRequest {
     /// The plan (SPEC `plan.yaml`, as JSON).
     #[schema(value_type = Object)]
     pub plan: Value,
+    /// Start although the readiness gate refuses (admin only; needs `reason`; audited
+    /// `release.readiness_override` and kept in the deploy report).
+    #[serde(default)]
+    pub override_readiness: bool,
+    pub reason: Option<String>,
 }
 
 /// Start a release: the candidate opens at the plan's first step. One active
@@ -70,6 +77,39 @@ async fn start_release(
     ApiJson(req): ApiJson<StartRequest>,
 ) -> ApiResult<(StatusCode, Json<ReleaseView>)> {
     check(&env, &agent)?;
+    check_reason(&req.reason)?;
+    let gate_override = if req.override_readiness {
+        if !auth.caller.role.allows(Action::Approve) {
+            return Err(ApiError::field(
+                ErrorCode::Forbidden,
+                "/override_readiness",
+                format!(
+                    "overriding the readiness gate needs the admin role; this token is {}",
+                    auth.caller.role.as_str()
+                ),
+            ));
+        }
+        let reason = req.reason.clone().ok_or_else(|| {
+            ApiError::field(
+                ErrorCode::InvalidField,
+                "/reason",
+                "override_readiness needs a reason",
+            )
+        })?;
+        Some(GateOverride {
+            by: auth.caller.actor(),
+            reason,
+        })
+    } else {
+        if req.reason.is_some() {
+            return Err(ApiError::field(
+                ErrorCode::InvalidField,
+                "/reason",
+                "reason is only taken with override_readiness",
+            ));
+        }
+        None
+    };
     let plan = Plan::from_value(req.plan).map_err(|e| {
         ApiError::field(
             ErrorCode::InvalidField,
@@ -79,7 +119,14 @@ async fn start_release(
     })?;
     let view = state
         .releases
-        .start(&env, &agent, req.bundle, plan, &auth.caller.actor())
+        .start(
+            &env,
+            &agent,
+            req.bundle,
+            plan,
+            &auth.caller.actor(),
+            gate_override,
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(view)))
 }

@@ -10,9 +10,11 @@
 
 mod bundles;
 mod decisions;
+mod drills;
 mod guardrails;
 mod harness;
 mod http_errors;
 mod readiness;
 mod releases;
 mod roles;
+mod sdks;
