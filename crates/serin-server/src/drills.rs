@@ -582,3 +582,70 @@ fn forward_change(record: &DrillRecord, from: &BundleRef) -> EnvChange {
         change_of(&next, "drill.forward", &agent, &id)
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn record(outcome: DrillOutcome, rollback_ms: f64) -> DrillRecord {
+        DrillRecord {
+            id: "d".into(),
+            env: "prod".into(),
+            agent: "support".into(),
+            from: "support@2".into(),
+            to: "support@1".into(),
+            from_bundle: BundleRef {
+                id: "support@2".into(),
+                number: 2,
+                digest: "sha256:2".into(),
+            },
+            outcome,
+            started_ms: 0,
+            finished_ms: Some(1),
+            started_by: "t".into(),
+            timeout_ms: 1000,
+            rollback: Some(DrillLeg {
+                version: 1,
+                commit_ms: 1.0,
+                sdks: 1,
+                confirmed: 1,
+                duration_ms: rollback_ms,
+                p50_ms: Some(rollback_ms),
+                lagging: vec![],
+                disconnected: vec![],
+                confirmations: vec![],
+            }),
+            forward: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn the_trend_compares_newer_and_older_successful_drills() {
+        use DrillOutcome::{Failed, Succeeded};
+        // Newest first: practice made rollbacks faster; the failed drill does not count.
+        let falling = [
+            record(Succeeded, 10.0),
+            record(Failed, 1.0),
+            record(Succeeded, 12.0),
+            record(Succeeded, 40.0),
+            record(Succeeded, 50.0),
+        ];
+        let s = summarize(&falling);
+        assert_eq!((s.count, s.succeeded), (5, 4));
+        assert_eq!(s.recent_median_ms, Some(11.0));
+        assert_eq!(s.earlier_median_ms, Some(45.0));
+        assert_eq!(s.median_rollback_ms, Some(26.0));
+        assert_eq!(s.trend, "falling");
+        let mut rising = falling.clone();
+        rising.reverse();
+        assert_eq!(summarize(&rising).trend, "rising");
+        let flat: Vec<_> = (0..4)
+            .map(|i| record(Succeeded, 20.0 + f64::from(i)))
+            .collect();
+        assert_eq!(summarize(&flat).trend, "flat");
+        assert_eq!(summarize(&falling[..3]).trend, "unknown");
+        assert_eq!(summarize(&[]).median_rollback_ms, None);
+    }
+}

@@ -450,3 +450,32 @@ fn committed_policy_json_schema_is_current() {
         "docs/readiness-policy.schema.json is stale; run `SERIN_UPDATE_SCHEMAS=1 cargo test -p serin-core committed_policy_json_schema_is_current`"
     );
 }
+
+#[test]
+fn plan_facts_come_from_the_plan_and_its_guardrails() {
+    use serin_core::readiness::{Axis, Facts};
+    let plan = serin_core::release::Plan::parse_and_validate(
+        "steps:\n  - canary: {weight: 2%, min_duration: 5m}\n\
+         exclude_tenants: [bigcorp]\non_failure: halt\n\
+         guardrails:\n  error_rate: {max: 5%}\n  latency_p95_ms: {max_increase: 200}\n",
+    )
+    .unwrap();
+    let mut f = Facts::default();
+    f.set_plan(&plan);
+    assert_eq!(
+        f.plan_axes,
+        Some([Axis::Latency, Axis::Errors].into_iter().collect())
+    );
+    assert_eq!(f.plan_first_weight.unwrap().to_string(), "2%");
+    assert_eq!(f.plan_on_failure_rollback, Some(false));
+    assert!(f.plan_excluded_tenants.contains("bigcorp"));
+    // Without a guardrails block the SPEC defaults apply, which watch all four axes.
+    let plan = serin_core::release::Plan::parse_and_validate(
+        "steps:\n  - canary: {weight: 1%, min_requests: 10}\n",
+    )
+    .unwrap();
+    let mut f = Facts::default();
+    f.set_plan(&plan);
+    assert_eq!(f.plan_axes.unwrap().len(), 4);
+    assert_eq!(f.plan_on_failure_rollback, Some(true));
+}
