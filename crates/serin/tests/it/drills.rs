@@ -6,29 +6,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use serin_sdk::Serin;
 
-use crate::harness::{Backend, Cli, Server, copy_dir, sample_bundle};
-
-async fn token(server: &Server, admin: &str, role: &str) -> String {
-    let (status, body) = server
-        .http(admin)
-        .post("/v1/tokens", &json!({"role": role}))
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["token"].as_str().unwrap().to_owned()
-}
+use crate::harness::{Backend, Cli, Server, push_two_bundles};
 
 /// support@1 then support@2 deployed in prod: the stack is [1, 2].
 fn two_stables(cli: &Cli, work: &std::path::Path) {
-    cli.run(&["bundle", "push", sample_bundle().to_str().unwrap()])
-        .ok();
-    let dir = work.join("support");
-    copy_dir(&sample_bundle(), &dir);
-    std::fs::write(
-        dir.join("prompt.md"),
-        "You help with access requests via `create_support_ticket(`. Be brief.\n",
-    )
-    .unwrap();
-    cli.run(&["bundle", "push", dir.to_str().unwrap()]).ok();
+    push_two_bundles(cli, work);
     for n in ["1", "2"] {
         cli.run(&[
             "deploy", "support", "--env", "prod", "--bundle", n, "--force", "--reason", "setup",
@@ -66,12 +48,12 @@ async fn a_drill_is_confirmed_by_every_sdk_timed_recorded_and_seen_by_readiness(
     let cli = server.cli(&admin);
     let work = tempfile::tempdir().unwrap();
     two_stables(&cli, work.path());
-    let sdk_token = token(&server, &admin, "sdk").await;
+    let sdk_token = server.token(&admin, "sdk").await;
     let a = sdk(&server, &sdk_token, "drill-a").await;
     let b = sdk(&server, &sdk_token, "drill-b").await;
     assert_eq!(stable(&cli), "support@2");
 
-    let deployer = server.cli(&token(&server, &admin, "deployer").await);
+    let deployer = server.cli(&server.token(&admin, "deployer").await);
     let out = deployer.run(&[
         "drill",
         "rollback",

@@ -152,6 +152,38 @@ impl Server {
     }
 }
 
+impl Server {
+    /// A new API token of `role`, created through the API with the admin token.
+    pub async fn token(&self, admin: &str, role: &str) -> String {
+        let (status, body) = self
+            .http(admin)
+            .post(
+                "/v1/tokens",
+                &serde_json::json!({"role": role, "name": format!("test-{role}")}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["role"], role);
+        body["token"].as_str().unwrap().to_owned()
+    }
+}
+
+/// Pushes the sample bundle as support@1 and a variant with another prompt as support@2
+/// (in a copy under `work`).
+pub fn push_two_bundles(cli: &Cli, work: &Path) {
+    cli.run(&["bundle", "push", sample_bundle().to_str().unwrap()])
+        .ok();
+    let dir = work.join("support");
+    copy_dir(&sample_bundle(), &dir);
+    std::fs::write(
+        dir.join("prompt.md"),
+        "You help with access requests via `create_support_ticket(`. Be brief.\n",
+    )
+    .unwrap();
+    let out = cli.run(&["bundle", "push", dir.to_str().unwrap()]).ok();
+    assert!(out.stdout.contains("support@2"), "{}", out.stdout);
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, Cli, Server, copy_dir, run_cli, sample_bundle};
+use crate::harness::{Backend, Cli, Server, push_two_bundles, run_cli};
 
 #[test]
 fn readiness_init_writes_the_seed_checklist_once() {
@@ -78,20 +78,11 @@ on_failure: rollback
 
 /// support@1 deployed as the stable of prod, support@2 pushed as the candidate.
 fn two_bundles(cli: &Cli, work: &std::path::Path) {
-    cli.run(&["bundle", "push", sample_bundle().to_str().unwrap()])
-        .ok();
+    push_two_bundles(cli, work);
     cli.run(&[
         "deploy", "support", "--env", "prod", "--bundle", "1", "--force", "--reason", "initial",
     ])
     .ok();
-    let dir = work.join("support");
-    copy_dir(&sample_bundle(), &dir);
-    std::fs::write(
-        dir.join("prompt.md"),
-        "You help with access requests via `create_support_ticket(`. Be brief.\n",
-    )
-    .unwrap();
-    cli.run(&["bundle", "push", dir.to_str().unwrap()]).ok();
 }
 
 fn check_json(cli: &Cli, plan: &str) -> (i32, Value) {
@@ -252,11 +243,7 @@ async fn the_gate_refuses_until_ready_expiry_flips_it_and_overrides_are_audited(
     assert_eq!(list, json!([]), "a refused start leaves no release");
 
     // A deployer may not override; an admin may, with a reason, and it is audited.
-    let (_, tok) = server
-        .http(&admin)
-        .post("/v1/tokens", &json!({"role": "deployer"}))
-        .await;
-    let deployer = server.cli(tok["token"].as_str().unwrap());
+    let deployer = server.cli(&server.token(&admin, "deployer").await);
     let mut forced: Vec<&str> = start.to_vec();
     forced.extend([
         "--override-readiness",

@@ -3,28 +3,15 @@ use serde_json::json;
 
 use crate::harness::{Backend, Server, files_json, run_cli, sample_bundle};
 
-async fn token_for(server: &Server, admin: &str, role: &str) -> String {
-    let (status, body) = server
-        .http(admin)
-        .post(
-            "/v1/tokens",
-            &json!({"role": role, "name": format!("test-{role}")}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    assert_eq!(body["role"], role);
-    body["token"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn every_role_gets_exactly_the_routes_it_needs() {
     let backend = Backend::sqlite();
     let server = Server::start(&backend);
     let admin = server.bootstrap_token.clone().unwrap();
-    let deployer = token_for(&server, &admin, "deployer").await;
-    let approver = token_for(&server, &admin, "approver").await;
-    let viewer = token_for(&server, &admin, "viewer").await;
-    let sdk = token_for(&server, &admin, "sdk").await;
+    let deployer = server.token(&admin, "deployer").await;
+    let approver = server.token(&admin, "approver").await;
+    let viewer = server.token(&admin, "viewer").await;
+    let sdk = server.token(&admin, "sdk").await;
     let push = json!({"files": files_json(&sample_bundle())});
 
     // (token, push status, list status, token-create status)
@@ -68,7 +55,7 @@ async fn missing_wrong_and_revoked_tokens_are_refused_with_401() {
     let backend = Backend::sqlite();
     let server = Server::start(&backend);
     let admin = server.bootstrap_token.clone().unwrap();
-    let viewer = token_for(&server, &admin, "viewer").await;
+    let viewer = server.token(&admin, "viewer").await;
 
     let (status, body) = server.http("").get("/v1/agents").await;
     assert_eq!(status, 401, "{body}");

@@ -2,39 +2,12 @@
 //! stream with explicit instance ids, report what they applied, and the
 //! server lists them (`GET /v1/envs/{env}/sdks`).
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use serin_sdk::Serin;
 
-use crate::harness::{Backend, Cli, Http, Server, copy_dir, sample_bundle};
-
-async fn token(server: &Server, admin: &str, role: &str) -> String {
-    let (status, body) = server
-        .http(admin)
-        .post("/v1/tokens", &json!({"role": role, "name": role}))
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["token"].as_str().unwrap().to_owned()
-}
-
-/// Pushes the sample as support@1 and a variant with another prompt as support@2.
-fn push_two_versions(cli: &Cli) -> tempfile::TempDir {
-    let work = tempfile::tempdir().unwrap();
-    let sample = sample_bundle();
-    cli.run(&["bundle", "push", sample.to_str().unwrap()]).ok();
-    let dir = work.path().join("support");
-    copy_dir(&sample, &dir);
-    let mut prompt = std::fs::OpenOptions::new()
-        .append(true)
-        .open(dir.join("prompt.md"))
-        .unwrap();
-    writeln!(prompt, "\nBe brief.").unwrap();
-    let out = cli.run(&["bundle", "push", dir.to_str().unwrap()]).ok();
-    assert!(out.stdout.contains("support@2"), "{}", out.stdout);
-    work
-}
+use crate::harness::{Backend, Cli, Http, Server, push_two_bundles};
 
 /// A routing change in prod (strict: direct deploys need force and a reason);
 /// returns the snapshot version carrying it.
@@ -102,11 +75,12 @@ async fn sdks_report_the_version_they_serve_and_the_server_lists_them() {
     let server = Server::start(&backend);
     let admin = server.bootstrap_token.clone().unwrap();
     let cli = server.cli(&admin);
-    let _work = push_two_versions(&cli);
+    let work = tempfile::tempdir().unwrap();
+    push_two_bundles(&cli, work.path());
     let v1 = deploy(&cli, "1");
 
-    let sdk_token = token(&server, &admin, "sdk").await;
-    let viewer = server.http(&token(&server, &admin, "viewer").await);
+    let sdk_token = server.token(&admin, "sdk").await;
+    let viewer = server.http(&server.token(&admin, "viewer").await);
     let a = start_sdk(&server, &sdk_token, "it-a").await;
     let b = start_sdk(&server, &sdk_token, "pod-7:b").await;
     let ids = ["it-a", "pod-7:b"];
@@ -201,8 +175,8 @@ async fn bad_instance_ids_and_reports_are_refused_naming_the_field() {
     let backend = Backend::sqlite();
     let server = Server::start(&backend);
     let admin = server.bootstrap_token.clone().unwrap();
-    let sdk = server.http(&token(&server, &admin, "sdk").await);
-    let viewer = server.http(&token(&server, &admin, "viewer").await);
+    let sdk = server.http(&server.token(&admin, "sdk").await);
+    let viewer = server.http(&server.token(&admin, "viewer").await);
 
     for bad in ["a%20b", "a%2Fb", "", &"x".repeat(129)] {
         let (status, body) = sdk
