@@ -213,6 +213,11 @@ pub struct ServerArgs {
     /// notifier (for all but one replica of a multi-replica deployment).
     #[arg(long, env = "SERIN_NO_RELEASE_CONTROLLER")]
     pub no_release_controller: bool,
+    /// Let an admin move this server's clock forward (`POST /v1/system/clock`),
+    /// so tests and rehearsals step over step durations and expiries instead of
+    /// waiting for them. Never in production.
+    #[arg(long, env = "SERIN_ADJUSTABLE_CLOCK")]
+    pub adjustable_clock: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

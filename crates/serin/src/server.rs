@@ -51,6 +51,10 @@ fn init_logging(format: LogFormat) {
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
+    if args.adjustable_clock {
+        serin_server::clock::make_adjustable();
+        tracing::warn!("the clock is adjustable (--adjustable-clock): for tests only");
+    }
     let catalog = load_catalog(args.catalog.as_deref())?;
     let store = open_store(&args.store).await?;
     tracing::info!(

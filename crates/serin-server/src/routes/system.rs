@@ -9,7 +9,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::extract::{Auth, ReadAccess};
+use crate::clock::{self, ClockError};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::extract::{AdminAccess, ApiJson, Auth, ReadAccess};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -17,6 +19,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(readyz))
         .routes(routes!(metrics))
         .routes(routes!(openapi_json))
+        .routes(routes!(advance_clock))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -93,4 +96,80 @@ async fn openapi_json(State(state): State<AppState>, _auth: Auth<ReadAccess>) ->
         [(header::CONTENT_TYPE, "application/json")],
         state.openapi_json.as_str().to_owned(),
     )
+}
+
+/// How far to move an adjustable clock.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdvanceClock {
+    /// Milliseconds to move forward, 1 to a year.
+    pub advance_ms: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClockState {
+    /// The server's now, RFC 3339 UTC.
+    pub now: String,
+    pub now_ms: i64,
+    /// How far the server's clock is ahead of wall time.
+    pub offset_ms: i64,
+}
+
+/// Move the server's clock forward (tests and drills of time-based rules).
+///
+/// Only a server started with `--adjustable-clock` takes this; any other
+/// answers 409. Time never moves backwards, and the step applies to every
+/// time-based rule at once: release step durations, evidence expiry, dedup
+/// windows, webhook backoff.
+#[utoipa::path(
+    post,
+    path = "/v1/system/clock",
+    tag = "system",
+    request_body = AdvanceClock,
+    responses(
+        (status = 200, body = ClockState),
+        (status = 409, description = "The server's clock is not adjustable", body = crate::error::ErrorBody),
+        (status = 422, description = "advance_ms out of range", body = crate::error::ErrorBody)
+    ),
+    security(("bearer" = ["admin"]))
+)]
+async fn advance_clock(
+    State(state): State<AppState>,
+    auth: Auth<AdminAccess>,
+    ApiJson(body): ApiJson<AdvanceClock>,
+) -> ApiResult<axum::Json<ClockState>> {
+    let refuse = |e: ClockError| match e {
+        ClockError::NotAdjustable => ApiError::new(ErrorCode::Conflict, e.to_string()),
+        ClockError::OutOfRange(_) => {
+            ApiError::field(ErrorCode::InvalidField, "/advance_ms", e.to_string())
+        }
+    };
+    clock::check_advance(body.advance_ms).map_err(refuse)?;
+    // Moving time changes what every time-based rule decides, so the step is
+    // on the record before it takes effect.
+    state
+        .store
+        .append_audit(serin_store::NewAudit {
+            at_ms: clock::now_ms(),
+            actor: auth.caller.actor(),
+            action: "system.clock_advance".into(),
+            subject: "clock".into(),
+            details: serde_json::json!({
+                "advance_ms": body.advance_ms,
+                "offset_ms": clock::offset_ms().saturating_add(body.advance_ms),
+            }),
+        })
+        .await?;
+    let now_ms = clock::advance(body.advance_ms).map_err(refuse)?;
+    tracing::warn!(
+        by = %auth.caller.actor(),
+        advance_ms = body.advance_ms,
+        offset_ms = clock::offset_ms(),
+        "the server clock was moved forward"
+    );
+    Ok(axum::Json(ClockState {
+        now: clock::rfc3339(now_ms),
+        now_ms,
+        offset_ms: clock::offset_ms(),
+    }))
 }

@@ -71,11 +71,23 @@ impl Server {
 
     /// Starts on a given port (0 picks one), e.g. to restart where SDKs expect it.
     pub fn start_on(backend: &Backend, port: u16) -> Server {
+        Server::spawn(backend, port, true)
+    }
+
+    /// Starts with the wall clock only (no `--adjustable-clock`).
+    pub fn start_plain_clock(backend: &Backend) -> Server {
+        Server::spawn(backend, 0, false)
+    }
+
+    fn spawn(backend: &Backend, port: u16, adjustable_clock: bool) -> Server {
         let child = Command::new(BIN)
             .arg("server")
             .args(backend.args())
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--refresh-ms", "200"])
+            // Tests step over durations and expiries with `advance_clock`
+            // instead of sleeping through them.
+            .args(adjustable_clock.then_some("--adjustable-clock"))
             .env("SERIN_LOG", "warn")
             .env_remove("SERIN_TOKEN")
             .env_remove("SERIN_DATABASE_URL")
@@ -153,6 +165,18 @@ impl Server {
 }
 
 impl Server {
+    /// Moves the server's clock forward (`POST /v1/system/clock`).
+    pub async fn advance_clock(&self, admin: &str, by: Duration) {
+        let (status, body) = self
+            .http(admin)
+            .post(
+                "/v1/system/clock",
+                &serde_json::json!({"advance_ms": by.as_millis() as i64}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
     /// A new API token of `role`, created through the API with the admin token.
     pub async fn token(&self, admin: &str, role: &str) -> String {
         let (status, body) = self

@@ -9,6 +9,7 @@
 )]
 
 mod bundles;
+mod clock;
 mod decisions;
 mod drills;
 mod guardrails;
@@ -18,3 +19,4 @@ mod readiness;
 mod releases;
 mod roles;
 mod sdks;
+mod upgrade;

@@ -369,7 +369,7 @@ async fn the_gate_refuses_until_ready_expiry_flips_it_and_overrides_are_audited(
     assert_eq!(oncall["source"], "attested");
 
     // The evidence expires: not ready again.
-    tokio::time::sleep(Duration::from_millis(4200)).await;
+    server.advance_clock(&admin, Duration::from_secs(5)).await;
     let (code, v) = check_json(&cli, plan);
     assert_eq!(code, 1, "{v:#}");
     assert_eq!(status_of(&v, "oncall_owner"), "expired");

@@ -195,7 +195,9 @@ async fn manual_promotion_is_refused_until_the_gate_holds_then_completes() {
     );
 
     traffic(&server, &admin, 0, 150, 0).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    server
+        .advance_clock(&admin, Duration::from_millis(1100))
+        .await;
     let out = cli
         .run(&["release", "promote", "support", "--env", "prod"])
         .ok();
@@ -214,7 +216,9 @@ async fn manual_promotion_is_refused_until_the_gate_holds_then_completes() {
     let out = cli.run(&["release", "promote", "support", "--env", "prod", "--force"]);
     assert_eq!(out.code, 2, "--force needs --reason: {out:#?}");
     traffic(&server, &admin, 150, 150, 0).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    server
+        .advance_clock(&admin, Duration::from_millis(1100))
+        .await;
     cli.run(&["release", "promote", "support", "--env", "prod"])
         .ok();
     let v = status(&cli);
