@@ -113,9 +113,92 @@ pub fn validate_instance(s: &str) -> Result<(), SlugError> {
     check(SlugKind::Instance, s)
 }
 
+/// Edit distance (insertions, deletions, substitutions) between two names, by characters.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = i;
+        let mut left = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row.get(j + 1).copied().unwrap_or(usize::MAX);
+            let cost = diagonal + usize::from(ca != *cb);
+            let next = cost.min(above + 1).min(left + 1);
+            diagonal = above;
+            if let Some(cell) = row.get_mut(j + 1) {
+                *cell = next;
+            }
+            left = next;
+        }
+        if let Some(first) = row.first_mut() {
+            *first = i + 1;
+        }
+    }
+    row.last().copied().unwrap_or(0)
+}
+
+/// The existing name nearest to a mistyped one, if it is close enough to be the one meant:
+/// within a third of the longer name's length (at least 2 edits), ties broken by order.
+pub fn nearest<'a>(name: &str, existing: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    existing
+        .into_iter()
+        .filter(|e| *e != name)
+        .map(|e| (edit_distance(name, e), e))
+        .filter(|(d, e)| *d <= (name.chars().count().max(e.chars().count()) / 3).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, e)| e)
+}
+
+/// `no env prdo; did you mean prod?`, or `no env x; existing envs: dev, prod` when nothing is
+/// close, or `no env x; there are none` when nothing exists. `kind` is the noun (`env`).
+pub fn not_found_message<'a>(
+    kind: &str,
+    name: &str,
+    existing: impl IntoIterator<Item = &'a str> + Clone,
+) -> String {
+    if let Some(n) = nearest(name, existing.clone()) {
+        return format!("no {kind} {name}; did you mean {n}?");
+    }
+    let mut all: Vec<&str> = existing.into_iter().collect();
+    all.sort_unstable();
+    if all.is_empty() {
+        return format!("no {kind} {name}; there are none yet");
+    }
+    let more = all.len().saturating_sub(10);
+    all.truncate(10);
+    let tail = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    format!("no {kind} {name}; existing: {}{tail}", all.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_typo_suggests_the_nearest_existing_name_and_a_stranger_lists_them() {
+        assert_eq!(edit_distance("prdo", "prod"), 2);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("suport", "support"), 1);
+        assert_eq!(nearest("prdo", ["dev", "prod", "staging"]), Some("prod"));
+        assert_eq!(nearest("suport", ["support", "billing"]), Some("support"));
+        assert_eq!(nearest("zzzzzzzz", ["dev", "prod"]), None);
+        assert_eq!(
+            not_found_message("env", "prdo", ["dev", "prod"]),
+            "no env prdo; did you mean prod?"
+        );
+        assert_eq!(
+            not_found_message("env", "zzzzzzzz", ["prod", "dev"]),
+            "no env zzzzzzzz; existing: dev, prod"
+        );
+        assert_eq!(
+            not_found_message("agent", "x", std::iter::empty::<&str>()),
+            "no agent x; there are none yet"
+        );
+    }
 
     #[test]
     fn agent_and_env_names_follow_the_slug_pattern() {

@@ -403,6 +403,13 @@ impl Drills {
                 "error": record.error,
             }),
         };
+        let mut bundles = std::collections::BTreeMap::new();
+        if change.is_some() {
+            bundles = crate::servable::known_bundles(&self.hub, &record.env).await;
+            let from = std::collections::BTreeSet::from([record.from_bundle.id.clone()]);
+            crate::servable::load_into(&self.hub, &mut bundles, &from).await?;
+        }
+        let env = record.env.clone();
         let written = self
             .store
             .write_drill(
@@ -417,8 +424,15 @@ impl Drills {
                 now,
                 actor,
                 |current| match change {
-                    None => Ok(None),
-                    Some(f) => f(current).map(Some),
+                    None => Ok::<_, ApiError>(None),
+                    Some(f) => {
+                        let c = f(current)?;
+                        let next: EnvState =
+                            serde_json::from_str(&c.state).map_err(ApiError::internal)?;
+                        crate::servable::check(&env, &next, &bundles, "/")
+                            .map_err(crate::servable::Refusal::into_api)?;
+                        Ok(Some(c))
+                    }
                 },
                 vec![audit],
             )

@@ -70,10 +70,38 @@ impl Hub {
             return Ok(tx.clone());
         }
         let stored = self.store.latest_env_state(env).await?;
-        let published = self.build(env, stored.as_ref(), None).await?;
+        let published = self.build_last_good(env, stored).await?;
         let (tx, _) = watch::channel(Arc::new(published));
         self.write_envs().insert(env.to_owned(), tx.clone());
         Ok(tx)
+    }
+
+    /// Builds the newest version of `env` that can be served. A stored state that cannot (an
+    /// older server committed it without checking) is quarantined: logged, counted, and the
+    /// version before it is served instead, so one bad row never takes the env down.
+    async fn build_last_good(
+        &self,
+        env: &str,
+        mut stored: Option<StoredEnvState>,
+    ) -> Result<Published, ApiError> {
+        for _ in 0..100 {
+            let err = match self.build(env, stored.as_ref(), None).await {
+                Ok(p) => return Ok(p),
+                Err(e) => e,
+            };
+            let Some(bad) = stored else { return Err(err) };
+            tracing::error!(env, version = bad.version, error = %err.message,
+                "stored snapshot cannot be served; quarantined, serving the version before it");
+            metrics::counter!("serin_snapshots_quarantined_total").increment(1);
+            stored = self.store.env_state_before(env, bad.version).await?;
+            if stored.is_none() {
+                return Err(err);
+            }
+        }
+        Err(ApiError::new(
+            ErrorCode::Internal,
+            format!("no servable snapshot among the newest 100 versions of env {env}"),
+        ))
     }
 
     /// Publishes a state just committed to the store (no-op if a newer one is
@@ -103,8 +131,14 @@ impl Hub {
     pub async fn refresh(&self) -> Result<(), ApiError> {
         let envs: Vec<String> = self.read_envs().keys().cloned().collect();
         for env in envs {
-            if let Some(stored) = self.store.latest_env_state(&env).await? {
-                self.publish(&stored).await?;
+            // One env that cannot be refreshed must not hold back the others.
+            let refreshed = match self.store.latest_env_state(&env).await {
+                Ok(Some(stored)) => self.publish(&stored).await,
+                Ok(None) => Ok(()),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = refreshed {
+                tracing::warn!(env, error = %e.message, "snapshot refresh failed for this env");
             }
         }
         Ok(())
@@ -191,6 +225,18 @@ impl Hub {
                 }
             };
             out.insert(id, Bundle::clone(&bundle));
+        }
+        Ok(out)
+    }
+
+    /// Bundles by id, read from the store, for checking a state before it is committed.
+    pub async fn load_bundles(
+        &self,
+        ids: &std::collections::BTreeSet<String>,
+    ) -> Result<BTreeMap<String, Bundle>, ApiError> {
+        let mut out = BTreeMap::new();
+        for id in ids {
+            out.insert(id.clone(), self.load_bundle(id).await?);
         }
         Ok(out)
     }

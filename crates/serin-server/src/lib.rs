@@ -28,6 +28,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub mod clock;
 pub mod drills;
+pub mod envs;
 pub mod error;
 pub mod extract;
 pub mod guardrails;
@@ -38,6 +39,7 @@ pub mod releases;
 mod report;
 mod routes;
 pub mod sdks;
+pub mod servable;
 
 use error::{ApiError, ErrorCode};
 
@@ -54,6 +56,8 @@ pub struct AppState {
     pub releases: Arc<releases::Releases>,
     pub readiness: Arc<readiness::Readiness>,
     pub drills: Arc<drills::Drills>,
+    /// The env registry every env-scoped route checks first.
+    pub envs: Arc<envs::Envs>,
     /// The SDK instances following this replica's snapshot streams and the
     /// versions they report applied.
     pub sdks: Arc<sdks::SdkRegistry>,
@@ -211,6 +215,7 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         ));
     }
     let state = AppState {
+        envs: Arc::new(envs::Envs::new(config.store.clone())),
         releases,
         readiness,
         drills,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Value, json};
-use serin_core::bundle::{Bundle, PinPolicy};
+use serin_core::bundle::Bundle;
 use serin_core::catalog::{ModelCatalog, ModelStatus};
 use serin_core::decision::{BundleRef, Command, EnvState};
 use serin_core::guardrails::Verdict;
@@ -199,7 +199,9 @@ impl Releases {
             .ok_or_else(|| ApiError::not_found(format!("no bundle {agent}@{number}")))?;
         let candidate_bundle =
             Bundle::from_canonical_json(&stored.content).map_err(ApiError::internal)?;
-        if PinPolicy::for_env(env) == PinPolicy::Strict
+        // The policy is the registry's (routes refuse unknown envs before getting here).
+        let strict = self.store.get_env(env).await?.is_none_or(|e| e.strict);
+        if strict
             && let ModelStatus::Alias { .. } = self.catalog.classify(
                 &candidate_bundle.model.provider,
                 &candidate_bundle.model.snapshot,
@@ -476,6 +478,16 @@ impl Releases {
         let state = serde_json::to_string(next).map_err(ApiError::internal)?;
         let action = format!("release.{}", next.phase.as_str());
         let release_id = next.id.clone();
+        let mut bundles = crate::servable::known_bundles(&self.hub, &next.env).await;
+        if !commands.is_empty() {
+            crate::servable::load_into(
+                &self.hub,
+                &mut bundles,
+                &std::collections::BTreeSet::from([next.candidate.id.clone()]),
+            )
+            .await?;
+        }
+        let env = next.env.clone();
         let written = self
             .store
             .write_release(
@@ -502,6 +514,8 @@ impl Releases {
                             .apply(c)
                             .map_err(|e| ApiError::new(ErrorCode::Conflict, e.to_string()))?;
                     }
+                    crate::servable::check(&env, &st, &bundles, "/bundle")
+                        .map_err(crate::servable::Refusal::into_api)?;
                     Ok::<_, ApiError>(Some(EnvStateChange {
                         state: serde_json::to_string(&st).map_err(ApiError::internal)?,
                         action,

@@ -34,7 +34,7 @@ pub mod testing;
 pub use audit::{GENESIS_HASH, canonical_json};
 pub use error::StoreError;
 pub use model::{
-    AgentSummary, AuditEntry, AuditVerification, BundleSummary, DrillRow, DrillWrite,
+    AgentSummary, AuditEntry, AuditVerification, BundleSummary, DrillRow, DrillWrite, EnvRecord,
     EnvStateChange, EnvSummary, EvalRow, EvidenceRow, IssuedToken, MonitorRow, NewAudit, NewBundle,
     NewNotification, NotificationRow, PolicyRow, PutBundle, ReleaseRow, ReleaseWrite, RollupRow,
     StoredBundle, StoredEnvState, TokenInfo,

@@ -186,6 +186,19 @@ pub struct EnvStateChange {
     pub details: serde_json::Value,
 }
 
+/// A registered env: its pin policy, who created it, and its newest state version (`None`
+/// until the first routing or flag change there).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EnvRecord {
+    pub name: String,
+    /// Strict pin policy: moving model aliases are refused, direct deploys need force.
+    pub strict: bool,
+    pub created_at_ms: i64,
+    pub created_by: String,
+    pub version: Option<i64>,
+    pub updated_at_ms: Option<i64>,
+}
+
 /// An env and its newest version.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EnvSummary {

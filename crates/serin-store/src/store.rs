@@ -1542,4 +1542,5 @@ impl Store {
     }
 }
 
+mod envs;
 mod readiness;

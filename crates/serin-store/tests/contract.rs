@@ -157,6 +157,9 @@ contract!(
     a_refused_drill_env_change_writes_nothing,
     identical_policy_reapply_adds_no_row_and_concurrent_applies_get_distinct_versions,
     finished_drills_allow_a_new_one_and_list_in_order,
+    envs_are_created_once_audited_and_listed_with_their_policy,
+    envs_survive_reopen_and_reject_raw_delete,
+    an_old_store_registers_every_env_it_already_used,
 );
 
 // ----- helpers ---------------------------------------------------------------------------------
@@ -2013,4 +2016,158 @@ async fn finished_drills_allow_a_new_one_and_list_in_order(t: Ctx) {
             updated_at_ms: 30,
         }
     );
+}
+
+// ----- env registry ----------------------------------------------------------------------------
+
+async fn envs_are_created_once_audited_and_listed_with_their_policy(t: Ctx) {
+    let s = &t.store;
+    // dev exists from the start, lenient.
+    let dev = s.get_env("dev").await.unwrap().unwrap();
+    assert!(!dev.strict);
+    assert_eq!(dev.version, None);
+    assert!(s.get_env("prod").await.unwrap().is_none());
+
+    let prod = s.create_env("prod", true, 100, "admin-1").await.unwrap();
+    assert_eq!(
+        (
+            prod.name.as_str(),
+            prod.strict,
+            prod.created_at_ms,
+            prod.created_by.as_str()
+        ),
+        ("prod", true, 100, "admin-1")
+    );
+    let audit = s.list_audit(10, None).await.unwrap();
+    assert_eq!(
+        (audit[0].action.as_str(), audit[0].subject.as_str()),
+        ("env.create", "prod")
+    );
+    assert_eq!(audit[0].details["strict"], true);
+
+    // A second create is a conflict, whatever the policy asked, and writes nothing.
+    let audits = t.count("audit").await;
+    for strict in [true, false] {
+        assert!(matches!(
+            s.create_env("prod", strict, 101, "admin-2").await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+    assert!(matches!(
+        s.create_env("dev", false, 101, "admin-2").await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(t.count("audit").await, audits);
+    assert!(s.get_env("prod").await.unwrap().unwrap().strict);
+
+    // Concurrent creates of one name: exactly one wins.
+    let results = futures_join(s, "staging").await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+
+    // The list carries each env's newest state version once it has one.
+    let v = s
+        .update_env_state("prod", 200, "t", |_| Ok::<_, ()>(change("p1".into())))
+        .await
+        .unwrap()
+        .unwrap();
+    let envs = s.registered_envs().await.unwrap();
+    assert_eq!(
+        envs.iter()
+            .map(|e| (e.name.as_str(), e.strict, e.version, e.updated_at_ms))
+            .collect::<Vec<_>>(),
+        vec![
+            ("dev", false, None, None),
+            ("prod", true, Some(v.version), Some(200)),
+            ("staging", true, None, None),
+        ]
+    );
+    assert!(s.verify_audit().await.unwrap().ok);
+}
+
+async fn futures_join(s: &Store, name: &str) -> Vec<Result<serin_store::EnvRecord, StoreError>> {
+    let mut handles = Vec::new();
+    for i in 0..4 {
+        let s = s.clone();
+        let name = name.to_owned();
+        handles.push(tokio::spawn(async move {
+            s.create_env(&name, true, i, "racer").await
+        }));
+    }
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+async fn envs_survive_reopen_and_reject_raw_delete(t: Ctx) {
+    t.store.create_env("qa", false, 5, "admin").await.unwrap();
+    assert!(
+        t.store
+            .execute_unchecked_for_tests("DELETE FROM envs WHERE name = 'qa'")
+            .await
+            .is_err()
+    );
+    t.store.close().await;
+    let s = t.reopen().await;
+    let qa = s.get_env("qa").await.unwrap().unwrap();
+    assert_eq!(
+        (qa.strict, qa.created_at_ms, qa.created_by.as_str()),
+        (false, 5, "admin")
+    );
+    assert!(s.get_env("dev").await.unwrap().is_some());
+    s.close().await;
+}
+
+async fn an_old_store_registers_every_env_it_already_used(t: Ctx) {
+    let s = &t.store;
+    // What a store from before the registry holds: env states and a readiness policy in envs
+    // nobody created.
+    for (env, at) in [("prod", 30), ("dev", 20), ("prod", 40), ("staging", 50)] {
+        s.update_env_state(env, at, "old", |_| {
+            Ok::<_, ()>(change(format!("{env}{at}")))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    }
+    s.apply_policy("canary-only", "support", "require: []", 60, "old")
+        .await
+        .unwrap();
+    // Undo migration 0007, as if this store predated it.
+    t.exec(
+        "DROP TABLE envs; DELETE FROM _sqlx_migrations WHERE version = 7;",
+        "DROP TABLE envs; DELETE FROM _sqlx_migrations WHERE version = 7;",
+    )
+    .await
+    .unwrap();
+    t.store.close().await;
+    let s = t.reopen().await;
+    let envs = s.registered_envs().await.unwrap();
+    assert_eq!(
+        envs.iter()
+            .map(|e| (
+                e.name.as_str(),
+                e.strict,
+                e.created_at_ms,
+                e.created_by.as_str()
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            ("canary-only", true, 60, "migration"),
+            ("dev", false, 20, "migration"),
+            ("prod", true, 30, "migration"),
+            ("staging", true, 50, "migration"),
+        ]
+    );
+    assert!(
+        envs.iter()
+            .filter(|e| e.name == "prod")
+            .all(|e| e.version == Some(3))
+    );
+    s.close().await;
 }

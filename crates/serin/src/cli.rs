@@ -108,6 +108,9 @@ pub enum Command {
     /// Flags evaluated per request by the SDK.
     #[command(subcommand)]
     Flag(FlagCommand),
+    /// Environments: they exist only once created (`dev` exists from the start).
+    #[command(subcommand)]
+    Env(EnvCommand),
     /// Replay a request context against a past snapshot: arm, rule and why.
     Explain {
         /// Snapshot version the decision was made under.
@@ -327,6 +330,34 @@ pub enum AuditCommand {
     },
     /// Recompute the audit hash chain; exit 1 if it is broken.
     Verify {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Create an env (admin). Strict unless it is named dev: moving model aliases are
+    /// refused and direct deploys need --force --reason.
+    Create {
+        name: String,
+        /// Strict pin policy (the default for every env but dev).
+        #[arg(long, conflicts_with = "lenient")]
+        strict: bool,
+        /// Lenient pin policy, like dev: moving aliases and direct deploys are allowed.
+        #[arg(long)]
+        lenient: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Every env with its pin policy and newest snapshot version.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// One env.
+    Show {
+        name: String,
         #[command(flatten)]
         client: ClientArgs,
     },

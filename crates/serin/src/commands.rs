@@ -39,6 +39,7 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<()> {
         Command::Kill(k) => routing::kill(&k, false).await,
         Command::Unkill(k) => routing::kill(&k, true).await,
         Command::Flag(cmd) => routing::flag(cmd).await,
+        Command::Env(cmd) => routing::env(cmd).await,
         Command::Explain {
             snapshot,
             request_id,

@@ -237,6 +237,10 @@ pub async fn run(healthy: bool) -> anyhow::Result<()> {
         v1["id"].as_str().unwrap_or("?"),
         v2["id"].as_str().unwrap_or("?")
     ));
+    // Envs exist only once created; prod is strict, so the first stable is a forced deploy.
+    server
+        .post("/v1/envs", json!({ "name": "prod", "strict": true }))
+        .await?;
     server
         .post(
             "/v1/envs/prod/agents/support/deploy",

@@ -55,6 +55,14 @@ fn main() -> ExitCode {
             if let Some(check) = err.downcast_ref::<CheckFailed>() {
                 out::error(&check.0);
                 ExitCode::from(1)
+            } else if let Some(refused) = err
+                .downcast_ref::<client::ApiFailure>()
+                .filter(|f| f.status == 404)
+            {
+                // A name that does not exist is the server saying no, not a usage error: its
+                // one-line message ("did you mean support?") and exit 1.
+                out::error(&refused.to_string());
+                ExitCode::from(1)
             } else {
                 out::error(&format!("{err:#}"));
                 ExitCode::from(2)

@@ -9,7 +9,7 @@ use anyhow::{Context, anyhow};
 use serde_json::{Map, Value, json};
 use serin_core::slug;
 
-use crate::cli::{ClientArgs, FlagCommand, KillArgs, Output};
+use crate::cli::{ClientArgs, EnvCommand, FlagCommand, KillArgs, Output};
 use crate::client::Client;
 use crate::out;
 
@@ -98,6 +98,69 @@ pub async fn kill(k: &KillArgs, lift: bool) -> anyhow::Result<()> {
         )
         .await?;
     print_change(&k.client, &v);
+    Ok(())
+}
+
+fn env_line(v: &Value) -> String {
+    let s = |k: &str| v[k].as_str().unwrap_or("-").to_owned();
+    let policy = if v["strict"] == true {
+        "strict"
+    } else {
+        "lenient"
+    };
+    format!(
+        "{}\t{policy}\tv{}\tcreated {} by {}",
+        s("env"),
+        v["version"],
+        s("created_at"),
+        s("created_by")
+    )
+}
+
+/// `serin env create|list|show`.
+pub async fn env(cmd: EnvCommand) -> anyhow::Result<()> {
+    match cmd {
+        EnvCommand::Create {
+            name,
+            strict,
+            lenient,
+            client: args,
+        } => {
+            slug::validate_env(&name).map_err(|e| anyhow!("{e}"))?;
+            let mut body = json!({ "name": name });
+            if strict || lenient {
+                body["strict"] = Value::Bool(strict);
+            }
+            let client = Client::new(&args)?;
+            let (_, v): (_, Value) = client.post("/v1/envs", &body).await?;
+            if args.output == Output::Json {
+                out::json(&v);
+            } else {
+                out::line(&format!("created {}", env_line(&v)));
+            }
+        }
+        EnvCommand::List { client: args } => {
+            let client = Client::new(&args)?;
+            let v: Value = client.get("/v1/envs").await?;
+            if args.output == Output::Json {
+                out::json(&v);
+            } else {
+                for e in v.as_array().into_iter().flatten() {
+                    out::line(&env_line(e));
+                }
+            }
+        }
+        EnvCommand::Show { name, client: args } => {
+            slug::validate_env(&name).map_err(|e| anyhow!("{e}"))?;
+            let client = Client::new(&args)?;
+            let v: Value = client.get(&format!("/v1/envs/{name}")).await?;
+            if args.output == Output::Json {
+                out::json(&v);
+            } else {
+                out::line(&env_line(&v));
+            }
+        }
+    }
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::flags::{FlagError, validate_flag};
+use super::flags::{FlagError, MAX_FLAGS, MAX_LIST_VALUES, validate_flag};
 use super::model::{
     AgentRouting, AgentState, BundleRef, EnvState, Flag, Kill, ReleaseRouting, Snapshot,
 };
@@ -129,6 +129,18 @@ pub enum CommandError {
     InvalidFlag(FlagError),
     #[error("Flag {key} does not exist in this env.")]
     UnknownFlag { key: String },
+    /// The agent is not routed in this env (nothing deployed, nothing killed).
+    #[error("no agent {agent} in this env{}", suggestion(nearest.as_deref()))]
+    UnknownAgent {
+        agent: String,
+        nearest: Option<String>,
+    },
+    #[error("This env already has {MAX_FLAGS} flags; delete one before adding {key}.")]
+    TooManyFlags { key: String },
+    #[error(
+        "{agent} is already killed for {MAX_KILLED_TENANTS} tenants in this env; kill the whole agent instead."
+    )]
+    TooManyKilledTenants { agent: String },
     #[error("{agent} has no stable in this env; deploy one before starting a release.")]
     NoStable { agent: String },
     #[error("Release {release} of {agent} has the stable {bundle} as its candidate.")]
@@ -137,6 +149,23 @@ pub enum CommandError {
         release: String,
         bundle: String,
     },
+}
+
+fn suggestion(nearest: Option<&str>) -> String {
+    match nearest {
+        Some(n) => format!("; did you mean {n}?"),
+        None => "; deploy it here first".to_owned(),
+    }
+}
+
+/// Most tenants one agent may be killed for, one by one, in one env.
+pub const MAX_KILLED_TENANTS: usize = MAX_LIST_VALUES;
+
+fn unknown_agent(st: &EnvState, agent: &str) -> CommandError {
+    CommandError::UnknownAgent {
+        agent: agent.to_owned(),
+        nearest: slug::nearest(agent, st.agents.keys().map(String::as_str)).map(str::to_owned),
+    }
 }
 
 fn check_agent(agent: &str) -> Result<(), CommandError> {
@@ -190,7 +219,10 @@ impl EnvState {
                 let nothing = || CommandError::NothingToRollBackTo {
                     agent: agent.clone(),
                 };
-                let state = next.agents.get_mut(agent).ok_or_else(nothing)?;
+                let state = match next.agents.get_mut(agent) {
+                    Some(s) => s,
+                    None => return Err(unknown_agent(self, agent)),
+                };
                 if state.release.take().is_none() {
                     if state.stack.len() < 2 {
                         return Err(nothing());
@@ -204,7 +236,20 @@ impl EnvState {
                 kill,
             } => {
                 check_agent(agent)?;
-                let state = next.agents.entry(agent.clone()).or_default();
+                // Killing a name that routes nothing here would only hide a typo: the agent
+                // meant keeps serving while the operator reads KILLED.
+                let state = match next.agents.get_mut(agent) {
+                    Some(s) => s,
+                    None => return Err(unknown_agent(self, agent)),
+                };
+                if let Some(t) = tenant
+                    && !state.killed_tenants.contains_key(t)
+                    && state.killed_tenants.len() >= MAX_KILLED_TENANTS
+                {
+                    return Err(CommandError::TooManyKilledTenants {
+                        agent: agent.clone(),
+                    });
+                }
                 let already = match tenant {
                     None => state.kill.replace(kill.clone()).is_some(),
                     Some(t) => state
@@ -224,7 +269,10 @@ impl EnvState {
                     agent: agent.clone(),
                     tenant: tenant.clone(),
                 };
-                let state = next.agents.get_mut(agent).ok_or_else(not_killed)?;
+                let state = match next.agents.get_mut(agent) {
+                    Some(s) => s,
+                    None => return Err(unknown_agent(self, agent)),
+                };
                 let was = match tenant {
                     None => state.kill.take().is_some(),
                     Some(t) => state.killed_tenants.remove(t).is_some(),
@@ -238,6 +286,11 @@ impl EnvState {
             }
             Command::SetFlag(flag) => {
                 validate_flag(flag).map_err(CommandError::InvalidFlag)?;
+                if !next.flags.contains_key(&flag.key) && next.flags.len() >= MAX_FLAGS {
+                    return Err(CommandError::TooManyFlags {
+                        key: flag.key.clone(),
+                    });
+                }
                 next.flags.insert(flag.key.clone(), flag.clone());
             }
             Command::DeleteFlag { key } => {

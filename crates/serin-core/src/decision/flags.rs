@@ -25,6 +25,26 @@ use crate::slug;
 /// Longest accepted flag description, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 500;
 
+/// Deepest accepted `on`/`off` value (a scalar is depth 1, `[1]` depth 2). A snapshot nests a
+/// flag value four levels down and every SDK's JSON parser has a recursion limit (serde_json's
+/// is 128), so a value must stay far below it to be readable inside the snapshot.
+pub const MAX_VALUE_DEPTH: usize = 32;
+
+/// Largest accepted `on`/`off` value, in bytes of compact JSON.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// Most rules one flag may have.
+pub const MAX_RULES: usize = 100;
+
+/// Most values one allow or deny list, or one rule, may name.
+pub const MAX_LIST_VALUES: usize = 10_000;
+
+/// Longest value an allow or deny list, or a rule, may name, in bytes.
+pub const MAX_LIST_VALUE_BYTES: usize = 256;
+
+/// Most flags one env may hold.
+pub const MAX_FLAGS: usize = 1_000;
+
 /// Why a flag definition was refused: the offending field as a JSON pointer into the flag
 /// object, and a sentence naming the flag.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -87,12 +107,111 @@ fn operator_name(op: Operator) -> &'static str {
     }
 }
 
-/// Checks a flag definition: a valid key, a description of at most 500 characters, no value
-/// both allowed and denied, no rule without values, and no rule that an earlier one always
-/// pre-empts.
+/// The nesting depth of a JSON value (a scalar is 1), computed without recursion so a value
+/// nested deeper than any parser accepts cannot overflow the stack here.
+pub fn value_depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 1usize)];
+    while let Some((v, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match v {
+            Value::Array(a) => stack.extend(a.iter().map(|c| (c, d + 1))),
+            Value::Object(m) => stack.extend(m.values().map(|c| (c, d + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+fn check_value(key: &str, field: &str, v: &Value) -> Result<(), FlagError> {
+    let depth = value_depth(v);
+    if depth > MAX_VALUE_DEPTH {
+        return Err(FlagError::new(
+            format!("/{field}"),
+            format!(
+                "The {field} value of flag {key} is nested {depth} levels deep; at most {MAX_VALUE_DEPTH} are allowed."
+            ),
+        ));
+    }
+    let bytes = serde_json::to_vec(v).map(|b| b.len()).map_err(|e| {
+        FlagError::new(
+            format!("/{field}"),
+            format!("The {field} value of flag {key} cannot be encoded as JSON: {e}."),
+        )
+    })?;
+    if bytes > MAX_VALUE_BYTES {
+        return Err(FlagError::new(
+            format!("/{field}"),
+            format!(
+                "The {field} value of flag {key} is {bytes} bytes of JSON; at most {MAX_VALUE_BYTES} are allowed."
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_list(
+    key: &str,
+    pointer: String,
+    what: &str,
+    values: &BTreeSet<String>,
+) -> Result<(), FlagError> {
+    if values.len() > MAX_LIST_VALUES {
+        return Err(FlagError::new(
+            pointer,
+            format!(
+                "{what} of flag {key} names {} values; at most {MAX_LIST_VALUES} are allowed.",
+                values.len()
+            ),
+        ));
+    }
+    if let Some(long) = values.iter().find(|v| v.len() > MAX_LIST_VALUE_BYTES) {
+        return Err(FlagError::new(
+            pointer,
+            format!(
+                "{what} of flag {key} names a value of {} bytes; at most {MAX_LIST_VALUE_BYTES} are allowed.",
+                long.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a flag definition: a valid key, a description of at most 500 characters, values and
+/// lists within the documented limits, no value both allowed and denied, no rule without
+/// values, and no rule that an earlier one always pre-empts.
 pub fn validate_flag(flag: &Flag) -> Result<(), FlagError> {
     let key = &flag.key;
     slug::validate_flag_key(key).map_err(|e| FlagError::new("/key", format!("{e}.")))?;
+    check_value(key, "on", &flag.on)?;
+    check_value(key, "off", &flag.off)?;
+    for (list, targets) in [("allow", &flag.allow), ("deny", &flag.deny)] {
+        for (attr, field) in TARGET_FIELDS {
+            check_list(
+                key,
+                format!("/{list}/{field}"),
+                &format!("The {list} list of {field}"),
+                target_set(targets, attr),
+            )?;
+        }
+    }
+    if flag.rules.len() > MAX_RULES {
+        return Err(FlagError::new(
+            "/rules",
+            format!(
+                "Flag {key} has {} rules; at most {MAX_RULES} are allowed.",
+                flag.rules.len()
+            ),
+        ));
+    }
+    for (i, rule) in flag.rules.iter().enumerate() {
+        check_list(
+            key,
+            format!("/rules/{i}/values"),
+            &format!("Rule {i}"),
+            &rule.values,
+        )?;
+    }
     if let Some(d) = &flag.description {
         let n = d.chars().count();
         if n > MAX_DESCRIPTION_CHARS {

@@ -13,13 +13,18 @@ mod commands;
 mod engine;
 mod flags;
 mod model;
+mod servable;
 mod strset;
 
 #[doc(hidden)]
 pub mod bench_support;
 
 pub use bucket::{bucket, in_share};
-pub use commands::{Command, CommandError, MAX_STACK};
+pub use commands::{Command, CommandError, MAX_KILLED_TENANTS, MAX_STACK};
 pub use engine::{CompileError, CompiledSnapshot, DecideError, Decision, Reason, Unit};
-pub use flags::{FlagError, FlagEvaluation, FlagReason, MAX_DESCRIPTION_CHARS, validate_flag};
+pub use flags::{
+    FlagError, FlagEvaluation, FlagReason, MAX_DESCRIPTION_CHARS, MAX_FLAGS, MAX_LIST_VALUE_BYTES,
+    MAX_LIST_VALUES, MAX_RULES, MAX_VALUE_BYTES, MAX_VALUE_DEPTH, validate_flag, value_depth,
+};
 pub use model::*;
+pub use servable::{ServeError, servable};

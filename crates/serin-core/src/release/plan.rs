@@ -253,7 +253,26 @@ impl Plan {
                 PlanError::invalid(format!("/guardrails{}", e.pointer), e.reason.clone())
             })?;
         }
+        let excluded = self.exclude_tenants.len();
+        if excluded > crate::decision::MAX_LIST_VALUES {
+            return Err(PlanError::invalid(
+                "/exclude_tenants",
+                format!(
+                    "the plan excludes {excluded} tenants; at most {} are allowed",
+                    crate::decision::MAX_LIST_VALUES
+                ),
+            ));
+        }
         for (i, t) in self.exclude_tenants.iter().enumerate() {
+            if t.len() > crate::decision::MAX_LIST_VALUE_BYTES {
+                return Err(PlanError::invalid(
+                    format!("/exclude_tenants/{i}"),
+                    format!(
+                        "tenant names are at most {} bytes",
+                        crate::decision::MAX_LIST_VALUE_BYTES
+                    ),
+                ));
+            }
             if t.trim().is_empty() {
                 return Err(PlanError::invalid(
                     format!("/exclude_tenants/{i}"),

@@ -107,7 +107,7 @@ fn rollback_restores_the_previous_stable_and_the_one_before_becomes_previous() {
     check(&[
         (
             rollback(),
-            "error: support has no previous stable to roll back to in this env.",
+            "error: no agent support in this env; deploy it here first",
         ),
         (deploy("support", 1), "support@1/-"),
         (
@@ -171,12 +171,21 @@ fn the_deploy_stack_keeps_the_newest_fifty() {
 }
 
 #[test]
-fn kills_need_no_stable_cannot_repeat_and_unkill_needs_a_kill() {
-    let s = check(&[
+fn kills_need_a_routed_agent_cannot_repeat_and_unkill_needs_a_kill() {
+    check(&[
+        (
+            kill(None),
+            "error: no agent support in this env; deploy it here first",
+        ),
+        (
+            unkill(None),
+            "error: no agent support in this env; deploy it here first",
+        ),
+        (deploy("support", 1), "support@1/-"),
         (unkill(None), "error: support is not killed in this env."),
-        (kill(None), "-/- killed"),
+        (kill(None), "support@1/- killed"),
         (kill(None), "error: support is already killed in this env."),
-        (kill(Some("acme")), "-/- killed killed:acme"),
+        (kill(Some("acme")), "support@1/- killed killed:acme"),
         (
             kill(Some("acme")),
             "error: support is already killed for tenant acme in this env.",
@@ -185,10 +194,36 @@ fn kills_need_no_stable_cannot_repeat_and_unkill_needs_a_kill() {
             unkill(Some("globex")),
             "error: support is not killed for tenant globex in this env.",
         ),
-        (unkill(None), "-/- killed:acme"),
-        (unkill(Some("acme")), "-"),
+        (unkill(None), "support@1/- killed:acme"),
+        (unkill(Some("acme")), "support@1/-"),
     ]);
-    assert!(s.agents.is_empty(), "an agent with nothing left is dropped");
+}
+
+#[test]
+fn a_mistyped_agent_is_refused_with_the_nearest_routed_one() {
+    let s = EnvState::default().apply(&deploy("support", 1)).unwrap();
+    let typo = Command::Kill {
+        agent: "suport".into(),
+        tenant: None,
+        kill: Kill {
+            reason: "incident".into(),
+            actor: "t".into(),
+            at_ms: 0,
+        },
+    };
+    let err = s.apply(&typo).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no agent suport in this env; did you mean support?"
+    );
+    assert!(
+        s.apply(&Command::Rollback {
+            agent: "suport".into()
+        })
+        .unwrap_err()
+        .to_string()
+        .contains("did you mean support?")
+    );
 }
 
 #[test]

@@ -321,7 +321,16 @@ fn the_weight_ends_send_nobody_and_everybody_to_the_canary_but_excluded_tenants_
 
 #[test]
 fn a_kill_wins_even_without_a_stable_and_a_tenant_kill_only_hits_that_tenant() {
-    let killed_only = state(&[kill_cmd(None)]);
+    // Commands only kill routed agents, but a snapshot may carry a kill without a stable
+    // (one written by an older server): the kill still wins.
+    let mut killed_only = EnvState::default();
+    killed_only.agents.insert(
+        "support".into(),
+        serin_core::decision::AgentState {
+            kill: Some(kill()),
+            ..Default::default()
+        },
+    );
     let compiled = compile(&killed_only);
     let d = compiled.decide("support", &ctx("q", None, None)).unwrap();
     assert_eq!(
@@ -329,7 +338,14 @@ fn a_kill_wins_even_without_a_stable_and_a_tenant_kill_only_hits_that_tenant() {
         (Arm::Killed, None, Reason::AgentKilled)
     );
 
-    let tenant_only = state(&[kill_cmd(Some("acme"))]);
+    let mut tenant_only = EnvState::default();
+    tenant_only.agents.insert(
+        "support".into(),
+        serin_core::decision::AgentState {
+            killed_tenants: [("acme".to_owned(), kill())].into(),
+            ..Default::default()
+        },
+    );
     let compiled = compile(&tenant_only);
     let d = compiled
         .decide("support", &ctx("q", None, Some("acme")))

@@ -166,13 +166,13 @@ fn to_files(files: BTreeMap<String, String>) -> BundleFiles {
     out
 }
 
-fn pin_policy(env: Option<&str>) -> ApiResult<PinPolicy> {
+async fn pin_policy(state: &AppState, env: Option<&str>) -> ApiResult<PinPolicy> {
     match env {
         None => Ok(PinPolicy::Strict),
         Some(env) => {
             slug::validate_env(env)
                 .map_err(|e| ApiError::field(ErrorCode::InvalidField, "/env", e.to_string()))?;
-            Ok(PinPolicy::for_env(env))
+            state.envs.require(env, "/env").await
         }
     }
 }
@@ -235,7 +235,7 @@ async fn push_bundle(
     auth: Auth<BundleWriteAccess>,
     ApiJson(req): ApiJson<PushRequest>,
 ) -> ApiResult<(StatusCode, Json<PushResponse>)> {
-    let policy = pin_policy(req.env.as_deref())?;
+    let policy = pin_policy(&state, req.env.as_deref()).await?;
     let validation = run_validation(&state, to_files(req.files), policy).await?;
     let Some(bundle) = validation.bundle else {
         return Err(invalid_bundle(&validation.problems));
@@ -294,7 +294,7 @@ async fn validate_bundle(
     _auth: Auth<ReadAccess>,
     ApiJson(req): ApiJson<PushRequest>,
 ) -> ApiResult<Json<ValidateResponse>> {
-    let policy = pin_policy(req.env.as_deref())?;
+    let policy = pin_policy(&state, req.env.as_deref()).await?;
     let validation = run_validation(&state, to_files(req.files), policy).await?;
     Ok(Json(ValidateResponse {
         valid: validation.bundle.is_some(),

@@ -1,7 +1,7 @@
 //! Snapshots (read, stream, history), decisions (`/v1/decide`, `/v1/explain`)
 //! and the mutations that change routing: deploy, rollback, kill, unkill, flags.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,22 +21,24 @@ use serin_core::decision::{
     validate_flag,
 };
 use serin_core::slug;
-use serin_store::EnvStateChange;
+use serin_store::{EnvRecord, EnvStateChange};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::extract::{
-    ApiJson, ApiPath, ApiQuery, Auth, Caller, DecideAccess, DeployAccess, ReadAccess,
+    AdminAccess, ApiJson, ApiPath, ApiQuery, Auth, Caller, DecideAccess, DeployAccess, ReadAccess,
     SnapshotAccess,
 };
 use crate::hub::{Published, parse_state, snapshot_event_json};
+use crate::servable::{self, Refusal};
 use crate::{AppState, clock};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list_envs))
+        .routes(routes!(list_envs, create_env))
+        .routes(routes!(get_env))
         .routes(routes!(get_snapshot))
         .routes(routes!(stream_snapshot))
         .routes(routes!(get_historical_snapshot))
@@ -50,9 +52,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_flag, put_flag, delete_flag))
 }
 
-pub(crate) fn check_env(env: &str) -> ApiResult<()> {
-    slug::validate_env(env)
-        .map_err(|e| ApiError::field(ErrorCode::BadRequest, "env", e.to_string()))
+/// The env's pin policy if it is registered; 404 with the nearest name otherwise.
+pub(crate) async fn require_env(state: &AppState, env: &str) -> ApiResult<PinPolicy> {
+    state.envs.require(env, "env").await
 }
 
 fn check_agent(agent: &str) -> ApiResult<()> {
@@ -75,30 +77,85 @@ fn check_reason(reason: &str, field: &str) -> ApiResult<()> {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EnvResponse {
     pub env: String,
-    pub version: i64,
-    pub updated_at: String,
-    /// `strict` or `dev`.
+    /// Strict envs refuse moving model aliases and direct deploys without force.
+    pub strict: bool,
+    /// `strict` or `dev` (lenient).
     pub pin_policy: String,
+    /// The newest snapshot version (0 until the first change there).
+    pub version: i64,
+    /// When the newest version was committed (the creation time until then).
+    pub updated_at: String,
+    pub created_at: String,
+    pub created_by: String,
 }
 
-/// Every env that has had a change.
+impl From<EnvRecord> for EnvResponse {
+    fn from(e: EnvRecord) -> EnvResponse {
+        let policy = if e.strict {
+            PinPolicy::Strict
+        } else {
+            PinPolicy::Dev
+        };
+        EnvResponse {
+            strict: e.strict,
+            pin_policy: policy.as_str().to_owned(),
+            version: e.version.unwrap_or(0),
+            updated_at: clock::rfc3339(e.updated_at_ms.unwrap_or(e.created_at_ms)),
+            created_at: clock::rfc3339(e.created_at_ms),
+            created_by: e.created_by,
+            env: e.name,
+        }
+    }
+}
+
+/// Every registered env (`dev` exists from the start; others once created).
 #[utoipa::path(get, path = "/v1/envs", tag = "decisions",
     responses((status = 200, body = Vec<EnvResponse>)), security(("bearer" = ["viewer"])))]
 async fn list_envs(
     State(state): State<AppState>,
     _auth: Auth<ReadAccess>,
 ) -> ApiResult<Json<Vec<EnvResponse>>> {
-    let envs = state.store.list_envs().await?;
-    Ok(Json(
-        envs.into_iter()
-            .map(|e| EnvResponse {
-                pin_policy: PinPolicy::for_env(&e.env).as_str().to_owned(),
-                env: e.env,
-                version: e.version,
-                updated_at: clock::rfc3339(e.updated_at_ms),
-            })
-            .collect(),
-    ))
+    let envs = state.envs.list().await?;
+    Ok(Json(envs.into_iter().map(EnvResponse::from).collect()))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnvRequest {
+    /// `[a-z0-9][a-z0-9-]{0,62}`.
+    pub name: String,
+    /// Pin policy; strict unless the env is named `dev`.
+    pub strict: Option<bool>,
+}
+
+/// Create an env. Envs exist only once created, so a mistyped name is refused
+/// everywhere instead of becoming a new env. Audited `env.create`.
+#[utoipa::path(post, path = "/v1/envs", tag = "decisions", request_body = CreateEnvRequest,
+    responses((status = 201, body = EnvResponse)), security(("bearer" = ["admin"])))]
+async fn create_env(
+    State(state): State<AppState>,
+    auth: Auth<AdminAccess>,
+    ApiJson(req): ApiJson<CreateEnvRequest>,
+) -> ApiResult<(axum::http::StatusCode, Json<EnvResponse>)> {
+    let strict = req.strict.unwrap_or(req.name != "dev");
+    let rec = state
+        .envs
+        .create(&req.name, strict, clock::now_ms(), &auth.caller.actor())
+        .await?;
+    tracing::info!(env = %rec.name, strict, actor = %auth.caller.actor(), "env created");
+    Ok((axum::http::StatusCode::CREATED, Json(rec.into())))
+}
+
+/// One env: its pin policy, creator and newest version.
+#[utoipa::path(get, path = "/v1/envs/{env}", tag = "decisions",
+    params(("env" = String, Path)),
+    responses((status = 200, body = EnvResponse)), security(("bearer" = ["viewer"])))]
+async fn get_env(
+    State(state): State<AppState>,
+    _auth: Auth<ReadAccess>,
+    ApiPath(env): ApiPath<String>,
+) -> ApiResult<Json<EnvResponse>> {
+    Ok(Json(state.envs.get(&env, "env").await?.into()))
 }
 
 fn json_response(body: Arc<str>) -> Response {
@@ -120,7 +177,7 @@ async fn get_snapshot(
     _auth: Auth<SnapshotAccess>,
     ApiPath(env): ApiPath<String>,
 ) -> ApiResult<Response> {
-    check_env(&env)?;
+    require_env(&state, &env).await?;
     Ok(json_response(
         state.hub.current(&env).await?.full_json.clone(),
     ))
@@ -182,7 +239,7 @@ async fn stream_snapshot(
     ApiQuery(query): ApiQuery<StreamQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    check_env(&env)?;
+    require_env(&state, &env).await?;
     if let Some(instance) = &query.instance {
         check_instance(instance, ErrorCode::BadRequest, "instance")?;
     }
@@ -373,6 +430,7 @@ async fn decide(
     ApiJson(req): ApiJson<DecideRequest>,
 ) -> ApiResult<Json<DecideResponse>> {
     check_request(&req)?;
+    state.envs.require(&req.env, "/env").await?;
     let published = state.hub.current(&req.env).await?;
     Ok(Json(decide_with(&published.compiled, &req, true)?))
 }
@@ -472,10 +530,61 @@ pub struct ChangeResponse {
 }
 
 fn command_error(e: CommandError) -> ApiError {
-    ApiError::new(ErrorCode::Conflict, e.to_string())
+    match e {
+        CommandError::UnknownAgent { .. } => {
+            ApiError::field(ErrorCode::NotFound, "agent", e.to_string())
+        }
+        CommandError::TooManyFlags { .. } => {
+            ApiError::field(ErrorCode::InvalidField, "/flag/key", e.to_string())
+        }
+        CommandError::TooManyKilledTenants { .. } => {
+            ApiError::field(ErrorCode::InvalidField, "/tenant", e.to_string())
+        }
+        other => ApiError::new(ErrorCode::Conflict, other.to_string()),
+    }
 }
 
-/// Applies `cmd` to the env's latest state in one transaction, then publishes.
+/// The request field a change that cannot be served is blamed on.
+fn blamed_field(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::SetFlag(_) => "/flag",
+        Command::Deploy { .. } => "/bundle",
+        _ => "/",
+    }
+}
+
+/// The state a change builds on when the env's newest stored state cannot even be read (an
+/// older server committed it): the newest readable one, which is what the hub serves, so the
+/// unreadable version stays quarantined instead of blocking every kill and rollback. `None`
+/// when the newest state is readable.
+async fn readable_base(state: &AppState, env: &str) -> ApiResult<Option<EnvState>> {
+    let Some(latest) = state.store.latest_env_state(env).await? else {
+        return Ok(None);
+    };
+    if serde_json::from_str::<EnvState>(&latest.state).is_ok() {
+        return Ok(None);
+    }
+    let mut before = latest.version;
+    for _ in 0..100 {
+        let Some(prev) = state.store.env_state_before(env, before).await? else {
+            break;
+        };
+        if let Ok(st) = serde_json::from_str::<EnvState>(&prev.state) {
+            tracing::warn!(
+                env,
+                unreadable = latest.version,
+                base = prev.version,
+                "the newest state is unreadable; this change builds on the newest readable one"
+            );
+            return Ok(Some(st));
+        }
+        before = prev.version;
+    }
+    Ok(Some(EnvState::default()))
+}
+
+/// Applies `cmd` to the env's latest state in one transaction (refusing, before commit, a
+/// state that could not be served), then publishes.
 async fn apply(
     state: &AppState,
     env: &str,
@@ -485,23 +594,49 @@ async fn apply(
 ) -> ApiResult<ChangeResponse> {
     let action = cmd.action().to_owned();
     let subject = format!("{}/{env}", cmd.subject());
-    let stored = state
-        .store
-        .update_env_state(env, clock::now_ms(), &caller.actor(), |current| {
-            let st: EnvState = match current {
-                Some(json) => serde_json::from_str(json).map_err(ApiError::internal)?,
-                None => EnvState::default(),
-            };
-            let next = st.apply(&cmd).map_err(command_error)?;
-            let state_json = serde_json::to_string(&next).map_err(ApiError::internal)?;
-            Ok::<_, ApiError>(EnvStateChange {
-                state: state_json,
-                action: action.clone(),
-                subject,
-                details,
+    let field = blamed_field(&cmd);
+    let mut bundles = servable::known_bundles(&state.hub, env).await;
+    if let Command::Deploy { bundle, .. } = &cmd {
+        servable::load_into(
+            &state.hub,
+            &mut bundles,
+            &BTreeSet::from([bundle.id.clone()]),
+        )
+        .await?;
+    }
+    let fallback = readable_base(state, env).await?;
+    // A concurrent change may reference a bundle not loaded yet: load it and run again.
+    let mut attempts = 0;
+    let stored = loop {
+        attempts += 1;
+        let outcome = state
+            .store
+            .update_env_state(env, clock::now_ms(), &caller.actor(), |current| {
+                let st: EnvState = match (current.map(serde_json::from_str), &fallback) {
+                    (None, _) => EnvState::default(),
+                    (Some(Ok(st)), _) => st,
+                    (Some(Err(_)), Some(base)) => base.clone(),
+                    (Some(Err(e)), None) => return Err(ApiError::internal(e).into()),
+                };
+                let next = st.apply(&cmd).map_err(command_error)?;
+                servable::check(env, &next, &bundles, field)?;
+                let state_json = serde_json::to_string(&next).map_err(ApiError::internal)?;
+                Ok::<_, Refusal>(EnvStateChange {
+                    state: state_json,
+                    action: action.clone(),
+                    subject: subject.clone(),
+                    details: details.clone(),
+                })
             })
-        })
-        .await??;
+            .await?;
+        match outcome {
+            Ok(stored) => break stored,
+            Err(Refusal::NeedBundles(ids)) if attempts < 3 => {
+                servable::load_into(&state.hub, &mut bundles, &ids).await?;
+            }
+            Err(r) => return Err(r.into_api()),
+        }
+    };
     state.hub.publish(&stored).await?;
     metrics::counter!("serin_routing_changes_total", "action" => action.clone()).increment(1);
     let env_state = parse_state(&stored)?;
@@ -553,9 +688,8 @@ async fn deploy(
     ApiPath((env, agent)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<DeployRequest>,
 ) -> ApiResult<Json<ChangeResponse>> {
-    check_env(&env)?;
+    let policy = require_env(&state, &env).await?;
     check_agent(&agent)?;
-    let policy = PinPolicy::for_env(&env);
     if policy == PinPolicy::Strict {
         if !req.force {
             return Err(ApiError::new(
@@ -579,11 +713,11 @@ async fn deploy(
                 "bundle must be a positive integer",
             )
         })?;
-    let stored = state
-        .store
-        .get_bundle(&agent, number)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no bundle {agent}@{number}")))?;
+    let stored = state.store.get_bundle(&agent, number).await?;
+    let stored = match stored {
+        Some(s) => s,
+        None => return Err(no_bundle(&state, &agent, number).await),
+    };
     let bundle = Bundle::from_canonical_json(&stored.content).map_err(ApiError::internal)?;
     if policy == PinPolicy::Strict
         && let ModelStatus::Alias { .. } = state
@@ -611,6 +745,43 @@ async fn deploy(
     Ok(Json(apply(&state, &env, &auth.caller, cmd, details).await?))
 }
 
+/// 404 for a deploy of a bundle that does not exist: an agent with no bundles at all is named
+/// with the nearest agent that has some, so a typo is caught before anything routes.
+async fn no_bundle(state: &AppState, agent: &str, number: i64) -> ApiError {
+    match state.store.list_agents().await {
+        Ok(agents) if !agents.iter().any(|a| a.name == agent) => ApiError::field(
+            ErrorCode::NotFound,
+            "agent",
+            slug::not_found_message("agent", agent, agents.iter().map(|a| a.name.as_str())),
+        ),
+        Ok(_) => ApiError::field(
+            ErrorCode::NotFound,
+            "/bundle",
+            format!("no bundle {agent}@{number}"),
+        ),
+        Err(e) => e.into(),
+    }
+}
+
+/// The agent a flag key is scoped to (`support` of `support.fast-path`) must have bundles: a
+/// flag under a mistyped agent would never be evaluated. Keys without a dot are env-wide.
+async fn check_flag_agent(state: &AppState, key: &str) -> ApiResult<()> {
+    let Some((agent, _)) = key.split_once('.') else {
+        return Ok(());
+    };
+    let agents = state.store.list_agents().await?;
+    if agents.iter().any(|a| a.name == agent) {
+        return Ok(());
+    }
+    let known = agents.iter().map(|a| a.name.as_str());
+    let msg = slug::not_found_message("agent", agent, known);
+    Err(ApiError::field(
+        ErrorCode::NotFound,
+        "key",
+        format!("flag {key} is scoped to agent {agent}, but there is {msg}"),
+    ))
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonRequest {
@@ -629,7 +800,7 @@ async fn rollback(
     ApiPath((env, agent)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<ReasonRequest>,
 ) -> ApiResult<Json<ChangeResponse>> {
-    check_env(&env)?;
+    require_env(&state, &env).await?;
     check_agent(&agent)?;
     check_reason(&req.reason, "/reason")?;
     if state.releases.is_active(&env, &agent).await? {
@@ -730,7 +901,7 @@ async fn switch(
     req: KillRequest,
     kill: bool,
 ) -> ApiResult<Json<ChangeResponse>> {
-    check_env(env)?;
+    require_env(state, env).await?;
     check_agent(&agent)?;
     check_tenant(&req.tenant)?;
     check_reason(&req.reason, "/reason")?;
@@ -764,7 +935,7 @@ async fn list_flags(
     _auth: Auth<ReadAccess>,
     ApiPath(env): ApiPath<String>,
 ) -> ApiResult<Json<BTreeMap<String, Flag>>> {
-    check_env(&env)?;
+    require_env(&state, &env).await?;
     let current = state.hub.current(&env).await?;
     Ok(Json(current.compiled.snapshot().flags.clone()))
 }
@@ -779,7 +950,7 @@ async fn get_flag(
     _auth: Auth<ReadAccess>,
     ApiPath((env, key)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Flag>> {
-    check_env(&env)?;
+    require_env(&state, &env).await?;
     let current = state.hub.current(&env).await?;
     current
         .compiled
@@ -810,7 +981,7 @@ async fn put_flag(
     ApiPath((env, key)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<PutFlagRequest>,
 ) -> ApiResult<Json<ChangeResponse>> {
-    check_env(&env)?;
+    require_env(&state, &env).await?;
     slug::validate_flag_key(&key)
         .map_err(|e| ApiError::field(ErrorCode::BadRequest, "key", e.to_string()))?;
     if let Some(r) = &req.reason {
@@ -843,6 +1014,7 @@ async fn put_flag(
             e.to_string(),
         )
     })?;
+    check_flag_agent(&state, &key).await?;
     let details = json!({ "flag": flag, "reason": req.reason });
     Ok(Json(
         apply(&state, &env, &auth.caller, Command::SetFlag(flag), details).await?,
@@ -865,7 +1037,7 @@ async fn delete_flag(
     ApiPath((env, key)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<DeleteFlagQuery>,
 ) -> ApiResult<Json<ChangeResponse>> {
-    check_env(&env)?;
+    require_env(&state, &env).await?;
     slug::validate_flag_key(&key)
         .map_err(|e| ApiError::field(ErrorCode::BadRequest, "key", e.to_string()))?;
     let details = json!({ "reason": q.reason });

@@ -49,9 +49,27 @@ async fn post_outcomes(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Json<IngestReport>> {
     let events = batch_events(body)?;
+    check_event_envs(&state, &events).await?;
     Ok(Json(
         state.guardrails.ingest(events, clock::now_ms()).await?,
     ))
+}
+
+/// An event naming an env that does not exist refuses the whole batch with 404 (naming the
+/// event), so an SDK configured with a mistyped env learns it from its first report instead of
+/// having every event dropped one by one. Malformed env names are left to per-event validation.
+async fn check_event_envs(state: &AppState, events: &[Value]) -> ApiResult<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, e) in events.iter().enumerate() {
+        let Some(env) = e.get("env").and_then(Value::as_str) else {
+            continue;
+        };
+        if slug::validate_env(env).is_err() || !seen.insert(env.to_owned()) {
+            continue;
+        }
+        state.envs.require(env, &format!("/events/{i}/env")).await?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -101,7 +119,7 @@ async fn get_guardrails(
     ApiPath((env, agent)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<GuardrailsQuery>,
 ) -> ApiResult<Json<GuardrailsResponse>> {
-    check(&env, &agent)?;
+    check(&state, &env, &agent).await?;
     if let Some(b) = q.budget_usd
         && !(b.is_finite() && b > 0.0)
     {
@@ -151,9 +169,8 @@ async fn get_guardrails(
     }))
 }
 
-fn check(env: &str, agent: &str) -> ApiResult<()> {
-    slug::validate_env(env)
-        .map_err(|e| ApiError::field(ErrorCode::BadRequest, "env", e.to_string()))?;
+async fn check(state: &AppState, env: &str, agent: &str) -> ApiResult<()> {
+    state.envs.require(env, "env").await?;
     slug::validate_agent(agent)
         .map_err(|e| ApiError::field(ErrorCode::BadRequest, "agent", e.to_string()))
 }
@@ -178,7 +195,7 @@ async fn put_guardrail_config(
     ApiPath((env, agent)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Json<ConfigResponse>> {
-    check(&env, &agent)?;
+    check(&state, &env, &agent).await?;
     let config: GuardrailConfig = crate::extract::parse_value(body)?;
     config.validate().map_err(|e| {
         ApiError::field(

@@ -33,9 +33,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(run_drill, drill_history))
 }
 
-fn check(env: &str, agent: &str) -> ApiResult<()> {
-    slug::validate_env(env)
-        .map_err(|e| ApiError::field(ErrorCode::BadRequest, "env", e.to_string()))?;
+async fn check(state: &AppState, env: &str, agent: &str) -> ApiResult<()> {
+    state.envs.require(env, "env").await?;
     slug::validate_agent(agent)
         .map_err(|e| ApiError::field(ErrorCode::BadRequest, "agent", e.to_string()))
 }
@@ -73,7 +72,7 @@ async fn apply_policy(
     ApiPath((env, agent)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<ApplyPolicyRequest>,
 ) -> ApiResult<Json<PolicyView>> {
-    check(&env, &agent)?;
+    check(&state, &env, &agent).await?;
     let parsed = match (req.yaml, req.policy) {
         (Some(text), None) => Policy::parse_and_validate(&text).map_err(|e| (e, "/yaml"))?,
         (None, Some(value)) => {
@@ -127,7 +126,7 @@ async fn get_policy(
     ApiPath((env, agent)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<PolicyQuery>,
 ) -> ApiResult<Json<PolicyView>> {
-    check(&env, &agent)?;
+    check(&state, &env, &agent).await?;
     Ok(Json(state.readiness.policy(&env, &agent, q.version).await?))
 }
 
@@ -140,7 +139,7 @@ async fn policy_history(
     _auth: Auth<ReadAccess>,
     ApiPath((env, agent)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Vec<PolicyView>>> {
-    check(&env, &agent)?;
+    check(&state, &env, &agent).await?;
     Ok(Json(state.readiness.history(&env, &agent).await?))
 }
 
@@ -154,7 +153,7 @@ async fn list_evidence(
     _auth: Auth<ReadAccess>,
     ApiPath((env, agent)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Vec<Evidence>>> {
-    check(&env, &agent)?;
+    check(&state, &env, &agent).await?;
     Ok(Json(state.readiness.evidence(&env, &agent).await?))
 }
 
@@ -171,7 +170,7 @@ async fn set_evidence(
     ApiPath((env, agent, key)): ApiPath<(String, String, String)>,
     ApiJson(req): ApiJson<EvidenceRequest>,
 ) -> ApiResult<Json<Evidence>> {
-    check(&env, &agent)?;
+    check(&state, &env, &agent).await?;
     check_key(&key)?;
     Ok(Json(
         state
@@ -191,7 +190,7 @@ async fn evidence_history(
     _auth: Auth<ReadAccess>,
     ApiPath((env, agent, key)): ApiPath<(String, String, String)>,
 ) -> ApiResult<Json<Vec<Evidence>>> {
-    check(&env, &agent)?;
+    check(&state, &env, &agent).await?;
     check_key(&key)?;
     Ok(Json(
         state.readiness.evidence_history(&env, &agent, &key).await?,
@@ -253,7 +252,7 @@ async fn check_readiness(
     ApiPath((env, agent)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<CheckRequest>,
 ) -> ApiResult<Json<CheckView>> {
-    check(&env, &agent)?;
+    check(&state, &env, &agent).await?;
     let plan = match req.plan {
         Some(v) => {
             let plan = Plan::from_value(v).map_err(|e| {
@@ -301,7 +300,7 @@ async fn run_drill(
     ApiPath((env, agent)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<DrillRequest>,
 ) -> ApiResult<Json<DrillRecord>> {
-    check(&env, &agent)?;
+    check(&state, &env, &agent).await?;
     let timeout = req
         .timeout_ms
         .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
@@ -322,6 +321,6 @@ async fn drill_history(
     _auth: Auth<ReadAccess>,
     ApiPath((env, agent)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<DrillHistory>> {
-    check(&env, &agent)?;
+    check(&state, &env, &agent).await?;
     Ok(Json(state.drills.history(&env, &agent).await?))
 }

@@ -30,9 +30,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(release_report))
 }
 
-fn check(env: &str, agent: &str) -> ApiResult<()> {
-    slug::validate_env(env)
-        .map_err(|e| ApiError::field(ErrorCode::BadRequest, "env", e.to_string()))?;
+async fn check(state: &AppState, env: &str, agent: &str) -> ApiResult<()> {
+    state.envs.require(env, "env").await?;
     slug::validate_agent(agent)
         .map_err(|e| ApiError::field(ErrorCode::BadRequest, "agent", e.to_string()))
 }
@@ -76,7 +75,7 @@ async fn start_release(
     ApiPath((env, agent)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<StartRequest>,
 ) -> ApiResult<(StatusCode, Json<ReleaseView>)> {
-    check(&env, &agent)?;
+    check(&state, &env, &agent).await?;
     check_reason(&req.reason)?;
     let gate_override = if req.override_readiness {
         if !auth.caller.role.allows(Action::Approve) {
@@ -141,7 +140,7 @@ async fn list_releases(
     _auth: Auth<ReadAccess>,
     ApiPath((env, agent)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Vec<Release>>> {
-    check(&env, &agent)?;
+    check(&state, &env, &agent).await?;
     Ok(Json(state.releases.list(&env, &agent).await?))
 }
 
@@ -155,7 +154,7 @@ async fn release_status(
     _auth: Auth<ReadAccess>,
     ApiPath((env, agent)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<ReleaseView>> {
-    check(&env, &agent)?;
+    check(&state, &env, &agent).await?;
     Ok(Json(state.releases.current(&env, &agent).await?))
 }
 
@@ -179,7 +178,7 @@ async fn promote(
     ApiPath((env, agent)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<ActionRequest>,
 ) -> ApiResult<Json<ReleaseView>> {
-    check(&env, &agent)?;
+    check(&state, &env, &agent).await?;
     check_reason(&req.reason)?;
     let actor = auth.caller.actor();
     let view = state
@@ -207,7 +206,7 @@ async fn pause(
     ApiPath((env, agent)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<ActionRequest>,
 ) -> ApiResult<Json<ReleaseView>> {
-    check(&env, &agent)?;
+    check(&state, &env, &agent).await?;
     check_reason(&req.reason)?;
     let actor = auth.caller.actor();
     let view = state
@@ -229,7 +228,7 @@ async fn resume(
     auth: Auth<DeployAccess>,
     ApiPath((env, agent)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<ReleaseView>> {
-    check(&env, &agent)?;
+    check(&state, &env, &agent).await?;
     let actor = auth.caller.actor();
     let view = state
         .releases
@@ -248,7 +247,7 @@ async fn abort(
     ApiPath((env, agent)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<ActionRequest>,
 ) -> ApiResult<Json<ReleaseView>> {
-    check(&env, &agent)?;
+    check(&state, &env, &agent).await?;
     check_reason(&req.reason)?;
     let reason = req.reason.ok_or_else(|| {
         ApiError::field(ErrorCode::InvalidField, "/reason", "abort needs a reason")
@@ -284,7 +283,7 @@ async fn release_report(
     ApiPath((env, agent)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> ApiResult<Response> {
-    check(&env, &agent)?;
+    check(&state, &env, &agent).await?;
     let view = match &q.release {
         Some(id) => state.releases.by_id(id).await?,
         None => state.releases.current(&env, &agent).await?,

@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::extract::{ApiJson, ApiPath, Auth, ReadAccess, SnapshotAccess};
-use crate::routes::decisions::{check_env, check_instance};
+use crate::routes::decisions::{check_instance, require_env};
 use crate::sdks::SdkInstance;
 
 /// Longest `sdk` self-description accepted.
@@ -76,6 +76,7 @@ async fn post_applied(
     ApiJson(report): ApiJson<AppliedReport>,
 ) -> ApiResult<StatusCode> {
     check_report(&report)?;
+    state.envs.require(&report.env, "/env").await?;
     state
         .sdks
         .report_applied(&report.env, &report.instance, report.version, report.sdk)?;
@@ -101,7 +102,7 @@ async fn list_sdks(
     _auth: Auth<ReadAccess>,
     ApiPath(env): ApiPath<String>,
 ) -> ApiResult<Json<SdksResponse>> {
-    check_env(&env)?;
+    require_env(&state, &env).await?;
     let version = state.hub.current(&env).await?.version;
     Ok(Json(SdksResponse {
         version,

@@ -79,6 +79,7 @@ async fn every_sdk_converges_on_each_change_and_keeps_serving_while_the_server_i
     let backend = Backend::sqlite();
     let server = Server::start(&backend);
     let admin = server.bootstrap_token.clone().unwrap();
+    server.create_envs(&admin);
     let cli = server.cli(&admin);
     let _work = push_two_versions(&cli);
     let v1 = change(
@@ -330,6 +331,7 @@ async fn strict_envs_refuse_direct_deploys_and_moving_aliases() {
     let backend = Backend::sqlite();
     let server = Server::start(&backend);
     let admin = server.bootstrap_token.clone().unwrap();
+    server.create_envs(&admin);
     let cli = server.cli(&admin);
     let _work = push_two_versions(&cli);
 
@@ -381,12 +383,14 @@ async fn routing_bad_input_gets_clear_errors_and_changes_nothing() {
     let backend = Backend::sqlite();
     let server = Server::start(&backend);
     let admin = server.bootstrap_token.clone().unwrap();
+    server.create_envs(&admin);
     let cli = server.cli(&admin);
     let _work = push_two_versions(&cli);
     let http = server.http(&admin);
 
+    // Nothing routed in dev yet: the agent is unknown there.
     let out = cli.run(&["rollback", "support", "--env", "dev", "--reason", "x"]);
-    assert_eq!(out.code, 2);
+    assert_eq!(out.code, 1);
     assert!(out.stderr.contains("support"), "{}", out.stderr);
     cli.run(&["deploy", "support", "--env", "dev", "--bundle", "1"])
         .ok();
@@ -398,7 +402,9 @@ async fn routing_bad_input_gets_clear_errors_and_changes_nothing() {
     );
     let out = cli.run(&["unkill", "support", "--env", "dev", "--reason", "x"]);
     assert_eq!(out.code, 2, "{out:#?}");
+    // A name that does not exist is the server saying no: exit 1.
     let out = cli.run(&["deploy", "support", "--env", "dev", "--bundle", "9"]);
+    assert_eq!(out.code, 1, "{out:#?}");
     assert!(out.stderr.contains("no bundle support@9"), "{}", out.stderr);
     let (status, body) = http
         .post(

@@ -45,6 +45,7 @@ async fn a_drill_is_confirmed_by_every_sdk_timed_recorded_and_seen_by_readiness(
     let backend = Backend::sqlite();
     let server = Server::start(&backend);
     let admin = server.bootstrap_token.clone().unwrap();
+    server.create_envs(&admin);
     let cli = server.cli(&admin);
     let work = tempfile::tempdir().unwrap();
     two_stables(&cli, work.path());

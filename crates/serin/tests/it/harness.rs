@@ -192,6 +192,26 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Creates env `name` through the CLI with the admin token (strict unless `strict` is
+    /// false): envs exist only once created.
+    pub fn create_env(&self, admin: &str, name: &str, strict: bool) {
+        let policy = if strict { "--strict" } else { "--lenient" };
+        let out = self.cli(admin).run(&["env", "create", name, policy]);
+        assert_eq!(
+            out.code, 0,
+            "env create {name}: {}{}",
+            out.stdout, out.stderr
+        );
+    }
+
+    /// Creates the strict envs `staging` and `prod`, as most tests deploy there.
+    pub fn create_envs(&self, admin: &str) {
+        self.create_env(admin, "staging", true);
+        self.create_env(admin, "prod", true);
+    }
+}
+
 /// Pushes the sample bundle as support@1 and a variant with another prompt as support@2
 /// (in a copy under `work`).
 pub fn push_two_bundles(cli: &Cli, work: &Path) {

@@ -14,6 +14,7 @@ mod decisions;
 mod drills;
 mod guardrails;
 mod harness;
+mod hostile_names;
 mod http_errors;
 mod readiness;
 mod releases;

@@ -134,6 +134,7 @@ async fn the_gate_refuses_until_ready_expiry_flips_it_and_overrides_are_audited(
     let backend = Backend::sqlite();
     let server = Server::start(&backend);
     let admin = server.bootstrap_token.clone().unwrap();
+    server.create_envs(&admin);
     let cli = server.cli(&admin);
     let work = tempfile::tempdir().unwrap();
     two_bundles(&cli, work.path());
@@ -458,6 +459,7 @@ async fn bad_readiness_input_is_refused_and_nothing_is_stored() {
     let backend = Backend::sqlite();
     let server = Server::start(&backend);
     let admin = server.bootstrap_token.clone().unwrap();
+    server.create_envs(&admin);
     let cli = server.cli(&admin);
     let work = tempfile::tempdir().unwrap();
     two_bundles(&cli, work.path());

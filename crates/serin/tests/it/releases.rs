@@ -109,6 +109,7 @@ async fn setup() -> (Backend, Server, String, tempfile::TempDir) {
     let backend = Backend::sqlite();
     let server = Server::start(&backend);
     let admin = server.bootstrap_token.clone().unwrap();
+    server.create_envs(&admin);
     let cli = server.cli(&admin);
     let work = tempfile::tempdir().unwrap();
     cli.run(&["bundle", "push", sample_bundle().to_str().unwrap()])

@@ -74,6 +74,7 @@ async fn sdks_report_the_version_they_serve_and_the_server_lists_them() {
     let backend = Backend::sqlite();
     let server = Server::start(&backend);
     let admin = server.bootstrap_token.clone().unwrap();
+    server.create_envs(&admin);
     let cli = server.cli(&admin);
     let work = tempfile::tempdir().unwrap();
     push_two_bundles(&cli, work.path());
@@ -175,6 +176,7 @@ async fn bad_instance_ids_and_reports_are_refused_naming_the_field() {
     let backend = Backend::sqlite();
     let server = Server::start(&backend);
     let admin = server.bootstrap_token.clone().unwrap();
+    server.create_envs(&admin);
     let sdk = server.http(&server.token(&admin, "sdk").await);
     let viewer = server.http(&server.token(&admin, "viewer").await);
 
