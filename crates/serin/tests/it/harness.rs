@@ -71,11 +71,17 @@ impl Server {
 
     /// Starts on a given port (0 picks one), e.g. to restart where SDKs expect it.
     pub fn start_on(backend: &Backend, port: u16) -> Server {
+        Server::start_with(backend, port, &[])
+    }
+
+    /// Starts with extra `serin server` flags (later ones win over the defaults above them).
+    pub fn start_with(backend: &Backend, port: u16, extra: &[&str]) -> Server {
         let child = Command::new(BIN)
             .arg("server")
             .args(backend.args())
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--refresh-ms", "200"])
+            .args(extra)
             .env("SERIN_LOG", "warn")
             .env_remove("SERIN_TOKEN")
             .env_remove("SERIN_DATABASE_URL")
