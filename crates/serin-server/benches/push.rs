@@ -57,6 +57,8 @@ fn bench_push(c: &mut Criterion) {
             refresh_interval: std::time::Duration::from_secs(1),
             tick_interval: std::time::Duration::from_secs(1),
             run_controller: false,
+            max_validations: 4,
+            webhook_retry: serin_server::releases::RetryPolicy::DEFAULT,
         })
         .await
         .unwrap()

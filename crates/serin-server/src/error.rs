@@ -28,10 +28,13 @@ pub enum ErrorCode {
     Overloaded,
     Internal,
     Unavailable,
+    UriTooLong,
+    HeadersTooLarge,
+    RequestTimeout,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidJson,
         ErrorCode::InvalidField,
@@ -48,6 +51,9 @@ impl ErrorCode {
         ErrorCode::Overloaded,
         ErrorCode::Internal,
         ErrorCode::Unavailable,
+        ErrorCode::UriTooLong,
+        ErrorCode::HeadersTooLarge,
+        ErrorCode::RequestTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +74,9 @@ impl ErrorCode {
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::RequestTimeout => "request_timeout",
         }
     }
 
@@ -87,6 +96,9 @@ impl ErrorCode {
             ErrorCode::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -116,6 +128,11 @@ impl ErrorCode {
             ErrorCode::Overloaded => "too many requests in flight; retry after `Retry-After` s",
             ErrorCode::Internal => "a server bug; the log has the details",
             ErrorCode::Unavailable => "the store is unreachable; retry later",
+            ErrorCode::UriTooLong => "the request URI (path and query) is over 8 KiB",
+            ErrorCode::HeadersTooLarge => "the request head is over 64 KiB or 100 header fields",
+            ErrorCode::RequestTimeout => {
+                "the request body did not arrive within the body deadline (`--body-timeout-ms`)"
+            }
         }
     }
 }

@@ -47,6 +47,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
 }
 
 fn bytes_rejection(rejection: BytesRejection) -> ApiError {
+    if crate::transport::is_body_timeout(&rejection) {
+        return ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!("could not read the body: {rejection}"),
+        );
+    }
     if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             ErrorCode::PayloadTooLarge,

@@ -40,6 +40,7 @@ mod report;
 mod routes;
 pub mod sdks;
 pub mod servable;
+pub mod transport;
 
 use error::{ApiError, ErrorCode};
 
@@ -61,6 +62,9 @@ pub struct AppState {
     /// The SDK instances following this replica's snapshot streams and the
     /// versions they report applied.
     pub sdks: Arc<sdks::SdkRegistry>,
+    /// Permits for bundle validations running at once (they are CPU-bound and run on the
+    /// blocking pool); a request finding none answers 429.
+    pub validations: Arc<Semaphore>,
 }
 
 /// What the binary hands the server.
@@ -82,6 +86,10 @@ pub struct ServerConfig {
     pub tick_interval: Duration,
     /// Run the release controller and webhook notifier in this process.
     pub run_controller: bool,
+    /// Bundle validations (push and validate) running at once; beyond, 429.
+    pub max_validations: usize,
+    /// When the webhook notifier gives up on a notification.
+    pub webhook_retry: releases::RetryPolicy,
 }
 
 /// Bodies of routes other than bundle push are small; a low default limit
@@ -212,6 +220,7 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         tasks.push(releases::spawn_notifier(
             config.store.clone(),
             config.tick_interval,
+            config.webhook_retry,
         ));
     }
     let state = AppState {
@@ -227,6 +236,7 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         limits: config.limits,
         metrics: metrics_handle(),
         openapi_json: Arc::new(api.to_pretty_json().unwrap_or_default()),
+        validations: Arc::new(Semaphore::new(config.max_validations.max(1))),
     };
     let routes = router
         .method_not_allowed_fallback(method_not_allowed)
@@ -241,7 +251,9 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
     // `Router::layer` wraps each route separately; the load shedder must count
     // requests across all routes, so it wraps the router as one service.
     let guarded = ServiceBuilder::new()
+        .layer(middleware::from_fn(security_headers))
         .layer(CatchPanicLayer::custom(panicked))
+        .layer(middleware::from_fn(refuse_long_uri))
         .layer(TraceLayer::new_for_http())
         .layer(middleware::from_fn_with_state(limits, shed_load))
         .service(routes);
@@ -291,21 +303,53 @@ async fn shed_load(
     }
 }
 
-/// Serves until `shutdown` resolves, then ends snapshot streams and drains
-/// in-flight requests.
+/// Serves with the default transport limits until `shutdown` resolves, then ends snapshot
+/// streams and drains in-flight requests. See [`transport::serve`] to choose the limits.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let hub = app.hub.clone();
-    let _tasks = app.tasks.clone();
-    axum::serve(listener, app.router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            hub.close();
-        })
-        .await
+    transport::serve(listener, app, transport::TransportConfig::DEFAULT, shutdown).await
+}
+
+/// A request URI (path and query) over this answers 414 `uri_too_long`. No route needs more;
+/// hyper's own limit (64 KiB) is far above what any proxy forwards.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+async fn refuse_long_uri(req: Request, next: Next) -> Response {
+    let len = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().len())
+        .unwrap_or(0);
+    if len > MAX_URI_BYTES {
+        return ApiError::new(
+            ErrorCode::UriTooLong,
+            format!("the request URI is {len} bytes, over the limit of {MAX_URI_BYTES} bytes"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// Every answer: never sniffed as another content type, and never stored by a cache. Almost
+/// every answer carries something a cache must not keep (a new token's secret, bundle
+/// contents in bundles, snapshots and streams, audit entries, deliveries' payloads), and a
+/// list of exceptions would drift, so `no-store` goes on all of them, replacing the
+/// `no-cache` of event streams.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let headers = resp.headers_mut();
+    headers.insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    resp
 }
 
 async fn not_found() -> ApiError {

@@ -76,6 +76,8 @@ pub fn complete(mut api: OpenApi) -> OpenApi {
             add(ErrorCode::MethodNotAllowed);
             add(ErrorCode::Overloaded);
             add(ErrorCode::Internal);
+            add(ErrorCode::UriTooLong);
+            add(ErrorCode::HeadersTooLarge);
             if public {
                 continue;
             }
@@ -90,6 +92,7 @@ pub fn complete(mut api: OpenApi) -> OpenApi {
                 add(ErrorCode::PayloadTooLarge);
                 add(ErrorCode::UnsupportedMediaType);
                 add(ErrorCode::InvalidField);
+                add(ErrorCode::RequestTimeout);
             }
             if method == HttpMethod::Delete {
                 add(ErrorCode::Conflict);

@@ -392,9 +392,17 @@ impl Releases {
             .await?
             .into_iter()
             .map(|n| {
+                let state = if n.delivered_at_ms.is_some() {
+                    "delivered"
+                } else if n.failed_at_ms.is_some() {
+                    "failed"
+                } else {
+                    "pending"
+                };
                 json!({
-                    "url": n.url, "attempts": n.attempts,
+                    "url": n.url, "attempts": n.attempts, "state": state,
                     "delivered_at": n.delivered_at_ms.map(clock::rfc3339),
+                    "failed_at": n.failed_at_ms.map(clock::rfc3339),
                     "last_error": n.last_error,
                     "payload": serde_json::from_str::<Value>(&n.payload).unwrap_or(Value::Null),
                 })
@@ -552,9 +560,58 @@ fn parse(row: &ReleaseRow) -> Result<Release, ApiError> {
         .map_err(|e| ApiError::internal(format!("release {} unreadable: {e}", row.id)))
 }
 
-/// Delivers queued webhook notifications, retrying with backoff; never blocks
-/// the controller (it only reads the outbox).
-pub fn spawn_notifier(store: Store, every: Duration) -> tokio::task::JoinHandle<()> {
+/// When the webhook notifier stops retrying a notification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all; after the last one fails the notification is `failed`.
+    pub max_attempts: u32,
+    /// A notification queued longer ago than this is `failed` at its next failure.
+    pub max_age: Duration,
+    /// Wait after the first failure; doubled after each further one ...
+    pub backoff: Duration,
+    /// ... up to this.
+    pub max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    /// 20 attempts, waits doubling from 1 s up to 2 h, at most 24 h after queueing: a
+    /// receiver down for a working day still gets its notifications; a dead one stops costing
+    /// requests after a day (about 16 h of retries if every attempt fails quickly).
+    pub const DEFAULT: RetryPolicy = RetryPolicy {
+        max_attempts: 20,
+        max_age: Duration::from_secs(24 * 3600),
+        backoff: Duration::from_secs(1),
+        max_backoff: Duration::from_secs(2 * 3600),
+    };
+
+    /// The wait after failed attempt number `attempts` (1-based), or `None` to give up.
+    pub fn next_wait(&self, attempts: i64, age: Duration) -> Option<Duration> {
+        if attempts >= i64::from(self.max_attempts) || age >= self.max_age {
+            return None;
+        }
+        let doublings = u32::try_from(attempts.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+        Some(
+            self.backoff
+                .saturating_mul(1u32 << doublings)
+                .min(self.max_backoff),
+        )
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy::DEFAULT
+    }
+}
+
+/// Delivers queued webhook notifications, retrying with backoff until `retry` gives up on
+/// them (they are then `failed` and never retried); never blocks the controller (it only
+/// reads the outbox).
+pub fn spawn_notifier(
+    store: Store,
+    every: Duration,
+    retry: RetryPolicy,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let Ok(http) = reqwest_client() else {
             tracing::error!("could not build the webhook HTTP client; notifications stay queued");
@@ -593,14 +650,29 @@ pub fn spawn_notifier(store: Store, every: Duration) -> tokio::task::JoinHandle<
                     Err(err) => {
                         metrics::counter!("serin_webhook_deliveries_total", "result" => "failed")
                             .increment(1);
-                        // 1 s, 2 s, 4 s ... capped at 5 minutes.
-                        let backoff = 1000i64
-                            .saturating_mul(1i64 << n.attempts.clamp(0, 8))
-                            .min(300_000);
-                        tracing::warn!(url = %n.url, error = %err, "webhook delivery failed; will retry");
-                        store
-                            .mark_notification(n.id, None, Some(err), now + backoff)
-                            .await
+                        let attempts = n.attempts.saturating_add(1);
+                        let age = Duration::from_millis(
+                            u64::try_from(now.saturating_sub(n.created_at_ms)).unwrap_or(0),
+                        );
+                        match retry.next_wait(attempts, age) {
+                            Some(wait) => {
+                                tracing::warn!(url = %n.url, error = %err, attempts, "webhook delivery failed; will retry");
+                                let wait = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+                                store
+                                    .mark_notification(
+                                        n.id,
+                                        None,
+                                        Some(err),
+                                        now.saturating_add(wait),
+                                    )
+                                    .await
+                            }
+                            None => {
+                                metrics::counter!("serin_webhook_deliveries_total", "result" => "gave_up").increment(1);
+                                tracing::error!(url = %n.url, error = %err, attempts, release = %n.release_id, "webhook delivery failed for good; giving up");
+                                store.fail_notification(n.id, err, now).await
+                            }
+                        }
                     }
                 };
                 if let Err(e) = mark {

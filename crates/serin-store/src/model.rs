@@ -285,6 +285,8 @@ pub struct NotificationRow {
     pub delivered_at_ms: Option<i64>,
     /// Error of the last failed attempt.
     pub last_error: Option<String>,
+    /// Set when the notifier gave up (attempts or age exhausted); never due again.
+    pub failed_at_ms: Option<i64>,
 }
 
 /// One version of a readiness policy (its JSON is opaque to the store).

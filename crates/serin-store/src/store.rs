@@ -392,7 +392,7 @@ macro_rules! release_cols {
 macro_rules! notification_cols {
     () => {
         "id, release_id, url, payload, created_at_ms, attempts, next_attempt_ms, \
-         delivered_at_ms, last_error"
+         delivered_at_ms, last_error, failed_at_ms"
     };
 }
 
@@ -432,6 +432,7 @@ struct NotificationDbRow {
     next_attempt_ms: i64,
     delivered_at_ms: Option<i64>,
     last_error: Option<String>,
+    failed_at_ms: Option<i64>,
 }
 
 impl NotificationDbRow {
@@ -446,7 +447,39 @@ impl NotificationDbRow {
             next_attempt_ms: self.next_attempt_ms,
             delivered_at_ms: self.delivered_at_ms,
             last_error: self.last_error,
+            failed_at_ms: self.failed_at_ms,
         }
+    }
+}
+
+/// Creates the data directory (0700) and an empty database file (0600) when they do not
+/// exist, so the file holding token hashes, bundles and audit is never readable by other
+/// users whatever the umask. SQLite creates `-wal` and `-shm` with the database file's mode.
+/// Existing ones keep their mode: an operator may have chosen it.
+fn create_private(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.join(SQLITE_FILE_NAME))
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir)
     }
 }
 
@@ -477,12 +510,10 @@ impl Store {
     /// in WAL mode with `synchronous=FULL` (an acknowledged write is durable), foreign keys on and
     /// a 5 s busy timeout, and applies the embedded migrations.
     pub async fn open_sqlite(dir: &Path) -> Result<Store, StoreError> {
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|source| StoreError::Io {
-                path: dir.display().to_string(),
-                source,
-            })?;
+        create_private(dir).map_err(|source| StoreError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
         let opts = SqliteConnectOptions::new()
             .filename(dir.join(SQLITE_FILE_NAME))
             .create_if_missing(true)
@@ -1200,7 +1231,8 @@ impl Store {
                 "SELECT ",
                 notification_cols!(),
                 " FROM notifications \
-                 WHERE delivered_at_ms IS NULL AND next_attempt_ms <= $1 \
+                 WHERE delivered_at_ms IS NULL AND failed_at_ms IS NULL \
+                 AND next_attempt_ms <= $1 \
                  ORDER BY id LIMIT $2"
             ))
             .bind(now_ms)
@@ -1235,6 +1267,34 @@ impl Store {
             .rows_affected();
             if updated == 0 {
                 return Err(StoreError::Invalid(format!("no notification {id}")));
+            }
+            Ok(())
+        })
+    }
+
+    /// Records the last failed attempt of notification `id` and gives up on it: `attempts` grows
+    /// by one, `last_error` is set and `failed_at_ms` marks it failed, so it is never due again.
+    /// Only an undelivered, not yet failed notification can fail; otherwise `Invalid`.
+    pub async fn fail_notification(
+        &self,
+        id: i64,
+        error: &str,
+        failed_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        with_tx!(self, |tx| {
+            let updated = sqlx::query(
+                "UPDATE notifications SET attempts = attempts + 1, last_error = $2, \
+                 failed_at_ms = $3 \
+                 WHERE id = $1 AND delivered_at_ms IS NULL AND failed_at_ms IS NULL",
+            )
+            .bind(id)
+            .bind(error)
+            .bind(failed_at_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::Invalid(format!("no pending notification {id}")));
             }
             Ok(())
         })

@@ -148,6 +148,7 @@ contract!(
     concurrent_release_starts_let_exactly_one_win,
     inactive_releases_do_not_block_a_new_one,
     notifications_are_due_until_delivered_with_backoff,
+    a_failed_notification_is_never_due_again_and_keeps_its_error,
     releases_and_notifications_survive_reopen,
     readiness_policies_are_versioned_and_identical_reapply_writes_nothing,
     evidence_keeps_history_and_the_newest_per_key_counts,
@@ -1539,6 +1540,56 @@ async fn notifications_are_due_until_delivered_with_backoff(t: Ctx) {
     assert!(s.mark_notification(9_999, None, None, 0).await.is_err());
 }
 
+async fn a_failed_notification_is_never_due_again_and_keeps_its_error(t: Ctx) {
+    let s = &t.store;
+    s.write_release(
+        release("r1", "{}", true, true),
+        1_000,
+        "t1",
+        |_| Ok::<_, ()>(None),
+        vec![],
+        vec![notification("r1", 1), notification("r1", 2)],
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let due = s.due_notifications(1_000, 10).await.unwrap();
+    let (first, second) = (due[0].id, due[1].id);
+    s.mark_notification(first, None, Some("HTTP 500"), 1_100)
+        .await
+        .unwrap();
+    s.fail_notification(first, "HTTP 500", 1_200).await.unwrap();
+    // Whatever its next attempt said, a failed notification is never due again.
+    let due = s.due_notifications(i64::MAX, 10).await.unwrap();
+    assert_eq!(due.iter().map(|n| n.id).collect::<Vec<_>>(), vec![second]);
+    let all = s.release_notifications("r1").await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|n| (
+                n.attempts,
+                n.delivered_at_ms,
+                n.failed_at_ms,
+                n.last_error.as_deref()
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            (2, None, Some(1_200), Some("HTTP 500")),
+            (0, None, None, None)
+        ]
+    );
+    // Failing twice, or failing a delivered one, is refused and changes nothing.
+    assert!(s.fail_notification(first, "again", 1_300).await.is_err());
+    s.mark_notification(second, Some(1_400), None, 1_400)
+        .await
+        .unwrap();
+    assert!(s.fail_notification(second, "late", 1_500).await.is_err());
+    assert!(s.fail_notification(9_999, "none", 1_500).await.is_err());
+    let all = s.release_notifications("r1").await.unwrap();
+    assert_eq!(all[0].failed_at_ms, Some(1_200));
+    assert_eq!(all[1].failed_at_ms, None);
+    assert_eq!(all[1].delivered_at_ms, Some(1_400));
+}
+
 async fn releases_and_notifications_survive_reopen(t: Ctx) {
     let s = &t.store;
     s.write_release(
@@ -2170,4 +2221,24 @@ async fn an_old_store_registers_every_env_it_already_used(t: Ctx) {
             .all(|e| e.version == Some(3))
     );
     s.close().await;
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_creates_its_data_dir_0700_and_its_database_files_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("nested").join("data");
+    let store = Store::open_sqlite(&data).await.unwrap();
+    store.bootstrap_admin(1).await.unwrap();
+    assert_eq!(mode(&data), 0o700);
+    for file in ["serin.db", "serin.db-wal", "serin.db-shm"] {
+        let p = data.join(file);
+        assert!(p.exists(), "{file} missing");
+        assert_eq!(mode(&p), 0o600, "{file}");
+    }
+    store.close().await;
+    // Reopening keeps the data (the pre-created file is a valid empty database only once).
+    let store = Store::open_sqlite(&data).await.unwrap();
+    assert!(store.bootstrap_admin(2).await.unwrap().is_none());
+    store.close().await;
 }

@@ -98,6 +98,8 @@ impl Embedded {
             refresh_interval: Duration::from_secs(5),
             tick_interval: tick,
             run_controller: true,
+            max_validations: 4,
+            webhook_retry: serin_server::releases::RetryPolicy::DEFAULT,
         })
         .await
         .map_err(|e| anyhow!("could not start: {}", e.message))?;

@@ -221,6 +221,37 @@ pub struct ServerArgs {
     /// waiting for them. Never in production.
     #[arg(long, env = "SERIN_ADJUSTABLE_CLOCK")]
     pub adjustable_clock: bool,
+    /// Open connections at most. Beyond, the oldest connection with no request
+    /// in flight (idle or half-sent) is closed; if every one is serving a
+    /// request, the new one gets 429. Clamped below the open-file limit.
+    #[arg(long, env = "SERIN_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// A request's head must arrive within this (ms); also how long a kept-alive
+    /// connection may stay idle between requests.
+    #[arg(long, env = "SERIN_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// A request's body must be complete this long (ms) after its head, or 408.
+    #[arg(long, env = "SERIN_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_timeout_ms: u64,
+    /// Bundle validations (push, validate) running at once; beyond, 429.
+    #[arg(long, env = "SERIN_MAX_VALIDATIONS", default_value_t = 4)]
+    pub max_validations: usize,
+    /// Webhook delivery attempts before a notification is marked failed.
+    #[arg(long, env = "SERIN_WEBHOOK_MAX_ATTEMPTS", default_value_t = 20)]
+    pub webhook_max_attempts: u32,
+    /// A webhook notification older than this (s) is marked failed at its next failure.
+    #[arg(long, env = "SERIN_WEBHOOK_MAX_AGE_SECS", default_value_t = 86_400)]
+    pub webhook_max_age_secs: u64,
+    /// Wait (ms) after a failed webhook delivery, doubled after each further failure...
+    #[arg(long, env = "SERIN_WEBHOOK_BACKOFF_MS", default_value_t = 1_000)]
+    pub webhook_backoff_ms: u64,
+    /// ...up to this (ms).
+    #[arg(
+        long,
+        env = "SERIN_WEBHOOK_MAX_BACKOFF_MS",
+        default_value_t = 7_200_000
+    )]
+    pub webhook_max_backoff_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

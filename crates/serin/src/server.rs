@@ -1,11 +1,14 @@
 //! `serin server`: open the store, bootstrap the first admin token, serve.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use serin_core::bundle::Limits;
 use serin_core::catalog::ModelCatalog;
 use serin_server::ServerConfig;
+use serin_server::releases::RetryPolicy;
+use serin_server::transport::TransportConfig;
 use serin_store::Store;
 use tracing_subscriber::EnvFilter;
 
@@ -82,24 +85,86 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     out::line(&format!("serin listening on http://{addr}"));
     tracing::info!(%addr, "listening");
 
+    let max_connections = connection_cap(args.max_connections, open_file_limit());
+    let max_streams = stream_cap(args.max_streams, max_connections);
     let app = serin_server::app(ServerConfig {
         store: store.clone(),
         catalog,
         limits: Limits::DEFAULT,
         max_in_flight: args.max_in_flight,
-        max_streams: args.max_streams,
-        refresh_interval: std::time::Duration::from_millis(args.refresh_ms.max(50)),
-        tick_interval: std::time::Duration::from_millis(args.tick_ms.max(50)),
+        max_streams,
+        refresh_interval: Duration::from_millis(args.refresh_ms.max(50)),
+        tick_interval: Duration::from_millis(args.tick_ms.max(50)),
         run_controller: !args.no_release_controller,
+        max_validations: args.max_validations.max(1),
+        webhook_retry: RetryPolicy {
+            max_attempts: args.webhook_max_attempts.max(1),
+            max_age: Duration::from_secs(args.webhook_max_age_secs),
+            backoff: Duration::from_millis(args.webhook_backoff_ms),
+            max_backoff: Duration::from_millis(args.webhook_max_backoff_ms),
+        },
     })
     .await
     .map_err(|e| anyhow!("could not start: {}", e.message))?;
-    serin_server::serve(listener, app, shutdown_signal())
+    let transport = TransportConfig {
+        max_connections,
+        header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
+        body_timeout: Duration::from_millis(args.body_timeout_ms.max(1)),
+    };
+    serin_server::transport::serve(listener, app, transport, shutdown_signal())
         .await
         .context("the HTTP server failed")?;
     tracing::info!("draining done; closing the store");
     store.close().await;
     Ok(())
+}
+
+/// Descriptors kept for everything but client connections: the store's files and pool,
+/// webhook and log output, the listener.
+const FD_RESERVE: u64 = 128;
+
+/// The soft limit on open files, where the platform says (Linux `/proc`).
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line.split_whitespace().nth(3)?;
+    soft.parse().ok()
+}
+
+/// The connection cap: at most what the open-file limit leaves after [`FD_RESERVE`], so
+/// the cap (which keeps `/healthz` answering) bites before accept fails for want of
+/// descriptors.
+fn connection_cap(wanted: usize, fd_limit: Option<u64>) -> usize {
+    let wanted = wanted.max(1);
+    let Some(limit) = fd_limit else {
+        return wanted;
+    };
+    let room = usize::try_from(limit.saturating_sub(FD_RESERVE).max(16)).unwrap_or(usize::MAX);
+    if wanted > room {
+        tracing::warn!(
+            wanted,
+            open_file_limit = limit,
+            max_connections = room,
+            "--max-connections is above the open-file limit (ulimit -n); lowering it. Raise the limit to serve more connections"
+        );
+        return room;
+    }
+    wanted
+}
+
+/// Snapshot streams hold their connection (they are never evicted), so they may take at most
+/// seven eighths of the connections: the rest stays for `/healthz` and the API.
+fn stream_cap(wanted: usize, max_connections: usize) -> usize {
+    let headroom = (max_connections / 8).max(1);
+    let room = max_connections.saturating_sub(headroom).max(1);
+    if wanted > room {
+        tracing::info!(
+            max_streams = room,
+            "snapshot streams capped at 7/8 of --max-connections"
+        );
+        return room;
+    }
+    wanted
 }
 
 async fn shutdown_signal() {
@@ -122,4 +187,26 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown signal received; finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_stays_under_the_open_file_limit() {
+        assert_eq!(connection_cap(4096, Some(1024)), 1024 - FD_RESERVE as usize);
+        assert_eq!(connection_cap(4096, Some(65_536)), 4096);
+        assert_eq!(connection_cap(4096, None), 4096);
+        assert_eq!(connection_cap(0, None), 1);
+        // A tiny limit still leaves a few connections rather than none.
+        assert_eq!(connection_cap(4096, Some(20)), 16);
+    }
+
+    #[test]
+    fn streams_leave_an_eighth_of_the_connections_free() {
+        assert_eq!(stream_cap(20_000, 4096), 4096 - 512);
+        assert_eq!(stream_cap(100, 4096), 100);
+        assert_eq!(stream_cap(10, 1), 1);
+    }
 }

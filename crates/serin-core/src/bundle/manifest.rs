@@ -75,7 +75,7 @@ pub fn partial_manifest_paths(bundle_yaml: &[u8]) -> PartialManifestPaths {
     let Ok(text) = std::str::from_utf8(bundle_yaml) else {
         return PartialManifestPaths::default();
     };
-    let Ok(value) = parse_yaml_value(text) else {
+    let Ok(value) = parse_manifest_alone(text) else {
         return PartialManifestPaths::default();
     };
     let (paths, _) = lenient_paths(&value);
@@ -114,7 +114,7 @@ pub fn manifest_paths(bundle_yaml: &[u8]) -> Result<ManifestPaths, Vec<Problem>>
             )]);
         }
     };
-    let value = match parse_yaml_value(text) {
+    let value = match parse_manifest_alone(text) {
         Ok(v) => v,
         Err(p) => return Err(vec![p.into_problem(MANIFEST_FILE)]),
     };
@@ -350,7 +350,20 @@ impl YamlSyntaxError {
     }
 }
 
-/// Parses YAML into a generic JSON value (to check syntax and find paths).
+/// Parses `bundle.yaml` on its own (a loader finding paths), under a budget of its own.
+fn parse_manifest_alone(text: &str) -> Result<Value, YamlSyntaxError> {
+    let mut budget = super::budget::YamlBudget::new(&super::Limits::DEFAULT);
+    if let Err(e) = budget.charge(text, 1) {
+        return Err(YamlSyntaxError {
+            location: None,
+            message: e.message,
+        });
+    }
+    parse_yaml_value(text)
+}
+
+/// Parses YAML into a generic JSON value (to check syntax and find paths). Callers charge
+/// the text to a [`YamlBudget`](super::budget::YamlBudget) first.
 pub(crate) fn parse_yaml_value(text: &str) -> Result<Value, YamlSyntaxError> {
     serde_saphyr::from_str::<Value>(text).map_err(|e| YamlSyntaxError {
         location: yaml_location(&e),

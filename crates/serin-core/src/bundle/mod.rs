@@ -20,6 +20,7 @@
 //! - tools and examples are sorted by name; absent optional fields are omitted;
 //! - numbers keep the type they were written with (`1` and `1.0` differ).
 
+mod budget;
 mod diff;
 mod json;
 mod manifest;
@@ -133,11 +134,17 @@ pub struct Limits {
     pub max_tools: usize,
     /// Maximum size of all files together.
     pub total_bytes: usize,
+    /// Maximum number of YAML nodes that aliases may add, across every YAML file of one
+    /// validation (each parse of a file counts). Nodes written out are bounded by the byte limits.
+    pub yaml_alias_nodes: usize,
+    /// Maximum scalar bytes that aliases may add, across every YAML file of one validation.
+    pub yaml_alias_bytes: usize,
 }
 
 impl Limits {
     /// The defaults: manifest 64 KiB, prompt 1 MiB, example 256 KiB, tool 256 KiB,
-    /// 500 examples, 256 tools (above what providers accept in one request), 8 MiB in total.
+    /// 500 examples, 256 tools (above what providers accept in one request), 8 MiB in total;
+    /// aliases may add at most 100,000 YAML nodes and 4 MiB of scalars per validation.
     pub const DEFAULT: Limits = Limits {
         manifest_bytes: 64 * 1024,
         prompt_bytes: 1024 * 1024,
@@ -146,6 +153,8 @@ impl Limits {
         max_examples: 500,
         max_tools: 256,
         total_bytes: 8 * 1024 * 1024,
+        yaml_alias_nodes: 100_000,
+        yaml_alias_bytes: 4 * 1024 * 1024,
     };
 }
 

@@ -42,6 +42,7 @@ impl fmt::Display for Severity {
 /// | `invalid_yaml`, `invalid_json` | the file does not parse; location is `line L, column C` |
 /// | `not_utf8` | the file is not UTF-8 text |
 /// | `too_large` | a file, the number of tools/examples, or the whole bundle is over its limit |
+/// | `budget_exceeded` | YAML aliases across the bundle expand past the validation budget; later YAML files are not parsed |
 /// | `unknown_field`, `missing_field`, `invalid_field` | a field is not allowed, absent, or of the wrong type |
 /// | `invalid_agent` | `agent` is not a valid slug |
 /// | `empty_field` | a required string is empty |

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::budget::YamlBudget;
 use super::json;
 use super::manifest::{
     LenientPaths, MANIFEST_FILE, RawManifest, lenient_paths, missing_fields, normalize_path,
@@ -30,6 +31,7 @@ pub fn validate(files: &BundleFiles, opts: &ValidateOptions<'_>) -> Validation {
         opts,
         problems: Vec::new(),
         referenced: BTreeSet::new(),
+        budget: YamlBudget::new(opts.limits),
     };
     let bundle = v.run(files);
     let mut problems = v.problems;
@@ -58,6 +60,8 @@ struct Validator<'o, 'a> {
     problems: Vec<Problem>,
     /// Files the manifest points at (valid or not); everything else is unreferenced.
     referenced: BTreeSet<String>,
+    /// One alias-expansion budget for every YAML file of this validation.
+    budget: YamlBudget,
 }
 
 /// What checking the tools produced.
@@ -89,6 +93,20 @@ impl Validator<'_, '_> {
     fn warning(&mut self, file: &str, location: Option<String>, code: &str, message: String) {
         self.problems
             .push(Problem::warning(file, location, code, message));
+    }
+
+    /// Charges `parses` parses of a YAML file to the validation's budget; `false` (with the
+    /// first refusal reported as `budget_exceeded`) means the file must not be parsed.
+    fn within_budget(&mut self, file: &str, text: &str, parses: u64) -> bool {
+        match self.budget.charge(text, parses) {
+            Ok(()) => true,
+            Err(e) => {
+                if e.first {
+                    self.error(file, None, "budget_exceeded", e.message);
+                }
+                false
+            }
+        }
     }
 
     fn run(&mut self, files: &BundleFiles) -> Option<Bundle> {
@@ -134,6 +152,9 @@ impl Validator<'_, '_> {
             limits.manifest_bytes,
             "manifest",
         )?;
+        if !self.within_budget(MANIFEST_FILE, text, 2) {
+            return None;
+        }
         let value = match parse_yaml_value(text) {
             Ok(value) => value,
             Err(e) => {
@@ -682,6 +703,9 @@ impl Validator<'_, '_> {
         tools: &ToolSet,
     ) -> Option<Example> {
         let text = self.text(file, bytes, self.opts.limits.example_bytes, "example")?;
+        if !self.within_budget(file, text, 2) {
+            return None;
+        }
         if let Err(e) = parse_yaml_value(text) {
             self.problems.push(e.into_problem(file));
             return None;

@@ -177,16 +177,27 @@ async fn pin_policy(state: &AppState, env: Option<&str>) -> ApiResult<PinPolicy>
     }
 }
 
-/// Validation is CPU-bound (JSON Schema compilation), so it runs off the
-/// async workers to keep other requests flowing.
+/// Validation is CPU-bound (YAML, JSON Schema compilation), so it runs off the
+/// async workers to keep other requests flowing, a bounded number at a time
+/// (`--max-validations`): beyond, 429 rather than a queue of pending CPU work.
+/// Its YAML work is bounded by one budget across every file of the request
+/// (`Limits::yaml_alias_nodes`, `yaml_alias_bytes`).
 async fn run_validation(
     state: &AppState,
     files: BundleFiles,
     policy: PinPolicy,
 ) -> ApiResult<bundle::Validation> {
+    let Ok(permit) = state.validations.clone().try_acquire_owned() else {
+        metrics::counter!("serin_http_shed_total").increment(1);
+        return Err(ApiError::new(
+            ErrorCode::Overloaded,
+            "too many bundle validations are running; retry shortly",
+        ));
+    };
     let catalog = Arc::clone(&state.catalog);
     let limits = state.limits.clone();
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         bundle::validate(
             &files,
             &ValidateOptions {
@@ -286,7 +297,10 @@ async fn push_bundle(
     path = "/v1/bundles/validate",
     tag = "bundles",
     request_body = PushRequest,
-    responses((status = 200, description = "The validation report; `valid` says whether it would be accepted", body = ValidateResponse)),
+    responses(
+        (status = 200, description = "The validation report; `valid` says whether it would be accepted", body = ValidateResponse),
+        (status = 422, description = "`invalid_bundle`: YAML aliases exceed the validation budget (problem code `budget_exceeded`); the rest was not checked", body = crate::error::ErrorBody),
+    ),
     security(("bearer" = ["viewer"]))
 )]
 async fn validate_bundle(
@@ -296,6 +310,15 @@ async fn validate_bundle(
 ) -> ApiResult<Json<ValidateResponse>> {
     let policy = pin_policy(&state, req.env.as_deref()).await?;
     let validation = run_validation(&state, to_files(req.files), policy).await?;
+    // Over budget, the report is incomplete (later files were not parsed): refuse it
+    // rather than present it as the bundle's findings.
+    if validation
+        .problems
+        .iter()
+        .any(|p| p.code == "budget_exceeded")
+    {
+        return Err(invalid_bundle(&validation.problems));
+    }
     Ok(Json(ValidateResponse {
         valid: validation.bundle.is_some(),
         agent: validation.bundle.as_ref().map(|b| b.agent.clone()),

@@ -71,15 +71,20 @@ impl Server {
 
     /// Starts on a given port (0 picks one), e.g. to restart where SDKs expect it.
     pub fn start_on(backend: &Backend, port: u16) -> Server {
-        Server::spawn(backend, port, true)
+        Server::spawn(backend, port, true, &[])
     }
 
     /// Starts with the wall clock only (no `--adjustable-clock`).
     pub fn start_plain_clock(backend: &Backend) -> Server {
-        Server::spawn(backend, 0, false)
+        Server::spawn(backend, 0, false, &[])
     }
 
-    fn spawn(backend: &Backend, port: u16, adjustable_clock: bool) -> Server {
+    /// Starts with extra `serin server` flags (later ones win over the defaults above them).
+    pub fn start_with(backend: &Backend, port: u16, extra: &[&str]) -> Server {
+        Server::spawn(backend, port, true, extra)
+    }
+
+    fn spawn(backend: &Backend, port: u16, adjustable_clock: bool, extra: &[&str]) -> Server {
         let child = Command::new(BIN)
             .arg("server")
             .args(backend.args())
@@ -88,6 +93,7 @@ impl Server {
             // Tests step over durations and expiries with `advance_clock`
             // instead of sleeping through them.
             .args(adjustable_clock.then_some("--adjustable-clock"))
+            .args(extra)
             .env("SERIN_LOG", "warn")
             .env_remove("SERIN_TOKEN")
             .env_remove("SERIN_DATABASE_URL")

@@ -15,6 +15,7 @@ mod drills;
 mod guardrails;
 mod harness;
 mod hostile_names;
+mod hostile_transport;
 mod http_errors;
 mod readiness;
 mod releases;
