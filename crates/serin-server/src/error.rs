@@ -127,7 +127,9 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "the body must be sent as application/json",
             ErrorCode::Overloaded => "too many requests in flight; retry after `Retry-After` s",
             ErrorCode::Internal => "a server bug; the log has the details",
-            ErrorCode::Unavailable => "the store is unreachable; retry later",
+            ErrorCode::Unavailable => {
+                "the store is unreachable right now; retry after `Retry-After` s"
+            }
             ErrorCode::UriTooLong => "the request URI (path and query) is over 8 KiB",
             ErrorCode::HeadersTooLarge => "the request head is over 64 KiB or 100 header fields",
             ErrorCode::RequestTimeout => {
@@ -202,18 +204,41 @@ impl ApiError {
 }
 
 impl From<serin_store::StoreError> for ApiError {
+    /// Every store failure has one deliberate answer. The match names each
+    /// variant (`StoreError` is exhaustive on purpose), so a new variant does
+    /// not compile until someone decides what a client should see for it.
     fn from(err: serin_store::StoreError) -> Self {
-        tracing::error!(error = %err, "store error");
-        ApiError::new(
-            ErrorCode::Unavailable,
-            "the store could not complete the request; retry later",
-        )
+        use serin_store::StoreError;
+        match err {
+            // The store's conflict and invalid-input messages describe the
+            // caller's request (an active release, a taken id), not internals.
+            StoreError::Conflict(message) => ApiError::new(ErrorCode::Conflict, message),
+            StoreError::Invalid(message) => ApiError::new(ErrorCode::InvalidField, message),
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "store unavailable");
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "the store is unavailable right now; retry later",
+                )
+            }
+            e @ (StoreError::Database(_)
+            | StoreError::Migrate(_)
+            | StoreError::Io { .. }
+            | StoreError::Corrupt(_)) => ApiError::internal(format!("store error: {e}")),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
         let status = self.code.status();
+        if self.code == ErrorCode::Internal
+            && let Some(details) = self.details.take()
+        {
+            // A 500 is a server bug: whatever explains it goes to the log,
+            // never to the client (it may name tables, files or stored data).
+            tracing::error!(message = %self.message, %details, "internal error details withheld from the client");
+        }
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.as_str().to_owned(),
@@ -223,7 +248,7 @@ impl IntoResponse for ApiError {
             },
         };
         let mut resp = (status, axum::Json(body)).into_response();
-        if self.code == ErrorCode::Overloaded {
+        if matches!(self.code, ErrorCode::Overloaded | ErrorCode::Unavailable) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
@@ -252,6 +277,81 @@ mod tests {
             assert!(s.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{s}");
             assert!(code.status().is_client_error() || code.status().is_server_error());
         }
+    }
+
+    async fn body_of(resp: Response) -> Value {
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn each_store_error_has_its_own_status_and_a_500_never_shows_its_cause() {
+        use serin_store::StoreError;
+        let cases = [
+            (
+                StoreError::Conflict("release r-1 is active".into()),
+                409,
+                "conflict",
+            ),
+            (
+                StoreError::Invalid("size must not be negative".into()),
+                422,
+                "invalid_field",
+            ),
+            (
+                StoreError::Unavailable("pool timed out".into()),
+                503,
+                "unavailable",
+            ),
+            (
+                StoreError::Corrupt("table env_states row 7".into()),
+                500,
+                "internal",
+            ),
+            (
+                StoreError::Io {
+                    path: "/var/lib/serin/serin.db".into(),
+                    source: std::io::Error::other("disk full"),
+                },
+                500,
+                "internal",
+            ),
+        ];
+        for (err, status, code) in cases {
+            let resp = ApiError::from(err).into_response();
+            assert_eq!(resp.status().as_u16(), status, "{code}");
+            let retry = resp.headers().get(header::RETRY_AFTER).is_some();
+            assert_eq!(retry, status == 503, "{code}: Retry-After");
+            let body = body_of(resp).await;
+            assert_eq!(body["error"]["code"], code, "{body}");
+            if status == 500 {
+                let text = body.to_string();
+                assert!(body["error"].get("details").is_none(), "{body}");
+                assert!(
+                    !text.contains("env_states") && !text.contains("serin.db"),
+                    "{body}"
+                );
+            }
+        }
+        let conflict = body_of(
+            ApiError::from(StoreError::Conflict("release r-1 is active".into())).into_response(),
+        )
+        .await;
+        assert!(
+            conflict.to_string().contains("release r-1 is active"),
+            "{conflict}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_internal_error_drops_its_details_before_answering() {
+        let err = ApiError::new(ErrorCode::Internal, "internal error; see the server log")
+            .with_details(serde_json::json!({ "cause": "invalid type: null, expected f64" }));
+        let body = body_of(err.into_response()).await;
+        assert!(body["error"].get("details").is_none(), "{body}");
     }
 
     #[test]

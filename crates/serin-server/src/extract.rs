@@ -5,8 +5,8 @@
 
 use std::marker::PhantomData;
 
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::{header, request::Parts};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -14,6 +14,8 @@ use serin_core::auth::{Action, Role};
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorCode};
+
+mod strict;
 
 /// A JSON body; rejections name the offending field as a JSON pointer.
 #[derive(Debug)]
@@ -68,56 +70,74 @@ fn bytes_rejection(rejection: BytesRejection) -> ApiError {
 
 /// Deserializes with the path of the failing field, so a type error deep in a
 /// body names `/events/3/latency_ms` rather than "invalid type".
+///
+/// Two passes: the bytes are read into a JSON value (syntax errors, trailing
+/// garbage and duplicate keys are caught here), then `T` is read from that
+/// value through [`strict::Strict`], which refuses a JSON array wherever `T`
+/// expects an object. serde's derive would otherwise read a struct from an
+/// array of its fields in order (`["viewer","x"]` as a token request), at any
+/// depth; a client that sends that has a bug we must not guess around.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+    let value = match serde_path_to_error::deserialize::<_, strict::UniqueKeys>(&mut de) {
         Ok(v) => {
             // Trailing garbage after a valid document is malformed JSON too.
             de.end().map_err(|e| {
                 ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON body: {e}"))
             })?;
-            Ok(v)
+            v.0
         }
         Err(err) => {
             let pointer = serin_core::pointer::from_path(err.path());
             let inner = err.into_inner();
             if inner.is_syntax() || inner.is_eof() {
-                Err(ApiError::new(
+                return Err(ApiError::new(
                     ErrorCode::InvalidJson,
                     format!("invalid JSON body: {inner}"),
-                ))
-            } else {
-                let field = if pointer.is_empty() {
-                    "/".to_owned()
-                } else {
-                    pointer
-                };
-                Err(ApiError::field(
-                    ErrorCode::InvalidField,
-                    field.clone(),
-                    format!("{field}: {inner}"),
-                ))
+                ));
             }
+            return Err(field_error(pointer, &inner));
         }
-    }
+    };
+    parse_value(value)
 }
 
 /// Like [`parse_json`], from an already parsed value (one event of a batch).
 pub fn parse_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize::<_, T>(value).map_err(|err| {
+    serde_path_to_error::deserialize::<_, T>(strict::Strict(value)).map_err(|err| {
         let pointer = serin_core::pointer::from_path(err.path());
-        let field = if pointer.is_empty() {
-            "/".to_owned()
-        } else {
-            pointer
-        };
-        let inner = err.into_inner();
-        ApiError::field(
-            ErrorCode::InvalidField,
-            field.clone(),
-            format!("{field}: {inner}"),
-        )
+        field_error(pointer, &err.into_inner())
     })
+}
+
+/// For values a `serin-core` parser has already read leniently (a plan, a
+/// policy): refuses the arrays it took for objects, naming the field under
+/// `base`. serin-core keeps its own parsers (and their error codes) because
+/// the CLI reads the same files from YAML.
+pub fn refuse_arrays_as_objects<T: DeserializeOwned>(
+    value: &serde_json::Value,
+    base: &str,
+) -> Result<(), ApiError> {
+    parse_value::<T>(value.clone()).map(drop).map_err(|mut e| {
+        e.field = e
+            .field
+            .map(|f| format!("{base}{}", if f == "/" { "" } else { &f }));
+        e.message = format!("{base}{}", e.message);
+        e
+    })
+}
+
+fn field_error(pointer: String, inner: &serde_json::Error) -> ApiError {
+    let field = if pointer.is_empty() {
+        "/".to_owned()
+    } else {
+        pointer
+    };
+    ApiError::field(
+        ErrorCode::InvalidField,
+        field.clone(),
+        format!("{field}: {inner}"),
+    )
 }
 
 /// A query string; rejections answer `bad_request` in Serin's error shape.
@@ -148,15 +168,68 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiPath<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|p| ApiPath(p.0))
-            .map_err(|e| {
-                ApiError::new(
-                    ErrorCode::BadRequest,
-                    format!("invalid path: {}", e.body_text()),
-                )
-            })
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(p) => Ok(ApiPath(p.0)),
+            Err(rejection) => {
+                let template = parts
+                    .extensions
+                    .get::<MatchedPath>()
+                    .map(|m| m.as_str().to_owned())
+                    .unwrap_or_default();
+                Err(path_rejection(&rejection, &template))
+            }
+        }
+    }
+}
+
+/// A path that matched a route but whose parameters do not parse is the
+/// client's malformed request (400), never a field error (422), and names the
+/// parameter so a client can tell `agent` from `n`.
+fn path_rejection(rejection: &PathRejection, template: &str) -> ApiError {
+    use axum::extract::path::ErrorKind;
+    let names = path_params(template);
+    let param = match rejection {
+        PathRejection::FailedToDeserializePathParams(e) => match e.kind() {
+            ErrorKind::ParseErrorAtKey { key, .. }
+            | ErrorKind::InvalidUtf8InPathParam { key }
+            | ErrorKind::DeserializeError { key, .. } => Some(key.clone()),
+            ErrorKind::ParseErrorAtIndex { index, .. } => names.get(*index).cloned(),
+            ErrorKind::ParseError { .. } if names.len() == 1 => names.first().cloned(),
+            _ => None,
+        },
+        _ => None,
+    };
+    let text = rejection.body_text();
+    match param {
+        Some(param) => ApiError::field(
+            ErrorCode::BadRequest,
+            param.clone(),
+            format!("invalid path parameter {param}: {text}"),
+        ),
+        None => ApiError::new(ErrorCode::BadRequest, format!("invalid path: {text}")),
+    }
+}
+
+/// The `{name}` parameters of a route template, in order.
+pub fn path_params(template: &str) -> Vec<String> {
+    template
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|s| s.trim_start_matches('*').to_owned())
+        .collect()
+}
+
+/// A bundle number taken from the path (`agent@N`): a positive integer that
+/// the store can hold, else 400 naming the parameter.
+pub fn path_bundle_number(n: u64, param: &str) -> Result<u64, ApiError> {
+    if n >= 1 && i64::try_from(n).is_ok() {
+        Ok(n)
+    } else {
+        Err(ApiError::field(
+            ErrorCode::BadRequest,
+            param,
+            format!("{param} must be a positive bundle number, got {n}"),
+        ))
     }
 }
 

@@ -15,7 +15,7 @@ use serin_core::decision::{CompiledSnapshot, EnvState};
 use serin_store::{Store, StoredEnvState};
 use tokio::sync::watch;
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 
 /// One published version of one env, rendered once for every subscriber.
 #[derive(Debug)]
@@ -276,14 +276,10 @@ fn version_of(stored: &StoredEnvState) -> u64 {
 
 pub fn parse_state(stored: &StoredEnvState) -> Result<EnvState, ApiError> {
     serde_json::from_str(&stored.state).map_err(|e| {
-        ApiError::new(
-            ErrorCode::Internal,
-            format!(
-                "stored state of env {} v{} is unreadable",
-                stored.env, stored.version
-            ),
-        )
-        .with_details(serde_json::json!({ "cause": e.to_string() }))
+        ApiError::internal(format!(
+            "stored state of env {} v{} is unreadable: {e}",
+            stored.env, stored.version
+        ))
     })
 }
 

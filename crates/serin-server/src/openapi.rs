@@ -1,8 +1,10 @@
 //! The parts of the OpenAPI document that are not derived from single routes:
 //! metadata, the bearer scheme, and the error answers every route shares.
 
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{HttpMethod, Operation};
 use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr};
 use utoipa::{OpenApi as _, PartialSchema, ToSchema};
@@ -26,18 +28,23 @@ pub fn base() -> OpenApi {
     Base::openapi()
 }
 
-fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
-    RefOr::T(
-        ResponseBuilder::new()
-            .description(description)
-            .content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name(ErrorBody::name())))
-                    .build(),
-            )
+fn error_response(code: ErrorCode) -> RefOr<utoipa::openapi::Response> {
+    let mut response = ResponseBuilder::new().description(code.describe()).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name(ErrorBody::name())))
             .build(),
-    )
+    );
+    if matches!(code, ErrorCode::Overloaded | ErrorCode::Unavailable) {
+        response = response.header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                .description(Some("Seconds to wait before retrying"))
+                .build(),
+        );
+    }
+    RefOr::T(response.build())
 }
 
 /// Adds the shared security scheme and, to every operation, the error answers
@@ -71,7 +78,7 @@ pub fn complete(mut api: OpenApi) -> OpenApi {
                 let responses = &mut op.responses.responses;
                 responses
                     .entry(status)
-                    .or_insert_with(|| error_response(code.describe()));
+                    .or_insert_with(|| error_response(code));
             };
             add(ErrorCode::MethodNotAllowed);
             add(ErrorCode::Overloaded);

@@ -27,12 +27,9 @@ use crate::{clock, hub};
 /// What the API shows of a release.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReleaseView {
-    #[schema(value_type = Object)]
     pub release: Release,
-    #[schema(value_type = Object)]
     pub gate: Option<GateStatus>,
     pub canary_requests: u64,
-    #[schema(value_type = Vec<Object>)]
     pub verdicts: Vec<Verdict>,
     /// Webhook deliveries of this release.
     #[schema(value_type = Vec<Object>)]

@@ -1,12 +1,14 @@
 //! The one error type of the store.
 
 /// What went wrong in the store, coarse enough for the server to map onto an HTTP status
-/// (`Conflict` → 409, `Invalid` → 400/422, `Unavailable` → 503, everything else → 500).
+/// (`Conflict` → 409, `Invalid` → 422, `Unavailable` → 503, everything else → 500).
 ///
 /// Messages never contain secrets: token secrets and their hashes are never put into an error,
 /// and connection URLs are not echoed back.
+///
+/// Deliberately not `#[non_exhaustive]`: the server maps every variant to an HTTP answer with a
+/// match that has no wildcard, so adding a variant must fail to compile there until it is mapped.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum StoreError {
     /// A uniqueness rule held against the write even after retrying.
     #[error("conflict: {0}")]

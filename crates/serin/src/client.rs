@@ -21,6 +21,26 @@ pub struct ApiFailure {
     pub details: Option<Value>,
 }
 
+impl ApiFailure {
+    /// 1 when the server understood the request and said no: the token's role
+    /// may not (403), the named thing does not exist (404), the current state
+    /// conflicts or the readiness gate refuses (409), the content is too large
+    /// (413) or invalid (422). 2 otherwise: a malformed request is a usage
+    /// error (400, 405, 415), a missing or unknown token is a credentials
+    /// problem the user fixes in their setup (401), and 429/5xx mean the
+    /// server could not answer now (retry), like a connection error.
+    pub fn exit_code(&self) -> u8 {
+        match self.status {
+            403 | 404 | 409 | 413 | 422 => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// Every API route but `/healthz` and `/readyz` needs a token; say how to
+/// give one instead of sending a request the server can only refuse.
+pub const NO_TOKEN: &str = "no API token: set SERIN_TOKEN or pass --token (an admin creates one with `serin token create`)";
+
 #[derive(Debug)]
 pub struct Client {
     http: reqwest::Client,
@@ -50,7 +70,7 @@ impl Client {
         Ok(Client {
             http,
             base,
-            token: args.token.clone(),
+            token: args.token.clone().filter(|t| !t.trim().is_empty()),
         })
     }
 
@@ -126,11 +146,11 @@ impl Client {
         path: &str,
         body: Option<&B>,
     ) -> anyhow::Result<reqwest::Response> {
+        let Some(token) = &self.token else {
+            return Err(anyhow!(NO_TOKEN));
+        };
         let url = format!("{}{}", self.base, path);
-        let mut req = self.http.request(method, &url);
-        if let Some(token) = &self.token {
-            req = req.bearer_auth(token);
-        }
+        let mut req = self.http.request(method, &url).bearer_auth(token);
         if let Some(body) = body {
             req = req.json(body);
         }

@@ -21,10 +21,23 @@ mod routing;
 mod server;
 
 /// The check a verb ran said no (invalid bundle, broken audit chain): exit 1.
-/// Everything else that fails is a usage or connection error: exit 2.
+/// A refusal from the server exits 1 too (see [`client::ApiFailure::exit_code`]);
+/// everything else that fails is a usage or connection error: exit 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct CheckFailed(pub String);
+
+/// SPEC exit codes: 1 when a check or the server said no, 2 for usage and
+/// connection errors. The cause may sit under `anyhow` context, so the whole
+/// chain is searched.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|e| e.is::<CheckFailed>()) {
+        return 1;
+    }
+    err.chain()
+        .find_map(|e| e.downcast_ref::<client::ApiFailure>())
+        .map_or(2, client::ApiFailure::exit_code)
+}
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
@@ -54,19 +67,17 @@ fn main() -> ExitCode {
         Err(err) => {
             if let Some(check) = err.downcast_ref::<CheckFailed>() {
                 out::error(&check.0);
-                ExitCode::from(1)
             } else if let Some(refused) = err
                 .downcast_ref::<client::ApiFailure>()
                 .filter(|f| f.status == 404)
             {
-                // A name that does not exist is the server saying no, not a usage error: its
-                // one-line message ("did you mean support?") and exit 1.
+                // A name that does not exist is the server saying no: its
+                // one-line message ("did you mean support?").
                 out::error(&refused.to_string());
-                ExitCode::from(1)
             } else {
                 out::error(&format!("{err:#}"));
-                ExitCode::from(2)
             }
+            ExitCode::from(exit_code(&err))
         }
     }
 }

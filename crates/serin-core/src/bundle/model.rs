@@ -15,6 +15,7 @@ use super::json;
 /// See the [module docs](crate::bundle) for what its canonical form and digest cover.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Bundle {
     /// The agent this bundle belongs to.
     pub agent: String,
@@ -39,6 +40,7 @@ pub struct Bundle {
 /// The model a bundle runs on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelSpec {
     /// Free text (`anthropic`, `openai`, `bedrock`, ...); matched case-insensitively.
     pub provider: String,
@@ -52,6 +54,7 @@ pub struct ModelSpec {
 /// One few-shot conversation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Example {
     /// The example's file name within the examples directory (`stuck.yaml`).
     pub name: String,
@@ -62,6 +65,7 @@ pub struct Example {
 /// One message of an example conversation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     /// Who speaks.
     pub role: MessageRole,
@@ -76,6 +80,7 @@ pub struct Message {
 /// The speaker of a [`Message`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MessageRole {
     /// System instructions.
     System,
@@ -102,6 +107,7 @@ impl MessageRole {
 /// A call of a tool inside an example.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolCall {
     /// The tool's name.
     pub name: String,
@@ -112,6 +118,7 @@ pub struct ToolCall {
 /// A tool definition (`tools/*.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tool {
     /// The name the model calls it by, `[a-zA-Z0-9_-]{1,64}`.
     pub name: String,
@@ -124,6 +131,7 @@ pub struct Tool {
 /// Provenance of a bundle. Part of the digest.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Metadata {
     /// Who wrote the change.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -13,6 +13,7 @@ use crate::bundle::Bundle;
 /// A reference to one stored bundle.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BundleRef {
     /// `agent@N`.
     pub id: String,
@@ -24,6 +25,7 @@ pub struct BundleRef {
 /// Which attribute of a request keeps a unit on the same arm.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Stickiness {
     #[default]
     User,
@@ -98,6 +100,25 @@ impl fmt::Display for Percent {
     }
 }
 
+/// On the wire a percentage is a string such as `"12.5%"` (a bare number is
+/// accepted on input as percent).
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Percent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(r"^\d{1,3}(\.\d{1,2})?%$"))
+            .description(Some(
+                "A share of traffic, 0% to 100% with at most two decimals",
+            ))
+            .examples(["12.5%"])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Percent {}
+
 impl Serialize for Percent {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
@@ -132,6 +153,7 @@ impl<'de> Deserialize<'de> for Percent {
 /// The release currently splitting an agent's traffic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReleaseRouting {
     /// The release id; the bucketing salt of the release arm.
     pub id: String,
@@ -187,6 +209,7 @@ pub struct EnvState {
 /// What SDKs need to route one agent.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentRouting {
     pub stable: Option<BundleRef>,
     /// Kept warm in every SDK so a rollback needs no fetch.
@@ -202,6 +225,7 @@ pub struct AgentRouting {
 /// Everything an SDK needs to decide locally for one env, at one version.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Snapshot {
     pub env: String,
     /// Grows with every change; global across envs, so a version alone names
@@ -222,6 +246,7 @@ pub struct Snapshot {
 /// A request attribute that flag rules can target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Attribute {
     User,
     Tenant,
@@ -232,6 +257,7 @@ pub enum Attribute {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Operator {
     In,
     NotIn,
@@ -240,6 +266,7 @@ pub enum Operator {
 /// Explicit per-unit targeting; deny wins over allow.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Targets {
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub users: BTreeSet<String>,
@@ -253,6 +280,7 @@ pub struct Targets {
 /// `rollout` share of matching units, `off` for the rest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FlagRule {
     pub attribute: Attribute,
     pub op: Operator,
@@ -282,6 +310,7 @@ fn yes() -> bool {
 /// the flag-wide `rollout` share gets `on`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Flag {
     pub key: String,
     #[serde(default = "yes")]
@@ -330,6 +359,7 @@ impl<'a> Context<'a> {
 /// Which side of a release a request lands on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Arm {
     Stable,
     Canary,

@@ -10,6 +10,7 @@ use crate::outcome::OutcomeEvent;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum VerdictStatus {
     Pass,
     Fail,
@@ -18,6 +19,7 @@ pub enum VerdictStatus {
 
 /// One arm's value of a guardrail's metric and the sample it rests on.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MetricValue {
     pub value: f64,
     pub n: u64,
@@ -25,6 +27,7 @@ pub struct MetricValue {
 
 /// The judgement of one configured bound, with its evidence.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Verdict {
     /// `error_rate.max_increase` style: metric and bound.
     pub guardrail: String,

@@ -12,6 +12,7 @@ use crate::slug;
 /// call for different responses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ErrorClass {
     Transient,
     Permanent,
@@ -20,6 +21,7 @@ pub enum ErrorClass {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OutcomeError {
     pub class: ErrorClass,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -28,6 +30,7 @@ pub struct OutcomeError {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tokens {
     #[serde(default)]
     pub input: u64,
@@ -37,6 +40,7 @@ pub struct Tokens {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolCalls {
     #[serde(default)]
     pub ok: u64,
@@ -47,6 +51,7 @@ pub struct ToolCalls {
 /// A sampled online evaluation of this request.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EvalSample {
     pub score: f64,
     pub passed: bool,
@@ -55,6 +60,7 @@ pub struct EvalSample {
 /// One request's outcome.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OutcomeEvent {
     pub request_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,6 +8,7 @@ use super::evaluate::{ItemResult, Report};
 /// An admin's decision to start a release the gate refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GateOverride {
     pub by: String,
     pub reason: String,
@@ -16,6 +17,7 @@ pub struct GateOverride {
 /// The gate as evaluated when the release was started.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GateRecord {
     pub evaluated_at_ms: i64,
     /// The policy version applied; `None` when the env has no policy for the agent (nothing
@@ -35,6 +37,7 @@ pub struct GateRecord {
     pub gate_override: Option<GateOverride>,
     /// Every row of the report, for the deploy report.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub items: Vec<ItemResult>,
 }
 

@@ -134,6 +134,21 @@ pub fn human_ms(ms: u64) -> String {
     parts.join(" ")
 }
 
+/// On the wire a duration is a string such as `"5m"` or `"1h 30m"`.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for DurationSpec {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("A duration such as `90s`, `5m` or `1h 30m`"))
+            .examples(["5m"])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for DurationSpec {}
+
 impl Serialize for DurationSpec {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)

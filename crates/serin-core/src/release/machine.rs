@@ -25,6 +25,7 @@ pub const SYSTEM_ACTOR: &str = "system";
 /// `abort` and `rollback` (ticks do nothing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Phase {
     /// Created, not started: nothing routed yet.
     Pending,
@@ -78,6 +79,7 @@ impl fmt::Display for Phase {
 
 /// A confirmed guardrail failure, with both arms' values.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Failure {
     /// `error_rate.max` style: metric and bound.
     pub guardrail: String,
@@ -119,6 +121,7 @@ impl Failure {
 
 /// One applied event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Transition {
     pub at_ms: i64,
     pub from: Phase,
@@ -257,6 +260,7 @@ pub enum Effect {
 
 /// Whether the current step's gate holds, and what it still needs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GateStatus {
     pub holds: bool,
     pub duration_ok: bool,
@@ -297,6 +301,7 @@ fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
 /// One release of an agent in an env. Serializable: the server persists it as JSON and
 /// resumes it after a restart.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Release {
     /// Minted by the caller (`r-<n>`); the bucketing salt of the canary arm.
     pub id: String,
@@ -329,6 +334,7 @@ pub struct Release {
 
 /// Both arms' guardrail values when a release changed phase or step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepEvidence {
     pub at_ms: i64,
     /// The step the release was at before the transition.

@@ -16,6 +16,7 @@ pub const MAX_WEBHOOK_CHARS: usize = 2048;
 /// A release plan. Unknown fields are refused everywhere.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Plan {
     pub steps: Vec<Step>,
     #[serde(default)]
@@ -27,6 +28,7 @@ pub struct Plan {
     pub exclude_tenants: BTreeSet<String>,
     /// `None`: [`GuardrailConfig::spec_default`] (see [`Plan::guardrails`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub guardrails: Option<GuardrailConfig>,
     #[serde(default)]
     pub on_failure: OnFailure,
@@ -37,6 +39,7 @@ pub struct Plan {
 /// One step of a plan. YAML: `- canary: {weight: 1%, min_duration: 5m, min_requests: 500}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Step {
     Canary(CanaryStep),
 }
@@ -44,6 +47,7 @@ pub enum Step {
 /// Send `weight` of the (non-excluded) traffic to the candidate and wait for the gate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CanaryStep {
     pub weight: Percent,
     /// Least time at this step before its gate can hold. `0s` when omitted.
@@ -65,6 +69,7 @@ impl Step {
 /// Who moves a release past a step whose gate holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Promotion {
     /// A person runs `serin release promote`.
     #[default]
@@ -77,6 +82,7 @@ pub enum Promotion {
 /// What a confirmed guardrail failure does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OnFailure {
     /// Drain the candidate at once.
     #[default]
@@ -88,6 +94,7 @@ pub enum OnFailure {
 /// A notification target.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Notify {
     pub webhook: String,
 }

@@ -170,7 +170,7 @@ fn json_response(body: Arc<str>) -> Response {
 /// no agents when nothing was ever deployed there.
 #[utoipa::path(get, path = "/v1/envs/{env}/snapshot", tag = "decisions",
     params(("env" = String, Path)),
-    responses((status = 200, description = "The snapshot (see the Snapshot type in serin-core)", content_type = "application/json")),
+    responses((status = 200, description = "The snapshot", body = serin_core::decision::Snapshot)),
     security(("bearer" = ["sdk"])))]
 async fn get_snapshot(
     State(state): State<AppState>,
@@ -186,7 +186,7 @@ async fn get_snapshot(
 /// A snapshot as it was at `version` (any env), for replaying decisions.
 #[utoipa::path(get, path = "/v1/snapshots/{version}", tag = "decisions",
     params(("version" = u64, Path)),
-    responses((status = 200, description = "The snapshot", content_type = "application/json")),
+    responses((status = 200, description = "The snapshot", body = serin_core::decision::Snapshot)),
     security(("bearer" = ["viewer"])))]
 async fn get_historical_snapshot(
     State(state): State<AppState>,
@@ -317,7 +317,7 @@ pub struct DecideRequest {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FlagValue {
-    #[schema(value_type = Object)]
+    /// Any JSON value (a flag may be `false`, a number, a string...).
     pub value: Value,
     pub on: bool,
     pub reason: String,
@@ -681,7 +681,7 @@ pub struct DeployRequest {
 /// in strict envs only with `force` and a reason (audited).
 #[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/deploy", tag = "decisions",
     params(("env" = String, Path), ("agent" = String, Path)), request_body = DeployRequest,
-    responses((status = 200, body = ChangeResponse)), security(("bearer" = ["deployer"])))]
+    responses((status = 200, body = ChangeResponse), (status = 409, description = "The current state refuses the change (see `message`)", body = crate::error::ErrorBody)), security(("bearer" = ["deployer"])))]
 async fn deploy(
     State(state): State<AppState>,
     auth: Auth<DeployAccess>,
@@ -793,7 +793,7 @@ pub struct ReasonRequest {
 /// the previous stable (warm in every SDK) becomes the stable again.
 #[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/rollback", tag = "decisions",
     params(("env" = String, Path), ("agent" = String, Path)), request_body = ReasonRequest,
-    responses((status = 200, body = ChangeResponse)), security(("bearer" = ["deployer"])))]
+    responses((status = 200, body = ChangeResponse), (status = 409, description = "The current state refuses the change (see `message`)", body = crate::error::ErrorBody)), security(("bearer" = ["deployer"])))]
 async fn rollback(
     State(state): State<AppState>,
     auth: Auth<DeployAccess>,
@@ -870,7 +870,7 @@ fn check_tenant(t: &Option<String>) -> ApiResult<()> {
 /// tenant. Wins over every other rule.
 #[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/kill", tag = "decisions",
     params(("env" = String, Path), ("agent" = String, Path)), request_body = KillRequest,
-    responses((status = 200, body = ChangeResponse)), security(("bearer" = ["deployer"])))]
+    responses((status = 200, body = ChangeResponse), (status = 409, description = "The current state refuses the change (see `message`)", body = crate::error::ErrorBody)), security(("bearer" = ["deployer"])))]
 async fn kill(
     State(state): State<AppState>,
     auth: Auth<DeployAccess>,
@@ -883,7 +883,7 @@ async fn kill(
 /// Lift a kill switch (for everyone or one tenant).
 #[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/unkill", tag = "decisions",
     params(("env" = String, Path), ("agent" = String, Path)), request_body = KillRequest,
-    responses((status = 200, body = ChangeResponse)), security(("bearer" = ["deployer"])))]
+    responses((status = 200, body = ChangeResponse), (status = 409, description = "The current state refuses the change (see `message`)", body = crate::error::ErrorBody)), security(("bearer" = ["deployer"])))]
 async fn unkill(
     State(state): State<AppState>,
     auth: Auth<DeployAccess>,
@@ -928,7 +928,7 @@ async fn switch(
 /// The env's flags.
 #[utoipa::path(get, path = "/v1/envs/{env}/flags", tag = "flags",
     params(("env" = String, Path)),
-    responses((status = 200, description = "Flags by key", content_type = "application/json")),
+    responses((status = 200, description = "Flags by key", body = BTreeMap<String, Flag>)),
     security(("bearer" = ["viewer"])))]
 async fn list_flags(
     State(state): State<AppState>,
@@ -943,7 +943,7 @@ async fn list_flags(
 /// One flag.
 #[utoipa::path(get, path = "/v1/envs/{env}/flags/{key}", tag = "flags",
     params(("env" = String, Path), ("key" = String, Path)),
-    responses((status = 200, description = "The flag", content_type = "application/json")),
+    responses((status = 200, description = "The flag", body = Flag)),
     security(("bearer" = ["viewer"])))]
 async fn get_flag(
     State(state): State<AppState>,
@@ -974,7 +974,7 @@ pub struct PutFlagRequest {
 /// Create or replace a flag.
 #[utoipa::path(put, path = "/v1/envs/{env}/flags/{key}", tag = "flags",
     params(("env" = String, Path), ("key" = String, Path)), request_body = PutFlagRequest,
-    responses((status = 200, body = ChangeResponse)), security(("bearer" = ["deployer"])))]
+    responses((status = 200, body = ChangeResponse), (status = 409, description = "The current state refuses the change (see `message`)", body = crate::error::ErrorBody)), security(("bearer" = ["deployer"])))]
 async fn put_flag(
     State(state): State<AppState>,
     auth: Auth<DeployAccess>,
@@ -1030,7 +1030,7 @@ pub struct DeleteFlagQuery {
 /// Delete a flag.
 #[utoipa::path(delete, path = "/v1/envs/{env}/flags/{key}", tag = "flags",
     params(("env" = String, Path), ("key" = String, Path), DeleteFlagQuery),
-    responses((status = 200, body = ChangeResponse)), security(("bearer" = ["deployer"])))]
+    responses((status = 200, body = ChangeResponse), (status = 409, description = "The current state refuses the change (see `message`)", body = crate::error::ErrorBody)), security(("bearer" = ["deployer"])))]
 async fn delete_flag(
     State(state): State<AppState>,
     auth: Auth<DeployAccess>,

@@ -33,7 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[allow(dead_code)]
 pub struct OutcomeBatch {
     /// Up to 10,000 events.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<serin_core::outcome::OutcomeEvent>)]
     pub events: Vec<Value>,
 }
 
@@ -77,14 +77,12 @@ pub struct Comparison {
     /// The canary bundle (`agent@N`) compared with the stable arm.
     pub candidate: String,
     /// `pass`, `fail` or `pending`.
-    #[schema(value_type = String)]
     pub overall: VerdictStatus,
     pub last_canary_outcome_at: String,
     #[schema(value_type = Object)]
     pub canary: ArmSummary,
     #[schema(value_type = Object)]
     pub control: ArmSummary,
-    #[schema(value_type = Vec<Object>)]
     pub verdicts: Vec<Verdict>,
 }
 

@@ -19,6 +19,7 @@ use crate::drills::{DEFAULT_TIMEOUT, DrillHistory, DrillRecord};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::extract::{
     AdminAccess, ApiJson, ApiPath, ApiQuery, AttestAccess, Auth, DeployAccess, ReadAccess,
+    path_bundle_number, refuse_arrays_as_objects,
 };
 use crate::readiness::{CheckView, EvalRequest, EvalView, EvidenceRequest, PolicyView};
 
@@ -76,7 +77,9 @@ async fn apply_policy(
     let parsed = match (req.yaml, req.policy) {
         (Some(text), None) => Policy::parse_and_validate(&text).map_err(|e| (e, "/yaml"))?,
         (None, Some(value)) => {
+            let raw = value.clone();
             let p = Policy::from_value(value).map_err(|e| (e, "/policy"))?;
+            refuse_arrays_as_objects::<Policy>(&raw, "/policy")?;
             p.validate().map_err(|e| (e, "/policy"))?;
             p
         }
@@ -200,7 +203,7 @@ async fn evidence_history(
 /// Record an offline eval of one bundle, tied to its digest (audited `eval.record`).
 #[utoipa::path(post, path = "/v1/agents/{agent}/bundles/{n}/evals", tag = "readiness",
     params(("agent" = String, Path), ("n" = u64, Path)), request_body = EvalRequest,
-    responses((status = 201, body = EvalView)), security(("bearer" = ["approver"])))]
+    responses((status = 201, body = EvalView), (status = 409, description = "`digest` differs from the stored bundle's", body = crate::error::ErrorBody)), security(("bearer" = ["approver"])))]
 async fn record_eval(
     State(state): State<AppState>,
     auth: Auth<AttestAccess>,
@@ -209,6 +212,7 @@ async fn record_eval(
 ) -> ApiResult<(StatusCode, Json<EvalView>)> {
     slug::validate_agent(&agent)
         .map_err(|e| ApiError::field(ErrorCode::BadRequest, "agent", e.to_string()))?;
+    let n = path_bundle_number(n, "n")?;
     let view = state
         .readiness
         .record_eval(&agent, n, req, &auth.caller.actor())
@@ -227,6 +231,7 @@ async fn list_evals(
 ) -> ApiResult<Json<Vec<EvalView>>> {
     slug::validate_agent(&agent)
         .map_err(|e| ApiError::field(ErrorCode::BadRequest, "agent", e.to_string()))?;
+    let n = path_bundle_number(n, "n")?;
     Ok(Json(state.readiness.evals(&agent, n).await?))
 }
 
@@ -255,6 +260,7 @@ async fn check_readiness(
     check(&state, &env, &agent).await?;
     let plan = match req.plan {
         Some(v) => {
+            let raw = v.clone();
             let plan = Plan::from_value(v).map_err(|e| {
                 ApiError::field(
                     ErrorCode::InvalidField,
@@ -262,6 +268,7 @@ async fn check_readiness(
                     e.to_string(),
                 )
             })?;
+            refuse_arrays_as_objects::<Plan>(&raw, "/plan")?;
             plan.validate().map_err(|e| {
                 ApiError::field(
                     ErrorCode::InvalidField,
@@ -293,7 +300,7 @@ pub struct DrillRequest {
 /// while a release is active. The answer is 200 for a failed drill too (see `outcome`).
 #[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/drills", tag = "readiness",
     params(("env" = String, Path), ("agent" = String, Path)), request_body = DrillRequest,
-    responses((status = 200, body = DrillRecord)), security(("bearer" = ["deployer"])))]
+    responses((status = 200, body = DrillRecord), (status = 409, description = "A release is active, another drill is running, or there is no previous stable to roll back to", body = crate::error::ErrorBody)), security(("bearer" = ["deployer"])))]
 async fn run_drill(
     State(state): State<AppState>,
     auth: Auth<DeployAccess>,

@@ -15,7 +15,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, Auth, DeployAccess, ReadAccess};
+use crate::extract::{
+    ApiJson, ApiPath, ApiQuery, Auth, DeployAccess, ReadAccess, refuse_arrays_as_objects,
+};
 use crate::releases::ReleaseView;
 use crate::{AppState, report};
 
@@ -55,7 +57,7 @@ pub struct StartRequest {
     /// N of `agent@N`, the candidate.
     pub bundle: u64,
     /// The plan (SPEC `plan.yaml`, as JSON).
-    #[schema(value_type = Object)]
+    #[schema(value_type = serin_core::release::Plan)]
     pub plan: Value,
     /// Start although the readiness gate refuses (admin only; needs `reason`; audited
     /// `release.readiness_override` and kept in the deploy report).
@@ -68,7 +70,7 @@ pub struct StartRequest {
 /// release per agent and env.
 #[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/releases", tag = "releases",
     params(("env" = String, Path), ("agent" = String, Path)), request_body = StartRequest,
-    responses((status = 201, body = ReleaseView)), security(("bearer" = ["deployer"])))]
+    responses((status = 201, body = ReleaseView), (status = 409, description = "Another release is active, a drill is running, or the readiness gate refuses (`not_ready`, `details` is the report)", body = crate::error::ErrorBody)), security(("bearer" = ["deployer"])))]
 async fn start_release(
     State(state): State<AppState>,
     auth: Auth<DeployAccess>,
@@ -109,6 +111,7 @@ async fn start_release(
         }
         None
     };
+    let raw_plan = req.plan.clone();
     let plan = Plan::from_value(req.plan).map_err(|e| {
         ApiError::field(
             ErrorCode::InvalidField,
@@ -116,6 +119,7 @@ async fn start_release(
             e.to_string(),
         )
     })?;
+    refuse_arrays_as_objects::<Plan>(&raw_plan, "/plan")?;
     let view = state
         .releases
         .start(
@@ -133,7 +137,7 @@ async fn start_release(
 /// The agent's releases in the env, newest first.
 #[utoipa::path(get, path = "/v1/envs/{env}/agents/{agent}/releases", tag = "releases",
     params(("env" = String, Path), ("agent" = String, Path)),
-    responses((status = 200, description = "Releases", content_type = "application/json")),
+    responses((status = 200, description = "Releases, newest first", body = Vec<Release>)),
     security(("bearer" = ["viewer"])))]
 async fn list_releases(
     State(state): State<AppState>,
@@ -171,7 +175,7 @@ pub struct ActionRequest {
 /// with what is missing otherwise.
 #[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/release/promote", tag = "releases",
     params(("env" = String, Path), ("agent" = String, Path)), request_body = ActionRequest,
-    responses((status = 200, body = ReleaseView)), security(("bearer" = ["deployer"])))]
+    responses((status = 200, body = ReleaseView), (status = 409, description = "No active release, or its state refuses the command (`details.missing` lists what a gate still needs)", body = crate::error::ErrorBody), (status = 422, description = "The plan's policy refuses the command", body = crate::error::ErrorBody)), security(("bearer" = ["deployer"])))]
 async fn promote(
     State(state): State<AppState>,
     auth: Auth<DeployAccess>,
@@ -199,7 +203,7 @@ async fn promote(
 /// Hold the current weight; promotion (manual or automatic) waits.
 #[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/release/pause", tag = "releases",
     params(("env" = String, Path), ("agent" = String, Path)), request_body = ActionRequest,
-    responses((status = 200, body = ReleaseView)), security(("bearer" = ["deployer"])))]
+    responses((status = 200, body = ReleaseView), (status = 409, description = "No active release, or its state refuses the command (`details.missing` lists what a gate still needs)", body = crate::error::ErrorBody), (status = 422, description = "The plan's policy refuses the command", body = crate::error::ErrorBody)), security(("bearer" = ["deployer"])))]
 async fn pause(
     State(state): State<AppState>,
     auth: Auth<DeployAccess>,
@@ -222,7 +226,7 @@ async fn pause(
 /// Continue a paused or halted release.
 #[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/release/resume", tag = "releases",
     params(("env" = String, Path), ("agent" = String, Path)),
-    responses((status = 200, body = ReleaseView)), security(("bearer" = ["deployer"])))]
+    responses((status = 200, body = ReleaseView), (status = 409, description = "No active release, or its state refuses the command (`details.missing` lists what a gate still needs)", body = crate::error::ErrorBody), (status = 422, description = "The plan's policy refuses the command", body = crate::error::ErrorBody)), security(("bearer" = ["deployer"])))]
 async fn resume(
     State(state): State<AppState>,
     auth: Auth<DeployAccess>,
@@ -240,7 +244,7 @@ async fn resume(
 /// Abandon the release: the candidate is drained at once.
 #[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/release/abort", tag = "releases",
     params(("env" = String, Path), ("agent" = String, Path)), request_body = ActionRequest,
-    responses((status = 200, body = ReleaseView)), security(("bearer" = ["deployer"])))]
+    responses((status = 200, body = ReleaseView), (status = 409, description = "No active release, or its state refuses the command (`details.missing` lists what a gate still needs)", body = crate::error::ErrorBody), (status = 422, description = "The plan's policy refuses the command", body = crate::error::ErrorBody)), security(("bearer" = ["deployer"])))]
 async fn abort(
     State(state): State<AppState>,
     auth: Auth<DeployAccess>,

@@ -16,6 +16,7 @@ mod guardrails;
 mod harness;
 mod hostile_names;
 mod hostile_transport;
+mod hostile_contract;
 mod http_errors;
 mod readiness;
 mod releases;
