@@ -36,6 +36,7 @@ mod openapi;
 pub mod readiness;
 pub mod releases;
 mod report;
+pub mod revocation;
 mod routes;
 pub mod sdks;
 
@@ -57,6 +58,8 @@ pub struct AppState {
     /// The SDK instances following this replica's snapshot streams and the
     /// versions they report applied.
     pub sdks: Arc<sdks::SdkRegistry>,
+    /// Ends the snapshot streams of revoked tokens.
+    pub revocations: Arc<revocation::Revocations>,
 }
 
 /// What the binary hands the server.
@@ -202,7 +205,11 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
             "finished drills interrupted by a restart"
         );
     }
+    let revocations = revocation::Revocations::new(config.store.clone(), sdks.clone());
     let mut tasks = Vec::new();
+    if tokio::runtime::Handle::try_current().is_ok() {
+        tasks.push(revocations.spawn_poller());
+    }
     if config.run_controller && tokio::runtime::Handle::try_current().is_ok() {
         tasks.push(releases.spawn(config.tick_interval));
         tasks.push(releases::spawn_notifier(
@@ -215,6 +222,7 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         readiness,
         drills,
         sdks: sdks.clone(),
+        revocations,
         guardrails,
         hub: hub.clone(),
         store: config.store,
