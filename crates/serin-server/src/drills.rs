@@ -41,6 +41,10 @@ pub enum DrillOutcome {
     Succeeded,
     /// An SDK did not confirm in time, or the roll-forward could not be applied.
     Failed,
+    /// Both legs committed, but a leg had no SDK confirming it (none was
+    /// connected to this server, or every one disconnected): nothing was
+    /// measured, so it is not drill evidence.
+    Inconclusive,
     /// The server stopped mid-drill; it was rolled forward at the next start.
     Interrupted,
 }
@@ -63,7 +67,7 @@ pub struct DrillLeg {
     /// SDKs connected to this server when the leg was published.
     pub sdks: usize,
     pub confirmed: usize,
-    /// Until the last SDK confirmed (until the publish when none was connected).
+    /// Until the last SDK confirmed (until the publish when none confirmed).
     pub duration_ms: f64,
     /// Median of the SDK confirmations.
     pub p50_ms: Option<f64>,
@@ -346,11 +350,22 @@ impl Drills {
 
         let back_ok = record.rollback.as_ref().is_some_and(DrillLeg::complete);
         let forward_ok = record.forward.as_ref().is_some_and(DrillLeg::complete);
-        record.outcome = if back_ok && forward_ok && record.error.is_none() {
-            DrillOutcome::Succeeded
-        } else {
-            DrillOutcome::Failed
+        let measured = [&record.rollback, &record.forward]
+            .iter()
+            .all(|l| l.as_ref().is_some_and(|l| l.confirmed > 0));
+        record.outcome = match (back_ok && forward_ok && record.error.is_none(), measured) {
+            (true, true) => DrillOutcome::Succeeded,
+            (true, false) => DrillOutcome::Inconclusive,
+            (false, _) => DrillOutcome::Failed,
         };
+        if record.outcome == DrillOutcome::Inconclusive {
+            record.error = Some(format!(
+                "no SDK was connected to env {} on this server to confirm both legs, so nothing \
+                 was measured and this drill is not evidence (the env was rolled back and \
+                 forward all the same); connect the agent's SDKs to this server and run it again",
+                record.env
+            ));
+        }
         if record.error.is_none() && !(back_ok && forward_ok) {
             let lagging: Vec<&str> = record
                 .rollback
@@ -515,6 +530,7 @@ fn outcome_str(o: DrillOutcome) -> &'static str {
         DrillOutcome::Succeeded => "succeeded",
         DrillOutcome::Failed => "failed",
         DrillOutcome::Interrupted => "interrupted",
+        DrillOutcome::Inconclusive => "inconclusive",
     }
 }
 

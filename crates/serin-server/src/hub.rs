@@ -5,8 +5,14 @@
 //! the store first, then hands it here, so no SDK ever sees a state the store
 //! could lose. A poller picks up versions committed by another replica (or by
 //! an offline CLI) so every replica converges.
+//!
+//! Bundles are immutable, so the hub caches them; the cache is bounded
+//! ([`MAX_CACHED_BUNDLES`], [`MAX_CACHED_BUNDLE_BYTES`]) and, when over
+//! either bound, drops every bundle no currently published snapshot
+//! references. Bundles read only to replay a historical version are never
+//! cached, so a reader walking old versions cannot grow it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -31,12 +37,68 @@ pub struct Published {
     pub delta_json: Arc<str>,
 }
 
+/// Bundles kept in the cache before unreferenced ones are dropped.
+pub const MAX_CACHED_BUNDLES: usize = 256;
+/// Canonical bytes of cached bundles before unreferenced ones are dropped.
+pub const MAX_CACHED_BUNDLE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Generic over the cached value only so its bookkeeping is testable with
+/// plain values.
+#[derive(Debug)]
+struct BundleCache<B = Arc<Bundle>> {
+    /// id → (bundle, size of its canonical JSON).
+    map: HashMap<String, (B, usize)>,
+    bytes: usize,
+    max_count: usize,
+    max_bytes: usize,
+}
+
+impl<B: Clone> BundleCache<B> {
+    fn new(max_count: usize, max_bytes: usize) -> Self {
+        BundleCache {
+            map: HashMap::new(),
+            bytes: 0,
+            max_count,
+            max_bytes,
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<B> {
+        self.map.get(id).map(|(b, _)| b.clone())
+    }
+
+    fn over(&self) -> bool {
+        self.map.len() > self.max_count || self.bytes > self.max_bytes
+    }
+
+    fn insert(&mut self, id: String, bundle: B, size: usize) {
+        if let Some((_, old)) = self.map.insert(id, (bundle, size)) {
+            self.bytes = self.bytes.saturating_sub(old);
+        }
+        self.bytes = self.bytes.saturating_add(size);
+    }
+
+    /// Keeps only `keep`. Bundles that every published snapshot needs stay
+    /// even over the bounds: those snapshots hold them in memory anyway.
+    fn retain(&mut self, keep: &BTreeSet<String>) {
+        let mut bytes = 0usize;
+        self.map.retain(|id, (_, size)| {
+            let kept = keep.contains(id);
+            if kept {
+                bytes = bytes.saturating_add(*size);
+            }
+            kept
+        });
+        self.bytes = bytes;
+    }
+}
+
 #[derive(Debug)]
 pub struct Hub {
     store: Store,
     envs: RwLock<HashMap<String, watch::Sender<Arc<Published>>>>,
     /// Bundles are immutable, so a cache of them never goes stale.
-    bundles: Mutex<HashMap<String, Arc<Bundle>>>,
+    bundles: Mutex<BundleCache>,
     /// Serializes publication so versions reach subscribers in order.
     publish_lock: tokio::sync::Mutex<()>,
 }
@@ -46,7 +108,10 @@ impl Hub {
         Arc::new(Hub {
             store,
             envs: RwLock::new(HashMap::new()),
-            bundles: Mutex::new(HashMap::new()),
+            bundles: Mutex::new(BundleCache::new(
+                MAX_CACHED_BUNDLES,
+                MAX_CACHED_BUNDLE_BYTES,
+            )),
             publish_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -121,6 +186,34 @@ impl Hub {
         Ok(())
     }
 
+    /// Publishes `env`'s newest stored version if this replica is behind it
+    /// (a stream resuming from a version another replica published before
+    /// this one's poller saw it).
+    pub async fn refresh_env(&self, env: &str) -> Result<(), ApiError> {
+        if let Some(stored) = self.store.latest_env_state(env).await? {
+            self.publish(&stored).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether `version` is a snapshot version of `env` (published here, or
+    /// committed by another replica): a version from the future, or another
+    /// env's, is not.
+    pub async fn is_version_of(&self, env: &str, version: u64) -> Result<bool, ApiError> {
+        let current = self.current(env).await?;
+        if version >= 1 && (version == current.version || version == current.prev_version) {
+            return Ok(true);
+        }
+        let Ok(v) = i64::try_from(version) else {
+            return Ok(false);
+        };
+        Ok(self
+            .store
+            .env_state_at(v)
+            .await?
+            .is_some_and(|s| s.env == env))
+    }
+
     /// Ends every snapshot stream (at shutdown): dropping the senders wakes
     /// each subscriber with "closed".
     pub fn close(&self) {
@@ -171,7 +264,9 @@ impl Hub {
             .await?
             .ok_or_else(|| ApiError::not_found(format!("no snapshot version {version}")))?;
         let state = parse_state(&stored)?;
-        let bundles = self.bundles_for(&state).await?;
+        // Not cached: the caller picks the version, so caching would let a
+        // reader fill the cache with every bundle ever deployed.
+        let bundles = self.bundles_for(&state, false).await?;
         let snapshot = state.snapshot(&stored.env, version, stored.created_at_ms, bundles);
         CompiledSnapshot::compile(snapshot).map_err(ApiError::internal)
     }
@@ -186,7 +281,7 @@ impl Hub {
             Some(s) => (parse_state(s)?, version_of(s), s.created_at_ms),
             None => (EnvState::default(), 0, 0),
         };
-        let bundles = self.bundles_for(&state).await?;
+        let bundles = self.bundles_for(&state, true).await?;
         let snapshot = state.snapshot(env, version, at_ms, bundles);
         let full_json: Arc<str> = serde_json::to_string(&snapshot)
             .map_err(ApiError::internal)?
@@ -212,19 +307,34 @@ impl Hub {
         })
     }
 
-    async fn bundles_for(&self, state: &EnvState) -> Result<BTreeMap<String, Bundle>, ApiError> {
+    /// The bundles `state` references, from the cache or the store; `cache`
+    /// says whether bundles read from the store are kept.
+    async fn bundles_for(
+        &self,
+        state: &EnvState,
+        cache: bool,
+    ) -> Result<BTreeMap<String, Bundle>, ApiError> {
         let mut out = BTreeMap::new();
-        for id in state.referenced_bundles() {
-            let cached = self.lock_bundles().get(&id).cloned();
+        let wanted = state.referenced_bundles();
+        let mut added = false;
+        for id in &wanted {
+            let cached = self.lock_bundles().get(id);
             let bundle = match cached {
                 Some(b) => b,
                 None => {
-                    let b = Arc::new(self.load_bundle(&id).await?);
-                    self.lock_bundles().insert(id.clone(), b.clone());
+                    let (b, size) = self.load_bundle(id).await?;
+                    let b = Arc::new(b);
+                    if cache {
+                        self.lock_bundles().insert(id.clone(), b.clone(), size);
+                        added = true;
+                    }
                     b
                 }
             };
-            out.insert(id, Bundle::clone(&bundle));
+            out.insert(id.clone(), Bundle::clone(&bundle));
+        }
+        if added && self.lock_bundles().over() {
+            self.evict_unreferenced(&wanted);
         }
         Ok(out)
     }
@@ -236,12 +346,28 @@ impl Hub {
     ) -> Result<BTreeMap<String, Bundle>, ApiError> {
         let mut out = BTreeMap::new();
         for id in ids {
-            out.insert(id.clone(), self.load_bundle(id).await?);
+            out.insert(id.clone(), self.load_bundle(id).await?.0);
         }
         Ok(out)
     }
 
-    async fn load_bundle(&self, id: &str) -> Result<Bundle, ApiError> {
+    /// Drops cached bundles that neither a published snapshot nor the one
+    /// being built (`building`) references.
+    fn evict_unreferenced(&self, building: &BTreeSet<String>) {
+        let mut keep = building.clone();
+        for tx in self.read_envs().values() {
+            keep.extend(tx.borrow().compiled.snapshot().bundles.keys().cloned());
+        }
+        self.lock_bundles().retain(&keep);
+    }
+
+    /// How many bundles the cache holds and their canonical bytes.
+    pub fn cached_bundles(&self) -> (usize, usize) {
+        let cache = self.lock_bundles();
+        (cache.map.len(), cache.bytes)
+    }
+
+    async fn load_bundle(&self, id: &str) -> Result<(Bundle, usize), ApiError> {
         let missing = || ApiError::internal(format!("env state references unknown bundle {id}"));
         let (agent, number) = id.split_once('@').ok_or_else(missing)?;
         let number: i64 = number.parse().map_err(|_| missing())?;
@@ -250,7 +376,8 @@ impl Hub {
             .get_bundle(agent, number)
             .await?
             .ok_or_else(missing)?;
-        Bundle::from_canonical_json(&stored.content).map_err(ApiError::internal)
+        let bundle = Bundle::from_canonical_json(&stored.content).map_err(ApiError::internal)?;
+        Ok((bundle, stored.content.len()))
     }
 
     fn read_envs(
@@ -265,7 +392,7 @@ impl Hub {
         self.envs.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_bundles(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Bundle>>> {
+    fn lock_bundles(&self) -> std::sync::MutexGuard<'_, BundleCache> {
         self.bundles.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -289,5 +416,38 @@ pub fn snapshot_event_json(p: &Published, last_sent: Option<u64>) -> Arc<str> {
         p.delta_json.clone()
     } else {
         p.full_json.clone()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bundle_cache_drops_unreferenced_bundles_when_over_a_bound() {
+        let mut c: BundleCache<u32> = BundleCache::new(3, 100);
+        for (i, id) in ["a@1", "a@2", "a@3"].into_iter().enumerate() {
+            c.insert(id.to_owned(), u32::try_from(i).unwrap(), 10);
+        }
+        assert!(!c.over());
+        c.insert("a@4".into(), 4, 10);
+        assert!(c.over(), "count bound");
+        let keep: BTreeSet<String> = ["a@3".to_owned(), "a@4".to_owned()].into();
+        c.retain(&keep);
+        assert_eq!((c.map.len(), c.bytes), (2, 20));
+        assert_eq!(c.get("a@4"), Some(4));
+        assert_eq!(c.get("a@1"), None);
+        // Re-inserting replaces the size rather than adding to it.
+        c.insert("a@4".into(), 4, 15);
+        assert_eq!(c.bytes, 25);
+        c.insert("big@1".into(), 5, 90);
+        assert!(c.over(), "byte bound");
+        // What every published snapshot needs stays, even over the bounds.
+        let all: BTreeSet<String> = c.map.keys().cloned().collect();
+        c.retain(&all);
+        assert_eq!((c.map.len(), c.bytes), (3, 115));
+        c.retain(&BTreeSet::new());
+        assert_eq!((c.map.len(), c.bytes), (0, 0));
     }
 }

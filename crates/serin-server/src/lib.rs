@@ -37,6 +37,7 @@ mod openapi;
 pub mod readiness;
 pub mod releases;
 mod report;
+pub mod revocation;
 mod routes;
 pub mod sdks;
 pub mod servable;
@@ -65,6 +66,8 @@ pub struct AppState {
     /// Permits for bundle validations running at once (they are CPU-bound and run on the
     /// blocking pool); a request finding none answers 429.
     pub validations: Arc<Semaphore>,
+    /// Ends the snapshot streams of revoked tokens.
+    pub revocations: Arc<revocation::Revocations>,
 }
 
 /// What the binary hands the server.
@@ -214,7 +217,11 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
             "finished drills interrupted by a restart"
         );
     }
+    let revocations = revocation::Revocations::new(config.store.clone(), sdks.clone());
     let mut tasks = Vec::new();
+    if tokio::runtime::Handle::try_current().is_ok() {
+        tasks.push(revocations.spawn_poller());
+    }
     if config.run_controller && tokio::runtime::Handle::try_current().is_ok() {
         tasks.push(releases.spawn(config.tick_interval));
         tasks.push(releases::spawn_notifier(
@@ -229,6 +236,7 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         readiness,
         drills,
         sdks: sdks.clone(),
+        revocations,
         guardrails,
         hub: hub.clone(),
         store: config.store,

@@ -13,7 +13,14 @@
 //! are kept [`RETAIN_AFTER_DISCONNECT`] after they were last seen, so
 //! operators can see recently gone SDKs, and are pruned lazily. The number of
 //! entries is bounded ([`MAX_INSTANCES`]) so a buggy client minting instance
-//! ids cannot grow memory without limit.
+//! ids cannot grow memory without limit, and so is each token's share
+//! ([`MAX_INSTANCES_PER_TOKEN`]), so one token minting ids cannot fill the
+//! registry and lock every other SDK out.
+//!
+//! An instance belongs to the token that first registered it (its stream or
+//! its first report): another token's stream or report for the same id is
+//! refused, so nobody can confirm a drill on behalf of an SDK it does not
+//! run. Revoking a token frees its instance ids at once ([`SdkRegistry::forget_token`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,6 +36,10 @@ use crate::error::{ApiError, ErrorCode};
 /// Default bound on the number of (env, instance) entries.
 pub const MAX_INSTANCES: usize = 100_000;
 
+/// Default bound on the entries one token may hold. A fleet larger than this
+/// should use several sdk tokens (one per service, say).
+pub const MAX_INSTANCES_PER_TOKEN: usize = 1_000;
+
 /// How long an entry without an open stream is kept after it was last seen.
 pub const RETAIN_AFTER_DISCONNECT: Duration = Duration::from_secs(10 * 60);
 
@@ -38,16 +49,34 @@ const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
 const CONNECTED_GAUGE: &str = "serin_sdk_instances_connected";
 
-/// A new instance was refused because the registry holds its maximum.
+/// Why the registry refused a stream or a report.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("the server tracks {limit} SDK instances already; retry later")]
-pub struct RegistryFull {
-    pub limit: usize,
+pub enum Refused {
+    /// A new instance, and the registry holds its maximum.
+    #[error("the server tracks {limit} SDK instances already; retry later")]
+    Full { limit: usize },
+    /// A new instance, and its token holds its share of the registry.
+    #[error(
+        "this token already holds {limit} SDK instance ids on this server (the per-token limit); \
+         an id is freed 10 minutes after its last stream closed. Reuse instance ids, or give \
+         part of the fleet its own sdk token"
+    )]
+    OverQuota { limit: usize },
+    /// The instance id belongs to another token.
+    #[error(
+        "instance {instance:?} of env {env:?} belongs to another token; pick another instance id \
+         (revoking the other token frees its ids)"
+    )]
+    NotOwner { env: String, instance: String },
 }
 
-impl From<RegistryFull> for ApiError {
-    fn from(e: RegistryFull) -> Self {
-        ApiError::new(ErrorCode::Overloaded, e.to_string())
+impl From<Refused> for ApiError {
+    fn from(e: Refused) -> Self {
+        let code = match e {
+            Refused::Full { .. } | Refused::OverQuota { .. } => ErrorCode::Overloaded,
+            Refused::NotOwner { .. } => ErrorCode::Conflict,
+        };
+        ApiError::new(code, e.to_string())
     }
 }
 
@@ -55,6 +84,8 @@ impl From<RegistryFull> for ApiError {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct SdkInstance {
     pub instance: String,
+    /// The id of the token the instance belongs to (the part after `serin_`).
+    pub token_id: String,
     /// What the SDK calls itself (`serin-rust/0.1.0`), from its reports.
     pub sdk: Option<String>,
     /// At least one snapshot stream is open.
@@ -117,6 +148,7 @@ pub struct SdkRegistry {
     /// Bumped on every apply and every disconnect; waiters re-check on it.
     changed: watch::Sender<u64>,
     max_instances: usize,
+    max_per_token: usize,
     retain: Duration,
 }
 
@@ -125,11 +157,16 @@ struct Inner {
     /// env → instance → entry; the inner map is ordered so listings are sorted.
     envs: HashMap<String, BTreeMap<String, Entry>>,
     len: usize,
+    /// token id → entries it holds; keys are authenticated token ids, so this
+    /// grows only with tokens an admin minted.
+    per_token: HashMap<String, usize>,
     last_prune: Option<Instant>,
 }
 
 #[derive(Debug)]
 struct Entry {
+    /// The token that registered the instance; only it may report for it.
+    owner: String,
     sdk: Option<String>,
     streams: u32,
     connected_since_ms: Option<i64>,
@@ -145,8 +182,9 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(now: Instant, now_ms: i64) -> Entry {
+    fn new(owner: &str, now: Instant, now_ms: i64) -> Entry {
         Entry {
+            owner: owner.to_owned(),
             sdk: None,
             streams: 0,
             connected_since_ms: None,
@@ -183,6 +221,7 @@ impl Entry {
     fn view(&self, instance: &str) -> SdkInstance {
         SdkInstance {
             instance: instance.to_owned(),
+            token_id: self.owner.clone(),
             sdk: self.sdk.clone(),
             connected: self.streams > 0,
             streams: self.streams,
@@ -197,15 +236,31 @@ impl Entry {
 
 impl Inner {
     fn prune(&mut self, now: Instant, retain: Duration) {
-        let mut removed = 0usize;
+        let mut removed: Vec<String> = Vec::new();
         self.envs.retain(|_, instances| {
-            let before = instances.len();
-            instances.retain(|_, e| !e.expired(now, retain));
-            removed = removed.saturating_add(before.saturating_sub(instances.len()));
+            instances.retain(|_, e| {
+                let expired = e.expired(now, retain);
+                if expired {
+                    removed.push(e.owner.clone());
+                }
+                !expired
+            });
             !instances.is_empty()
         });
-        self.len = self.len.saturating_sub(removed);
+        for owner in &removed {
+            self.release_slot(owner);
+        }
         self.last_prune = Some(now);
+    }
+
+    fn release_slot(&mut self, owner: &str) {
+        self.len = self.len.saturating_sub(1);
+        if let Some(n) = self.per_token.get_mut(owner) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_token.remove(owner);
+            }
+        }
     }
 
     fn prune_if_due(&mut self, now: Instant, retain: Duration) {
@@ -217,34 +272,84 @@ impl Inner {
         }
     }
 
-    /// The entry of (env, instance), created if there is room.
+    fn held_by(&self, owner: &str) -> usize {
+        self.per_token.get(owner).copied().unwrap_or(0)
+    }
+
+    /// The entry of (env, instance), created for `owner` if there is room;
+    /// refused if another token holds it.
     fn entry(
         &mut self,
-        env: &str,
-        instance: &str,
+        key: &Key<'_>,
         now: Instant,
         now_ms: i64,
-        retain: Duration,
-        max: usize,
-    ) -> Result<&mut Entry, RegistryFull> {
-        self.prune_if_due(now, retain);
-        let exists = self.envs.get(env).is_some_and(|m| m.contains_key(instance));
-        if !exists {
-            if self.len >= max {
-                self.prune(now, retain);
+        limits: &Limits,
+    ) -> Result<&mut Entry, Refused> {
+        self.prune_if_due(now, limits.retain);
+        let mut holder = self
+            .envs
+            .get(key.env)
+            .and_then(|m| m.get(key.instance))
+            .map(|e| (e.owner != key.owner, e.expired(now, limits.retain)));
+        if let Some((true, true)) = holder {
+            // Another token's id, but gone past the retention: sweep it so
+            // the id can be taken.
+            self.prune(now, limits.retain);
+            holder = None;
+        }
+        match holder {
+            Some((true, _)) => {
+                return Err(Refused::NotOwner {
+                    env: key.env.to_owned(),
+                    instance: key.instance.to_owned(),
+                });
             }
-            if self.len >= max {
-                return Err(RegistryFull { limit: max });
+            Some((false, _)) => {}
+            None => {
+                if self.len >= limits.max || self.held_by(key.owner) >= limits.per_token {
+                    self.prune(now, limits.retain);
+                }
+                if self.held_by(key.owner) >= limits.per_token {
+                    return Err(Refused::OverQuota {
+                        limit: limits.per_token,
+                    });
+                }
+                if self.len >= limits.max {
+                    return Err(Refused::Full { limit: limits.max });
+                }
+                self.len = self.len.saturating_add(1);
+                let held = self.per_token.entry(key.owner.to_owned()).or_default();
+                *held = held.saturating_add(1);
             }
-            self.len = self.len.saturating_add(1);
         }
         Ok(self
             .envs
-            .entry(env.to_owned())
+            .entry(key.env.to_owned())
             .or_default()
-            .entry(instance.to_owned())
-            .or_insert_with(|| Entry::new(now, now_ms)))
+            .entry(key.instance.to_owned())
+            .or_insert_with(|| Entry::new(key.owner, now, now_ms)))
     }
+
+    /// The entry of (env, instance) if `owner` holds it.
+    fn owned(&mut self, env: &str, instance: &str, owner: &str) -> Option<&mut Entry> {
+        self.envs
+            .get_mut(env)
+            .and_then(|m| m.get_mut(instance))
+            .filter(|e| e.owner == owner)
+    }
+}
+
+/// Who asks for which instance of which env.
+struct Key<'a> {
+    env: &'a str,
+    instance: &'a str,
+    owner: &'a str,
+}
+
+struct Limits {
+    max: usize,
+    per_token: usize,
+    retain: Duration,
 }
 
 impl Default for SdkRegistry {
@@ -254,19 +359,37 @@ impl Default for SdkRegistry {
 }
 
 impl SdkRegistry {
-    /// A registry with the default bound and retention.
+    /// A registry with the default bounds and retention.
     pub fn new() -> SdkRegistry {
-        SdkRegistry::with_limits(MAX_INSTANCES, RETAIN_AFTER_DISCONNECT)
+        SdkRegistry::with_limits(
+            MAX_INSTANCES,
+            MAX_INSTANCES_PER_TOKEN,
+            RETAIN_AFTER_DISCONNECT,
+        )
     }
 
-    /// A registry holding at most `max_instances` entries, keeping each
-    /// stream-less one `retain` after it was last seen.
-    pub fn with_limits(max_instances: usize, retain: Duration) -> SdkRegistry {
+    /// A registry holding at most `max_instances` entries, at most
+    /// `max_per_token` of them for any one token, keeping each stream-less
+    /// one `retain` after it was last seen.
+    pub fn with_limits(
+        max_instances: usize,
+        max_per_token: usize,
+        retain: Duration,
+    ) -> SdkRegistry {
         SdkRegistry {
             inner: Mutex::new(Inner::default()),
             changed: watch::channel(0).0,
             max_instances,
+            max_per_token,
             retain,
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max: self.max_instances,
+            per_token: self.max_per_token,
+            retain: self.retain,
         }
     }
 
@@ -278,26 +401,34 @@ impl SdkRegistry {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// A snapshot stream of `instance` opened. `last_event_id` is the version
-    /// the SDK said it holds: it serves it already, so it counts as applied.
-    /// The returned guard closes the stream in the registry when dropped.
+    /// A snapshot stream of `instance` opened with token `owner`. `applied`
+    /// is the version the SDK holds according to its `Last-Event-ID`, when
+    /// the caller checked it is the env's current one (so the server sends
+    /// nothing and the SDK has nothing to report). The returned guard closes
+    /// the stream in the registry when dropped.
     pub fn connect(
         self: &Arc<Self>,
         env: &str,
         instance: &str,
-        last_event_id: Option<u64>,
-    ) -> Result<StreamGuard, RegistryFull> {
+        owner: &str,
+        applied: Option<u64>,
+    ) -> Result<StreamGuard, Refused> {
         let (now, now_ms) = (Instant::now(), clock::now_ms());
+        let key = Key {
+            env,
+            instance,
+            owner,
+        };
         let applied = {
             let mut inner = self.lock();
-            let entry = inner.entry(env, instance, now, now_ms, self.retain, self.max_instances)?;
+            let entry = inner.entry(&key, now, now_ms, &self.limits())?;
             if entry.streams == 0 {
                 entry.connected_since_ms = Some(now_ms);
                 metrics::gauge!(CONNECTED_GAUGE).increment(1.0);
             }
             entry.streams = entry.streams.saturating_add(1);
             entry.touch(now, now_ms);
-            last_event_id
+            applied
                 .filter(|v| *v >= 1)
                 .is_some_and(|v| entry.apply(v, now, now_ms))
         };
@@ -308,14 +439,17 @@ impl SdkRegistry {
             registry: self.clone(),
             env: env.to_owned(),
             instance: instance.to_owned(),
+            owner: owner.to_owned(),
         })
     }
 
-    fn disconnect(&self, env: &str, instance: &str) {
+    fn disconnect(&self, env: &str, instance: &str, owner: &str) {
         let (now, now_ms) = (Instant::now(), clock::now_ms());
         {
             let mut inner = self.lock();
-            let Some(entry) = inner.envs.get_mut(env).and_then(|m| m.get_mut(instance)) else {
+            // Not found when the token was revoked meanwhile (its entries are
+            // gone, and the id may belong to another token by now).
+            let Some(entry) = inner.owned(env, instance, owner) else {
                 return;
             };
             entry.streams = entry.streams.saturating_sub(1);
@@ -328,28 +462,36 @@ impl SdkRegistry {
         self.bump();
     }
 
-    fn sent(&self, env: &str, instance: &str, version: u64) {
+    fn sent(&self, env: &str, instance: &str, owner: &str, version: u64) {
         let mut inner = self.lock();
-        if let Some(entry) = inner.envs.get_mut(env).and_then(|m| m.get_mut(instance)) {
+        if let Some(entry) = inner.owned(env, instance, owner) {
             entry.last_sent_version =
                 Some(entry.last_sent_version.map_or(version, |v| v.max(version)));
         }
     }
 
-    /// An SDK reports the version it swapped in. Versions only grow, so an
-    /// older report (a delayed request) leaves `applied_version` as it is.
-    /// An instance that never opened a stream is recorded all the same.
+    /// An SDK reports, with token `owner`, the version it swapped in (the
+    /// caller checked the version is one of the env's). Versions only grow,
+    /// so an older report (a delayed request) leaves `applied_version` as it
+    /// is. An instance that never opened a stream is recorded all the same,
+    /// and belongs to `owner` from then on.
     pub fn report_applied(
         &self,
         env: &str,
         instance: &str,
+        owner: &str,
         version: u64,
         sdk: Option<String>,
-    ) -> Result<(), RegistryFull> {
+    ) -> Result<(), Refused> {
         let (now, now_ms) = (Instant::now(), clock::now_ms());
+        let key = Key {
+            env,
+            instance,
+            owner,
+        };
         let applied = {
             let mut inner = self.lock();
-            let entry = inner.entry(env, instance, now, now_ms, self.retain, self.max_instances)?;
+            let entry = inner.entry(&key, now, now_ms, &self.limits())?;
             entry.touch(now, now_ms);
             if sdk.is_some() {
                 entry.sdk = sdk;
@@ -360,6 +502,46 @@ impl SdkRegistry {
             self.bump();
         }
         Ok(())
+    }
+
+    /// Drops every instance `owner` holds (its token was revoked): their ids
+    /// are free for another token at once, and a drill stops waiting on them.
+    /// Returns how many were dropped.
+    pub fn forget_token(&self, owner: &str) -> usize {
+        let removed = {
+            let mut inner = self.lock();
+            let mut removed = 0usize;
+            let mut connected = 0usize;
+            inner.envs.retain(|_, instances| {
+                instances.retain(|_, e| {
+                    let theirs = e.owner == owner;
+                    if theirs {
+                        removed = removed.saturating_add(1);
+                        if e.streams > 0 {
+                            connected = connected.saturating_add(1);
+                        }
+                    }
+                    !theirs
+                });
+                !instances.is_empty()
+            });
+            inner.len = inner.len.saturating_sub(removed);
+            inner.per_token.remove(owner);
+            if connected > 0 {
+                #[allow(clippy::cast_precision_loss)]
+                metrics::gauge!(CONNECTED_GAUGE).decrement(connected as f64);
+            }
+            removed
+        };
+        if removed > 0 {
+            self.bump();
+        }
+        removed
+    }
+
+    /// The tokens holding at least one instance.
+    pub fn token_ids(&self) -> Vec<String> {
+        self.lock().per_token.keys().cloned().collect()
     }
 
     /// Every instance of `env` seen within the retention, sorted by instance.
@@ -487,18 +669,21 @@ pub struct StreamGuard {
     registry: Arc<SdkRegistry>,
     env: String,
     instance: String,
+    owner: String,
 }
 
 impl StreamGuard {
     /// The stream sent `version` to this instance.
     pub fn sent(&self, version: u64) {
-        self.registry.sent(&self.env, &self.instance, version);
+        self.registry
+            .sent(&self.env, &self.instance, &self.owner, version);
     }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.registry.disconnect(&self.env, &self.instance);
+        self.registry
+            .disconnect(&self.env, &self.instance, &self.owner);
     }
 }
 
@@ -516,10 +701,10 @@ mod tests {
     async fn wait_returns_at_once_when_every_connected_instance_has_applied() {
         let r = registry();
         let since = Instant::now();
-        let _a = r.connect("prod", "a", Some(7)).unwrap();
-        let _b = r.connect("prod", "b", None).unwrap();
-        r.report_applied("prod", "b", 8, None).unwrap();
-        let _other = r.connect("dev", "c", None).unwrap();
+        let _a = r.connect("prod", "a", "t", Some(7)).unwrap();
+        let _b = r.connect("prod", "b", "t", None).unwrap();
+        r.report_applied("prod", "b", "t", 8, None).unwrap();
+        let _other = r.connect("dev", "c", "t", None).unwrap();
         let started = Instant::now();
         let w = r.wait_applied("prod", 7, since, LONG).await;
         assert!(started.elapsed() < Duration::from_secs(1));
@@ -535,7 +720,7 @@ mod tests {
     #[tokio::test]
     async fn wait_wakes_on_a_later_apply_and_times_it_from_since() {
         let r = registry();
-        let _a = r.connect("prod", "a", Some(1)).unwrap();
+        let _a = r.connect("prod", "a", "t", Some(1)).unwrap();
         let since = Instant::now();
         let waiter = {
             let r = r.clone();
@@ -543,7 +728,7 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert!(!waiter.is_finished());
-        r.report_applied("prod", "a", 2, Some("serin-rust/0.1.0".into()))
+        r.report_applied("prod", "a", "t", 2, Some("serin-rust/0.1.0".into()))
             .unwrap();
         let w = tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
@@ -558,10 +743,10 @@ mod tests {
     #[tokio::test]
     async fn a_disconnect_removes_an_instance_from_the_wait() {
         let r = registry();
-        let a = r.connect("prod", "a", Some(1)).unwrap();
-        let _b = r.connect("prod", "b", Some(1)).unwrap();
+        let a = r.connect("prod", "a", "t", Some(1)).unwrap();
+        let _b = r.connect("prod", "b", "t", Some(1)).unwrap();
         // A second stream of the same instance: one closing is not enough.
-        let a2 = r.connect("prod", "a", Some(1)).unwrap();
+        let a2 = r.connect("prod", "a", "t", Some(1)).unwrap();
         let waiter = {
             let r = r.clone();
             tokio::spawn(async move { r.wait_applied("prod", 2, Instant::now(), LONG).await })
@@ -571,7 +756,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiter.is_finished());
         drop(a2);
-        r.report_applied("prod", "b", 2, None).unwrap();
+        r.report_applied("prod", "b", "t", 2, None).unwrap();
         let w = tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
             .unwrap()
@@ -585,9 +770,9 @@ mod tests {
     #[tokio::test]
     async fn a_timeout_reports_the_laggards_with_what_they_serve() {
         let r = registry();
-        let _a = r.connect("prod", "a", Some(4)).unwrap();
-        let _b = r.connect("prod", "b", None).unwrap();
-        let _c = r.connect("prod", "c", Some(5)).unwrap();
+        let _a = r.connect("prod", "a", "t", Some(4)).unwrap();
+        let _b = r.connect("prod", "b", "t", None).unwrap();
+        let _c = r.connect("prod", "c", "t", Some(5)).unwrap();
         let started = Instant::now();
         let w = r
             .wait_applied("prod", 5, started, Duration::from_millis(50))
@@ -615,27 +800,27 @@ mod tests {
     #[test]
     fn the_applied_version_never_decreases_and_keeps_its_first_time() {
         let r = registry();
-        r.report_applied("prod", "a", 5, Some("x/1".into()))
+        r.report_applied("prod", "a", "t", 5, Some("x/1".into()))
             .unwrap();
         let first = r.list("prod")[0].clone();
         assert_eq!(first.applied_version, Some(5));
         assert!(!first.connected);
         assert_eq!(first.streams, 0);
-        r.report_applied("prod", "a", 3, None).unwrap();
-        r.report_applied("prod", "a", 5, None).unwrap();
+        r.report_applied("prod", "a", "t", 3, None).unwrap();
+        r.report_applied("prod", "a", "t", 5, None).unwrap();
         let later = &r.list("prod")[0];
         assert_eq!(later.applied_version, Some(5));
         assert_eq!(later.applied_at_ms, first.applied_at_ms);
         assert_eq!(later.sdk.as_deref(), Some("x/1"));
         // A reconnect with an older Last-Event-ID does not move it back either.
-        let _g = r.connect("prod", "a", Some(2)).unwrap();
+        let _g = r.connect("prod", "a", "t", Some(2)).unwrap();
         assert_eq!(r.list("prod")[0].applied_version, Some(5));
     }
 
     #[test]
     fn streams_are_counted_and_sent_versions_recorded() {
         let r = registry();
-        let g = r.connect("prod", "a", None).unwrap();
+        let g = r.connect("prod", "a", "t", None).unwrap();
         g.sent(3);
         g.sent(2);
         let v = &r.list("prod")[0];
@@ -653,31 +838,105 @@ mod tests {
     #[test]
     fn gone_instances_are_pruned_after_the_retention_and_make_room() {
         // Zero retention: an entry expires as soon as its last stream closes.
-        let r = Arc::new(SdkRegistry::with_limits(2, Duration::ZERO));
-        let a = r.connect("prod", "a", None).unwrap();
-        r.report_applied("prod", "b", 1, None).unwrap();
+        let r = Arc::new(SdkRegistry::with_limits(2, 100, Duration::ZERO));
+        let a = r.connect("prod", "a", "t", None).unwrap();
+        r.report_applied("prod", "b", "t", 1, None).unwrap();
         assert!(r.list("prod").iter().all(|v| v.instance != "b"));
-        let _c = r.connect("prod", "c", None).unwrap();
+        let _c = r.connect("prod", "c", "t", None).unwrap();
         drop(a);
         assert!(r.list("prod").iter().all(|v| v.instance != "a"));
-        let _d = r.connect("dev", "d", None).unwrap();
+        let _d = r.connect("dev", "d", "t", None).unwrap();
         assert_eq!(r.connected("dev"), ["d"]);
 
         // Kept for the retention: they occupy their slot, and a full registry
         // refuses new instances but still serves known ones.
-        let r = Arc::new(SdkRegistry::with_limits(2, LONG));
-        drop(r.connect("prod", "a", None).unwrap());
-        let _b = r.connect("prod", "b", None).unwrap();
+        let r = Arc::new(SdkRegistry::with_limits(2, 100, LONG));
+        drop(r.connect("prod", "a", "t", None).unwrap());
+        let _b = r.connect("prod", "b", "t", None).unwrap();
         let listed = r.list("prod");
         assert_eq!(listed.len(), 2);
         assert!(!listed[0].connected && listed[1].connected);
         assert_eq!(
-            r.connect("prod", "c", None).unwrap_err(),
-            RegistryFull { limit: 2 }
+            r.connect("prod", "c", "t", None).unwrap_err(),
+            Refused::Full { limit: 2 }
         );
-        assert!(r.report_applied("prod", "c", 1, None).is_err());
-        r.report_applied("prod", "a", 1, None).unwrap();
-        let err = ApiError::from(RegistryFull { limit: 2 });
+        assert!(r.report_applied("prod", "c", "t", 1, None).is_err());
+        r.report_applied("prod", "a", "t", 1, None).unwrap();
+        let err = ApiError::from(Refused::Full { limit: 2 });
         assert_eq!(err.code, ErrorCode::Overloaded);
+    }
+
+    #[test]
+    fn an_instance_belongs_to_the_token_that_registered_it() {
+        let r = registry();
+        let g = r.connect("prod", "pod-1", "alice", None).unwrap();
+        // Another token may neither report for it nor open a stream as it.
+        let err = r
+            .report_applied("prod", "pod-1", "mallory", 9, None)
+            .unwrap_err();
+        assert!(matches!(err, Refused::NotOwner { .. }), "{err}");
+        assert_eq!(ApiError::from(err).code, ErrorCode::Conflict);
+        assert!(r.connect("prod", "pod-1", "mallory", None).is_err());
+        assert_eq!(r.list("prod")[0].applied_version, None);
+        assert_eq!(r.list("prod")[0].token_id, "alice");
+        // The same id in another env is another instance.
+        r.report_applied("dev", "pod-1", "mallory", 1, None)
+            .unwrap();
+        // The owner's own reports are taken, after a reconnect too.
+        drop(g);
+        let _g = r.connect("prod", "pod-1", "alice", None).unwrap();
+        r.report_applied("prod", "pod-1", "alice", 2, None).unwrap();
+        assert_eq!(r.list("prod")[0].applied_version, Some(2));
+    }
+
+    #[tokio::test]
+    async fn forgetting_a_token_frees_its_ids_and_ends_waits_on_them() {
+        let r = registry();
+        let g = r.connect("prod", "pod-1", "old", Some(1)).unwrap();
+        let _b = r.connect("prod", "pod-2", "other", Some(1)).unwrap();
+        let waiter = {
+            let r = r.clone();
+            tokio::spawn(async move { r.wait_applied("prod", 2, Instant::now(), LONG).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(r.forget_token("old"), 1);
+        r.report_applied("prod", "pod-2", "other", 2, None).unwrap();
+        let w = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(w.disconnected, ["pod-1"]);
+        // The id is free for the new token, and the old stream's late close
+        // does not touch the new owner's entry.
+        let _new = r.connect("prod", "pod-1", "new", None).unwrap();
+        drop(g);
+        let listed = r.list("prod");
+        assert_eq!(listed[0].token_id, "new");
+        assert_eq!(listed[0].streams, 1);
+        assert_eq!(r.connected_count(), 2);
+    }
+
+    #[test]
+    fn each_token_holds_at_most_its_quota_and_others_still_register() {
+        let r = Arc::new(SdkRegistry::with_limits(10, 3, LONG));
+        for i in 0..3 {
+            r.report_applied("prod", &format!("fake-{i}"), "mallory", 1, None)
+                .unwrap();
+        }
+        let err = r
+            .report_applied("prod", "fake-3", "mallory", 1, None)
+            .unwrap_err();
+        assert_eq!(err, Refused::OverQuota { limit: 3 });
+        assert_eq!(ApiError::from(err).code, ErrorCode::Overloaded);
+        assert!(r.connect("dev", "fake-4", "mallory", None).is_err());
+        // Known ids of the same token still work; other tokens register.
+        r.report_applied("prod", "fake-0", "mallory", 2, None)
+            .unwrap();
+        let _g = r.connect("prod", "real", "fleet", None).unwrap();
+        assert_eq!(r.list("prod").len(), 4);
+        // Expired entries give the slots back.
+        let r = Arc::new(SdkRegistry::with_limits(10, 1, Duration::ZERO));
+        r.report_applied("prod", "a", "t", 1, None).unwrap();
+        r.report_applied("prod", "b", "t", 1, None).unwrap();
     }
 }

@@ -911,6 +911,33 @@ impl Store {
         })
     }
 
+    /// How many tokens were ever revoked. Revocation is final and tokens are never deleted, so
+    /// the count only grows: a poller that sees it change knows some token was revoked (on
+    /// this replica, another one, or by an offline CLI) with one cheap query.
+    pub async fn revoked_token_count(&self) -> Result<i64, StoreError> {
+        Ok(with_read!(self, |db| {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM tokens WHERE revoked_at_ms IS NOT NULL",
+            )
+            .fetch_one(db)
+            .await?
+        }))
+    }
+
+    /// Whether a token with this id exists and is not revoked (its secret is not checked:
+    /// the caller authenticated it already). Read-only.
+    pub async fn token_active(&self, id: &str) -> Result<bool, StoreError> {
+        let n: i64 = with_read!(self, |db| {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM tokens WHERE id = $1 AND revoked_at_ms IS NULL",
+            )
+            .bind(id)
+            .fetch_one(db)
+            .await?
+        });
+        Ok(n > 0)
+    }
+
     // ----- audit ---------------------------------------------------------------------------
 
     // ----- env states -----------------------------------------------------------------------

@@ -129,6 +129,7 @@ contract!(
     bundles_and_audit_rows_reject_raw_update_and_delete,
     reopening_the_store_keeps_everything,
     tokens_authenticate_only_with_the_right_unrevoked_secret,
+    revocations_are_counted_and_a_revoked_token_is_no_longer_active,
     stored_token_hash_is_not_the_secret,
     bootstrap_admin_happens_once_even_when_raced,
     bootstrap_admin_refuses_once_any_token_was_created,
@@ -449,6 +450,25 @@ async fn reopening_the_store_keeps_everything(t: Ctx) {
     assert_eq!(s2.bootstrap_admin(6).await.unwrap(), None);
     assert!(s2.verify_audit().await.unwrap().ok);
     s2.close().await;
+}
+
+async fn revocations_are_counted_and_a_revoked_token_is_no_longer_active(t: Ctx) {
+    let s = &t.store;
+    assert_eq!(s.revoked_token_count().await.unwrap(), 0);
+    assert!(!s.token_active("").await.unwrap());
+    assert!(!s.token_active("000000000000").await.unwrap());
+    let a = s.create_token("sdk", "a", 1, "admin").await.unwrap();
+    let b = s.create_token("sdk", "b", 1, "admin").await.unwrap();
+    assert!(s.token_active(&a.info.id).await.unwrap());
+    assert!(s.revoke_token(&a.info.id, 2, "admin").await.unwrap());
+    assert!(!s.token_active(&a.info.id).await.unwrap());
+    assert!(s.token_active(&b.info.id).await.unwrap());
+    assert_eq!(s.revoked_token_count().await.unwrap(), 1);
+    // A second revocation of the same token changes nothing.
+    assert!(!s.revoke_token(&a.info.id, 3, "admin").await.unwrap());
+    assert_eq!(s.revoked_token_count().await.unwrap(), 1);
+    assert!(s.revoke_token(&b.info.id, 4, "admin").await.unwrap());
+    assert_eq!(s.revoked_token_count().await.unwrap(), 2);
 }
 
 async fn tokens_authenticate_only_with_the_right_unrevoked_secret(t: Ctx) {

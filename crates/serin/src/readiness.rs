@@ -487,6 +487,14 @@ pub async fn drill(cmd: DrillCommand) -> anyhow::Result<()> {
             }
             if v["outcome"] == "succeeded" {
                 Ok(())
+            } else if v["error"].is_string() {
+                Err(CheckFailed(format!(
+                    "drill {} {}: {}",
+                    text(&v["id"]),
+                    text(&v["outcome"]),
+                    text(&v["error"])
+                ))
+                .into())
             } else {
                 Err(CheckFailed(format!("drill {} {}", text(&v["id"]), text(&v["outcome"]))).into())
             }

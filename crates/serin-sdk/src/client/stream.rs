@@ -118,6 +118,7 @@ impl Task {
             .inspect(move |_| seen.store(millis(origin.elapsed()), Ordering::Relaxed))
             .eventsource();
         let idle = self.config.idle_timeout;
+        let mut first = true;
         loop {
             let last = origin
                 .checked_add(Duration::from_millis(last_bytes_ms.load(Ordering::Relaxed)))
@@ -139,7 +140,9 @@ impl Task {
                 None => return "the server closed the snapshot stream".to_owned(),
                 Some(Err(e)) => return format!("snapshot stream broke: {e}"),
                 Some(Ok(event)) => {
-                    if let Err(e) = self.on_event(event).await {
+                    let opening = first && event.event == SNAPSHOT_EVENT;
+                    first = first && !opening;
+                    if let Err(e) = self.on_event(event, opening).await {
                         return e;
                     }
                 }
@@ -149,12 +152,28 @@ impl Task {
 
     /// Applies one event. An `Err` ends the connection (and so triggers a
     /// reconnect, whose first event carries every bundle).
-    async fn on_event(&mut self, event: Event) -> Result<(), String> {
+    ///
+    /// The `opening` event of a connection is the server's current snapshot.
+    /// The server sends one older than the version served only when it does
+    /// not know that version (its store was restored from a backup, say): the
+    /// server is the source of truth, so the SDK adopts it rather than wait,
+    /// silent, for the server to count past a version it will never publish.
+    async fn on_event(&mut self, event: Event, opening: bool) -> Result<(), String> {
         if event.event != SNAPSHOT_EVENT {
             tracing::debug!(event = %event.event, "ignoring an unknown stream event");
             return Ok(());
         }
-        let served = self.state.version();
+        let held = self.state.version();
+        let behind = opening
+            && matches!((held, event.id.trim().parse::<u64>()), (Some(h), Ok(id)) if id < h);
+        if behind {
+            tracing::warn!(
+                served = ?held,
+                server = %event.id,
+                "the server is behind the snapshot this SDK serves (restored store?); adopting the server's"
+            );
+        }
+        let served = if behind { None } else { held };
         if let (Some(served), Ok(id)) = (served, event.id.trim().parse::<u64>())
             && id <= served
         {

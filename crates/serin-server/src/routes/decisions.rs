@@ -213,8 +213,9 @@ fn parse_version(v: &str, field: &str) -> ApiResult<u64> {
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// The SDK instance following the stream (`[A-Za-z0-9._:-]{1,128}`); when
-    /// given, the connection and the versions sent are recorded in the SDK
-    /// registry (`GET /v1/envs/{env}/sdks`).
+    /// given (sdk tokens only), the connection and the versions sent are
+    /// recorded in the SDK registry (`GET /v1/envs/{env}/sdks`), and the
+    /// instance id belongs to the token.
     pub instance: Option<String>,
 }
 
@@ -225,16 +226,19 @@ pub(crate) fn check_instance(instance: &str, code: ErrorCode, field: &str) -> Ap
 /// Server-sent events: `event: snapshot`, `id: <version>`, `data: <snapshot>`.
 /// The first event after connecting carries every referenced bundle; later
 /// ones carry only bundles new since the previous event. `Last-Event-ID` equal
-/// to the current version suppresses the first event. Keep-alive comments
-/// every 15 s. With `instance`, the connection is registered (and
-/// `Last-Event-ID` counts as that instance's applied version).
+/// to the current version suppresses the first event; one the server does not
+/// know as this env's (ahead of it, e.g. after a store restore, or another
+/// env's) gets the full current snapshot. Keep-alive comments every 15 s. With
+/// `instance` (sdk tokens only), the connection is registered to the token
+/// (and a `Last-Event-ID` equal to the current version counts as that
+/// instance's applied version). The stream ends when its token is revoked.
 #[utoipa::path(get, path = "/v1/envs/{env}/snapshot/stream", tag = "decisions",
     params(("env" = String, Path), StreamQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Version the client already has")),
     responses((status = 200, description = "An event stream", content_type = "text/event-stream")),
     security(("bearer" = ["sdk"])))]
 async fn stream_snapshot(
     State(state): State<AppState>,
-    _auth: Auth<SnapshotAccess>,
+    auth: Auth<SnapshotAccess>,
     ApiPath(env): ApiPath<String>,
     ApiQuery(query): ApiQuery<StreamQuery>,
     headers: HeaderMap,
@@ -242,25 +246,51 @@ async fn stream_snapshot(
     require_env(&state, &env).await?;
     if let Some(instance) = &query.instance {
         check_instance(instance, ErrorCode::BadRequest, "instance")?;
+        crate::routes::sdks::require_sdk_token(&auth.caller, "follow a stream as an SDK instance")?;
     }
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let rx = state.hub.subscribe(&env).await?;
+    if last_event_id.is_some_and(|id| id > rx.borrow().version) {
+        // Another replica may have published it before this one's poller
+        // saw it: catch up before calling the client ahead.
+        state.hub.refresh_env(&env).await?;
+    }
+    let current = rx.borrow().clone();
+    // What the client holds, as far as this server can tell: only this env's
+    // current or previous version. Anything else (ahead of the server,
+    // another env's, or older) gets the full snapshot.
+    let resume_from = last_event_id.filter(|id| {
+        *id == current.version || (*id == current.prev_version && current.prev_version != 0)
+    });
+    let token = state.revocations.watch(&auth.caller.token_id).await?;
     // Registered after the subscription succeeded, so a refused stream never
     // shows up as connected.
+    let up_to_date = resume_from.filter(|id| *id == current.version);
     let registered = query
         .instance
         .as_deref()
-        .map(|instance| state.sdks.connect(&env, instance, last_event_id))
+        .map(|instance| {
+            state
+                .sdks
+                .connect(&env, instance, &auth.caller.token_id, up_to_date)
+        })
         .transpose()?;
     let gauge = SubscriberGauge::new();
     let stream = futures_util::stream::unfold(
-        (rx, last_event_id, true, (gauge, registered)),
-        |(mut rx, mut last_sent, mut first, guards)| async move {
+        (rx, resume_from, true, (gauge, registered, token)),
+        |(mut rx, mut last_sent, mut first, mut guards)| async move {
             loop {
-                if !first && rx.changed().await.is_err() {
+                if !first {
+                    tokio::select! {
+                        biased;
+                        () = guards.2.revoked() => return None,
+                        changed = rx.changed() => if changed.is_err() { return None },
+                    }
+                }
+                if guards.2.is_revoked() {
                     return None;
                 }
                 let current: Arc<Published> = rx.borrow_and_update().clone();

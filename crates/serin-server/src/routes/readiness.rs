@@ -297,7 +297,8 @@ pub struct DrillRequest {
 
 /// Run a rollback drill: roll back, wait until every connected SDK reports serving the
 /// previous bundle, roll forward, wait again; answers with the timed record. Refused
-/// while a release is active. The answer is 200 for a failed drill too (see `outcome`).
+/// while a release is active. The answer is 200 for a failed drill too (see `outcome`); a
+/// drill no SDK confirmed is `inconclusive` and is not evidence for `rollback_drill_recent`.
 #[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/drills", tag = "readiness",
     params(("env" = String, Path), ("agent" = String, Path)), request_body = DrillRequest,
     responses((status = 200, body = DrillRecord), (status = 409, description = "A release is active, another drill is running, or there is no previous stable to roll back to", body = crate::error::ErrorBody)), security(("bearer" = ["deployer"])))]

@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use serin_core::auth::Role;
 use serin_core::slug;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -12,7 +13,7 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::extract::{ApiJson, ApiPath, Auth, ReadAccess, SnapshotAccess};
+use crate::extract::{ApiJson, ApiPath, Auth, Caller, ReadAccess, SnapshotAccess};
 use crate::routes::decisions::{check_instance, require_env};
 use crate::sdks::SdkInstance;
 
@@ -37,6 +38,22 @@ pub struct AppliedReport {
     /// The SDK and its version, e.g. `serin-rust/0.1.0` (at most 64
     /// printable characters).
     pub sdk: Option<String>,
+}
+
+/// Only sdk tokens speak for SDK instances: what an instance reports is
+/// drill evidence, so a person's token (admin included) must not be able to
+/// produce it.
+pub(crate) fn require_sdk_token(caller: &Caller, what: &str) -> ApiResult<()> {
+    if caller.role == Role::Sdk {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::Forbidden,
+        format!(
+            "role {} may not {what}; only sdk tokens act as SDK instances",
+            caller.role.as_str()
+        ),
+    ))
 }
 
 fn check_report(r: &AppliedReport) -> ApiResult<()> {
@@ -67,19 +84,39 @@ fn check_report(r: &AppliedReport) -> ApiResult<()> {
 /// An SDK instance reports the snapshot version it swapped in, so the server
 /// knows what each SDK serves, not only what it was sent. Versions only grow:
 /// an older report leaves the recorded one. An instance without an open
-/// stream is recorded too.
+/// stream is recorded too. Only sdk tokens may report; an instance id belongs
+/// to the token that registered it (another token's report is refused with
+/// 409), each token holds at most 1,000 instance ids (429 beyond), and the
+/// version must be one of the env's snapshot versions (422 otherwise).
 #[utoipa::path(post, path = "/v1/sdk/applied", tag = "decisions", request_body = AppliedReport,
     responses((status = 204, description = "Recorded")), security(("bearer" = ["sdk"])))]
 async fn post_applied(
     State(state): State<AppState>,
-    _auth: Auth<SnapshotAccess>,
+    auth: Auth<SnapshotAccess>,
     ApiJson(report): ApiJson<AppliedReport>,
 ) -> ApiResult<StatusCode> {
+    require_sdk_token(&auth.caller, "report an SDK instance's applied version")?;
     check_report(&report)?;
     state.envs.require(&report.env, "/env").await?;
-    state
-        .sdks
-        .report_applied(&report.env, &report.instance, report.version, report.sdk)?;
+    if !state.hub.is_version_of(&report.env, report.version).await? {
+        let current = state.hub.current(&report.env).await?.version;
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "/version",
+            format!(
+                "version {} is not a snapshot version of env {} (its current version is {current}); \
+                 report only versions the stream sent",
+                report.version, report.env
+            ),
+        ));
+    }
+    state.sdks.report_applied(
+        &report.env,
+        &report.instance,
+        &auth.caller.token_id,
+        report.version,
+        report.sdk,
+    )?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -118,7 +118,8 @@ async fn list_tokens(
     Ok(Json(tokens.into_iter().map(token_response).collect()))
 }
 
-/// Revoke a token; it stops authenticating at once.
+/// Revoke a token; it stops authenticating at once, and the snapshot streams it
+/// opened end (on this replica at once, on others within 1 s).
 #[utoipa::path(
     delete,
     path = "/v1/tokens/{id}",
@@ -143,6 +144,7 @@ async fn revoke_token(
         .revoke_token(&id, clock::now_ms(), &auth.caller.actor())
         .await?
     {
+        state.revocations.revoked(&id);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!(

@@ -17,6 +17,7 @@ mod harness;
 mod hostile_names;
 mod hostile_transport;
 mod hostile_contract;
+mod hostile_identity;
 mod http_errors;
 mod readiness;
 mod releases;

@@ -179,6 +179,11 @@ async fn bad_instance_ids_and_reports_are_refused_naming_the_field() {
     server.create_envs(&admin);
     let sdk = server.http(&server.token(&admin, "sdk").await);
     let viewer = server.http(&server.token(&admin, "viewer").await);
+    // Reports may claim only versions of the env, so it needs one.
+    let cli = server.cli(&admin);
+    let work = tempfile::tempdir().unwrap();
+    push_two_bundles(&cli, work.path());
+    let v = deploy(&cli, "1");
 
     for bad in ["a%20b", "a%2Fb", "", &"x".repeat(129)] {
         let (status, body) = sdk
@@ -189,7 +194,7 @@ async fn bad_instance_ids_and_reports_are_refused_naming_the_field() {
         assert_eq!(body["error"]["field"], "instance", "{body}");
     }
 
-    let ok = json!({"env": "prod", "instance": "pod-1", "version": 3, "sdk": "serin-rust/0.1.0"});
+    let ok = json!({"env": "prod", "instance": "pod-1", "version": v, "sdk": "serin-rust/0.1.0"});
     let cases = [
         (json!({"env": "Prod"}), "/env"),
         (json!({"instance": "a b"}), "/instance"),
@@ -218,7 +223,7 @@ async fn bad_instance_ids_and_reports_are_refused_naming_the_field() {
     // Nothing invalid was recorded.
     let body = viewer.get("/v1/envs/prod/sdks").await.1;
     assert_eq!(body["instances"], json!([]), "{body}");
-    assert_eq!(body["version"], 0);
+    assert_eq!(body["version"], v);
 
     // Roles: sdk posts, viewer reads; sdk may not read the list, and no
     // token at all may do either.
