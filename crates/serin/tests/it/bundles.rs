@@ -114,7 +114,7 @@ async fn bundle_lifecycle(backend: Backend) {
     assert!(out.stdout.contains("identical"), "{}", out.stdout);
 
     let out = cli.run(&["bundle", "show", "support@9"]);
-    assert_eq!(out.code, 2, "{out:#?}");
+    assert_eq!(out.code, 1, "the server says no: {out:#?}");
     assert!(out.stderr.contains("no bundle support@9"), "{}", out.stderr);
 
     let out = cli.run(&["pins", "--output", "json"]).ok();

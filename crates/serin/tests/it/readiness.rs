@@ -251,7 +251,7 @@ async fn the_gate_refuses_until_ready_expiry_flips_it_and_overrides_are_audited(
         "sev2 hotfix, owner on call",
     ]);
     let out = deployer.run(&forced);
-    assert_eq!(out.code, 2, "{out:#?}");
+    assert_eq!(out.code, 1, "{out:#?}");
     assert!(out.stderr.contains("admin"), "{}", out.stderr);
     cli.run(&forced).ok();
     let audit = cli.run(&["audit", "list", "--output", "json"]).ok();
