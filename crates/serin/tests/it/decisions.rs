@@ -339,7 +339,7 @@ async fn strict_envs_refuse_direct_deploys_and_moving_aliases() {
     let out = cli.run(&[
         "deploy", "support", "--env", "prod", "--bundle", "1", "--force",
     ]);
-    assert_eq!(out.code, 1, "--force needs --reason: {out:#?}");
+    assert_eq!(out.code, 2, "--force needs --reason (usage): {out:#?}");
     cli.run(&[
         "deploy",
         "support",

@@ -559,7 +559,7 @@ async fn bad_readiness_input_is_refused_and_nothing_is_stored() {
         "--owner",
         "sam",
     ]);
-    assert_eq!(out.code, 2, "{out:#?}");
+    assert_eq!(out.code, 1, "the server refuses the status: {out:#?}");
     assert!(
         out.stderr.contains("pass, fail, partial, n/a"),
         "{}",

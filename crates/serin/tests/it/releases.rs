@@ -212,7 +212,7 @@ async fn manual_promotion_is_refused_until_the_gate_holds_then_completes() {
     );
 
     let out = cli.run(&["release", "promote", "support", "--env", "prod", "--force"]);
-    assert_eq!(out.code, 1, "--force needs --reason: {out:#?}");
+    assert_eq!(out.code, 2, "--force needs --reason (usage): {out:#?}");
     traffic(&server, &admin, 150, 150, 0).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     cli.run(&["release", "promote", "support", "--env", "prod"])
