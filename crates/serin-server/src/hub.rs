@@ -21,7 +21,7 @@ use serin_core::decision::{CompiledSnapshot, EnvState};
 use serin_store::{Store, StoredEnvState};
 use tokio::sync::watch;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// One published version of one env, rendered once for every subscriber.
 #[derive(Debug)]

@@ -66,6 +66,8 @@ async fn start() -> App {
         refresh_interval: Duration::from_millis(200),
         tick_interval: Duration::from_secs(3600),
         run_controller: false,
+        max_validations: 4,
+        webhook_retry: serin_server::releases::RetryPolicy::DEFAULT,
     })
     .await
     .unwrap();

@@ -2241,6 +2241,8 @@ async fn an_old_store_registers_every_env_it_already_used(t: Ctx) {
             .all(|e| e.version == Some(3))
     );
     s.close().await;
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_creates_its_data_dir_0700_and_its_database_files_0600() {

@@ -336,12 +336,12 @@ async fn strict_envs_refuse_direct_deploys_and_moving_aliases() {
     let _work = push_two_versions(&cli);
 
     let out = cli.run(&["deploy", "support", "--env", "prod", "--bundle", "1"]);
-    assert_eq!(out.code, 2, "{out:#?}");
+    assert_eq!(out.code, 1, "{out:#?}");
     assert!(out.stderr.contains("strict"), "{}", out.stderr);
     let out = cli.run(&[
         "deploy", "support", "--env", "prod", "--bundle", "1", "--force",
     ]);
-    assert_eq!(out.code, 2, "--force needs --reason: {out:#?}");
+    assert_eq!(out.code, 2, "--force needs --reason (usage): {out:#?}");
     cli.run(&[
         "deploy",
         "support",
@@ -372,7 +372,7 @@ async fn strict_envs_refuse_direct_deploys_and_moving_aliases() {
     let out = cli.run(&[
         "deploy", "support", "--env", "prod", "--bundle", "3", "--force", "--reason", "try",
     ]);
-    assert_eq!(out.code, 2, "{out:#?}");
+    assert_eq!(out.code, 1, "{out:#?}");
     assert!(out.stderr.contains("moving model alias"), "{}", out.stderr);
     cli.run(&["deploy", "support", "--env", "dev", "--bundle", "3"])
         .ok();
@@ -401,7 +401,7 @@ async fn routing_bad_input_gets_clear_errors_and_changes_nothing() {
         out.stderr
     );
     let out = cli.run(&["unkill", "support", "--env", "dev", "--reason", "x"]);
-    assert_eq!(out.code, 2, "{out:#?}");
+    assert_eq!(out.code, 1, "{out:#?}");
     // A name that does not exist is the server saying no: exit 1.
     let out = cli.run(&["deploy", "support", "--env", "dev", "--bundle", "9"]);
     assert_eq!(out.code, 1, "{out:#?}");

@@ -35,7 +35,11 @@ async fn server_refusals_and_conflicts_exit_1_while_usage_and_connection_errors_
     assert!(out.stderr.contains("role viewer may not"), "{}", out.stderr);
     // 409 from the release machine: a second active release.
     let plan = work.path().join("plan.yaml");
-    std::fs::write(&plan, "steps:\n  - canary: {weight: 5%}\n").unwrap();
+    std::fs::write(
+        &plan,
+        "steps:\n  - canary: {weight: 5%, min_requests: 10}\n",
+    )
+    .unwrap();
     let plan = plan.to_str().unwrap();
     cli.run(&["deploy", "support", "--env", "dev", "--bundle", "1"])
         .ok();

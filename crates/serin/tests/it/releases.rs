@@ -174,7 +174,7 @@ async fn manual_promotion_is_refused_until_the_gate_holds_then_completes() {
     let out = cli.run(&[
         "release", "start", "support", "--env", "prod", "--bundle", "2", "--plan", &plan,
     ]);
-    assert_eq!(out.code, 2, "{out:#?}");
+    assert_eq!(out.code, 1, "{out:#?}");
     assert!(
         out.stderr.contains("already has an active release"),
         "{}",
@@ -184,7 +184,7 @@ async fn manual_promotion_is_refused_until_the_gate_holds_then_completes() {
     let out = cli.run(&[
         "deploy", "support", "--env", "prod", "--bundle", "2", "--force", "--reason", "x",
     ]);
-    assert_eq!(out.code, 2, "{out:#?}");
+    assert_eq!(out.code, 1, "{out:#?}");
 
     // Too early: the gate lists what is missing, exit 1.
     let out = cli.run(&["release", "promote", "support", "--env", "prod"]);
@@ -215,7 +215,7 @@ async fn manual_promotion_is_refused_until_the_gate_holds_then_completes() {
     );
 
     let out = cli.run(&["release", "promote", "support", "--env", "prod", "--force"]);
-    assert_eq!(out.code, 2, "--force needs --reason: {out:#?}");
+    assert_eq!(out.code, 2, "--force needs --reason (usage): {out:#?}");
     traffic(&server, &admin, 150, 150, 0).await;
     server
         .advance_clock(&admin, Duration::from_millis(1100))
@@ -362,7 +362,7 @@ async fn auto_promotion_halt_abort_and_resume_after_sigkill() {
     let (_, snap) = server.http(&admin).get("/v1/envs/prod/snapshot").await;
     assert!(snap["agents"]["support"]["release"].is_null());
     let out = cli.run(&["release", "resume", "support", "--env", "prod"]);
-    assert_eq!(out.code, 2, "nothing active to resume: {out:#?}");
+    assert_eq!(out.code, 1, "nothing active to resume: {out:#?}");
 
     // A manual rollback during a release goes through the release.
     cli.run(&[

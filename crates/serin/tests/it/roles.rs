@@ -42,11 +42,11 @@ async fn every_role_gets_exactly_the_routes_it_needs() {
         assert_eq!(status, create_status, "case {i} token create: {body}");
     }
 
-    // The CLI says the same in one line and exits 2.
+    // The CLI says the same in one line and exits 1 (the server said no).
     let out = server
         .cli(&viewer)
         .run(&["bundle", "push", sample_bundle().to_str().unwrap()]);
-    assert_eq!(out.code, 2, "{out:#?}");
+    assert_eq!(out.code, 1, "{out:#?}");
     assert!(out.stderr.contains("role viewer may not"), "{}", out.stderr);
 }
 
