@@ -247,7 +247,7 @@ pub async fn serve(
 }
 
 /// The 429 written to a connection refused because every open one is serving a request.
-const OVERLOADED: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 1\r\nx-content-type-options: nosniff\r\ncache-control: no-store\r\nconnection: close\r\ncontent-length: 94\r\n\r\n{\"error\":{\"code\":\"overloaded\",\"message\":\"the server has too many open connections; retry shortly\"}}";
+const OVERLOADED: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 1\r\nx-content-type-options: nosniff\r\ncache-control: no-store\r\nconnection: close\r\ncontent-length: 99\r\n\r\n{\"error\":{\"code\":\"overloaded\",\"message\":\"the server has too many open connections; retry shortly\"}}";
 
 /// Each request: mark the connection busy, put the body deadline on the body, route it.
 #[derive(Clone, Debug)]

@@ -331,9 +331,14 @@ pub enum TokenCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Revoke a token by id.
+    /// Revoke a token by id. Its open snapshot streams end within a second,
+    /// on every replica.
     Revoke {
         id: String,
+        /// `--data`/`--database-url`: revoke straight in that store (a leaked
+        /// admin token with no other admin left, or no server running).
+        #[command(flatten)]
+        store: OfflineStoreArgs,
         #[command(flatten)]
         client: ClientArgs,
     },

@@ -572,9 +572,25 @@ async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
             out::table(&["ID", "ROLE", "NAME", "CREATED", "BY", "REVOKED"], &rows);
             Ok(())
         }
-        TokenCommand::Revoke { id, client } => {
-            let c = Client::new(&client)?;
-            c.delete(&format!("/v1/tokens/{}", urlencode(&id))).await?;
+        TokenCommand::Revoke { id, store, client } => {
+            if store.data.is_some() || store.database_url.is_some() {
+                let store_args = crate::cli::StoreArgs {
+                    data: store.data.clone().unwrap_or_default(),
+                    database_url: store.database_url.clone(),
+                };
+                let st = server::open_store(&store_args).await?;
+                let revoked = st
+                    .revoke_token(&id, serin_server::clock::now_ms(), "local:cli")
+                    .await
+                    .context("could not revoke the token");
+                st.close().await;
+                if !revoked? {
+                    return Err(CheckFailed(format!("no unrevoked token {id} in that store")).into());
+                }
+            } else {
+                let c = Client::new(&client)?;
+                c.delete(&format!("/v1/tokens/{}", urlencode(&id))).await?;
+            }
             out::line(&format!("revoked token {id}"));
             Ok(())
         }

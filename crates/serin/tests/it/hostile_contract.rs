@@ -13,6 +13,7 @@ async fn server_refusals_and_conflicts_exit_1_while_usage_and_connection_errors_
     let server = Server::start(&backend);
     let admin = server.bootstrap_token.clone().unwrap();
     let cli = server.cli(&admin);
+    server.create_envs(&admin);
     let work = tempfile::tempdir().unwrap();
     push_two_bundles(&cli, work.path());
 

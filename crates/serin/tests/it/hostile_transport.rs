@@ -379,6 +379,7 @@ async fn a_webhook_that_always_fails_is_given_up_after_its_attempts_and_never_re
         ],
     );
     let admin = server.bootstrap_token.clone().unwrap();
+    server.create_envs(&admin);
     let cli = server.cli(&admin);
     let work = tempfile::tempdir().unwrap();
     push_two_bundles(&cli, work.path());

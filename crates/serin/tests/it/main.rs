@@ -20,6 +20,7 @@ mod hostile_contract;
 mod hostile_identity;
 mod http_errors;
 mod readiness;
+mod readme;
 mod releases;
 mod roles;
 mod sdks;
