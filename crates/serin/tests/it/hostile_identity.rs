@@ -37,12 +37,13 @@ fn two_stables(cli: &Cli, work: &std::path::Path) -> u64 {
     last
 }
 
+/// A snapshot event as (id, data); `None` when the stream ended; `Err` when
+/// nothing came in time.
+type Read = Result<Option<(u64, Value)>, ()>;
+
 /// Reads `stream` in the background until it ends or `wait` passes; yields
 /// what ended the read and when.
-fn watch_end(
-    mut stream: RawStream,
-    wait: Duration,
-) -> tokio::task::JoinHandle<(Result<Option<(u64, Value)>, ()>, Instant)> {
+fn watch_end(mut stream: RawStream, wait: Duration) -> tokio::task::JoinHandle<(Read, Instant)> {
     tokio::spawn(async move {
         let end = stream.next_event(wait).await;
         (end, Instant::now())
@@ -76,7 +77,7 @@ impl RawStream {
 
     /// The next snapshot event as (id, data), `None` when the stream ended,
     /// `Err` when nothing came within `wait`.
-    async fn next_event(&mut self, wait: Duration) -> Result<Option<(u64, Value)>, ()> {
+    async fn next_event(&mut self, wait: Duration) -> Read {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             while let Some(end) = self.buf.find("\n\n") {
