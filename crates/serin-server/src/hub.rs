@@ -200,8 +200,16 @@ impl Hub {
     /// committed by another replica): a version from the future, or another
     /// env's, is not.
     pub async fn is_version_of(&self, env: &str, version: u64) -> Result<bool, ApiError> {
-        let current = self.current(env).await?;
-        if version >= 1 && (version == current.version || version == current.prev_version) {
+        if version == 0 {
+            return Ok(false);
+        }
+        // Looked up without loading the env, so a client naming envs at
+        // random does not grow the hub.
+        let published = self.read_envs().get(env).map(|tx| {
+            let p = tx.borrow();
+            (p.version, p.prev_version)
+        });
+        if published.is_some_and(|(current, prev)| version == current || version == prev) {
             return Ok(true);
         }
         let Ok(v) = i64::try_from(version) else {

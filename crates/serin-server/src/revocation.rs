@@ -13,6 +13,10 @@
 //!   while no stream is open), and only when that number moved does it list
 //!   the tokens to find which.
 //!
+//! Before a stream sends a newly published version, the store is asked once
+//! for that version ([`Revocations::check_before_sending`]), so a change
+//! published after a revocation elsewhere never reaches the revoked streams.
+//!
 //! A stream re-checks its token once more right after registering, so a
 //! revocation landing between the request's authentication and the
 //! registration is not missed either. Revocation also frees the token's SDK
@@ -37,6 +41,8 @@ pub struct Revocations {
     store: Store,
     sdks: Arc<SdkRegistry>,
     inner: Mutex<Inner>,
+    /// The newest snapshot version a pre-send check ran for.
+    checked_for: tokio::sync::Mutex<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +61,7 @@ impl Revocations {
             store,
             sdks,
             inner: Mutex::new(Inner::default()),
+            checked_for: tokio::sync::Mutex::new(0),
         })
     }
 
@@ -137,6 +144,23 @@ impl Revocations {
         // Recorded last: a failed poll is retried in full at the next tick.
         self.lock().seen_revocations = Some(count);
         Ok(())
+    }
+
+    /// Polls once per published snapshot `version`, before any stream sends
+    /// it: the first stream woken by the version asks the store, the others
+    /// wait for that answer. So a revocation committed anywhere before a
+    /// change was published keeps that change from every revoked stream, at
+    /// the cost of one count query per version.
+    pub async fn check_before_sending(&self, version: u64) {
+        let mut checked = self.checked_for.lock().await;
+        if *checked >= version {
+            return;
+        }
+        if let Err(e) = self.poll().await {
+            tracing::warn!(error = %e.message, "token revocation check failed");
+        }
+        // Not retried per stream on failure: the poller tries again shortly.
+        *checked = version;
     }
 
     /// Polls every [`POLL_EVERY`] until this is dropped.

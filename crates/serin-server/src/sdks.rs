@@ -528,7 +528,6 @@ impl SdkRegistry {
             inner.len = inner.len.saturating_sub(removed);
             inner.per_token.remove(owner);
             if connected > 0 {
-                #[allow(clippy::cast_precision_loss)]
                 metrics::gauge!(CONNECTED_GAUGE).decrement(connected as f64);
             }
             removed

@@ -279,8 +279,14 @@ async fn stream_snapshot(
         })
         .transpose()?;
     let gauge = SubscriberGauge::new();
+    let revocations = state.revocations.clone();
     let stream = futures_util::stream::unfold(
-        (rx, resume_from, true, (gauge, registered, token)),
+        (
+            rx,
+            resume_from,
+            true,
+            (gauge, registered, token, revocations),
+        ),
         |(mut rx, mut last_sent, mut first, mut guards)| async move {
             loop {
                 if !first {
@@ -290,10 +296,13 @@ async fn stream_snapshot(
                         changed = rx.changed() => if changed.is_err() { return None },
                     }
                 }
+                let current: Arc<Published> = rx.borrow_and_update().clone();
+                if !first {
+                    guards.3.check_before_sending(current.version).await;
+                }
                 if guards.2.is_revoked() {
                     return None;
                 }
-                let current: Arc<Published> = rx.borrow_and_update().clone();
                 let skip = first && last_sent == Some(current.version);
                 first = false;
                 if skip || last_sent.is_some_and(|v| v >= current.version && current.version > 0) {

@@ -99,7 +99,11 @@ async fn post_applied(
     check_report(&report)?;
     state.envs.require(&report.env, "/env").await?;
     if !state.hub.is_version_of(&report.env, report.version).await? {
-        let current = state.hub.current(&report.env).await?.version;
+        let current = state
+            .store
+            .latest_env_state(&report.env)
+            .await?
+            .map_or(0, |s| s.version);
         return Err(ApiError::field(
             ErrorCode::InvalidField,
             "/version",
