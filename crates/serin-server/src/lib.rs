@@ -33,6 +33,7 @@ pub mod extract;
 pub mod guardrails;
 pub mod hub;
 mod openapi;
+pub mod quarantine;
 pub mod readiness;
 pub mod releases;
 mod report;
@@ -57,6 +58,8 @@ pub struct AppState {
     /// The SDK instances following this replica's snapshot streams and the
     /// versions they report applied.
     pub sdks: Arc<sdks::SdkRegistry>,
+    /// Stored rows this server could not read (`GET /v1/system/quarantine`).
+    pub quarantine: Arc<quarantine::Quarantine>,
 }
 
 /// What the binary hands the server.
@@ -170,8 +173,17 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
     if tokio::runtime::Handle::try_current().is_ok() {
         hub.spawn_poller(config.refresh_interval);
     }
+    // Install the recorder first: loading may already count quarantined rows.
+    let metrics = metrics_handle();
+    let quarantine = Arc::new(quarantine::Quarantine::new());
     let guardrails = Arc::new(
-        guardrails::Guardrails::load(config.store.clone(), hub.clone(), clock::now_ms()).await?,
+        guardrails::Guardrails::load(
+            config.store.clone(),
+            hub.clone(),
+            quarantine.clone(),
+            clock::now_ms(),
+        )
+        .await?,
     );
     let catalog = Arc::new(config.catalog);
     let readiness = Arc::new(readiness::Readiness::new(
@@ -195,7 +207,7 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         hub.clone(),
         sdks.clone(),
     ));
-    let interrupted = drills.resume_all().await?;
+    let interrupted = drills.resume_all(&quarantine).await?;
     if interrupted > 0 {
         tracing::warn!(
             drills = interrupted,
@@ -211,6 +223,7 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         ));
     }
     let state = AppState {
+        quarantine,
         releases,
         readiness,
         drills,
@@ -220,7 +233,7 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         store: config.store,
         catalog,
         limits: config.limits,
-        metrics: metrics_handle(),
+        metrics,
         openapi_json: Arc::new(api.to_pretty_json().unwrap_or_default()),
     };
     let routes = router
