@@ -471,12 +471,27 @@ impl Drills {
 
     /// Finishes drills a previous process left running: rolls forward when the env still
     /// serves the rollback target, then records them as interrupted. Returns how many.
-    pub async fn resume_all(&self) -> Result<usize, ApiError> {
+    /// A drill row that cannot be read is quarantined and left as it is.
+    pub async fn resume_all(
+        &self,
+        quarantine: &crate::quarantine::Quarantine,
+    ) -> Result<usize, ApiError> {
         let rows = self.store.running_drills().await?;
-        let count = rows.len();
+        let mut count = 0;
         for row in rows {
-            let mut record: DrillRecord =
-                serde_json::from_str(&row.state).map_err(ApiError::internal)?;
+            let mut record: DrillRecord = match serde_json::from_str(&row.state) {
+                Ok(r) => r,
+                Err(e) => {
+                    quarantine.record(
+                        crate::quarantine::DRILL,
+                        &row.id,
+                        &e.to_string(),
+                        &row.state,
+                    );
+                    continue;
+                }
+            };
+            count += 1;
             let state: EnvState = match self.store.latest_env_state(&record.env).await? {
                 Some(s) => hub::parse_state(&s)?,
                 None => EnvState::default(),

@@ -6,8 +6,20 @@
 //! one store transaction, and only then do they replace the in-memory state
 //! and is the batch acknowledged: an acknowledged outcome is never lost, and a
 //! failed write leaves memory as it was.
+//!
+//! Durable evidence: the minute rollups are written as the batch's deltas and
+//! merged with the stored row inside the transaction (so a restart, or another
+//! replica, never makes a batch overwrite counted outcomes), and the batch's
+//! request ids are recorded in the store in that same transaction, so a batch
+//! retried after a restart counts as duplicates.
+//!
+//! Quarantine: a stored monitor that cannot be read is not loaded and no fresh
+//! monitor replaces it. Its comparison keeps no evidence, its release holds at
+//! its step with `needs_attention` (the controller never promotes it; pause,
+//! abort and rollback still work) until an operator starts a new release of
+//! that candidate, which replaces the row. Outcomes keep counting in rollups.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -15,19 +27,24 @@ use serde_json::Value;
 use serin_core::decision::Arm;
 use serin_core::guardrails::{ArmAggregate, GuardrailConfig, Monitor};
 use serin_core::outcome::{EventLimits, OutcomeEvent};
-use serin_store::{MonitorRow, RollupRow, Store};
+use serin_store::{MonitorRow, RollupRow, Store, StoreError};
 use tokio::sync::Mutex;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::hub::Hub;
+use crate::quarantine::{self, Quarantine};
 
 /// A monitor stops taking control traffic (and leaves memory) after this long
 /// without a canary outcome; its persisted evidence stays readable.
 const MONITOR_IDLE_MS: i64 = 3_600_000;
 /// Request ids are remembered this long to drop retried duplicates.
 const DEDUP_WINDOW_MS: i64 = 10 * 60_000;
-/// At most this many request ids are remembered (bounded memory under floods).
-const DEDUP_MAX: usize = 1_000_000;
+/// Instances tracked by the per-second rate limit; past this, instances not yet
+/// seen this second are refused until the second turns (instance names are
+/// chosen by clients, so the map must not grow with them).
+const MAX_RATE_INSTANCES: usize = 100_000;
+/// Attempts at a batch whose request ids another writer recorded meanwhile.
+const DEDUP_ATTEMPTS: usize = 3;
 /// Events accepted per instance per second; a flooding instance is cut off
 /// rather than allowed to dominate a window.
 pub const INSTANCE_EVENTS_PER_SECOND: u32 = 50_000;
@@ -58,38 +75,12 @@ impl MonitorEntry {
 }
 
 #[derive(Debug, Default)]
-struct Dedup {
-    seen: HashSet<(String, String)>,
-    order: VecDeque<(i64, (String, String))>,
-}
-
-impl Dedup {
-    fn contains(&self, key: &(String, String)) -> bool {
-        self.seen.contains(key)
-    }
-
-    fn insert(&mut self, key: (String, String), now_ms: i64) {
-        if self.seen.insert(key.clone()) {
-            self.order.push_back((now_ms, key));
-        }
-        while let Some((at, _)) = self.order.front() {
-            if *at >= now_ms - DEDUP_WINDOW_MS && self.order.len() <= DEDUP_MAX {
-                break;
-            }
-            if let Some((_, k)) = self.order.pop_front() {
-                self.seen.remove(&k);
-            }
-        }
-    }
-}
-
-#[derive(Debug, Default)]
 struct Inner {
     monitors: HashMap<MonitorKey, MonitorEntry>,
     /// Monitors of running releases: never idled out of memory.
     pinned: HashSet<MonitorKey>,
-    rollups: HashMap<RollupKey, ArmAggregate>,
-    dedup: Dedup,
+    /// Monitors whose stored row is unreadable (see the module docs).
+    quarantined: HashSet<MonitorKey>,
     /// instance -> (second, events accepted in it)
     instance_rate: HashMap<String, (i64, u32)>,
     known_bundles: HashSet<String>,
@@ -100,6 +91,7 @@ pub struct Guardrails {
     store: Store,
     hub: Arc<Hub>,
     limits: EventLimits,
+    quarantine: Arc<Quarantine>,
     inner: Mutex<Inner>,
 }
 
@@ -129,18 +121,33 @@ pub struct IngestReport {
 
 impl Guardrails {
     /// Loads persisted monitors so verdicts resume where they were.
-    pub async fn load(store: Store, hub: Arc<Hub>, now_ms: i64) -> Result<Guardrails, ApiError> {
+    /// An unreadable row is quarantined, never fatal.
+    pub async fn load(
+        store: Store,
+        hub: Arc<Hub>,
+        quarantine: Arc<Quarantine>,
+        now_ms: i64,
+    ) -> Result<Guardrails, ApiError> {
         let mut inner = Inner::default();
         for row in store.load_monitors().await? {
             if now_ms - row.updated_at_ms > MONITOR_IDLE_MS {
                 continue;
             }
-            let monitor: Monitor = serde_json::from_str(&row.state).map_err(|e| {
-                ApiError::internal(format!(
-                    "monitor {}/{} unreadable: {e}",
-                    row.candidate, row.env
-                ))
-            })?;
+            let monitor: Monitor = match serde_json::from_str(&row.state) {
+                Ok(m) => m,
+                Err(e) => {
+                    quarantine.record(
+                        quarantine::MONITOR,
+                        &quarantine::monitor_key(&row.env, &row.agent, &row.candidate),
+                        &e.to_string(),
+                        &row.state,
+                    );
+                    inner
+                        .quarantined
+                        .insert((row.env, row.agent, row.candidate));
+                    continue;
+                }
+            };
             inner.monitors.insert(
                 (row.env, row.agent, row.candidate),
                 MonitorEntry {
@@ -154,14 +161,44 @@ impl Guardrails {
             store,
             hub,
             limits: EventLimits::DEFAULT,
+            quarantine,
             inner: Mutex::new(inner),
         })
     }
 
-    async fn config_for(&self, env: &str, agent: &str) -> Result<GuardrailConfig, ApiError> {
+    /// The registry of unreadable rows this server found.
+    pub fn quarantine(&self) -> &Arc<Quarantine> {
+        &self.quarantine
+    }
+
+    /// Whether the stored monitor of this comparison is unreadable (its release
+    /// needs attention).
+    pub async fn monitor_quarantined(&self, env: &str, agent: &str, candidate: &str) -> bool {
+        let key = (env.to_owned(), agent.to_owned(), candidate.to_owned());
+        self.inner.lock().await.quarantined.contains(&key)
+    }
+
+    /// The agent's thresholds; `None` while its stored config is unreadable
+    /// (nothing is judged against thresholds nobody can read).
+    async fn config_for(
+        &self,
+        env: &str,
+        agent: &str,
+    ) -> Result<Option<GuardrailConfig>, ApiError> {
         match self.store.guardrail_config(env, agent).await? {
-            Some(json) => serde_json::from_str(&json).map_err(ApiError::internal),
-            None => Ok(GuardrailConfig::spec_default()),
+            Some(json) => match serde_json::from_str(&json) {
+                Ok(c) => Ok(Some(c)),
+                Err(e) => {
+                    self.quarantine.record(
+                        quarantine::GUARDRAIL_CONFIG,
+                        &format!("{env}/{agent}"),
+                        &e.to_string(),
+                        &json,
+                    );
+                    Ok(None)
+                }
+            },
+            None => Ok(Some(GuardrailConfig::spec_default())),
         }
     }
 
@@ -190,17 +227,8 @@ impl Guardrails {
             rejected: 0,
             errors: Vec::new(),
         };
-        let reject = |report: &mut IngestReport, r: Rejection| {
-            metrics::counter!("serin_outcomes_total", "result" => "rejected", "code" => r.code.clone())
-                .increment(1);
-            report.rejected += 1;
-            if report.errors.len() < 100 {
-                report.errors.push(r);
-            }
-        };
         let mut inner = self.inner.lock().await;
-        let mut accepted: Vec<OutcomeEvent> = Vec::with_capacity(events.len());
-        let mut batch_ids: HashSet<(String, String)> = HashSet::new();
+        let mut valid: Vec<(usize, OutcomeEvent)> = Vec::with_capacity(events.len());
         for (index, raw) in events.into_iter().enumerate() {
             let request_id = raw
                 .get("request_id")
@@ -226,15 +254,11 @@ impl Guardrails {
                     continue;
                 }
             };
-            let fail = |code: &str, field: &str, reason: String| Rejection {
-                index,
-                request_id: Some(event.request_id.clone()),
-                code: code.to_owned(),
-                field: format!("/events/{index}{field}"),
-                reason,
-            };
             if let Err(e) = event.validate(now_ms, &self.limits) {
-                reject(&mut report, fail(e.code, &e.field, e.reason));
+                reject(
+                    &mut report,
+                    rejection(index, &event, e.code, &e.field, e.reason),
+                );
                 continue;
             }
             let snapshot = self.hub.current(&event.env).await?;
@@ -244,35 +268,110 @@ impl Guardrails {
                 .agents
                 .contains_key(&event.agent)
             {
+                let reason = format!("agent {} is not routed in env {}", event.agent, event.env);
                 reject(
                     &mut report,
-                    fail(
-                        "unknown_agent",
-                        "/agent",
-                        format!("agent {} is not routed in env {}", event.agent, event.env),
-                    ),
+                    rejection(index, &event, "unknown_agent", "/agent", reason),
                 );
                 continue;
             }
             if !self.bundle_exists(&mut inner, &event.bundle).await? {
+                let reason = format!("no bundle {}", event.bundle);
                 reject(
                     &mut report,
-                    fail(
-                        "unknown_bundle",
-                        "/bundle",
-                        format!("no bundle {}", event.bundle),
-                    ),
+                    rejection(index, &event, "unknown_bundle", "/bundle", reason),
                 );
                 continue;
             }
+            valid.push((index, event));
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut tried = IngestReport {
+                accepted: 0,
+                duplicates: 0,
+                rejected: 0,
+                errors: Vec::new(),
+            };
+            match self
+                .ingest_valid(&mut inner, &valid, &mut tried, now_ms)
+                .await
+            {
+                Err(ApiError {
+                    code: ErrorCode::Conflict,
+                    ..
+                }) if attempt < DEDUP_ATTEMPTS => {
+                    // Another writer recorded some of these request ids since we looked:
+                    // look again, and they count as duplicates.
+                    continue;
+                }
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    report.accepted = tried.accepted;
+                    report.duplicates = tried.duplicates;
+                    for r in tried.errors {
+                        reject(&mut report, r);
+                    }
+                    return Ok(report);
+                }
+            }
+        }
+    }
+
+    /// Deduplicates (against the store and within the batch), rate limits,
+    /// aggregates and persists validated events. `Conflict` when another
+    /// writer recorded some of their request ids meanwhile; nothing is written
+    /// then.
+    async fn ingest_valid(
+        &self,
+        inner: &mut Inner,
+        valid: &[(usize, OutcomeEvent)],
+        report: &mut IngestReport,
+        now_ms: i64,
+    ) -> Result<(), ApiError> {
+        let since = now_ms - DEDUP_WINDOW_MS;
+        let mut by_env: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (_, e) in valid {
+            by_env
+                .entry(e.env.as_str())
+                .or_default()
+                .push(e.request_id.clone());
+        }
+        let mut seen: HashSet<(String, String)> = HashSet::new();
+        for (env, ids) in &by_env {
+            for id in self.store.seen_request_ids(env, ids, since).await? {
+                seen.insert(((*env).to_owned(), id));
+            }
+        }
+        let second = now_ms.div_euclid(1000);
+        if inner.instance_rate.len() > MAX_RATE_INSTANCES / 2 {
+            inner.instance_rate.retain(|_, (s, _)| *s == second);
+        }
+        let mut accepted: Vec<&OutcomeEvent> = Vec::with_capacity(valid.len());
+        let mut dedup: Vec<(String, String)> = Vec::with_capacity(valid.len());
+        for (index, event) in valid {
             let key = (event.env.clone(), event.request_id.clone());
-            if inner.dedup.contains(&key) || !batch_ids.insert(key) {
+            if !seen.insert(key.clone()) {
                 report.duplicates += 1;
                 metrics::counter!("serin_outcomes_total", "result" => "duplicate").increment(1);
                 continue;
             }
             if let Some(instance) = &event.instance {
-                let second = now_ms.div_euclid(1000);
+                let known = inner.instance_rate.contains_key(instance);
+                if !known && inner.instance_rate.len() >= MAX_RATE_INSTANCES {
+                    let reason = format!(
+                        "over {MAX_RATE_INSTANCES} instances reported this second; retry shortly"
+                    );
+                    report.errors.push(rejection(
+                        *index,
+                        event,
+                        "rate_limited",
+                        "/instance",
+                        reason,
+                    ));
+                    continue;
+                }
                 let slot = inner
                     .instance_rate
                     .entry(instance.clone())
@@ -281,29 +380,31 @@ impl Guardrails {
                     *slot = (second, 0);
                 }
                 if slot.1 >= INSTANCE_EVENTS_PER_SECOND {
-                    reject(
-                        &mut report,
-                        fail(
-                            "rate_limited",
-                            "/instance",
-                            format!(
-                                "instance {instance} sent over {INSTANCE_EVENTS_PER_SECOND} events this second"
-                            ),
-                        ),
+                    let reason = format!(
+                        "instance {instance} sent over {INSTANCE_EVENTS_PER_SECOND} events this second"
                     );
+                    report.errors.push(rejection(
+                        *index,
+                        event,
+                        "rate_limited",
+                        "/instance",
+                        reason,
+                    ));
                     continue;
                 }
                 slot.1 += 1;
             }
+            dedup.push(key);
             accepted.push(event);
         }
         if accepted.is_empty() {
-            return Ok(report);
+            return Ok(());
         }
 
         // Apply to copies; swap them in only after the store has them.
         let mut monitors: HashMap<MonitorKey, MonitorEntry> = HashMap::new();
         let mut rollups: HashMap<RollupKey, ArmAggregate> = HashMap::new();
+        let mut unconfigured: HashSet<(String, String)> = HashSet::new();
         let minute = now_ms - now_ms.rem_euclid(60_000);
         for e in &accepted {
             let rkey = (
@@ -313,24 +414,31 @@ impl Guardrails {
                 arm_name(e.arm).to_owned(),
                 minute,
             );
-            if !rollups.contains_key(&rkey) {
-                let current = inner.rollups.get(&rkey).cloned().unwrap_or_default();
-                rollups.insert(rkey.clone(), current);
-            }
-            if let Some(agg) = rollups.get_mut(&rkey) {
-                agg.record(e);
-            }
+            rollups.entry(rkey).or_default().record(e);
             match e.arm {
                 Arm::Canary => {
                     let mkey = (e.env.clone(), e.agent.clone(), e.bundle.clone());
+                    if inner.quarantined.contains(&mkey) {
+                        continue;
+                    }
                     if !monitors.contains_key(&mkey) {
                         let entry = match inner.monitors.get(&mkey) {
                             Some(m) => m.clone(),
-                            None => MonitorEntry {
-                                monitor: Monitor::new(self.config_for(&e.env, &e.agent).await?),
-                                created_at_ms: now_ms,
-                                last_canary_ms: now_ms,
-                            },
+                            None => {
+                                let pair = (e.env.clone(), e.agent.clone());
+                                if unconfigured.contains(&pair) {
+                                    continue;
+                                }
+                                let Some(config) = self.config_for(&e.env, &e.agent).await? else {
+                                    unconfigured.insert(pair);
+                                    continue;
+                                };
+                                MonitorEntry {
+                                    monitor: Monitor::new(config),
+                                    created_at_ms: now_ms,
+                                    last_canary_ms: now_ms,
+                                }
+                            }
                         };
                         monitors.insert(mkey.clone(), entry);
                     }
@@ -380,26 +488,27 @@ impl Guardrails {
                 data: serde_json::to_string(agg).map_err(ApiError::internal)?,
             });
         }
-        self.store
-            .save_outcomes(&monitor_rows, &rollup_rows)
-            .await?;
+        let quarantine = &self.quarantine;
+        let merge = |stored: &RollupRow, delta: &str| merge_rollup(quarantine, stored, delta);
+        match self
+            .store
+            .save_outcome_batch(&monitor_rows, &rollup_rows, merge, &dedup, since, now_ms)
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::Conflict(m)) => return Err(ApiError::new(ErrorCode::Conflict, m)),
+            Err(e) => return Err(e.into()),
+        }
 
         // Durable: now it may become visible.
-        for e in &accepted {
-            inner
-                .dedup
-                .insert((e.env.clone(), e.request_id.clone()), now_ms);
-        }
         inner.monitors.extend(monitors);
         inner
             .monitors
             .retain(|_, m| now_ms - m.last_canary_ms <= MONITOR_IDLE_MS);
-        inner.rollups.extend(rollups);
-        inner.rollups.retain(|(_, _, _, _, m), _| *m >= minute);
         report.accepted = accepted.len();
         metrics::counter!("serin_outcomes_total", "result" => "accepted")
             .increment(accepted.len() as u64);
-        Ok(report)
+        Ok(())
     }
 
     /// Starts fresh evidence for a release's candidate with the plan's
@@ -424,6 +533,14 @@ impl Guardrails {
             last_canary_ms: now_ms,
         };
         self.store.save_outcomes(&[entry.row(&key)?], &[]).await?;
+        // A new release of this candidate replaces an unreadable row: the
+        // operator's act that ends its quarantine.
+        if inner.quarantined.remove(&key) {
+            self.quarantine.clear(
+                quarantine::MONITOR,
+                &quarantine::monitor_key(env, agent, candidate),
+            );
+        }
         inner.pinned.insert(key.clone());
         inner.monitors.insert(key, entry);
         Ok(())
@@ -444,6 +561,10 @@ impl Guardrails {
             inner.pinned.remove(&key);
             return Ok(());
         };
+        if inner.quarantined.contains(&key) {
+            // Held with needs_attention: no fresh monitor replaces the unreadable one.
+            return Ok(());
+        }
         let mut entry = match inner.monitors.get(&key) {
             Some(e) => e.clone(),
             // Idled out of memory (e.g. a long pause before a restart): the
@@ -456,10 +577,22 @@ impl Guardrails {
                     .into_iter()
                     .find(|r| r.env == key.0 && r.agent == key.1 && r.candidate == key.2);
                 let Some(row) = row else { return Ok(()) };
-                MonitorEntry {
-                    monitor: serde_json::from_str(&row.state).map_err(ApiError::internal)?,
-                    created_at_ms: row.created_at_ms,
-                    last_canary_ms: row.updated_at_ms,
+                match serde_json::from_str(&row.state) {
+                    Ok(monitor) => MonitorEntry {
+                        monitor,
+                        created_at_ms: row.created_at_ms,
+                        last_canary_ms: row.updated_at_ms,
+                    },
+                    Err(e) => {
+                        self.quarantine.record(
+                            quarantine::MONITOR,
+                            &quarantine::monitor_key(env, agent, candidate),
+                            &e.to_string(),
+                            &row.state,
+                        );
+                        inner.quarantined.insert(key);
+                        return Ok(());
+                    }
                 }
             }
         };
@@ -498,6 +631,55 @@ impl Guardrails {
         out.sort_by_key(|c| std::cmp::Reverse(c.1));
         out
     }
+}
+
+fn reject(report: &mut IngestReport, r: Rejection) {
+    metrics::counter!("serin_outcomes_total", "result" => "rejected", "code" => r.code.clone())
+        .increment(1);
+    report.rejected += 1;
+    if report.errors.len() < 100 {
+        report.errors.push(r);
+    }
+}
+
+fn rejection(
+    index: usize,
+    event: &OutcomeEvent,
+    code: &str,
+    field: &str,
+    reason: String,
+) -> Rejection {
+    Rejection {
+        index,
+        request_id: Some(event.request_id.clone()),
+        code: code.to_owned(),
+        field: format!("/events/{index}{field}"),
+        reason,
+    }
+}
+
+/// A stored minute rollup plus a batch's delta. A stored row that cannot be
+/// read is quarantined (its text kept in the registry and the log) and the
+/// delta alone is written, so one bad row never refuses a minute of outcomes.
+fn merge_rollup(quarantine: &Quarantine, stored: &RollupRow, delta: &str) -> String {
+    let key = || {
+        format!(
+            "{}/{}/{}/{}/{}",
+            stored.env, stored.agent, stored.bundle, stored.arm, stored.minute_ms
+        )
+    };
+    let mut total: ArmAggregate = match serde_json::from_str(&stored.data) {
+        Ok(a) => a,
+        Err(e) => {
+            quarantine.record(quarantine::ROLLUP, &key(), &e.to_string(), &stored.data);
+            return delta.to_owned();
+        }
+    };
+    let Ok(delta_agg) = serde_json::from_str::<ArmAggregate>(delta) else {
+        return delta.to_owned();
+    };
+    total.merge(&delta_agg);
+    serde_json::to_string(&total).unwrap_or_else(|_| delta.to_owned())
 }
 
 fn arm_name(arm: Arm) -> &'static str {

@@ -34,6 +34,7 @@ pub mod extract;
 pub mod guardrails;
 pub mod hub;
 mod openapi;
+pub mod quarantine;
 pub mod readiness;
 pub mod releases;
 mod report;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub validations: Arc<Semaphore>,
     /// Ends the snapshot streams of revoked tokens.
     pub revocations: Arc<revocation::Revocations>,
+    /// Stored rows this server could not read (`GET /v1/system/quarantine`).
+    pub quarantine: Arc<quarantine::Quarantine>,
 }
 
 /// What the binary hands the server.
@@ -185,8 +188,17 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
     if tokio::runtime::Handle::try_current().is_ok() {
         hub.spawn_poller(config.refresh_interval);
     }
+    // Install the recorder first: loading may already count quarantined rows.
+    let metrics = metrics_handle();
+    let quarantine = Arc::new(quarantine::Quarantine::new());
     let guardrails = Arc::new(
-        guardrails::Guardrails::load(config.store.clone(), hub.clone(), clock::now_ms()).await?,
+        guardrails::Guardrails::load(
+            config.store.clone(),
+            hub.clone(),
+            quarantine.clone(),
+            clock::now_ms(),
+        )
+        .await?,
     );
     let catalog = Arc::new(config.catalog);
     let readiness = Arc::new(readiness::Readiness::new(
@@ -210,7 +222,7 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         hub.clone(),
         sdks.clone(),
     ));
-    let interrupted = drills.resume_all().await?;
+    let interrupted = drills.resume_all(&quarantine).await?;
     if interrupted > 0 {
         tracing::warn!(
             drills = interrupted,
@@ -232,6 +244,7 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
     }
     let state = AppState {
         envs: Arc::new(envs::Envs::new(config.store.clone())),
+        quarantine,
         releases,
         readiness,
         drills,
@@ -242,7 +255,7 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         store: config.store,
         catalog,
         limits: config.limits,
-        metrics: metrics_handle(),
+        metrics,
         openapi_json: Arc::new(api.to_pretty_json().unwrap_or_default()),
         validations: Arc::new(Semaphore::new(config.max_validations.max(1))),
     };

@@ -3,6 +3,15 @@
 //! (release row + routing change + audit + webhook outbox) before anything
 //! becomes visible. A restarted server loads the active releases and carries
 //! on from their persisted state.
+//!
+//! A release needs attention when its stored state, or its monitor's, cannot
+//! be read (both are quarantined, never fatal at start). The controller then
+//! leaves it alone: it is never ticked or promoted and holds its routing. With
+//! an unreadable monitor, status shows `needs_attention` and pause, abort and
+//! rollback work as usual; starting a new release of the candidate (after an
+//! abort) replaces the monitor. With an unreadable release row, status
+//! answers 409 naming the row, and a rollback drains the canary from the env
+//! and closes the row (its text kept as it was, for diagnosis).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +43,9 @@ pub struct ReleaseView {
     /// Webhook deliveries of this release.
     #[schema(value_type = Vec<Object>)]
     pub notifications: Vec<Value>,
+    /// Why an operator must act before this release can move on (its
+    /// monitor's stored state is unreadable); absent when all is well.
+    pub needs_attention: Option<String>,
 }
 
 #[derive(Debug)]
@@ -86,15 +98,129 @@ impl Releases {
 
     /// Re-pins the monitors of releases that were running when the server
     /// stopped, with their current canary share.
+    /// Unreadable rows are quarantined and skipped.
     pub async fn resume_all(&self) -> Result<usize, ApiError> {
         let rows = self.store.active_releases().await?;
+        let mut resumed = 0;
         for row in &rows {
-            let r = parse(row)?;
+            let Some(r) = self.read(row) else { continue };
             self.guardrails
                 .set_share(&r.env, &r.agent, &r.candidate.id, share_of(&r))
                 .await?;
+            if let Some(why) = self.needs_attention(&r).await {
+                tracing::error!(release = %r.id, "release needs attention: {why}");
+            }
+            resumed += 1;
         }
-        Ok(rows.len())
+        Ok(resumed)
+    }
+
+    /// The release stored in `row`, or `None` (quarantined) when it cannot be read.
+    fn read(&self, row: &ReleaseRow) -> Option<Release> {
+        match serde_json::from_str(&row.state) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                self.guardrails.quarantine().record(
+                    crate::quarantine::RELEASE,
+                    &row.id,
+                    &e.to_string(),
+                    &row.state,
+                );
+                None
+            }
+        }
+    }
+
+    /// Why the release cannot move on without an operator, if it cannot.
+    async fn needs_attention(&self, r: &Release) -> Option<String> {
+        if r.phase.is_terminal() {
+            return None;
+        }
+        self.guardrails
+            .monitor_quarantined(&r.env, &r.agent, &r.candidate.id)
+            .await
+            .then(|| {
+                format!(
+                    "the stored guardrail monitor of {} in {} is unreadable (quarantined); \
+                     the release holds at its step: abort or roll it back, or start a new release",
+                    r.candidate.id, r.env
+                )
+            })
+    }
+
+    /// Parses a release row for a reader, answering 409 naming the row when it
+    /// is unreadable.
+    fn read_or_conflict(&self, row: &ReleaseRow) -> Result<Release, ApiError> {
+        self.read(row).ok_or_else(|| unreadable(row))
+    }
+
+    /// Drains the canary of an agent whose active release row is unreadable
+    /// and closes that row (its stored text unchanged), in one transaction
+    /// with its audit entry. `Ok(None)` when the agent's active release is
+    /// readable (the caller goes through the state machine).
+    pub async fn close_unreadable(
+        &self,
+        env: &str,
+        agent: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Option<()>, ApiError> {
+        let _guard = self.lock.lock().await;
+        let Some(row) = self.store.active_release(env, agent).await? else {
+            return Ok(None);
+        };
+        if self.read(&row).is_some() {
+            return Ok(None);
+        }
+        let now = clock::now_ms();
+        let release_id = row.id.clone();
+        let written = self
+            .store
+            .write_release(
+                ReleaseWrite {
+                    id: row.id.clone(),
+                    env: row.env.clone(),
+                    agent: row.agent.clone(),
+                    state: row.state.clone(),
+                    active: false,
+                    is_new: false,
+                },
+                now,
+                actor,
+                |current| {
+                    let mut st: EnvState = match current {
+                        Some(json) => serde_json::from_str(json).map_err(ApiError::internal)?,
+                        None => EnvState::default(),
+                    };
+                    st = st
+                        .apply(&Command::SetRelease {
+                            agent: agent.to_owned(),
+                            release: None,
+                        })
+                        .map_err(|e| ApiError::new(ErrorCode::Conflict, e.to_string()))?;
+                    Ok::<_, ApiError>(Some(EnvStateChange {
+                        state: serde_json::to_string(&st).map_err(ApiError::internal)?,
+                        action: "release.rolled_back".to_owned(),
+                        subject: agent.to_owned(),
+                        details: json!({
+                            "release": release_id, "reason": reason,
+                            "quarantined": true,
+                        }),
+                    }))
+                },
+                Vec::new(),
+                Vec::new(),
+            )
+            .await
+            .map_err(|e| match e {
+                serin_store::StoreError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
+                other => ApiError::from(other),
+            })??;
+        if let Some(stored) = written {
+            self.hub.publish(&stored).await?;
+        }
+        tracing::warn!(release = %row.id, "unreadable release rolled back and closed");
+        Ok(Some(()))
     }
 
     /// Runs the controller until the returned handle is dropped or aborted.
@@ -125,7 +251,11 @@ impl Releases {
             if !row.active {
                 continue;
             }
-            let r = parse(&row)?;
+            let Some(r) = self.read(&row) else { continue };
+            if self.needs_attention(&r).await.is_some() {
+                // Held: no evidence to judge it by until an operator acts.
+                continue;
+            }
             let (requests, verdicts) = self
                 .guardrails
                 .evidence(&r.env, &r.agent, &r.candidate.id)
@@ -323,10 +453,17 @@ impl Releases {
             .ok_or_else(|| {
                 ApiError::not_found(format!("{agent} has no active release in {env}"))
             })?;
-        let r = parse(&row)?;
+        let r = self.read_or_conflict(&row)?;
         let (requests, verdicts) = self.guardrails.evidence(env, agent, &r.candidate.id).await;
         let now = clock::now_ms();
-        let (next, effects) = r.apply(&make(requests, &verdicts), now).map_err(refusal)?;
+        let event = make(requests, &verdicts);
+        if let Some(why) = self.needs_attention(&r).await
+            && matches!(event, Event::Promote { .. } | Event::Resume { .. })
+        {
+            return Err(ApiError::new(ErrorCode::Conflict, why)
+                .with_details(json!({ "needs_attention": true, "release": r.id })));
+        }
+        let (next, effects) = r.apply(&event, now).map_err(refusal)?;
         self.persist(&next, effects, false, actor, now, Vec::new())
             .await?;
         self.view(&next).await
@@ -350,7 +487,7 @@ impl Releases {
                 .next()
                 .ok_or_else(|| ApiError::not_found(format!("{agent} has no release in {env}")))?,
         };
-        self.view(&parse(&row)?).await
+        self.view(&self.read_or_conflict(&row)?).await
     }
 
     pub async fn by_id(&self, id: &str) -> Result<ReleaseView, ApiError> {
@@ -359,16 +496,18 @@ impl Releases {
             .get_release(id)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("no release {id}")))?;
-        self.view(&parse(&row)?).await
+        self.view(&self.read_or_conflict(&row)?).await
     }
 
+    /// Unreadable rows are left out (and quarantined).
     pub async fn list(&self, env: &str, agent: &str) -> Result<Vec<Release>, ApiError> {
-        self.store
+        Ok(self
+            .store
             .list_releases(env, agent, 100)
             .await?
             .iter()
-            .map(parse)
-            .collect()
+            .filter_map(|row| self.read(row))
+            .collect())
     }
 
     async fn view(&self, r: &Release) -> Result<ReleaseView, ApiError> {
@@ -411,6 +550,7 @@ impl Releases {
             canary_requests: requests,
             verdicts,
             notifications,
+            needs_attention: self.needs_attention(r).await,
         })
     }
 
@@ -552,9 +692,16 @@ impl Releases {
 /// The actor of controller-made transitions.
 pub const SYSTEM: &str = serin_core::release::SYSTEM_ACTOR;
 
-fn parse(row: &ReleaseRow) -> Result<Release, ApiError> {
-    serde_json::from_str(&row.state)
-        .map_err(|e| ApiError::internal(format!("release {} unreadable: {e}", row.id)))
+fn unreadable(row: &ReleaseRow) -> ApiError {
+    ApiError::new(
+        ErrorCode::Conflict,
+        format!(
+            "release {} needs attention: its stored state is unreadable (quarantined, see \
+             GET /v1/system/quarantine); roll it back to drain its canary",
+            row.id
+        ),
+    )
+    .with_details(json!({ "needs_attention": true, "release": row.id, "quarantined": true }))
 }
 
 /// When the webhook notifier stops retrying a notification.

@@ -39,4 +39,4 @@ pub use model::{
     NewNotification, NotificationRow, PolicyRow, PutBundle, ReleaseRow, ReleaseWrite, RollupRow,
     StoredBundle, StoredEnvState, TokenInfo,
 };
-pub use store::{BOOTSTRAP_TOKEN_NAME, MAX_PAGE, SQLITE_FILE_NAME, Store};
+pub use store::{BOOTSTRAP_TOKEN_NAME, DEDUP_CHUNK, MAX_PAGE, SQLITE_FILE_NAME, Store};

@@ -37,6 +37,30 @@ const PUT_RETRIES: u32 = 5;
 /// `hashtext(current_schema())`, so stores in different schemas do not contend).
 const PG_WRITE_LOCK_CLASS: i32 = 0x5345_5249; // "SERI"
 
+/// Request ids per statement when recording or looking up outcome dedup keys (well under
+/// both backends' bind-parameter limits).
+pub const DEDUP_CHUNK: usize = 2000;
+
+/// `head (…), (…) tail` with `rows` groups of `cols` `$N` placeholders, numbered from 1.
+fn multi_row_insert(head: &str, cols: usize, rows: usize, tail: &str) -> String {
+    let mut sql = String::from(head);
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", r * cols + c + 1));
+        }
+        sql.push(')');
+    }
+    sql.push_str(tail);
+    sql
+}
+
 /// Name and creator of the token made by [`Store::bootstrap_admin`].
 pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
 const BOOTSTRAP_ACTOR: &str = "bootstrap";
@@ -1415,6 +1439,136 @@ impl Store {
             }
             Ok(())
         })
+    }
+
+    /// Acknowledges one batch of outcomes in one transaction:
+    ///
+    /// 1. request ids seen before `dedup_since_ms` are pruned, so the dedup table holds one
+    ///    window of ids at most;
+    /// 2. each `(env, request_id)` of `dedup` is recorded at `at_ms`; if any is already there
+    ///    (another writer counted it since the caller looked), nothing is written and the
+    ///    answer is `Conflict`, so the caller looks again and counts it as a duplicate;
+    /// 3. `monitors` are upserted as in [`Store::save_outcomes`];
+    /// 4. each rollup is the batch's *delta* for its minute: a stored row of the same key is
+    ///    replaced by `merge(stored, delta)`, so rows written before a restart, or by another
+    ///    replica, are added to rather than overwritten.
+    pub async fn save_outcome_batch(
+        &self,
+        monitors: &[MonitorRow],
+        rollups: &[RollupRow],
+        mut merge: impl FnMut(&RollupRow, &str) -> String,
+        dedup: &[(String, String)],
+        dedup_since_ms: i64,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        with_tx!(self, |tx| {
+            sqlx::query("DELETE FROM outcome_dedup WHERE seen_at_ms < $1")
+                .bind(dedup_since_ms)
+                .execute(&mut *tx)
+                .await?;
+            for chunk in dedup.chunks(DEDUP_CHUNK) {
+                let sql = multi_row_insert(
+                    "INSERT INTO outcome_dedup (env, request_id, seen_at_ms) VALUES ",
+                    3,
+                    chunk.len(),
+                    " ON CONFLICT (env, request_id) DO NOTHING",
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (env, id) in chunk {
+                    q = q.bind(env).bind(id).bind(at_ms);
+                }
+                let inserted = q.execute(&mut *tx).await?.rows_affected();
+                if usize::try_from(inserted).ok() != Some(chunk.len()) {
+                    return Err(StoreError::Conflict(
+                        "some request ids of this batch were counted meanwhile".into(),
+                    ));
+                }
+            }
+            for m in monitors {
+                sqlx::query(
+                    "INSERT INTO guardrail_monitors \
+                     (env, agent, candidate, state, created_at_ms, updated_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (env, agent, candidate) DO UPDATE \
+                     SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
+                )
+                .bind(&m.env)
+                .bind(&m.agent)
+                .bind(&m.candidate)
+                .bind(&m.state)
+                .bind(m.created_at_ms)
+                .bind(m.updated_at_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for r in rollups {
+                let stored: Option<String> = sqlx::query_scalar(
+                    "SELECT data FROM outcome_rollups WHERE env = $1 AND agent = $2 \
+                     AND bundle = $3 AND arm = $4 AND minute_ms = $5",
+                )
+                .bind(&r.env)
+                .bind(&r.agent)
+                .bind(&r.bundle)
+                .bind(&r.arm)
+                .bind(r.minute_ms)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let data = match stored {
+                    Some(data) => merge(&RollupRow { data, ..r.clone() }, &r.data),
+                    None => r.data.clone(),
+                };
+                sqlx::query(
+                    "INSERT INTO outcome_rollups (env, agent, bundle, arm, minute_ms, data) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (env, agent, bundle, arm, minute_ms) DO UPDATE \
+                     SET data = excluded.data",
+                )
+                .bind(&r.env)
+                .bind(&r.agent)
+                .bind(&r.bundle)
+                .bind(&r.arm)
+                .bind(r.minute_ms)
+                .bind(&data)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Which of `request_ids` were acknowledged in `env` at or after `since_ms` (one query per
+    /// [`DEDUP_CHUNK`] ids).
+    pub async fn seen_request_ids(
+        &self,
+        env: &str,
+        request_ids: &[String],
+        since_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut seen = Vec::new();
+        for chunk in request_ids.chunks(DEDUP_CHUNK) {
+            let mut sql = String::from(
+                "SELECT request_id FROM outcome_dedup \
+                 WHERE env = $1 AND seen_at_ms >= $2 AND request_id IN (",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", i + 3));
+            }
+            sql.push(')');
+            let rows: Vec<String> = with_read!(self, |db| {
+                let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(env)
+                    .bind(since_ms);
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                q.fetch_all(db).await?
+            });
+            seen.extend(rows);
+        }
+        Ok(seen)
     }
 
     /// Minute rollups of `agent` in `env` from `since_ms` on, oldest first.

@@ -162,6 +162,12 @@ contract!(
     envs_are_created_once_audited_and_listed_with_their_policy,
     envs_survive_reopen_and_reject_raw_delete,
     an_old_store_registers_every_env_it_already_used,
+    restart_with_quarantined_rows_returns_them_verbatim_and_keeps_writing,
+    outcome_batches_merge_stored_rollups_instead_of_overwriting,
+    request_ids_are_recorded_with_the_batch_and_survive_reopen,
+    a_batch_with_an_already_recorded_request_id_writes_nothing,
+    request_ids_older_than_the_window_are_pruned_and_no_longer_seen,
+    the_dedup_migration_applies_to_a_store_with_existing_rows,
 );
 
 // ----- helpers ---------------------------------------------------------------------------------
@@ -2243,6 +2249,131 @@ async fn an_old_store_registers_every_env_it_already_used(t: Ctx) {
     s.close().await;
 }
 
+// ----- quarantine, durable rollups and dedup -------------------------------------------------
+
+fn monitor_row(candidate: &str, state: &str) -> serin_store::MonitorRow {
+    serin_store::MonitorRow {
+        env: "prod".into(),
+        agent: "support".into(),
+        candidate: candidate.into(),
+        state: state.into(),
+        created_at_ms: 1,
+        updated_at_ms: 2,
+    }
+}
+
+fn rollup_row(minute_ms: i64, data: &str) -> serin_store::RollupRow {
+    serin_store::RollupRow {
+        env: "prod".into(),
+        agent: "support".into(),
+        bundle: "support@1".into(),
+        arm: "stable".into(),
+        minute_ms,
+        data: data.into(),
+    }
+}
+
+/// Merge used by these cases: the stored text, a plus, the delta.
+fn concat(stored: &serin_store::RollupRow, delta: &str) -> String {
+    format!("{}+{delta}", stored.data)
+}
+
+fn ids(env: &str, ids: &[&str]) -> Vec<(String, String)> {
+    ids.iter()
+        .map(|i| (env.to_owned(), (*i).to_owned()))
+        .collect()
+}
+
+async fn seen(s: &Store, env: &str, wanted: &[&str], since: i64) -> BTreeSet<String> {
+    let wanted: Vec<String> = wanted.iter().map(|w| (*w).to_owned()).collect();
+    s.seen_request_ids(env, &wanted, since)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+async fn restart_with_quarantined_rows_returns_them_verbatim_and_keeps_writing(t: Ctx) {
+    let s = &t.store;
+    s.save_outcomes(
+        &[
+            monitor_row("support@2", "{}"),
+            monitor_row("support@3", "{}"),
+        ],
+        &[rollup_row(60_000, "{}")],
+    )
+    .await
+    .unwrap();
+    write_plain(s, release("r1", r#"{"step":0}"#, true, true), 10)
+        .await
+        .unwrap();
+    // Unreadable for the server, but still text the store must hand back as it is.
+    let garbage = "{\"min\": null, \u{1F4A5} not json";
+    t.exec(
+        &format!(
+            "UPDATE guardrail_monitors SET state = '{garbage}' WHERE candidate = 'support@2'; \
+             UPDATE releases SET state = '{garbage}' WHERE id = 'r1'; \
+             UPDATE outcome_rollups SET data = '{garbage}'"
+        ),
+        &format!(
+            "UPDATE guardrail_monitors SET state = '{garbage}' WHERE candidate = 'support@2'; \
+             UPDATE releases SET state = '{garbage}' WHERE id = 'r1'; \
+             UPDATE outcome_rollups SET data = '{garbage}'"
+        ),
+    )
+    .await
+    .unwrap();
+    s.close().await;
+    let s = t.reopen().await;
+    let monitors = s.load_monitors().await.unwrap();
+    assert_eq!(
+        monitors
+            .iter()
+            .map(|m| (m.candidate.as_str(), m.state.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("support@2", garbage), ("support@3", "{}")]
+    );
+    let active = s.active_releases().await.unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].state, garbage);
+    assert_eq!(
+        s.rollups("prod", "support", 0).await.unwrap()[0].data,
+        garbage
+    );
+    // The quarantined release can be closed with its text untouched, and the
+    // unreadable rollup is handed to the merge as it is.
+    write_plain(&s, release("r1", garbage, false, false), 20)
+        .await
+        .unwrap();
+    assert!(s.active_releases().await.unwrap().is_empty());
+    assert_eq!(s.get_release("r1").await.unwrap().unwrap().state, garbage);
+    let mut handed = Vec::new();
+    s.save_outcome_batch(
+        &[monitor_row("support@3", "{\"fresh\":1}")],
+        &[rollup_row(60_000, "delta")],
+        |stored, delta| {
+            handed.push(stored.data.clone());
+            delta.to_owned()
+        },
+        &[],
+        0,
+        30,
+    )
+    .await
+    .unwrap();
+    assert_eq!(handed, vec![garbage.to_owned()]);
+    assert_eq!(
+        s.rollups("prod", "support", 0).await.unwrap()[0].data,
+        "delta"
+    );
+    assert_eq!(
+        s.load_monitors().await.unwrap()[0].state,
+        garbage,
+        "other rows' writes leave a quarantined monitor alone"
+    );
+    s.close().await;
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_creates_its_data_dir_0700_and_its_database_files_0600() {
@@ -2263,4 +2394,164 @@ async fn sqlite_creates_its_data_dir_0700_and_its_database_files_0600() {
     let store = Store::open_sqlite(&data).await.unwrap();
     assert!(store.bootstrap_admin(2).await.unwrap().is_none());
     store.close().await;
+async fn outcome_batches_merge_stored_rollups_instead_of_overwriting(t: Ctx) {
+    let s = &t.store;
+    s.save_outcome_batch(&[], &[rollup_row(60_000, "a")], concat, &[], 0, 1)
+        .await
+        .unwrap();
+    s.close().await;
+    // A new handle knows nothing in memory: the stored row is what it merges with.
+    let s = t.reopen().await;
+    s.save_outcome_batch(
+        &[],
+        &[rollup_row(60_000, "b"), rollup_row(120_000, "c")],
+        concat,
+        &[],
+        0,
+        2,
+    )
+    .await
+    .unwrap();
+    let got: Vec<(i64, String)> = s
+        .rollups("prod", "support", 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.minute_ms, r.data))
+        .collect();
+    assert_eq!(got, vec![(60_000, "a+b".into()), (120_000, "c".into())]);
+    s.close().await;
+}
+
+async fn request_ids_are_recorded_with_the_batch_and_survive_reopen(t: Ctx) {
+    let s = &t.store;
+    let long = "x".repeat(4096);
+    s.save_outcome_batch(
+        &[],
+        &[rollup_row(60_000, "a")],
+        concat,
+        &ids("prod", &["r1", "r2", long.as_str()]),
+        0,
+        1_000,
+    )
+    .await
+    .unwrap();
+    assert_eq!(t.count("outcome_dedup").await, 3);
+    s.close().await;
+    let s = t.reopen().await;
+    assert_eq!(
+        seen(&s, "prod", &["r1", "r3", long.as_str()], 0).await,
+        BTreeSet::from(["r1".to_owned(), long.clone()])
+    );
+    // Keyed per env.
+    assert!(seen(&s, "dev", &["r1"], 0).await.is_empty());
+    // One lookup larger than a statement's chunk.
+    let many: Vec<String> = (0..serin_store::DEDUP_CHUNK + 10)
+        .map(|i| format!("m{i}"))
+        .collect();
+    let pairs: Vec<(String, String)> = many
+        .iter()
+        .map(|i| ("prod".to_owned(), i.clone()))
+        .collect();
+    s.save_outcome_batch(&[], &[], concat, &pairs, 0, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.seen_request_ids("prod", &many, 0).await.unwrap().len(),
+        many.len()
+    );
+    s.close().await;
+}
+
+async fn a_batch_with_an_already_recorded_request_id_writes_nothing(t: Ctx) {
+    let s = &t.store;
+    s.save_outcome_batch(
+        &[],
+        &[rollup_row(60_000, "a")],
+        concat,
+        &ids("prod", &["r1"]),
+        0,
+        1,
+    )
+    .await
+    .unwrap();
+    let err = s
+        .save_outcome_batch(
+            &[monitor_row("support@2", "m")],
+            &[rollup_row(60_000, "b")],
+            concat,
+            &ids("prod", &["r2", "r1"]),
+            0,
+            2,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(s.rollups("prod", "support", 0).await.unwrap()[0].data, "a");
+    assert!(s.load_monitors().await.unwrap().is_empty());
+    assert_eq!(t.count("outcome_dedup").await, 1);
+}
+
+async fn request_ids_older_than_the_window_are_pruned_and_no_longer_seen(t: Ctx) {
+    let s = &t.store;
+    s.save_outcome_batch(&[], &[], concat, &ids("prod", &["old"]), 0, 1_000)
+        .await
+        .unwrap();
+    // Not seen once the window has passed, even before it is pruned.
+    assert!(seen(s, "prod", &["old"], 1_001).await.is_empty());
+    assert_eq!(seen(s, "prod", &["old"], 1_000).await.len(), 1);
+    // The next write prunes it, and the same id may be counted again.
+    s.save_outcome_batch(
+        &[],
+        &[],
+        concat,
+        &ids("prod", &["new", "old"]),
+        1_001,
+        700_000,
+    )
+    .await
+    .unwrap();
+    assert_eq!(t.count("outcome_dedup").await, 2);
+    assert_eq!(seen(s, "prod", &["old", "new"], 1_001).await.len(), 2);
+}
+
+async fn the_dedup_migration_applies_to_a_store_with_existing_rows(t: Ctx) {
+    let s = &t.store;
+    s.save_outcomes(
+        &[monitor_row("support@2", "{}")],
+        &[rollup_row(60_000, "a")],
+    )
+    .await
+    .unwrap();
+    write_plain(s, release("r1", "{}", true, true), 10)
+        .await
+        .unwrap();
+    // Back to the store as the previous release left it: no dedup table, migration 6 not run.
+    t.exec(
+        "DROP TABLE outcome_dedup; DELETE FROM _sqlx_migrations WHERE version = 6",
+        "DROP TABLE outcome_dedup; DELETE FROM _sqlx_migrations WHERE version = 6",
+    )
+    .await
+    .unwrap();
+    s.close().await;
+    let s = t.reopen().await;
+    assert_eq!(s.load_monitors().await.unwrap().len(), 1);
+    assert_eq!(s.rollups("prod", "support", 0).await.unwrap()[0].data, "a");
+    assert_eq!(s.active_releases().await.unwrap().len(), 1);
+    s.save_outcome_batch(
+        &[],
+        &[rollup_row(60_000, "b")],
+        concat,
+        &ids("prod", &["r1"]),
+        0,
+        5,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.rollups("prod", "support", 0).await.unwrap()[0].data,
+        "a+b"
+    );
+    assert_eq!(seen(&s, "prod", &["r1"], 0).await.len(), 1);
+    s.close().await;
 }

@@ -53,6 +53,9 @@ pub fn render(v: &Value) -> Vec<String> {
         steps,
         weight,
     )];
+    if let Some(why) = v["needs_attention"].as_str() {
+        lines.push(format!("  NEEDS ATTENTION: {why}"));
+    }
     let g = &v["gate"];
     if g.is_object() {
         let t = g["elapsed_ms"].as_f64().unwrap_or(0.0);

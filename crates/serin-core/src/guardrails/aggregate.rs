@@ -8,10 +8,126 @@ use sketches_ddsketch::DDSketch;
 
 use crate::outcome::{ErrorClass, OutcomeEvent};
 
-/// A DDSketch (1% relative accuracy) that is `Debug`; serialises as the sketch itself.
-#[derive(Clone, Default, Serialize, Deserialize)]
-#[serde(transparent)]
+/// A DDSketch (1% relative accuracy) that is `Debug`; serialises as the sketch's own fields,
+/// except that its `min`, `max` and `sum` are written as a number when finite and as the
+/// string `"inf"`, `"-inf"` or `"nan"` otherwise.
+///
+/// JSON has no infinities: an empty sketch keeps `min = +inf` and `max = -inf`, which the
+/// derived encoding wrote as `null` and then could not read back, so one persisted empty
+/// sketch made a monitor unreadable. Reading still accepts that `null` (stores written before
+/// this encoding): `null` was only ever written for an empty sketch's bounds, so it reads as
+/// the empty sketch's value of that field.
+#[derive(Clone, Default)]
 pub struct Sketch(pub DDSketch);
+
+/// The fields of `DDSketch` that may hold a non-finite float, with the value an empty sketch
+/// holds there (what an old `null` stood for).
+const SKETCH_FLOATS: [(&str, f64); 3] = [
+    ("min", f64::INFINITY),
+    ("max", f64::NEG_INFINITY),
+    ("sum", 0.0),
+];
+
+fn encode_float(v: f64) -> serde_json::Value {
+    match serde_json::Number::from_f64(v) {
+        Some(n) => serde_json::Value::Number(n),
+        None if v.is_nan() => serde_json::Value::String("nan".into()),
+        None if v > 0.0 => serde_json::Value::String("inf".into()),
+        None => serde_json::Value::String("-inf".into()),
+    }
+}
+
+fn decode_float(field: &str, v: &serde_json::Value, empty: f64) -> Result<f64, String> {
+    match v {
+        serde_json::Value::Null => Ok(empty),
+        serde_json::Value::Number(n) => n
+            .as_f64()
+            .ok_or_else(|| format!("sketch {field}: {n} is not a float")),
+        serde_json::Value::String(s) => match s.as_str() {
+            "inf" => Ok(f64::INFINITY),
+            "-inf" => Ok(f64::NEG_INFINITY),
+            "nan" => Ok(f64::NAN),
+            other => Err(format!(
+                "sketch {field}: expected a number, \"inf\", \"-inf\" or \"nan\", got {other:?}"
+            )),
+        },
+        other => Err(format!("sketch {field}: expected a number, got {other}")),
+    }
+}
+
+impl Serialize for Sketch {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let mut v = serde_json::to_value(&self.0).map_err(S::Error::custom)?;
+        // `DDSketch`'s getters answer `None` exactly when the sketch is empty, and an empty
+        // sketch holds the values in `SKETCH_FLOATS`.
+        let raw = [self.0.min(), self.0.max(), self.0.sum()];
+        if let serde_json::Value::Object(map) = &mut v {
+            for ((field, empty), value) in SKETCH_FLOATS.iter().zip(raw) {
+                map.insert((*field).to_owned(), encode_float(value.unwrap_or(*empty)));
+            }
+        }
+        v.serialize(serializer)
+    }
+}
+
+/// A field of the sketch handed to `DDSketch`'s own `Deserialize`: JSON as stored, or a float
+/// JSON cannot hold.
+enum SketchField {
+    Json(serde_json::Value),
+    Float(f64),
+}
+
+impl<'de> serde::de::IntoDeserializer<'de, serde_json::Error> for SketchField {
+    type Deserializer = SketchField;
+    fn into_deserializer(self) -> SketchField {
+        self
+    }
+}
+
+impl<'de> serde::Deserializer<'de> for SketchField {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, serde_json::Error> {
+        match self {
+            SketchField::Json(v) => serde::Deserializer::deserialize_any(v, visitor),
+            SketchField::Float(f) => visitor.visit_f64(f),
+        }
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+impl<'de> Deserialize<'de> for Sketch {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Sketch, D::Error> {
+        use serde::de::Error;
+        let v = serde_json::Value::deserialize(deserializer)?;
+        let serde_json::Value::Object(map) = v else {
+            return Err(D::Error::custom("a sketch must be a JSON object"));
+        };
+        let mut fields = Vec::with_capacity(map.len());
+        for (k, v) in map {
+            match SKETCH_FLOATS.iter().find(|(f, _)| *f == k) {
+                Some((field, empty)) => {
+                    let f = decode_float(field, &v, *empty).map_err(D::Error::custom)?;
+                    fields.push((k, SketchField::Float(f)));
+                }
+                None => fields.push((k, SketchField::Json(v))),
+            }
+        }
+        let de = serde::de::value::MapDeserializer::<_, serde_json::Error>::new(fields.into_iter());
+        DDSketch::deserialize(de)
+            .map(Sketch)
+            .map_err(D::Error::custom)
+    }
+}
 
 impl fmt::Debug for Sketch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

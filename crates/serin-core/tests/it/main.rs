@@ -22,6 +22,7 @@ mod readiness;
 mod readiness_eval;
 mod release_machine;
 mod release_plan;
+mod roundtrip;
 mod validate;
 
 use serin_core::bundle::{BundleFiles, Limits, PinPolicy, ValidateOptions, Validation, validate};

@@ -846,12 +846,24 @@ async fn rollback(
         // The release records who rolled it back and notifies its webhooks.
         let actor = auth.caller.actor();
         let reason = req.reason.clone();
-        let view = state
+        // An unreadable (quarantined) release cannot run its state machine: its
+        // canary is drained and its row closed instead.
+        let action = match state
             .releases
-            .command(&env, &agent, &actor.clone(), |_, _| {
-                serin_core::release::Event::Rollback { actor, reason }
-            })
-            .await?;
+            .close_unreadable(&env, &agent, &actor, &reason)
+            .await?
+        {
+            Some(()) => "release.rolled_back".to_owned(),
+            None => {
+                let view = state
+                    .releases
+                    .command(&env, &agent, &actor.clone(), |_, _| {
+                        serin_core::release::Event::Rollback { actor, reason }
+                    })
+                    .await?;
+                format!("release.{}", view.release.phase.as_str())
+            }
+        };
         let current = state.hub.current(&env).await?;
         let routing = current
             .compiled
@@ -864,7 +876,7 @@ async fn rollback(
             env: env.clone(),
             agent: Some(agent),
             version: i64::try_from(current.version).unwrap_or(i64::MAX),
-            action: format!("release.{}", view.release.phase.as_str()),
+            action,
             stable: routing.stable.map(|b| b.id),
             previous: routing.previous.map(|b| b.id),
             killed: routing.killed,

@@ -151,8 +151,21 @@ async fn get_guardrails(
     let start = now - now.rem_euclid(hour_ms) - 24 * hour_ms;
     let mut hourly = vec![0.0f64; 25];
     for row in state.store.rollups(&env, &agent, start).await? {
-        let agg: serin_core::guardrails::ArmAggregate =
-            serde_json::from_str(&row.data).map_err(ApiError::internal)?;
+        let agg: serin_core::guardrails::ArmAggregate = match serde_json::from_str(&row.data) {
+            Ok(a) => a,
+            Err(e) => {
+                state.quarantine.record(
+                    crate::quarantine::ROLLUP,
+                    &format!(
+                        "{}/{}/{}/{}/{}",
+                        row.env, row.agent, row.bundle, row.arm, row.minute_ms
+                    ),
+                    &e.to_string(),
+                    &row.data,
+                );
+                continue;
+            }
+        };
         let slot = usize::try_from((row.minute_ms - start) / hour_ms).unwrap_or(0);
         if let Some(h) = hourly.get_mut(slot) {
             *h += agg.cost_usd_sum;

@@ -12,6 +12,7 @@ use crate::AppState;
 use crate::clock::{self, ClockError};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::extract::{AdminAccess, ApiJson, Auth, ReadAccess};
+use crate::quarantine::QuarantinedRow;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -20,6 +21,33 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics))
         .routes(routes!(openapi_json))
         .routes(routes!(advance_clock))
+        .routes(routes!(quarantine))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuarantineList {
+    /// Stored rows this server found unreadable since it started; each row is
+    /// left in the store as it was.
+    pub rows: Vec<QuarantinedRow>,
+}
+
+/// Stored rows this server could not read (quarantined instead of stopping
+/// the server), with the decode error and the raw text. Admin only: the raw
+/// text may hold anything the row held.
+#[utoipa::path(
+    get,
+    path = "/v1/system/quarantine",
+    tag = "system",
+    responses((status = 200, body = QuarantineList)),
+    security(("bearer" = ["admin"]))
+)]
+async fn quarantine(
+    State(state): State<AppState>,
+    _auth: Auth<AdminAccess>,
+) -> axum::Json<QuarantineList> {
+    axum::Json(QuarantineList {
+        rows: state.quarantine.list(),
+    })
 }
 
 #[derive(Debug, Serialize, ToSchema)]

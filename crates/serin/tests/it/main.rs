@@ -18,6 +18,7 @@ mod hostile_names;
 mod hostile_transport;
 mod hostile_contract;
 mod hostile_identity;
+mod hostile_persist;
 mod http_errors;
 mod readiness;
 mod readme;
