@@ -2394,6 +2394,8 @@ async fn sqlite_creates_its_data_dir_0700_and_its_database_files_0600() {
     let store = Store::open_sqlite(&data).await.unwrap();
     assert!(store.bootstrap_admin(2).await.unwrap().is_none());
     store.close().await;
+}
+
 async fn outcome_batches_merge_stored_rollups_instead_of_overwriting(t: Ctx) {
     let s = &t.store;
     s.save_outcome_batch(&[], &[rollup_row(60_000, "a")], concat, &[], 0, 1)
