@@ -57,6 +57,7 @@ fn bench_push(c: &mut Criterion) {
             refresh_interval: std::time::Duration::from_secs(1),
             tick_interval: std::time::Duration::from_secs(1),
             run_controller: false,
+            audit: Default::default(),
         })
         .await
         .unwrap()

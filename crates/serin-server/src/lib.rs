@@ -26,6 +26,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+pub mod audit;
 pub mod clock;
 pub mod drills;
 pub mod error;
@@ -57,6 +58,8 @@ pub struct AppState {
     /// The SDK instances following this replica's snapshot streams and the
     /// versions they report applied.
     pub sdks: Arc<sdks::SdkRegistry>,
+    /// Signs audit tree heads (None only for embedded servers without a key).
+    pub audit_signer: Option<Arc<serin_core::audit::SigningKey>>,
 }
 
 /// What the binary hands the server.
@@ -78,6 +81,8 @@ pub struct ServerConfig {
     pub tick_interval: Duration,
     /// Run the release controller and webhook notifier in this process.
     pub run_controller: bool,
+    /// The audit head signing key and where to send heads.
+    pub audit: audit::AuditConfig,
 }
 
 /// Bodies of routes other than bundle push are small; a low default limit
@@ -102,6 +107,7 @@ fn api_router(limits: &Limits) -> OpenApiRouter<AppState> {
         .merge(routes::readiness::router())
         .merge(routes::sdks::router())
         .merge(routes::tokens::router())
+        .merge(routes::audit::router())
         .merge(routes::system::router())
 }
 
@@ -210,7 +216,18 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
             config.tick_interval,
         ));
     }
+    if let (Some(signer), Some(url)) = (&config.audit.signer, &config.audit.head_webhook)
+        && tokio::runtime::Handle::try_current().is_ok()
+    {
+        tasks.push(audit::spawn_head_webhook(
+            config.store.clone(),
+            signer.clone(),
+            url.clone(),
+            config.audit.head_interval,
+        ));
+    }
     let state = AppState {
+        audit_signer: config.audit.signer.clone(),
         releases,
         readiness,
         drills,

@@ -98,6 +98,7 @@ impl Embedded {
             refresh_interval: Duration::from_secs(5),
             tick_interval: tick,
             run_controller: true,
+            audit: Default::default(),
         })
         .await
         .map_err(|e| anyhow!("could not start: {}", e.message))?;

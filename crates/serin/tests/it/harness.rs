@@ -52,7 +52,16 @@ impl Backend {
     fn args(&self) -> Vec<String> {
         match self {
             Backend::Sqlite(dir) => vec!["--data".into(), dir.path().display().to_string()],
-            Backend::Postgres(schema) => vec!["--database-url".into(), schema.url().to_owned()],
+            Backend::Postgres(schema) => vec![
+                "--database-url".into(),
+                schema.url().to_owned(),
+                // PostgreSQL has no data dir to keep the audit signing key in.
+                "--audit-key".into(),
+                std::env::temp_dir()
+                    .join(format!("{}-audit.key", schema.schema()))
+                    .display()
+                    .to_string(),
+            ],
         }
     }
 }
@@ -71,9 +80,15 @@ impl Server {
 
     /// Starts on a given port (0 picks one), e.g. to restart where SDKs expect it.
     pub fn start_on(backend: &Backend, port: u16) -> Server {
+        Server::start_with(backend, port, &[])
+    }
+
+    /// Starts with extra `serin server` options.
+    pub fn start_with(backend: &Backend, port: u16, extra: &[&str]) -> Server {
         let child = Command::new(BIN)
             .arg("server")
             .args(backend.args())
+            .args(extra)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--refresh-ms", "200"])
             .env("SERIN_LOG", "warn")
