@@ -6,6 +6,7 @@
 //! the SDKs.
 //!
 //! - [`slug`]: agent, env and flag-key names.
+//! - [`audit`]: the audit log's Merkle tree and signed tree heads.
 //! - [`auth`]: roles and what each may do.
 //! - [`bundle`]: the bundle format, its validation, canonical digest and diff.
 //! - [`catalog`]: known model snapshots and moving aliases.
@@ -14,6 +15,7 @@
 //! - [`release`]: release plans and the pure release state machine.
 //! - [`readiness`]: readiness policies, evidence and the gate evaluation.
 
+pub mod audit;
 pub mod auth;
 pub mod bundle;
 pub mod catalog;

@@ -59,6 +59,7 @@ fn bench_push(c: &mut Criterion) {
             run_controller: false,
             max_validations: 4,
             webhook_retry: serin_server::releases::RetryPolicy::DEFAULT,
+            audit: Default::default(),
         })
         .await
         .unwrap()

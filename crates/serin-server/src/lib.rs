@@ -26,6 +26,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+pub mod audit;
 pub mod clock;
 pub mod drills;
 pub mod envs;
@@ -71,6 +72,8 @@ pub struct AppState {
     pub revocations: Arc<revocation::Revocations>,
     /// Stored rows this server could not read (`GET /v1/system/quarantine`).
     pub quarantine: Arc<quarantine::Quarantine>,
+    /// Signs audit tree heads (None only for embedded servers without a key).
+    pub audit_signer: Option<Arc<serin_core::audit::SigningKey>>,
 }
 
 /// What the binary hands the server.
@@ -96,6 +99,8 @@ pub struct ServerConfig {
     pub max_validations: usize,
     /// When the webhook notifier gives up on a notification.
     pub webhook_retry: releases::RetryPolicy,
+    /// The audit head signing key and where to send heads.
+    pub audit: audit::AuditConfig,
 }
 
 /// Bodies of routes other than bundle push are small; a low default limit
@@ -120,6 +125,7 @@ fn api_router(limits: &Limits) -> OpenApiRouter<AppState> {
         .merge(routes::readiness::router())
         .merge(routes::sdks::router())
         .merge(routes::tokens::router())
+        .merge(routes::audit::router())
         .merge(routes::system::router())
 }
 
@@ -242,9 +248,20 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
             config.webhook_retry,
         ));
     }
+    if let (Some(signer), Some(url)) = (&config.audit.signer, &config.audit.head_webhook)
+        && tokio::runtime::Handle::try_current().is_ok()
+    {
+        tasks.push(audit::spawn_head_webhook(
+            config.store.clone(),
+            signer.clone(),
+            url.clone(),
+            config.audit.head_interval,
+        ));
+    }
     let state = AppState {
         envs: Arc::new(envs::Envs::new(config.store.clone())),
         quarantine,
+        audit_signer: config.audit.signer.clone(),
         releases,
         readiness,
         drills,

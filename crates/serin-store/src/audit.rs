@@ -58,12 +58,13 @@ fn json_str(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()
 }
 
-/// `hex(sha256(prev_hash ‖ canonical_json({action, actor, at_ms, details, id, subject})))`.
+/// `canonical_json({action, actor, at_ms, details, id, subject})`: the entry as the chain hashes
+/// it and as the audit Merkle tree's leaf.
 ///
 /// The details are embedded as their stored canonical text (not re-serialised), so verification
 /// never depends on float parsing round-trips.
-pub(crate) fn entry_hash(prev_hash: &str, f: &HashedFields<'_>) -> String {
-    let body = format!(
+pub(crate) fn entry_body(f: &HashedFields<'_>) -> String {
+    format!(
         r#"{{"action":{},"actor":{},"at_ms":{},"details":{},"id":{},"subject":{}}}"#,
         json_str(f.action),
         json_str(f.actor),
@@ -71,10 +72,14 @@ pub(crate) fn entry_hash(prev_hash: &str, f: &HashedFields<'_>) -> String {
         f.details,
         f.id,
         json_str(f.subject),
-    );
+    )
+}
+
+/// `hex(sha256(prev_hash ‖ entry_body))`.
+pub(crate) fn entry_hash(prev_hash: &str, f: &HashedFields<'_>) -> String {
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
-    h.update(body.as_bytes());
+    h.update(entry_body(f).as_bytes());
     hex::encode(h.finalize())
 }
 

@@ -21,6 +21,10 @@
 //! where canonical JSON is compact with object keys sorted bytewise and `details` is embedded as
 //! the stored text. It can be checked with standard tools:
 //! `printf '%s%s' "$prev" "$body" | sha256sum`.
+//!
+//! The chain proves only that rows agree with each other; anyone who can write the database can
+//! recompute it. [`Store::audit_leaves`] hands out the same canonical bodies, in order, as the
+//! leaves of the signed Merkle tree in `serin_core::audit`, whose key lives outside the database.
 
 mod audit;
 mod error;
@@ -34,7 +38,7 @@ pub mod testing;
 pub use audit::{GENESIS_HASH, canonical_json};
 pub use error::StoreError;
 pub use model::{
-    AgentSummary, AuditEntry, AuditVerification, BundleSummary, DrillRow, DrillWrite, EnvRecord,
+    AgentSummary, AuditEntry, AuditLeaf, AuditVerification, BundleSummary, DrillRow, DrillWrite, EnvRecord,
     EnvStateChange, EnvSummary, EvalRow, EvidenceRow, IssuedToken, MonitorRow, NewAudit, NewBundle,
     NewNotification, NotificationRow, PolicyRow, PutBundle, ReleaseRow, ReleaseWrite, RollupRow,
     StoredBundle, StoredEnvState, TokenInfo,

@@ -150,6 +150,15 @@ pub struct AuditEntry {
     pub hash: String,
 }
 
+/// One audit entry as the bytes its hashes cover: the leaf of the audit Merkle tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditLeaf {
+    pub id: i64,
+    /// `canonical_json({action, actor, at_ms, details, id, subject})` with `details` embedded as
+    /// stored.
+    pub canonical: String,
+}
+
 /// Outcome of [`crate::Store::verify_audit`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AuditVerification {

@@ -15,12 +15,12 @@ use sqlx::sqlite::{
 };
 use subtle::ConstantTimeEq;
 
-use crate::audit::{GENESIS_HASH, HashedFields, canonical_json, entry_hash};
+use crate::audit::{GENESIS_HASH, HashedFields, canonical_json, entry_body, entry_hash};
 use crate::error::StoreError;
 use crate::model::{
-    AgentSummary, AuditEntry, AuditVerification, BundleSummary, EnvStateChange, EnvSummary,
-    IssuedToken, MonitorRow, NewAudit, NewBundle, NewNotification, NotificationRow, PutBundle,
-    ReleaseRow, ReleaseWrite, RollupRow, StoredBundle, StoredEnvState, TokenInfo,
+    AgentSummary, AuditEntry, AuditLeaf, AuditVerification, BundleSummary, EnvStateChange,
+    EnvSummary, IssuedToken, MonitorRow, NewAudit, NewBundle, NewNotification, NotificationRow,
+    PutBundle, ReleaseRow, ReleaseWrite, RollupRow, StoredBundle, StoredEnvState, TokenInfo,
 };
 use crate::token;
 
@@ -1680,6 +1680,40 @@ impl Store {
             .await?
         });
         Ok(rows.into_iter().map(AuditRow::into_entry).collect())
+    }
+
+    /// The canonical bytes of the entries with an id above `after_id`, in id order, at most
+    /// `limit` (clamped to 1..=1000): the leaves of the audit Merkle tree. Rows are returned as
+    /// stored, whatever their ids, so a reader sees exactly what the table holds.
+    pub async fn audit_leaves(
+        &self,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditLeaf>, StoreError> {
+        let rows: Vec<(i64, i64, String, String, String, String)> = with_read!(self, |db| {
+            sqlx::query_as(
+                "SELECT id, at_ms, actor, action, subject, details \
+                 FROM audit WHERE id > $1 ORDER BY id ASC LIMIT $2",
+            )
+            .bind(after_id)
+            .bind(clamp_limit(limit))
+            .fetch_all(db)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, at_ms, actor, action, subject, details)| AuditLeaf {
+                id,
+                canonical: entry_body(&HashedFields {
+                    id,
+                    at_ms,
+                    actor: &actor,
+                    action: &action,
+                    subject: &subject,
+                    details: &details,
+                }),
+            })
+            .collect())
     }
 
     /// Recomputes the whole chain from the first entry: ids must be 1, 2, 3, ..., each

@@ -168,6 +168,13 @@ contract!(
     a_batch_with_an_already_recorded_request_id_writes_nothing,
     request_ids_older_than_the_window_are_pruned_and_no_longer_seen,
     the_dedup_migration_applies_to_a_store_with_existing_rows,
+    audit_leaves_are_the_chained_canonical_entries_in_order,
+    signed_head_holds_while_the_log_only_grows,
+    head_catches_a_row_edited_with_the_chain_rehashed_after_it,
+    head_catches_the_newest_rows_deleted,
+    head_catches_a_row_inserted_in_the_middle,
+    head_catches_reordered_rows,
+    head_catches_a_truncated_log,
 );
 
 // ----- helpers ---------------------------------------------------------------------------------
@@ -2556,4 +2563,224 @@ async fn the_dedup_migration_applies_to_a_store_with_existing_rows(t: Ctx) {
     );
     assert_eq!(seen(&s, "prod", &["r1"], 0).await.len(), 1);
     s.close().await;
+}
+
+// ----- audit Merkle tree against a saved head --------------------------------------------------
+
+use serin_core::audit::merkle::{self, Hash, Subtree};
+
+async fn audit_leaf_hashes(s: &Store) -> Vec<Hash> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = s.audit_leaves(after, 2).await.unwrap();
+        if page.is_empty() {
+            return out;
+        }
+        for leaf in page {
+            out.push(merkle::leaf_hash(leaf.canonical.as_bytes()));
+            after = leaf.id;
+        }
+    }
+}
+
+/// What a signed head pins (its signature is `serin_core`'s business, tested there).
+struct SavedHead {
+    size: u64,
+    root: Hash,
+    pieces: Vec<Subtree>,
+}
+
+async fn save_head(s: &Store) -> SavedHead {
+    let leaves = audit_leaf_hashes(s).await;
+    SavedHead {
+        size: leaves.len() as u64,
+        root: merkle::root(&leaves),
+        pieces: merkle::subtrees(&leaves),
+    }
+}
+
+/// `Ok` when today's log extends the head; else the first entry id it no longer reproduces.
+async fn check_head(s: &Store, head: &SavedHead) -> Result<(), u64> {
+    let now = audit_leaf_hashes(s).await;
+    let n = usize::try_from(head.size).unwrap();
+    if now.len() >= n {
+        let proof = merkle::consistency_proof(&now, n).unwrap();
+        if merkle::verify_consistency(
+            head.size,
+            now.len() as u64,
+            &head.root,
+            &merkle::root(&now),
+            &proof,
+        ) {
+            return Ok(());
+        }
+    }
+    let current = merkle::subtree_hashes(&now, &merkle::subtree_ranges(head.size));
+    let (start, size) = merkle::first_divergence(&head.pieces, &current).unwrap();
+    assert_eq!(size, 1, "small logs are located to one entry");
+    Err(start + 1)
+}
+
+fn seeded_entries() -> Vec<NewAudit> {
+    (0..6)
+        .map(|i| {
+            audit(
+                &format!("flag.set{i}"),
+                &format!("support/prod{i}"),
+                100 + i,
+            )
+        })
+        .collect()
+}
+
+async fn seed_log(s: &Store) -> Vec<NewAudit> {
+    let entries = seeded_entries();
+    for e in &entries {
+        s.append_audit(e.clone()).await.unwrap();
+    }
+    entries
+}
+
+/// Rewrites the log as someone with write access to the database could: every row deleted, then
+/// `entries` appended through the store itself, which builds a flawless hash chain.
+async fn rewrite_log(t: &Ctx, entries: &[NewAudit]) {
+    t.exec(
+        "DROP TRIGGER IF EXISTS audit_no_update; DROP TRIGGER IF EXISTS audit_no_delete;",
+        "DROP TRIGGER IF EXISTS audit_no_update_delete ON audit;",
+    )
+    .await
+    .unwrap();
+    t.store
+        .execute_unchecked_for_tests("DELETE FROM audit")
+        .await
+        .unwrap();
+    for e in entries {
+        t.store.append_audit(e.clone()).await.unwrap();
+    }
+    let chain = t.store.verify_audit().await.unwrap();
+    assert!(chain.ok, "the rewritten chain verifies: {chain:?}");
+}
+
+async fn audit_leaves_are_the_chained_canonical_entries_in_order(t: Ctx) {
+    let s = &t.store;
+    assert!(s.audit_leaves(0, 10).await.unwrap().is_empty());
+    seed_log(s).await;
+    let leaves = s.audit_leaves(0, 1000).await.unwrap();
+    assert_eq!(
+        leaves.iter().map(|l| l.id).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
+    assert_eq!(
+        leaves[0].canonical,
+        r#"{"action":"flag.set0","actor":"tok123","at_ms":100,"details":{"n":1,"nested":{"a":true,"b":[1.5,null]},"reason":"because"},"id":1,"subject":"support/prod0"}"#
+    );
+    // The chain hashes exactly these bytes.
+    let mut entries = s.list_audit(100, None).await.unwrap();
+    entries.reverse();
+    for (leaf, entry) in leaves.iter().zip(&entries) {
+        let mut h = sha2::Sha256::new();
+        h.update(entry.prev_hash.as_bytes());
+        h.update(leaf.canonical.as_bytes());
+        assert_eq!(hex::encode(h.finalize()), entry.hash, "entry {}", leaf.id);
+    }
+    let page = s.audit_leaves(2, 2).await.unwrap();
+    assert_eq!(page.iter().map(|l| l.id).collect::<Vec<_>>(), [3, 4]);
+    assert_eq!(s.audit_leaves(6, 10).await.unwrap(), vec![]);
+}
+
+async fn signed_head_holds_while_the_log_only_grows(t: Ctx) {
+    let s = &t.store;
+    let empty = save_head(s).await;
+    let entries = seed_log(s).await;
+    let head = save_head(s).await;
+    assert_eq!(head.size, 6);
+    assert_eq!(check_head(s, &empty).await, Ok(()));
+    assert_eq!(check_head(s, &head).await, Ok(()));
+    s.append_audit(audit("deploy", "support/prod", 200))
+        .await
+        .unwrap();
+    assert_eq!(check_head(s, &head).await, Ok(()));
+    // Restoring the same rows (same content, same ids) reproduces the head exactly.
+    rewrite_log(&t, &entries).await;
+    assert_eq!(check_head(s, &head).await, Ok(()));
+}
+
+async fn head_catches_a_row_edited_with_the_chain_rehashed_after_it(t: Ctx) {
+    let s = &t.store;
+    seed_log(s).await;
+    let head = save_head(s).await;
+    drop_audit_triggers(&t).await;
+    s.execute_unchecked_for_tests("UPDATE audit SET actor = 'mallory' WHERE id = 3")
+        .await
+        .unwrap();
+    // Re-hash entries 3.. from their (edited) canonical bytes, as the store would have.
+    let mut prev = s.list_audit(1, Some(3)).await.unwrap().remove(0).hash;
+    for leaf in s.audit_leaves(2, 100).await.unwrap() {
+        let mut h = sha2::Sha256::new();
+        h.update(prev.as_bytes());
+        h.update(leaf.canonical.as_bytes());
+        let hash = hex::encode(h.finalize());
+        s.execute_unchecked_for_tests(&format!(
+            "UPDATE audit SET prev_hash = '{prev}', hash = '{hash}' WHERE id = {}",
+            leaf.id
+        ))
+        .await
+        .unwrap();
+        prev = hash;
+    }
+    let chain = s.verify_audit().await.unwrap();
+    assert!(chain.ok, "the chain alone cannot tell: {chain:?}");
+    assert_eq!(check_head(s, &head).await, Err(3));
+}
+
+async fn head_catches_the_newest_rows_deleted(t: Ctx) {
+    let s = &t.store;
+    let entries = seed_log(s).await;
+    let head = save_head(s).await;
+    drop_audit_triggers(&t).await;
+    s.execute_unchecked_for_tests("DELETE FROM audit WHERE id >= 5")
+        .await
+        .unwrap();
+    assert!(
+        s.verify_audit().await.unwrap().ok,
+        "the chain alone cannot tell"
+    );
+    assert_eq!(check_head(s, &head).await, Err(5));
+    // Appending fresh rows in their place does not help.
+    for e in entries.iter().take(2) {
+        s.append_audit(e.clone()).await.unwrap();
+    }
+    assert_eq!(check_head(s, &head).await, Err(5));
+}
+
+async fn head_catches_a_row_inserted_in_the_middle(t: Ctx) {
+    let s = &t.store;
+    let mut entries = seed_log(s).await;
+    let head = save_head(s).await;
+    entries.insert(3, audit("token.create", "backdoor", 103));
+    rewrite_log(&t, &entries).await;
+    assert_eq!(check_head(s, &head).await, Err(4));
+}
+
+async fn head_catches_reordered_rows(t: Ctx) {
+    let s = &t.store;
+    let mut entries = seed_log(s).await;
+    let head = save_head(s).await;
+    entries.swap(1, 2);
+    rewrite_log(&t, &entries).await;
+    assert_eq!(check_head(s, &head).await, Err(2));
+}
+
+async fn head_catches_a_truncated_log(t: Ctx) {
+    let s = &t.store;
+    seed_log(s).await;
+    let head = save_head(s).await;
+    rewrite_log(&t, &[]).await;
+    assert_eq!(check_head(s, &head).await, Err(1));
+    // A new history of the same length is a different history.
+    let mut forged = seeded_entries();
+    forged[0].actor = "mallory".to_owned();
+    rewrite_log(&t, &forged).await;
+    assert_eq!(check_head(s, &head).await, Err(1));
 }

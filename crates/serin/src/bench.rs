@@ -100,6 +100,7 @@ impl Embedded {
             run_controller: true,
             max_validations: 4,
             webhook_retry: serin_server::releases::RetryPolicy::DEFAULT,
+            audit: Default::default(),
         })
         .await
         .map_err(|e| anyhow!("could not start: {}", e.message))?;

@@ -252,6 +252,26 @@ pub struct ServerArgs {
         default_value_t = 7_200_000
     )]
     pub webhook_max_backoff_ms: u64,
+    /// File holding the Ed25519 seed (64 hex characters) that signs audit tree heads; kept
+    /// outside the database so whoever can write the database cannot re-sign a rewritten log.
+    /// Created with mode 0600 when missing. Default with SQLite: <data>/audit-signing.key;
+    /// required with --database-url (every replica must use the same file).
+    #[arg(long, env = "SERIN_AUDIT_KEY")]
+    pub audit_key: Option<PathBuf>,
+    /// POST every new signed audit tree head to this URL.
+    #[arg(long, env = "SERIN_AUDIT_HEAD_WEBHOOK")]
+    pub audit_head_webhook: Option<String>,
+    /// How often to look for a new audit tree head to POST (e.g. 30s, 10m, 1h).
+    #[arg(long, env = "SERIN_AUDIT_HEAD_INTERVAL", default_value = "10m", value_parser = parse_interval)]
+    pub audit_head_interval: std::time::Duration,
+}
+
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = serin_core::release::DurationSpec::parse(s).map_err(|e| e.to_string())?;
+    if d.as_ms() < 100 {
+        return Err(format!("{s:?} is too short; use at least 100ms"));
+    }
+    Ok(std::time::Duration::from_millis(d.as_ms()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -364,8 +384,23 @@ pub enum AuditCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Recompute the audit hash chain; exit 1 if it is broken.
+    /// Recompute the audit hash chain; with --head, also prove the log still holds, unchanged
+    /// and in order, every entry a saved signed head covers. Exit 1 naming the first bad entry.
     Verify {
+        /// A head saved earlier with `serin audit head > FILE`.
+        #[arg(long)]
+        head: Option<PathBuf>,
+        /// The audit public key to trust (64 hex characters, or a file holding them). Without
+        /// it the key named in the head file is used, which proves integrity since that head
+        /// only if the file itself was kept safe.
+        #[arg(long, requires = "head")]
+        public_key: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print the current signed tree head of the audit log as JSON (save it elsewhere; pass
+    /// it to `audit verify --head` later).
+    Head {
         #[command(flatten)]
         client: ClientArgs,
     },

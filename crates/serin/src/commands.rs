@@ -634,7 +634,13 @@ async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
             out::table(&["ID", "AT", "ACTOR", "ACTION", "SUBJECT"], &rows);
             Ok(())
         }
-        AuditCommand::Verify { client } => {
+        AuditCommand::Head { client } => crate::audit::head(&client).await,
+        AuditCommand::Verify {
+            head: Some(head),
+            public_key,
+            client,
+        } => crate::audit::verify_head(&head, public_key.as_deref(), &client).await,
+        AuditCommand::Verify { client, .. } => {
             let c = Client::new(&client)?;
             let v: Value = c.get("/v1/audit/verify").await?;
             if client.output == Output::Json {

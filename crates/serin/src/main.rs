@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod audit;
 mod bench;
 mod bundle_dir;
 mod cli;

@@ -1,9 +1,10 @@
 //! `serin server`: open the store, bootstrap the first admin token, serve.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use serin_core::audit::SigningKey;
 use serin_core::bundle::Limits;
 use serin_core::catalog::ModelCatalog;
 use serin_server::ServerConfig;
@@ -52,6 +53,56 @@ fn init_logging(format: LogFormat) {
     };
 }
 
+/// Where the audit signing key lives: the flag, else beside the SQLite file. A PostgreSQL
+/// deployment must name it, because its replicas must share one key and no default directory
+/// is shared between them.
+fn audit_key_path(args: &ServerArgs) -> anyhow::Result<PathBuf> {
+    match (&args.audit_key, &args.store.database_url) {
+        (Some(path), _) => Ok(path.clone()),
+        (None, None) => Ok(args.store.data.join(AUDIT_KEY_FILE)),
+        (None, Some(_)) => Err(anyhow!(
+            "--audit-key (or SERIN_AUDIT_KEY) is required with --database-url: a file outside \
+             the database holding the audit signing key, the same file on every replica \
+             (created if missing)"
+        )),
+    }
+}
+
+/// Default file name of the audit signing key in the SQLite data directory.
+pub const AUDIT_KEY_FILE: &str = "audit-signing.key";
+
+/// Reads the audit signing key, creating a new random one (mode 0600) if the file is missing.
+fn load_or_create_audit_key(path: &Path) -> anyhow::Result<SigningKey> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => SigningKey::from_key_file(&text)
+            .map_err(|e| anyhow!("audit signing key {}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // ThreadRng is a CSPRNG seeded from the operating system.
+            let seed: [u8; 32] = rand::random();
+            let key =
+                SigningKey::from_seed(&seed).map_err(|e| anyhow!("new audit signing key: {e}"))?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("could not create {}", dir.display()))?;
+            }
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options
+                .open(path)
+                .with_context(|| format!("could not create {}", path.display()))?;
+            std::io::Write::write_all(&mut file, SigningKey::key_file_text(&seed).as_bytes())
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("could not write {}", path.display()))?;
+            tracing::info!(path = %path.display(), key_id = %key.key_id(), "created the audit signing key");
+            Ok(key)
+        }
+        Err(e) => Err(e)
+            .with_context(|| format!("could not read the audit signing key {}", path.display())),
+    }
+}
+
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     if args.adjustable_clock {
@@ -59,7 +110,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tracing::warn!("the clock is adjustable (--adjustable-clock): for tests only");
     }
     let catalog = load_catalog(args.catalog.as_deref())?;
+    let audit_key = audit_key_path(&args)?;
     let store = open_store(&args.store).await?;
+    // After the store: opening it creates the data directory the default key lives in.
+    let signer = std::sync::Arc::new(load_or_create_audit_key(&audit_key)?);
+    tracing::info!(key_id = %signer.key_id(), "audit heads signed with this key");
     tracing::info!(
         store = store.backend_name(),
         "store open, migrations applied"
@@ -102,6 +157,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             max_age: Duration::from_secs(args.webhook_max_age_secs),
             backoff: Duration::from_millis(args.webhook_backoff_ms),
             max_backoff: Duration::from_millis(args.webhook_max_backoff_ms),
+        },
+        audit: serin_server::audit::AuditConfig {
+            signer: Some(signer),
+            head_webhook: args.audit_head_webhook.clone(),
+            head_interval: args.audit_head_interval,
         },
     })
     .await

@@ -8,6 +8,7 @@
     clippy::indexing_slicing
 )]
 
+mod audit_merkle;
 mod catalog;
 mod decision_bucket;
 mod decision_commands;

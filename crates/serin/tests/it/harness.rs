@@ -52,7 +52,16 @@ impl Backend {
     fn args(&self) -> Vec<String> {
         match self {
             Backend::Sqlite(dir) => vec!["--data".into(), dir.path().display().to_string()],
-            Backend::Postgres(schema) => vec!["--database-url".into(), schema.url().to_owned()],
+            Backend::Postgres(schema) => vec![
+                "--database-url".into(),
+                schema.url().to_owned(),
+                // PostgreSQL has no data dir to keep the audit signing key in.
+                "--audit-key".into(),
+                std::env::temp_dir()
+                    .join(format!("{}-audit.key", schema.schema()))
+                    .display()
+                    .to_string(),
+            ],
         }
     }
 }

@@ -19,6 +19,7 @@ mod hostile_transport;
 mod hostile_contract;
 mod hostile_identity;
 mod hostile_persist;
+mod hostile_audit;
 mod http_errors;
 mod readiness;
 mod readme;
