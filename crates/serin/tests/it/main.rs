@@ -13,6 +13,7 @@ mod decisions;
 mod drills;
 mod guardrails;
 mod harness;
+mod hostile_fuzz;
 mod http_errors;
 mod readiness;
 mod releases;
