@@ -60,6 +60,7 @@
 //! held, even while a newer one is swapped in; check [`Router::health`] for
 //! staleness.
 
+mod delta;
 mod error;
 mod router;
 
@@ -68,6 +69,7 @@ mod client;
 
 use serde::{Deserialize, Serialize};
 
+pub use delta::{MergeError, merge_snapshot, referenced_bundles};
 pub use error::SdkError;
 pub use router::{Health, Router, SdkDecision};
 pub use serin_core::bundle::Bundle;

@@ -126,6 +126,10 @@ pub struct EventLimits {
     /// How far in the future `at_ms` may be (clock skew).
     pub max_skew_ms: i64,
     pub max_id_bytes: usize,
+    /// Largest plausible input or output token count of one request.
+    pub max_tokens: u64,
+    /// Largest plausible number of successful or failed tool calls in one request.
+    pub max_tool_calls: u64,
 }
 
 impl EventLimits {
@@ -136,6 +140,9 @@ impl EventLimits {
         max_age_ms: 24 * 3_600_000,
         max_skew_ms: 5 * 60_000,
         max_id_bytes: 256,
+        // Per-event bounds keep every counter summed over a window far from u64 overflow.
+        max_tokens: 100_000_000,
+        max_tool_calls: 100_000,
     };
 }
 
@@ -262,13 +269,39 @@ impl OutcomeEvent {
                 format!("must be a finite number from 0 to {}", limits.max_cost_usd),
             ));
         }
+        for (field, v) in [
+            ("/tokens/input", self.tokens.input),
+            ("/tokens/output", self.tokens.output),
+        ] {
+            if v > limits.max_tokens {
+                return Err(reject(
+                    field,
+                    "invalid_tokens",
+                    format!("must be at most {}", limits.max_tokens),
+                ));
+            }
+        }
+        for (field, v) in [
+            ("/tool_calls/ok", self.tool_calls.ok),
+            ("/tool_calls/failed", self.tool_calls.failed),
+        ] {
+            if v > limits.max_tool_calls {
+                return Err(reject(
+                    field,
+                    "invalid_tool_calls",
+                    format!("must be at most {}", limits.max_tool_calls),
+                ));
+            }
+        }
+        // A score is summed into the window's mean: an unbounded one overflows the sum to
+        // infinity, which the persisted rollup cannot hold.
         if let Some(e) = &self.eval
-            && !e.score.is_finite()
+            && !finite_in(e.score, 1.0)
         {
             return Err(reject(
                 "/eval/score",
                 "invalid_eval",
-                "must be a finite number",
+                "must be a finite number from 0 to 1",
             ));
         }
         Ok(())
@@ -369,6 +402,26 @@ mod tests {
             },
             "/eval/score",
             "invalid_eval",
+        );
+        check(
+            |e| {
+                e.eval = Some(EvalSample {
+                    score: 1e308,
+                    passed: true,
+                })
+            },
+            "/eval/score",
+            "invalid_eval",
+        );
+        check(
+            |e| e.tool_calls.ok = u64::MAX,
+            "/tool_calls/ok",
+            "invalid_tool_calls",
+        );
+        check(
+            |e| e.tokens.output = u64::MAX,
+            "/tokens/output",
+            "invalid_tokens",
         );
     }
 

@@ -16,6 +16,7 @@ mod decision_engine;
 mod decision_flags;
 mod diff;
 mod digest;
+mod fuzz_corpus;
 mod guardrails;
 mod guardrails_sim;
 mod props;

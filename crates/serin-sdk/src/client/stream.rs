@@ -3,7 +3,6 @@
 //! deltas, fetching the full snapshot when something is missing), swaps it in,
 //! and reconnects forever with jittered exponential backoff.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,6 +14,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Config;
+use crate::delta::merge_snapshot;
 use crate::router::State;
 
 /// The SSE event type carrying a snapshot.
@@ -213,23 +213,10 @@ impl Task {
         }
     }
 
-    /// Fills in bundles the event did not carry from the snapshot served,
-    /// drops bundles nothing references any more, and compiles.
-    fn complete(&self, mut snapshot: Snapshot) -> Result<CompiledSnapshot, String> {
-        let referenced = referenced(&snapshot);
+    /// Completes an event from the snapshot served (see [`merge_snapshot`]).
+    fn complete(&self, snapshot: Snapshot) -> Result<CompiledSnapshot, String> {
         let current = self.state.current();
-        for id in &referenced {
-            if snapshot.bundles.contains_key(id) {
-                continue;
-            }
-            let have = current
-                .as_ref()
-                .and_then(|c| c.bundle(id))
-                .ok_or_else(|| format!("bundle {id} is missing"))?;
-            snapshot.bundles.insert(id.clone(), have.clone());
-        }
-        snapshot.bundles.retain(|id, _| referenced.contains(id));
-        CompiledSnapshot::compile(snapshot).map_err(|e| format!("does not compile: {e}"))
+        merge_snapshot(current.as_deref(), snapshot).map_err(|e| e.to_string())
     }
 
     /// `GET /v1/envs/{env}/snapshot`: the whole snapshot with every bundle.
@@ -285,24 +272,6 @@ impl Task {
     }
 }
 
-/// The ids of the bundles a snapshot's routing can pick: every agent's
-/// stable, previous stable and release candidate.
-fn referenced(snapshot: &Snapshot) -> BTreeSet<String> {
-    snapshot
-        .agents
-        .values()
-        .flat_map(|a| {
-            [
-                a.stable.as_ref(),
-                a.previous.as_ref(),
-                a.release.as_ref().map(|r| &r.candidate),
-            ]
-        })
-        .flatten()
-        .map(|b| b.id.clone())
-        .collect()
-}
-
 /// The start of an error answer's body, for the log and `Health::last_error`.
 async fn error_body(response: reqwest::Response, timeout: Duration) -> String {
     const MAX: usize = 300;
@@ -339,6 +308,8 @@ pub(super) fn backoff(min: Duration, max: Duration, attempt: u32) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]

@@ -11,6 +11,7 @@
 //! real serin-server live with the server.
 
 mod data;
+mod fuzz_corpus;
 mod router;
 
 #[cfg(feature = "client")]

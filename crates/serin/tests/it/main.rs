@@ -20,6 +20,7 @@ mod hostile_contract;
 mod hostile_identity;
 mod hostile_persist;
 mod hostile_audit;
+mod hostile_fuzz;
 mod http_errors;
 mod readiness;
 mod readme;

@@ -1,0 +1,7 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Err(broken) = serin_fuzz::checks::outcome_batch(data) {
+        panic!("{broken}");
+    }
+});
