@@ -68,6 +68,8 @@ const TINY: Limits = Limits {
     max_examples: 3,
     max_tools: 3,
     total_bytes: 4096,
+    yaml_alias_nodes: 256,
+    yaml_alias_bytes: 4096,
 };
 
 fn run_validate(files: &BundleFiles, pin_policy: PinPolicy, limits: &Limits) -> Validation {

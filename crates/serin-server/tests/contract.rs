@@ -68,6 +68,7 @@ async fn start() -> App {
         run_controller: false,
         max_validations: 4,
         webhook_retry: serin_server::releases::RetryPolicy::DEFAULT,
+        audit: Default::default(),
     })
     .await
     .unwrap();
