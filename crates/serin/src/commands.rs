@@ -585,7 +585,9 @@ async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
                     .context("could not revoke the token");
                 st.close().await;
                 if !revoked? {
-                    return Err(CheckFailed(format!("no unrevoked token {id} in that store")).into());
+                    return Err(
+                        CheckFailed(format!("no unrevoked token {id} in that store")).into(),
+                    );
                 }
             } else {
                 let c = Client::new(&client)?;

@@ -36,30 +36,67 @@ async fn an_admin_moves_an_adjustable_clock_forward_and_evidence_expires_on_it()
     }
 
     let cli = server.cli(&admin);
-    cli.run(&["bundle", "push", crate::harness::sample_bundle().to_str().unwrap()])
-        .ok();
+    cli.run(&[
+        "bundle",
+        "push",
+        crate::harness::sample_bundle().to_str().unwrap(),
+    ])
+    .ok();
     let work = tempfile::tempdir().unwrap();
     let policy = work.path().join("readiness.yaml");
     std::fs::write(&policy, "require: [deploy_announced]\n").unwrap();
-    cli.run(&["readiness", "apply", "support", "--env", "dev", policy.to_str().unwrap()])
-        .ok();
     cli.run(&[
-        "evidence", "set", "support", "--env", "dev", "deploy_announced", "--status", "pass",
-        "--owner", "jordan", "--evidence", "https://chat.example/launch", "--expires", "7d",
+        "readiness",
+        "apply",
+        "support",
+        "--env",
+        "dev",
+        policy.to_str().unwrap(),
+    ])
+    .ok();
+    cli.run(&[
+        "evidence",
+        "set",
+        "support",
+        "--env",
+        "dev",
+        "deploy_announced",
+        "--status",
+        "pass",
+        "--owner",
+        "jordan",
+        "--evidence",
+        "https://chat.example/launch",
+        "--expires",
+        "7d",
     ])
     .ok();
     let check = |cli: &crate::harness::Cli| {
-        cli.run(&["readiness", "check", "support", "--env", "dev", "--bundle", "1"])
+        cli.run(&[
+            "readiness",
+            "check",
+            "support",
+            "--env",
+            "dev",
+            "--bundle",
+            "1",
+        ])
     };
     let before = check(&cli);
     assert_eq!(before.code, 0, "{before:#?}");
 
     // Eight days later, without waiting eight days.
     let (status, moved) = http
-        .post("/v1/system/clock", &json!({"advance_ms": 8 * 86_400_000_i64}))
+        .post(
+            "/v1/system/clock",
+            &json!({"advance_ms": 8 * 86_400_000_i64}),
+        )
         .await;
     assert_eq!(status, 200, "{moved}");
-    assert!(moved["offset_ms"].as_i64().unwrap() >= 8 * 86_400_000, "{moved}");
+    assert!(
+        moved["offset_ms"].as_i64().unwrap() >= 8 * 86_400_000,
+        "{moved}"
+    );
     let after = check(&cli);
     assert_eq!(after.code, 1, "{after:#?}");
     assert!(after.stdout.contains("expired"), "{after:#?}");

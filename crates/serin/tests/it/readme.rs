@@ -103,11 +103,23 @@ fn line_matches(parts: &[&str], have: &str) -> bool {
 #[test]
 fn the_matcher_takes_ellipses_order_and_extra_lines() {
     let e = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    assert!(matches_in_order(&e(&["ok: support sha256:… (0 warnings)"]), "x\nok: support sha256:ab12 (0 warnings)\n").is_ok());
+    assert!(
+        matches_in_order(
+            &e(&["ok: support sha256:… (0 warnings)"]),
+            "x\nok: support sha256:ab12 (0 warnings)\n"
+        )
+        .is_ok()
+    );
     assert!(matches_in_order(&e(&["a", "b"]), "a\nzz\nb").is_ok());
     assert!(matches_in_order(&e(&["b", "a"]), "a\nb").is_err());
     assert!(matches_in_order(&e(&["ok: …"]), "not ok: x").is_err());
-    assert!(matches_in_order(&e(&["pushed support@1 (…)"]), "pushed support@1 (sha256:1) extra").is_err());
+    assert!(
+        matches_in_order(
+            &e(&["pushed support@1 (…)"]),
+            "pushed support@1 (sha256:1) extra"
+        )
+        .is_err()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +132,10 @@ async fn the_readme_tour_runs_as_written_on_a_fresh_store() {
     let server = Server::start(&backend);
     let admin = server.bootstrap_token.clone().unwrap();
     let scratch = tempfile::tempdir().unwrap();
-    copy_dir(&repo_root().join("examples"), &scratch.path().join("examples"));
+    copy_dir(
+        &repo_root().join("examples"),
+        &scratch.path().join("examples"),
+    );
     let bin_dir = Path::new(crate::harness::BIN).parent().unwrap();
     let path = format!(
         "{}:{}",

@@ -103,7 +103,7 @@ async fn a_store_written_by_main_at_1d239c7_opens_upgrades_and_keeps_everything(
             .get(&format!("/v1/envs/{env}/agents/support/release"))
             .await;
         assert_eq!(status, 200, "release in {env}: {r}");
-        assert_eq!(r["candidate"], "support@2", "{r}");
+        assert_eq!(r["release"]["candidate"]["id"], "support@2", "{r}");
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
