@@ -2,13 +2,12 @@
 //! and recompute every hash. A signed tree head saved outside the server catches it.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use serin_store::{NewAudit, Store};
 
-use crate::harness::{Backend, Cli, Server, run_cli};
+use crate::harness::{Backend, Cli, Receiver, Server, run_cli};
 
 fn data_dir(backend: &Backend) -> &Path {
     match backend {
@@ -245,56 +244,6 @@ async fn a_viewer_reads_the_signed_head_but_cannot_forge_one() {
         verify_head(&cli, &real, &["--public-key", "nothex"]).code,
         2
     );
-}
-
-/// A local HTTP server that records every JSON body POSTed to it.
-struct Receiver {
-    url: String,
-    got: Arc<Mutex<Vec<Value>>>,
-    _task: tokio::task::JoinHandle<()>,
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let got: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let sink = got.clone();
-        let app = axum::Router::new().route(
-            "/heads",
-            axum::routing::post(move |body: axum::Json<Value>| {
-                let sink = sink.clone();
-                async move {
-                    sink.lock().unwrap().push(body.0);
-                    "ok"
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/heads", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Receiver {
-            url,
-            got,
-            _task: task,
-        }
-    }
-
-    async fn wait_for(&self, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let got = self.got.lock().unwrap().clone();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "webhook got {} of {n}",
-                got.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
 }
 
 #[tokio::test]

@@ -1,62 +1,11 @@
 //! Full releases through the CLI against a real server, traffic reported as
 //! outcomes, a real local webhook receiver.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, Cli, Server, copy_dir, sample_bundle};
-
-/// A local HTTP server that records every JSON body POSTed to it.
-struct Receiver {
-    url: String,
-    got: Arc<Mutex<Vec<Value>>>,
-    _task: tokio::task::JoinHandle<()>,
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let got: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let sink = got.clone();
-        let app = axum::Router::new().route(
-            "/hooks",
-            axum::routing::post(move |body: axum::Json<Value>| {
-                let sink = sink.clone();
-                async move {
-                    sink.lock().unwrap().push(body.0);
-                    "ok"
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hooks", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Receiver {
-            url,
-            got,
-            _task: task,
-        }
-    }
-
-    async fn wait_for(&self, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let got = self.got.lock().unwrap().clone();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "webhook got {} of {n}",
-                got.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
+use crate::harness::{Backend, Cli, Receiver, Server, copy_dir, sample_bundle};
 
 fn event(i: usize, arm: &str, bundle: &str, error: bool) -> Value {
     json!({
