@@ -473,6 +473,13 @@ impl Guardrails {
                 Arm::Killed => {}
             }
         }
+        // A bound that crossed its bar is latched before the batch is stored, so the `fail`
+        // is durable with the acknowledgement and no later batch can make it go away.
+        for (key, m) in monitors.iter_mut() {
+            if m.monitor.latch(now_ms) {
+                tracing::warn!(env = %key.0, agent = %key.1, candidate = %key.2, "a guardrail latched fail");
+            }
+        }
         let mut monitor_rows = Vec::with_capacity(monitors.len());
         for (key, m) in &monitors {
             monitor_rows.push(m.row(key)?);

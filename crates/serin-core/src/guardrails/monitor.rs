@@ -43,6 +43,22 @@ pub struct Verdict {
     /// While pending: estimated further canary requests until the bound can be decided.
     pub needs_more_requests: Option<u64>,
     pub explanation: String,
+    /// When this bound first crossed its bar (Unix ms). Once set the verdict is `fail` for
+    /// good, and `canary`, `control` and `statistic` are the evidence at that crossing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latched_at_ms: Option<i64>,
+}
+
+/// The evidence at a bound's first crossing of its bar. An anytime-valid test rejects at
+/// its first crossing; what the e-value does afterwards cannot undo that rejection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Latch {
+    at_ms: i64,
+    canary: MetricValue,
+    control: MetricValue,
+    /// Clamped to a finite value so the stored state always reads back.
+    statistic: f64,
+    statistic_threshold: f64,
 }
 
 /// Which configured bound a test judges.
@@ -128,6 +144,10 @@ struct Test {
     /// Cached null rate of an additive bound and control's trials when it was taken.
     p0: Option<f64>,
     p0_at: u64,
+    /// Set at the first crossing of the bar ([`Monitor::latch`]); monitors stored before
+    /// latching existed read as not latched.
+    #[serde(default)]
+    latched: Option<Latch>,
 }
 
 impl Test {
@@ -149,6 +169,7 @@ impl Test {
             trials: [0; 2],
             p0: None,
             p0_at: 0,
+            latched: None,
         }
     }
 
@@ -621,25 +642,68 @@ impl Monitor {
         }
     }
 
+    /// A bound's status: `fail` for good once latched, else what the test says now.
+    fn status(&self, t: &Test) -> VerdictStatus {
+        if t.latched.is_some() {
+            VerdictStatus::Fail
+        } else {
+            self.judge(t).0
+        }
+    }
+
+    /// Records the first crossing of each bound's bar with its evidence, at `now_ms`.
+    /// Call it after every batch of outcomes, before the state is stored: from then on
+    /// the bound's verdict is that `fail`, whatever later outcomes do to the e-value.
+    /// Returns whether a bound latched now.
+    pub fn latch(&mut self, now_ms: i64) -> bool {
+        let mut latched = Vec::new();
+        for (i, t) in self.tests.iter().enumerate() {
+            if t.latched.is_none() && self.judge(t).0 == VerdictStatus::Fail {
+                let v = self.verdict(t);
+                latched.push((
+                    i,
+                    Latch {
+                        at_ms: now_ms,
+                        canary: v.canary,
+                        control: v.control,
+                        statistic: if v.statistic.is_finite() {
+                            v.statistic
+                        } else {
+                            f64::MAX
+                        },
+                        statistic_threshold: v.statistic_threshold,
+                    },
+                ));
+            }
+        }
+        let any = !latched.is_empty();
+        for (i, l) in latched {
+            if let Some(t) = self.tests.get_mut(i) {
+                t.latched = Some(l);
+            }
+        }
+        any
+    }
+
     /// True when some bound fails (cheap: no strings).
     pub fn any_fail(&self) -> bool {
         self.tests
             .iter()
-            .any(|t| self.judge(t).0 == VerdictStatus::Fail)
+            .any(|t| self.status(t) == VerdictStatus::Fail)
     }
 
     /// The first failing bound, if any (cheap).
     pub fn first_fail(&self) -> Option<Bound> {
         self.tests
             .iter()
-            .find(|t| self.judge(t).0 == VerdictStatus::Fail)
+            .find(|t| self.status(t) == VerdictStatus::Fail)
             .map(|t| t.bound)
     }
 
     pub fn overall(&self) -> VerdictStatus {
         let mut any_pending = false;
         for t in &self.tests {
-            match self.judge(t).0 {
+            match self.status(t) {
                 VerdictStatus::Fail => return VerdictStatus::Fail,
                 VerdictStatus::Pending => any_pending = true,
                 VerdictStatus::Pass => {}
@@ -741,6 +805,30 @@ impl Monitor {
                 sig(bar)
             ),
         };
+        if let Some(l) = &t.latched {
+            return Verdict {
+                guardrail: t.bound.name().to_owned(),
+                status: VerdictStatus::Fail,
+                canary: l.canary,
+                control: l.control,
+                explanation: format!(
+                    "{} {threshold} was violated: evidence e = {} reached 1/alpha = {} with canary {} (n={}) vs control {} (n={}); latched at that crossing, so later outcomes do not undo it (e is {} now){how}",
+                    t.bound.name(),
+                    sig(l.statistic),
+                    sig(l.statistic_threshold),
+                    sig(l.canary.value),
+                    l.canary.n,
+                    sig(l.control.value),
+                    l.control.n,
+                    sig(e),
+                ),
+                threshold,
+                statistic: l.statistic,
+                statistic_threshold: l.statistic_threshold,
+                needs_more_requests: None,
+                latched_at_ms: Some(l.at_ms),
+            };
+        }
         Verdict {
             guardrail: t.bound.name().to_owned(),
             status,
@@ -751,6 +839,7 @@ impl Monitor {
             statistic_threshold: bar,
             needs_more_requests: needs,
             explanation,
+            latched_at_ms: None,
         }
     }
 }

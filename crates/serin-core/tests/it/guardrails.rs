@@ -509,3 +509,95 @@ fn burn_rate_alert_and_budget_warning() {
     assert_eq!(burn_rate(&hours, None).moving_average, Some(1.0));
     serde_json::to_string(&b).unwrap();
 }
+
+// ----- latched verdicts ----------------------------------------------------------------------
+
+fn latch_event(arm: Arm, error: bool, i: u64) -> OutcomeEvent {
+    let mut e = latch_base(i);
+    e.arm = arm;
+    e.bundle = if arm == Arm::Canary {
+        "support@2".into()
+    } else {
+        "support@1".into()
+    };
+    e.error =
+        error.then(|| serde_json::from_value(serde_json::json!({"class": "permanent"})).unwrap());
+    e
+}
+
+fn latch_base(i: u64) -> OutcomeEvent {
+    serde_json::from_value(serde_json::json!({
+        "request_id": format!("r-{i}"), "agent": "support", "env": "prod",
+        "snapshot_version": 1, "bundle": "support@1", "arm": "stable", "latency_ms": 100.0
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_fail_stays_failed_with_its_evidence_after_the_e_value_falls_back() {
+    let config: GuardrailConfig = serde_json::from_value(serde_json::json!({
+        "error_rate": {"max_ratio": 1.0},
+        "settings": {"min_requests": 50}
+    }))
+    .unwrap();
+    let mut m = Monitor::new(config);
+    m.set_canary_share(0.5);
+    let mut i = 0;
+    // The canary errs every time, control never: the bound crosses its bar.
+    while !m.any_fail() {
+        i += 1;
+        assert!(i < 10_000, "never failed");
+        m.observe(&latch_event(Arm::Canary, true, i));
+        m.observe(&latch_event(Arm::Stable, false, i + 1_000_000));
+    }
+    assert!(m.latch(42_000), "the first crossing latches");
+    let at_crossing = m
+        .verdicts()
+        .into_iter()
+        .find(|v| v.status == VerdictStatus::Fail)
+        .unwrap();
+    assert_eq!(at_crossing.latched_at_ms, Some(42_000));
+    assert!(!m.latch(43_000), "a latch is taken once");
+
+    // Then control errs far more: the live e-value falls back below the bar ...
+    for k in 0..20_000 {
+        m.observe(&latch_event(Arm::Stable, true, 2_000_000 + k));
+    }
+    let json = serde_json::to_string(&m).unwrap();
+    // The same state without its latch shows what the live test says now.
+    let unlatched: Monitor = serde_json::from_str(&strip_latches(&json)).unwrap();
+    assert!(
+        !unlatched.any_fail(),
+        "the live e-value did not fall back; the test proves nothing"
+    );
+
+    // ... but the verdict stays the latched fail, with the evidence of the crossing,
+    // and survives the store.
+    let m: Monitor = serde_json::from_str(&json).unwrap();
+    assert!(m.any_fail());
+    assert_eq!(m.overall(), VerdictStatus::Fail);
+    let v = m
+        .verdicts()
+        .into_iter()
+        .find(|v| v.status == VerdictStatus::Fail)
+        .unwrap();
+    assert_eq!(
+        (v.canary, v.control, v.statistic, v.latched_at_ms),
+        (
+            at_crossing.canary,
+            at_crossing.control,
+            at_crossing.statistic,
+            Some(42_000)
+        )
+    );
+    assert!(v.explanation.contains("latched"), "{}", v.explanation);
+}
+
+/// A monitor's JSON with every latch removed (as a monitor stored before latching existed).
+fn strip_latches(json: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+    for t in v["tests"].as_array_mut().unwrap() {
+        t.as_object_mut().unwrap().remove("latched");
+    }
+    v.to_string()
+}
