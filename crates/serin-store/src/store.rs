@@ -41,7 +41,8 @@ const PG_WRITE_LOCK_CLASS: i32 = 0x5345_5249; // "SERI"
 /// both backends' bind-parameter limits).
 pub const DEDUP_CHUNK: usize = 2000;
 
-/// `head (…), (…) tail` with `rows` groups of `cols` `$N` placeholders, numbered from 1.
+/// `head` then `rows` parenthesised groups of `cols` `$N` placeholders (numbered from 1,
+/// comma-separated), then `tail`.
 fn multi_row_insert(head: &str, cols: usize, rows: usize, tail: &str) -> String {
     let mut sql = String::from(head);
     for r in 0..rows {
@@ -209,6 +210,29 @@ macro_rules! append_audit_in {
 
 /// The newest state JSON of `$env` inside the current transaction `$tx` (None for a fresh env);
 /// evaluates to `Option<String>`.
+/// Upserts guardrail monitors inside a transaction (one row per env, agent and candidate).
+macro_rules! upsert_monitors_in {
+    ($tx:ident, $monitors:expr) => {{
+        for m in $monitors {
+            sqlx::query(
+                "INSERT INTO guardrail_monitors \
+                 (env, agent, candidate, state, created_at_ms, updated_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (env, agent, candidate) DO UPDATE \
+                 SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
+            )
+            .bind(&m.env)
+            .bind(&m.agent)
+            .bind(&m.candidate)
+            .bind(&m.state)
+            .bind(m.created_at_ms)
+            .bind(m.updated_at_ms)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    }};
+}
+
 macro_rules! latest_env_state_in {
     ($tx:ident, $env:expr) => {{
         let env: &str = $env;
@@ -1404,23 +1428,7 @@ impl Store {
         rollups: &[RollupRow],
     ) -> Result<(), StoreError> {
         with_tx!(self, |tx| {
-            for m in monitors {
-                sqlx::query(
-                    "INSERT INTO guardrail_monitors \
-                     (env, agent, candidate, state, created_at_ms, updated_at_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT (env, agent, candidate) DO UPDATE \
-                     SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
-                )
-                .bind(&m.env)
-                .bind(&m.agent)
-                .bind(&m.candidate)
-                .bind(&m.state)
-                .bind(m.created_at_ms)
-                .bind(m.updated_at_ms)
-                .execute(&mut *tx)
-                .await?;
-            }
+            upsert_monitors_in!(tx, monitors);
             for r in rollups {
                 sqlx::query(
                     "INSERT INTO outcome_rollups (env, agent, bundle, arm, minute_ms, data) \
@@ -1484,23 +1492,7 @@ impl Store {
                     ));
                 }
             }
-            for m in monitors {
-                sqlx::query(
-                    "INSERT INTO guardrail_monitors \
-                     (env, agent, candidate, state, created_at_ms, updated_at_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT (env, agent, candidate) DO UPDATE \
-                     SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
-                )
-                .bind(&m.env)
-                .bind(&m.agent)
-                .bind(&m.candidate)
-                .bind(&m.state)
-                .bind(m.created_at_ms)
-                .bind(m.updated_at_ms)
-                .execute(&mut *tx)
-                .await?;
-            }
+            upsert_monitors_in!(tx, monitors);
             for r in rollups {
                 let stored: Option<String> = sqlx::query_scalar(
                     "SELECT data FROM outcome_rollups WHERE env = $1 AND agent = $2 \
