@@ -113,6 +113,9 @@ pub struct RateRule {
     /// Canary's rate may be at most this multiple of control's (>= 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ratio: Option<f64>,
+    /// Computed and reported but never gates a step (calibrate a bound before enforcing it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
 }
 
 /// Bounds on request latency's p95, in milliseconds.
@@ -125,6 +128,9 @@ pub struct LatencyRule {
     pub max_increase: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ratio: Option<f64>,
+    /// Computed and reported but never gates a step (calibrate a bound before enforcing it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
 }
 
 /// Bounds on a rate where higher is better (tool-call success, eval pass).
@@ -135,6 +141,9 @@ pub struct SuccessRule {
     pub min: Option<Share>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_decrease: Option<Points>,
+    /// Computed and reported but never gates a step (calibrate a bound before enforcing it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
 }
 
 /// Bounds on cost per request, in USD.
@@ -147,6 +156,9 @@ pub struct CostRule {
     pub max_ratio: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_increase: Option<f64>,
+    /// Computed and reported but never gates a step (calibrate a bound before enforcing it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
 }
 
 fn default_alpha() -> Share {
@@ -261,29 +273,35 @@ impl GuardrailConfig {
                 max: Some(Share(0.02)),
                 max_increase: Some(Points(0.01)),
                 max_ratio: None,
+                shadow: false,
             }),
             latency_p95_ms: Some(LatencyRule {
                 max: None,
                 max_increase: Some(200.0),
                 max_ratio: None,
+                shadow: false,
             }),
             tool_call_success: Some(SuccessRule {
                 min: Some(Share(0.98)),
                 max_decrease: None,
+                shadow: false,
             }),
             refusal_rate: Some(RateRule {
                 max: None,
                 max_increase: None,
                 max_ratio: Some(1.5),
+                shadow: false,
             }),
             eval_pass_rate: Some(SuccessRule {
                 min: Some(Share(0.95)),
                 max_decrease: None,
+                shadow: false,
             }),
             cost_per_request: Some(CostRule {
                 max: None,
                 max_ratio: Some(1.3),
                 max_increase: None,
+                shadow: false,
             }),
             settings: Settings::default(),
         }

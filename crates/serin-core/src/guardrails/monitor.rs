@@ -47,6 +47,21 @@ pub struct Verdict {
     /// good, and `canary`, `control` and `statistic` are the evidence at that crossing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latched_at_ms: Option<i64>,
+    /// A shadow bound is computed and reported like any other but never gates a step.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
+    /// The non-inferiority test behind `pass`: the e-value against "canary is worse than
+    /// the bound allows"; `pass` once it reaches `pass_threshold`. Both absent for a
+    /// zero-tolerance bound (an increase of 0, a ratio of 1, ...), which has no margin to
+    /// show: it passes on the absence of a `fail` once the minimum sample is reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_statistic: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_threshold: Option<f64>,
+    /// When the non-inferiority test first reached its bar (Unix ms). A later `fail`
+    /// still wins: safety over progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed_at_ms: Option<i64>,
 }
 
 /// The evidence at a bound's first crossing of its bar. An anytime-valid test rejects at
@@ -148,6 +163,9 @@ struct Test {
     /// latching existed read as not latched.
     #[serde(default)]
     latched: Option<Latch>,
+    /// Reported, never gating (the rule's `shadow: true`).
+    #[serde(default)]
+    shadow: bool,
 }
 
 impl Test {
@@ -170,6 +188,7 @@ impl Test {
             p0: None,
             p0_at: 0,
             latched: None,
+            shadow: false,
         }
     }
 
@@ -305,40 +324,42 @@ impl Monitor {
     pub fn new(config: GuardrailConfig) -> Monitor {
         let mut tests = Vec::new();
         let c = &config;
-        let mut push = |b: Bound, v: Option<f64>| {
+        let mut push = |b: Bound, v: Option<f64>, shadow: bool| {
             if let Some(v) = v {
-                tests.push(Test::new(b, v));
+                let mut t = Test::new(b, v);
+                t.shadow = shadow;
+                tests.push(t);
             }
         };
         let sh = |s: Option<Share>| s.map(Share::fraction);
         let pp = |p: Option<Points>| p.map(Points::fraction);
         if let Some(r) = &c.error_rate {
-            push(Bound::ErrorMax, sh(r.max));
-            push(Bound::ErrorIncrease, pp(r.max_increase));
-            push(Bound::ErrorRatio, r.max_ratio);
+            push(Bound::ErrorMax, sh(r.max), r.shadow);
+            push(Bound::ErrorIncrease, pp(r.max_increase), r.shadow);
+            push(Bound::ErrorRatio, r.max_ratio, r.shadow);
         }
         if let Some(r) = &c.latency_p95_ms {
-            push(Bound::LatencyMax, r.max);
-            push(Bound::LatencyIncrease, r.max_increase);
-            push(Bound::LatencyRatio, r.max_ratio);
+            push(Bound::LatencyMax, r.max, r.shadow);
+            push(Bound::LatencyIncrease, r.max_increase, r.shadow);
+            push(Bound::LatencyRatio, r.max_ratio, r.shadow);
         }
         if let Some(r) = &c.tool_call_success {
-            push(Bound::ToolMin, sh(r.min));
-            push(Bound::ToolDecrease, pp(r.max_decrease));
+            push(Bound::ToolMin, sh(r.min), r.shadow);
+            push(Bound::ToolDecrease, pp(r.max_decrease), r.shadow);
         }
         if let Some(r) = &c.refusal_rate {
-            push(Bound::RefusalMax, sh(r.max));
-            push(Bound::RefusalIncrease, pp(r.max_increase));
-            push(Bound::RefusalRatio, r.max_ratio);
+            push(Bound::RefusalMax, sh(r.max), r.shadow);
+            push(Bound::RefusalIncrease, pp(r.max_increase), r.shadow);
+            push(Bound::RefusalRatio, r.max_ratio, r.shadow);
         }
         if let Some(r) = &c.eval_pass_rate {
-            push(Bound::EvalMin, sh(r.min));
-            push(Bound::EvalDecrease, pp(r.max_decrease));
+            push(Bound::EvalMin, sh(r.min), r.shadow);
+            push(Bound::EvalDecrease, pp(r.max_decrease), r.shadow);
         }
         if let Some(r) = &c.cost_per_request {
-            push(Bound::CostMax, r.max);
-            push(Bound::CostIncrease, r.max_increase);
-            push(Bound::CostRatio, r.max_ratio);
+            push(Bound::CostMax, r.max, r.shadow);
+            push(Bound::CostIncrease, r.max_increase, r.shadow);
+            push(Bound::CostRatio, r.max_ratio, r.shadow);
         }
         // Bonferroni: every bound gets an equal share of the family-wise alpha.
         let alpha_each = config.settings.alpha.fraction() / tests.len().max(1) as f64; // small count → f64
@@ -827,6 +848,10 @@ impl Monitor {
                 statistic_threshold: l.statistic_threshold,
                 needs_more_requests: None,
                 latched_at_ms: Some(l.at_ms),
+                shadow: t.shadow,
+                pass_statistic: None,
+                pass_threshold: None,
+                passed_at_ms: None,
             };
         }
         Verdict {
@@ -840,6 +865,10 @@ impl Monitor {
             needs_more_requests: needs,
             explanation,
             latched_at_ms: None,
+            shadow: t.shadow,
+            pass_statistic: None,
+            pass_threshold: None,
+            passed_at_ms: None,
         }
     }
 }

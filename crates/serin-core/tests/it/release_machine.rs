@@ -744,6 +744,10 @@ fn on_failure_rollback_drains_and_halt_freezes() {
         needs_more_requests: None,
         explanation: "canary error rate 5.1% is above 2%".into(),
         latched_at_ms: None,
+        shadow: false,
+        pass_statistic: None,
+        pass_threshold: None,
+        passed_at_ms: None,
     };
     let pass = Verdict {
         guardrail: "cost_per_request.max_ratio".into(),
