@@ -1283,6 +1283,27 @@ impl Store {
         Ok(rows.into_iter().map(ReleaseDbRow::into_row).collect())
     }
 
+    /// Finished releases of every agent in `env`, newest first; `limit` clamped to 1..=1000.
+    pub async fn finished_releases_in_env(
+        &self,
+        env: &str,
+        limit: i64,
+    ) -> Result<Vec<ReleaseRow>, StoreError> {
+        let rows: Vec<ReleaseDbRow> = with_read!(self, |db| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                release_cols!(),
+                " FROM releases WHERE env = $1 AND active = 0 \
+                 ORDER BY created_at_ms DESC, id DESC LIMIT $2"
+            ))
+            .bind(env)
+            .bind(clamp_limit(limit))
+            .fetch_all(db)
+            .await?
+        });
+        Ok(rows.into_iter().map(ReleaseDbRow::into_row).collect())
+    }
+
     /// How many releases `agent` has (had) in `env`, active or not.
     pub async fn count_releases(&self, env: &str, agent: &str) -> Result<i64, StoreError> {
         Ok(with_read!(self, |db| {

@@ -1517,6 +1517,28 @@ async fn inactive_releases_do_not_block_a_new_one(t: Ctx) {
             .unwrap()
             .is_empty()
     );
+    // Finished ones of every agent in the env, newest first, the active one left out.
+    let mut other = release("b1", "done", false, true);
+    other.agent = "billing".to_owned();
+    write_plain(s, other, 60).await.unwrap();
+    let finished: Vec<String> = s
+        .finished_releases_in_env("prod", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(finished, vec!["b1", "r2", "r1"]);
+    assert_eq!(
+        s.finished_releases_in_env("prod", 1).await.unwrap().len(),
+        1
+    );
+    assert!(
+        s.finished_releases_in_env("dev", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn notifications_are_due_until_delivered_with_backoff(t: Ctx) {
