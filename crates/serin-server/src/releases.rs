@@ -20,8 +20,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use serin_core::bundle::Bundle;
 use serin_core::catalog::{ModelCatalog, ModelStatus};
+use serin_core::decision::Percent;
 use serin_core::decision::{BundleRef, Command, EnvState};
 use serin_core::guardrails::Verdict;
+use serin_core::guardrails::VerdictStatus;
 use serin_core::readiness::{GateOverride, GateRecord};
 use serin_core::release::{Effect, Event, GateStatus, Phase, Plan, Release};
 use serin_store::{EnvStateChange, NewAudit, NewNotification, ReleaseRow, ReleaseWrite, Store};
@@ -37,15 +39,47 @@ use crate::{clock, hub};
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReleaseView {
     pub release: Release,
+    /// The share of traffic the current step routes (routed, paused or halted) or routed
+    /// (finished) to the candidate: its weight, less the plan's holdback at the final step.
+    pub weight: Percent,
     pub gate: Option<GateStatus>,
+    /// With `verdicts`: the live monitor's while the release runs; a finished release's
+    /// are frozen at its final transition (its last recorded evidence).
     pub canary_requests: u64,
     pub verdicts: Vec<Verdict>,
+    /// For each shadow guardrail of this release, how often it failed in completed
+    /// releases of the env: its observed A/A false-fail rate.
+    pub shadow_calibration: Vec<ShadowCalibration>,
     /// Webhook deliveries of this release.
     #[schema(value_type = Vec<Object>)]
     pub notifications: Vec<Value>,
     /// Why an operator must act before this release can move on (its
     /// monitor's stored state is unreadable); absent when all is well.
     pub needs_attention: Option<String>,
+}
+
+/// How often a shadow bound latched `fail` in releases that completed (the candidate was
+/// accepted, so those fails were false alarms as far as anyone knows).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ShadowCalibration {
+    pub guardrail: String,
+    /// Completed releases whose final evidence has this bound `fail`.
+    pub failed: u64,
+    /// Completed releases whose final evidence has this bound at all.
+    pub completed: u64,
+    /// `refusal_rate.max_increase (shadow): failed in 1 of 37 completed releases`.
+    pub summary: String,
+}
+
+/// Finished releases of an env read for [`ShadowCalibration`]: the newest this many.
+pub const CALIBRATION_WINDOW: i64 = 200;
+
+/// The evidence a transition was decided on (or, for a person's command, what the monitor
+/// showed when it was made), recorded with it.
+struct Judged<'a> {
+    before: &'a Release,
+    canary_requests: u64,
+    verdicts: &'a [Verdict],
 }
 
 #[derive(Debug)]
@@ -260,7 +294,7 @@ impl Releases {
                 .guardrails
                 .evidence(&r.env, &r.agent, &r.candidate.id)
                 .await;
-            let event = Event::tick(requests, &verdicts);
+            let event = Event::tick(requests, verdicts);
             let now = clock::now_ms();
             // A tick is never refused.
             let Ok((next, effects)) = r.apply(&event, now) else {
@@ -269,10 +303,15 @@ impl Releases {
             if effects.is_empty() && next.history.len() == r.history.len() {
                 continue;
             }
+            let (canary_requests, verdicts) = event.evidence().unwrap_or((requests, &[]));
             self.persist(
-                &next,
+                next,
                 effects,
-                false,
+                Judged {
+                    before: &r,
+                    canary_requests,
+                    verdicts,
+                },
                 crate::releases::SYSTEM,
                 now,
                 Vec::new(),
@@ -431,7 +470,23 @@ impl Releases {
                 now,
             )
             .await?;
-        self.persist(&started, effects, true, actor, now, extra)
+        let (requests, verdicts) = self
+            .guardrails
+            .evidence(env, agent, &started.candidate.id)
+            .await;
+        let started = self
+            .persist(
+                started,
+                effects,
+                Judged {
+                    before: &release,
+                    canary_requests: requests,
+                    verdicts: &verdicts,
+                },
+                actor,
+                now,
+                extra,
+            )
             .await?;
         self.view(&started).await
     }
@@ -464,7 +519,22 @@ impl Releases {
                 .with_details(json!({ "needs_attention": true, "release": r.id })));
         }
         let (next, effects) = r.apply(&event, now).map_err(refusal)?;
-        self.persist(&next, effects, false, actor, now, Vec::new())
+        // A promotion records the evidence it carried (the same reading as for other
+        // commands, taken once above).
+        let (canary_requests, judged) = event.evidence().unwrap_or((requests, &verdicts));
+        let next = self
+            .persist(
+                next,
+                effects,
+                Judged {
+                    before: &r,
+                    canary_requests,
+                    verdicts: judged,
+                },
+                actor,
+                now,
+                Vec::new(),
+            )
             .await?;
         self.view(&next).await
     }
@@ -511,17 +581,17 @@ impl Releases {
     }
 
     async fn view(&self, r: &Release) -> Result<ReleaseView, ApiError> {
-        let (requests, verdicts) = self
-            .guardrails
-            .evidence(&r.env, &r.agent, &r.candidate.id)
-            .await;
-        let gate = (r.phase == Phase::Canary || r.phase == Phase::Paused).then(|| {
-            r.gate(
-                clock::now_ms(),
-                requests,
-                &serin_core::release::verdict_statuses(&verdicts),
-            )
-        });
+        let (requests, verdicts) = match r.final_evidence() {
+            Some(e) => (e.canary_requests, e.verdicts.clone()),
+            None => {
+                self.guardrails
+                    .evidence(&r.env, &r.agent, &r.candidate.id)
+                    .await
+            }
+        };
+        let gate = (r.phase == Phase::Canary || r.phase == Phase::Paused)
+            .then(|| r.gate(clock::now_ms(), requests, &verdicts));
+        let shadow_calibration = self.shadow_calibration(r, &verdicts).await?;
         let notifications = self
             .store
             .release_notifications(&r.id)
@@ -546,39 +616,91 @@ impl Releases {
             .collect();
         Ok(ReleaseView {
             release: r.clone(),
+            weight: r.plan.routed_weight(r.step).unwrap_or(Percent::ZERO),
             gate,
             canary_requests: requests,
             verdicts,
+            shadow_calibration,
             notifications,
             needs_attention: self.needs_attention(r).await,
         })
     }
 
-    /// One transaction: the release row, the routing change its effects ask
-    /// for, the audit entries and the webhook outbox rows. Then publish.
+    /// For each shadow guardrail among `verdicts`, its fails among the completed releases
+    /// of the env (the newest [`CALIBRATION_WINDOW`] finished ones, this one left out).
+    /// Unreadable rows are skipped (and quarantined).
+    async fn shadow_calibration(
+        &self,
+        r: &Release,
+        verdicts: &[Verdict],
+    ) -> Result<Vec<ShadowCalibration>, ApiError> {
+        let shadows: Vec<&str> = verdicts
+            .iter()
+            .filter(|v| v.shadow)
+            .map(|v| v.guardrail.as_str())
+            .collect();
+        if shadows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let past: Vec<Release> = self
+            .store
+            .finished_releases_in_env(&r.env, CALIBRATION_WINDOW)
+            .await?
+            .iter()
+            .filter(|row| row.id != r.id)
+            .filter_map(|row| self.read(row))
+            .filter(|p| p.phase == Phase::Completed)
+            .collect();
+        Ok(shadows
+            .into_iter()
+            .map(|g| {
+                let mut out = ShadowCalibration {
+                    guardrail: g.to_owned(),
+                    failed: 0,
+                    completed: 0,
+                    summary: String::new(),
+                };
+                for v in past
+                    .iter()
+                    .filter_map(|p| p.final_evidence())
+                    .filter_map(|e| e.verdicts.iter().find(|v| v.guardrail == g))
+                {
+                    out.completed += 1;
+                    if v.status == VerdictStatus::Fail {
+                        out.failed += 1;
+                    }
+                }
+                out.summary = format!(
+                    "{g} (shadow): failed in {} of {} completed releases",
+                    out.failed, out.completed
+                );
+                out
+            })
+            .collect())
+    }
+
+    /// One transaction: the release row with the evidence of this transition,
+    /// the routing change its effects ask for, the audit entries and the
+    /// webhook outbox rows. Then publish. Answers the release as stored.
     async fn persist(
         &self,
-        next: &Release,
-        effects: Vec<Effect>,
-        is_new: bool,
+        next: Release,
+        mut effects: Vec<Effect>,
+        judged: Judged<'_>,
         actor: &str,
         now: i64,
         extra_audits: Vec<NewAudit>,
-    ) -> Result<(), ApiError> {
-        // The evidence at this transition, for the deploy report.
-        let mut next = next.clone();
-        let (requests, verdicts) = self
-            .guardrails
-            .evidence(&next.env, &next.agent, &next.candidate.id)
-            .await;
-        let prev_step = next.history.last().map_or(next.step, |t| t.step);
-        next.evidence.push(serin_core::release::StepEvidence {
-            at_ms: now,
-            step: prev_step,
-            phase: next.phase,
-            canary_requests: requests,
-            verdicts,
-        });
+    ) -> Result<Release, ApiError> {
+        // Releases are stored from their start on, so only a start leaves `pending`.
+        let is_new = judged.before.phase == Phase::Pending;
+        let mut next = next;
+        next.attach_evidence(
+            judged.before,
+            &mut effects,
+            now,
+            judged.canary_requests,
+            judged.verdicts,
+        );
         let next = &next;
         let agent = next.agent.clone();
         let mut commands = Vec::new();
@@ -685,7 +807,7 @@ impl Releases {
         metrics::counter!("serin_release_transitions_total", "phase" => next.phase.as_str())
             .increment(1);
         tracing::info!(release = %next.id, phase = next.phase.as_str(), step = next.step, "release transition");
-        Ok(())
+        Ok(next.clone())
     }
 }
 

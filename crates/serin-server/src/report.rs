@@ -3,9 +3,20 @@
 use std::fmt::Write as _;
 
 use serde_json::{Value, json};
+use serin_core::guardrails::Verdict;
+use serin_core::release::sig;
 
 use crate::clock;
 use crate::releases::ReleaseView;
+
+/// A verdict as the JSON report gives it: the stored fields plus `latched_at` in RFC 3339.
+fn verdict_json(v: &Verdict) -> Value {
+    let mut out = serde_json::to_value(v).unwrap_or(Value::Null);
+    if let (Some(obj), Some(at)) = (out.as_object_mut(), v.latched_at_ms) {
+        obj.insert("latched_at".to_owned(), json!(clock::rfc3339(at)));
+    }
+    out
+}
 
 pub fn json(view: &ReleaseView) -> Value {
     let r = &view.release;
@@ -24,11 +35,23 @@ pub fn json(view: &ReleaseView) -> Value {
             "at": clock::rfc3339(t.at_ms), "event": t.event, "from": t.from, "to": t.to,
             "step": t.step, "actor": t.actor, "reason": t.reason,
         })).collect::<Vec<_>>(),
-        "failure": r.failure,
+        "failure": r.failure.as_ref().map(|f| {
+            let mut v = serde_json::to_value(f).unwrap_or(Value::Null);
+            if let (Some(obj), Some(at)) = (v.as_object_mut(), f.latched_at_ms) {
+                obj.insert("latched_at".to_owned(), json!(clock::rfc3339(at)));
+            }
+            v
+        }),
         "readiness": r.readiness,
-        "evidence": r.evidence,
+        "evidence": r.evidence.iter().map(|e| json!({
+            "at": clock::rfc3339(e.at_ms), "at_ms": e.at_ms, "step": e.step, "phase": e.phase,
+            "canary_requests": e.canary_requests,
+            "verdicts": e.verdicts.iter().map(verdict_json).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
         "canary_requests": view.canary_requests,
-        "verdicts": view.verdicts,
+        "verdicts": view.verdicts.iter().map(verdict_json).collect::<Vec<_>>(),
+        "verdicts_frozen": r.final_evidence().is_some(),
+        "shadow_calibration": view.shadow_calibration,
         "notifications": view.notifications,
     })
 }
@@ -59,7 +82,11 @@ pub fn markdown(view: &ReleaseView) -> String {
     );
     let _ = writeln!(s, "- canary requests observed: {}", view.canary_requests);
     if let Some(f) = &r.failure {
-        let _ = writeln!(s, "- failure: {}", f.summary());
+        let latched = f
+            .latched_at_ms
+            .map(|at| format!(" (latched {})", clock::rfc3339(at)))
+            .unwrap_or_default();
+        let _ = writeln!(s, "- failure: {}{latched}", f.summary());
     }
     let _ = writeln!(s);
     readiness_section(&mut s, r);
@@ -81,30 +108,26 @@ pub fn markdown(view: &ReleaseView) -> String {
         );
     }
     let _ = writeln!(s);
-    let _ = writeln!(s, "## Guardrails (canary vs stable)");
+    if r.final_evidence().is_some() {
+        let _ = writeln!(
+            s,
+            "## Guardrails at the final transition (canary vs stable)"
+        );
+    } else {
+        let _ = writeln!(s, "## Guardrails (canary vs stable)");
+    }
     let _ = writeln!(s);
     if view.verdicts.is_empty() {
         let _ = writeln!(s, "No outcomes were reported for the candidate.");
     } else {
-        let _ = writeln!(
-            s,
-            "| guardrail | verdict | canary | stable | threshold | e-value / bar |"
-        );
-        let _ = writeln!(s, "|---|---|---|---|---|---|");
-        for v in &view.verdicts {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {:.4} (n={}) | {:.4} (n={}) | {} | {:.3} / {:.0} |",
-                v.guardrail,
-                format!("{:?}", v.status).to_lowercase(),
-                v.canary.value,
-                v.canary.n,
-                v.control.value,
-                v.control.n,
-                v.threshold,
-                v.statistic,
-                v.statistic_threshold
-            );
+        verdict_table(&mut s, &view.verdicts);
+    }
+    if !view.shadow_calibration.is_empty() {
+        let _ = writeln!(s);
+        let _ = writeln!(s, "Shadow bounds in completed releases of {}:", r.env);
+        let _ = writeln!(s);
+        for c in &view.shadow_calibration {
+            let _ = writeln!(s, "- {}", c.summary);
         }
     }
     if !r.evidence.is_empty() {
@@ -125,20 +148,7 @@ pub fn markdown(view: &ReleaseView) -> String {
                 continue;
             }
             let _ = writeln!(s);
-            let _ = writeln!(s, "| guardrail | verdict | canary | stable |");
-            let _ = writeln!(s, "|---|---|---|---|");
-            for v in &e.verdicts {
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {:.4} (n={}) | {:.4} (n={}) |",
-                    v.guardrail,
-                    format!("{:?}", v.status).to_lowercase(),
-                    v.canary.value,
-                    v.canary.n,
-                    v.control.value,
-                    v.control.n
-                );
-            }
+            verdict_table(&mut s, &e.verdicts);
         }
     }
     if !view.notifications.is_empty() {
@@ -162,6 +172,41 @@ pub fn markdown(view: &ReleaseView) -> String {
         }
     }
     s
+}
+
+/// One row per guardrail: status, threshold, both arms with n, the e-value against "the
+/// bound holds" and its bar, the non-inferiority e-value and bar when the bound has one,
+/// when a fail latched, and whether the bound is shadow (reported, never gating).
+fn verdict_table(s: &mut String, verdicts: &[Verdict]) {
+    let _ = writeln!(
+        s,
+        "| guardrail | status | threshold | canary (n) | stable (n) | e-value / bar | non-inferiority e / bar | latched |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    for v in verdicts {
+        let name = if v.shadow {
+            format!("{} (shadow)", v.guardrail)
+        } else {
+            v.guardrail.clone()
+        };
+        let ni = match (v.pass_statistic, v.pass_threshold) {
+            (Some(e), Some(bar)) => format!("{} / {}", sig(e), sig(bar)),
+            _ => "—".to_owned(),
+        };
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {:.4} (n={}) | {:.4} (n={}) | {} / {} | {ni} | {} |",
+            format!("{:?}", v.status).to_lowercase(),
+            v.threshold.replace('|', "/"),
+            v.canary.value,
+            v.canary.n,
+            v.control.value,
+            v.control.n,
+            sig(v.statistic),
+            sig(v.statistic_threshold),
+            v.latched_at_ms.map_or_else(String::new, clock::rfc3339),
+        );
+    }
 }
 
 /// The readiness gate as it stood at start: verdict, any override, and what did not pass.
@@ -220,4 +265,157 @@ fn readiness_section(s: &mut String, r: &serin_core::release::Release) {
         }
     }
     let _ = writeln!(s);
+}
+
+#[cfg(test)]
+mod tests {
+    use serin_core::decision::bench_support::bundle_ref;
+    use serin_core::guardrails::{MetricValue, Verdict, VerdictStatus};
+    use serin_core::release::{Event, Plan, Release};
+
+    use super::*;
+    use crate::releases::ShadowCalibration;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn verdict(guardrail: &str, status: VerdictStatus) -> Verdict {
+        Verdict {
+            guardrail: guardrail.to_owned(),
+            status,
+            canary: MetricValue {
+                value: 0.25,
+                n: 200,
+            },
+            control: MetricValue {
+                value: 0.01,
+                n: 1800,
+            },
+            threshold: "<= 5%".to_owned(),
+            statistic: 2.35e16,
+            statistic_threshold: 200.0,
+            needs_more_requests: None,
+            explanation: String::new(),
+            latched_at_ms: None,
+            shadow: false,
+            pass_statistic: None,
+            pass_threshold: None,
+            passed_at_ms: None,
+        }
+    }
+
+    /// A release rolled back at T0 + 1 min on a latched error fail, with a shadow bound
+    /// and a bound that carries the non-inferiority test.
+    fn rolled_back() -> ReleaseView {
+        let plan = Plan::parse_and_validate(
+            "steps:\n  - canary: {weight: 10%, min_duration: 1s, min_requests: 100}\n",
+        )
+        .unwrap();
+        let r = Release::new(
+            "support-prod-1",
+            "support",
+            "prod",
+            bundle_ref("support", 2),
+            bundle_ref("support", 1),
+            plan,
+            T0,
+            "alex",
+        );
+        let (r, _) = r
+            .apply(
+                &Event::Start {
+                    actor: "alex".into(),
+                },
+                T0,
+            )
+            .unwrap();
+        let mut fail = verdict("error_rate.max", VerdictStatus::Fail);
+        fail.latched_at_ms = Some(T0 + 30_000);
+        let mut shadow = verdict("refusal_rate.max_ratio", VerdictStatus::Pending);
+        shadow.shadow = true;
+        shadow.statistic = 3.5;
+        let mut ni = verdict("latency_p95_ms.max_increase", VerdictStatus::Pass);
+        ni.statistic = 0.42;
+        ni.pass_statistic = Some(512.0);
+        ni.pass_threshold = Some(400.0);
+        let verdicts = vec![fail, shadow, ni];
+        let event = Event::tick(200, verdicts.clone());
+        let (mut next, mut effects) = r.apply(&event, T0 + 60_000).unwrap();
+        next.attach_evidence(&r, &mut effects, T0 + 60_000, 200, &verdicts);
+        ReleaseView {
+            weight: next.plan.routed_weight(next.step).unwrap(),
+            gate: None,
+            canary_requests: 200,
+            verdicts: next.final_evidence().unwrap().verdicts.clone(),
+            shadow_calibration: vec![ShadowCalibration {
+                guardrail: "refusal_rate.max_ratio".to_owned(),
+                failed: 1,
+                completed: 37,
+                summary: "refusal_rate.max_ratio (shadow): failed in 1 of 37 completed releases"
+                    .to_owned(),
+            }],
+            notifications: Vec::new(),
+            needs_attention: None,
+            release: next,
+        }
+    }
+
+    #[test]
+    fn the_markdown_tables_explain_every_verdict_at_every_transition() {
+        let md = markdown(&rolled_back());
+        assert!(
+            md.contains(
+                "- failure: guardrail error_rate.max failed: canary 0.25 (n=200) vs control 0.01 (n=1800), threshold <= 5%, e-value 2.35e16 reached bar 200 (latched 2023-11-14T22:13:50Z)"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("## Guardrails at the final transition (canary vs stable)"),
+            "{md}"
+        );
+        let rows = [
+            "| error_rate.max | fail | <= 5% | 0.2500 (n=200) | 0.0100 (n=1800) | 2.35e16 / 200 | — | 2023-11-14T22:13:50Z |",
+            "| refusal_rate.max_ratio (shadow) | pending | <= 5% | 0.2500 (n=200) | 0.0100 (n=1800) | 3.500 / 200 | — |  |",
+            "| latency_p95_ms.max_increase | pass | <= 5% | 0.2500 (n=200) | 0.0100 (n=1800) | 0.420 / 200 | 512 / 400 |  |",
+        ];
+        for row in rows {
+            // Once in the final table, once in the rollback's evidence.
+            assert_eq!(md.matches(row).count(), 2, "{row}\n{md}");
+        }
+        assert!(
+            md.contains("**2023-11-14T22:14:20Z** — step 1, now rolled_back, 200 canary requests"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- refusal_rate.max_ratio (shadow): failed in 1 of 37 completed releases"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn the_json_report_carries_the_same_facts_with_readable_times() {
+        let v = json(&rolled_back());
+        assert_eq!(v["verdicts_frozen"], true);
+        assert_eq!(v["failure"]["latched_at"], "2023-11-14T22:13:50Z");
+        assert_eq!(v["failure"]["statistic_threshold"], 200.0);
+        let e = &v["evidence"][0];
+        assert_eq!(
+            (&e["at"], &e["phase"], &e["canary_requests"]),
+            (
+                &json!("2023-11-14T22:14:20Z"),
+                &json!("rolled_back"),
+                &json!(200)
+            )
+        );
+        let rows = e["verdicts"].as_array().unwrap();
+        assert_eq!(rows[0]["latched_at"], "2023-11-14T22:13:50Z");
+        assert_eq!(rows[0]["statistic"], 2.35e16);
+        assert_eq!(rows[1]["shadow"], true);
+        assert!(rows[1].get("latched_at").is_none());
+        assert_eq!(
+            (&rows[2]["pass_statistic"], &rows[2]["pass_threshold"]),
+            (&json!(512.0), &json!(400.0))
+        );
+        assert_eq!(v["verdicts"], e["verdicts"]);
+        assert_eq!(v["shadow_calibration"][0]["completed"], 37);
+    }
 }

@@ -185,8 +185,9 @@ fn spawn_fleet(
 fn line_for(v: &Value) -> String {
     let r = &v["release"];
     let step = r["step"].as_u64().unwrap_or(0) as usize;
-    let weight = r["plan"]["steps"][step]["canary"]["weight"]
+    let weight = v["weight"]
         .as_str()
+        .or_else(|| r["plan"]["steps"][step]["canary"]["weight"].as_str())
         .unwrap_or("?");
     let verdicts: Vec<String> = v["verdicts"]
         .as_array()

@@ -38,8 +38,10 @@ pub fn render(v: &Value) -> Vec<String> {
     let r = &v["release"];
     let steps = r["plan"]["steps"].as_array().map_or(0, Vec::len);
     let step = r["step"].as_u64().unwrap_or(0);
-    let weight = r["plan"]["steps"][step as usize]["canary"]["weight"]
+    // The routed share (a holdback lowers the final step's); servers before it had none.
+    let weight = v["weight"]
         .as_str()
+        .or_else(|| r["plan"]["steps"][step as usize]["canary"]["weight"].as_str())
         .unwrap_or("?");
     let mut lines = vec![format!(
         "release {} of {} in {}: {} -> {}, {} at step {}/{} ({})",
@@ -90,37 +92,110 @@ pub fn render(v: &Value) -> Vec<String> {
         ));
     }
     if let Some(f) = r["failure"].as_object() {
-        lines.push(format!(
-            "  failure  {} canary {} vs stable {} ({})",
+        let mut line = format!(
+            "  failure  {} canary {} (n={}) vs stable {} (n={}), {}",
             f.get("guardrail").and_then(Value::as_str).unwrap_or("?"),
             f.get("canary_value")
-                .map(Value::to_string)
-                .unwrap_or_default(),
+                .and_then(Value::as_f64)
+                .map_or_else(String::new, num),
+            f.get("canary_n").map(Value::to_string).unwrap_or_default(),
             f.get("control_value")
-                .map(Value::to_string)
-                .unwrap_or_default(),
+                .and_then(Value::as_f64)
+                .map_or_else(String::new, num),
+            f.get("control_n").map(Value::to_string).unwrap_or_default(),
             f.get("threshold").and_then(Value::as_str).unwrap_or(""),
-        ));
+        );
+        if let (Some(e), Some(b)) = (
+            f.get("statistic").and_then(Value::as_f64),
+            f.get("statistic_threshold").and_then(Value::as_f64),
+        ) {
+            line.push_str(&format!(", e {} >= bar {}", sig(e), sig(b)));
+        }
+        if let Some(at) = f.get("latched_at_ms").and_then(Value::as_i64) {
+            line.push_str(&format!(", latched {}", time(at)));
+        }
+        lines.push(line);
     }
+    if r["phase"]
+        .as_str()
+        .is_some_and(|p| matches!(p, "completed" | "rolled_back" | "aborted"))
+    {
+        lines.push("  verdicts as recorded at the final transition:".to_owned());
+    }
+    let inconclusive = &g["inconclusive"];
     for verdict in v["verdicts"].as_array().into_iter().flatten() {
-        lines.push(format!(
-            "  {:<28} {:<8} canary {:>10} (n={})  stable {:>10} (n={})  {}",
-            verdict["guardrail"].as_str().unwrap_or("?"),
-            verdict["status"].as_str().unwrap_or("?"),
-            verdict["canary"]["value"]
-                .as_f64()
-                .map(|x| format!("{x:.4}"))
-                .unwrap_or_default(),
-            verdict["canary"]["n"],
-            verdict["control"]["value"]
-                .as_f64()
-                .map(|x| format!("{x:.4}"))
-                .unwrap_or_default(),
-            verdict["control"]["n"],
-            verdict["threshold"].as_str().unwrap_or(""),
-        ));
+        let name = verdict["guardrail"].as_str().unwrap_or("?");
+        lines.push(verdict_line(verdict));
+        let waiting = inconclusive
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| i["guardrail"] == name);
+        if let Some(i) = waiting {
+            lines.push(format!("      {}", inconclusive_text(i)));
+        }
+    }
+    for c in v["shadow_calibration"].as_array().into_iter().flatten() {
+        if let Some(text) = c["summary"].as_str() {
+            lines.push(format!("  calibration  {text}"));
+        }
     }
     lines
+}
+
+/// One guardrail: status, both arms with n, threshold, e-value and bar, the
+/// non-inferiority e-value and bar when present, latch time, shadow marker.
+fn verdict_line(v: &Value) -> String {
+    let name = v["guardrail"].as_str().unwrap_or("?");
+    let label = if v["shadow"] == true {
+        format!("{name} (shadow)")
+    } else {
+        name.to_owned()
+    };
+    let arm = |a: &Value| {
+        format!(
+            "{} (n={})",
+            a["value"].as_f64().map_or_else(|| "?".to_owned(), num),
+            a["n"]
+        )
+    };
+    let mut line = format!(
+        "  {label:<28} {:<8} canary {} vs stable {}  {}  e {} / {}",
+        v["status"].as_str().unwrap_or("?"),
+        arm(&v["canary"]),
+        arm(&v["control"]),
+        v["threshold"].as_str().unwrap_or(""),
+        v["statistic"].as_f64().map_or_else(|| "?".to_owned(), sig),
+        v["statistic_threshold"]
+            .as_f64()
+            .map_or_else(|| "?".to_owned(), sig),
+    );
+    if let (Some(e), Some(b)) = (v["pass_statistic"].as_f64(), v["pass_threshold"].as_f64()) {
+        line.push_str(&format!("  non-inferiority e {} / {}", sig(e), sig(b)));
+    }
+    if let Some(at) = v["latched_at_ms"].as_i64() {
+        line.push_str(&format!("  latched {}", time(at)));
+    }
+    line
+}
+
+/// The gate's words for a guardrail it waits on (`inconclusive: 140 of ~900 canary
+/// requests, about 6 min`), rebuilt from the structured fields.
+fn inconclusive_text(i: &Value) -> String {
+    let parsed: Option<serin_core::release::Inconclusive> = serde_json::from_value(i.clone()).ok();
+    parsed.map_or_else(|| "inconclusive".to_owned(), |i| i.describe())
+}
+
+fn num(x: f64) -> String {
+    format!("{x:.4}")
+}
+
+fn sig(x: f64) -> String {
+    serin_core::release::sig(x)
+}
+
+fn time(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())
 }
 
 pub async fn run(cmd: ReleaseCommand) -> anyhow::Result<()> {

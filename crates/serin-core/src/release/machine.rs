@@ -10,7 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::duration::human_ms;
-use super::plan::{CanaryStep, OnFailure, Plan, Promotion};
+use super::plan::{CanaryStep, OnFailure, Plan, Promotion, Requirement};
 use crate::decision::{BundleRef, Percent, ReleaseRouting};
 use crate::guardrails::{Verdict, VerdictStatus};
 
@@ -77,7 +77,8 @@ impl fmt::Display for Phase {
     }
 }
 
-/// A confirmed guardrail failure, with both arms' values.
+/// A confirmed guardrail failure, with both arms' values and the evidence that confirmed
+/// it (for a latched bound, the evidence at its first crossing of the bar).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Failure {
@@ -90,24 +91,36 @@ pub struct Failure {
     /// The bound in words: `<= control + 1pp`.
     pub threshold: String,
     pub explanation: String,
+    /// The e-value that reached the bar. Absent in failures stored before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistic: Option<f64>,
+    /// The bar (1 / the bound's share of alpha). Absent like `statistic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistic_threshold: Option<f64>,
+    /// When the bound latched its `fail` (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latched_at_ms: Option<i64>,
 }
 
 impl Failure {
     pub fn from_verdict(v: &Verdict) -> Failure {
         Failure {
             guardrail: v.guardrail.clone(),
-            canary_value: v.canary.value,
+            canary_value: finite(v.canary.value),
             canary_n: v.canary.n,
-            control_value: v.control.value,
+            control_value: finite(v.control.value),
             control_n: v.control.n,
             threshold: v.threshold.clone(),
             explanation: v.explanation.clone(),
+            statistic: Some(finite(v.statistic)),
+            statistic_threshold: Some(finite(v.statistic_threshold)),
+            latched_at_ms: v.latched_at_ms,
         }
     }
 
     /// One line for audit reasons and history.
     pub fn summary(&self) -> String {
-        format!(
+        let mut line = format!(
             "guardrail {} failed: canary {} (n={}) vs control {} (n={}), threshold {}",
             self.guardrail,
             self.canary_value,
@@ -115,8 +128,50 @@ impl Failure {
             self.control_value,
             self.control_n,
             self.threshold
-        )
+        );
+        if let (Some(e), Some(bar)) = (self.statistic, self.statistic_threshold) {
+            line.push_str(&format!(", e-value {} reached bar {}", sig(e), sig(bar)));
+        }
+        line
     }
+}
+
+/// Three significant digits, as the verdict explanations write them.
+pub fn sig(v: f64) -> String {
+    if v.abs() >= 1e6 {
+        format!("{v:.2e}")
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// JSON has no infinities or NaN (serde_json writes `null`, which an `f64` field cannot read
+/// back), so a value that is kept in a stored release is clamped: an e-value that overflowed
+/// is the largest finite one, and NaN (no evidence) is 0.
+fn finite(v: f64) -> f64 {
+    if v.is_finite() {
+        v
+    } else if v == f64::INFINITY {
+        f64::MAX
+    } else if v == f64::NEG_INFINITY {
+        f64::MIN
+    } else {
+        0.0
+    }
+}
+
+/// A verdict as a stored release keeps it (see [`finite`]).
+fn storable(v: &Verdict) -> Verdict {
+    let mut v = v.clone();
+    v.canary.value = finite(v.canary.value);
+    v.control.value = finite(v.control.value);
+    v.statistic = finite(v.statistic);
+    v.statistic_threshold = finite(v.statistic_threshold);
+    v.pass_statistic = v.pass_statistic.map(finite);
+    v.pass_threshold = v.pass_threshold.map(finite);
+    v
 }
 
 /// One applied event.
@@ -143,14 +198,12 @@ pub enum Event {
         actor: String,
     },
     /// The server's periodic look at the evidence. Never refused; does nothing unless the
-    /// release is in `canary`.
+    /// release is in `canary`. The first non-shadow `fail` verdict is the failure.
     Tick {
         /// Canary requests served since the release started (cumulative).
         canary_requests: u64,
-        verdicts: Vec<(String, VerdictStatus)>,
-        /// Details of the first failing verdict; present iff some verdict is `fail` (a
-        /// `fail` verdict without it still counts as a failure).
-        failure: Option<Failure>,
+        /// Every verdict of the monitor, shadow ones included (they never gate).
+        verdicts: Vec<Verdict>,
     },
     /// Move to the next step, or complete from the last. The evidence is passed because the
     /// gate is judged against it (unless `force`, which needs a reason).
@@ -159,7 +212,7 @@ pub enum Event {
         force: bool,
         reason: Option<String>,
         canary_requests: u64,
-        verdicts: Vec<(String, VerdictStatus)>,
+        verdicts: Vec<Verdict>,
     },
     Pause {
         actor: String,
@@ -178,24 +231,28 @@ pub enum Event {
     },
 }
 
-/// `(guardrail, status)` pairs of verdicts, as events carry them.
-pub fn verdict_statuses(verdicts: &[Verdict]) -> Vec<(String, VerdictStatus)> {
-    verdicts
-        .iter()
-        .map(|v| (v.guardrail.clone(), v.status))
-        .collect()
-}
-
 impl Event {
-    /// A tick from the monitor's verdicts: the failure is the first failing verdict.
-    pub fn tick(canary_requests: u64, verdicts: &[Verdict]) -> Event {
+    /// A tick from the monitor's canary request count and verdicts.
+    pub fn tick(canary_requests: u64, verdicts: Vec<Verdict>) -> Event {
         Event::Tick {
             canary_requests,
-            verdicts: verdict_statuses(verdicts),
-            failure: verdicts
-                .iter()
-                .find(|v| v.status == VerdictStatus::Fail)
-                .map(Failure::from_verdict),
+            verdicts,
+        }
+    }
+
+    /// The evidence a judging event (tick, promote) carries: what the machine decided on.
+    pub fn evidence(&self) -> Option<(u64, &[Verdict])> {
+        match self {
+            Event::Tick {
+                canary_requests,
+                verdicts,
+            }
+            | Event::Promote {
+                canary_requests,
+                verdicts,
+                ..
+            } => Some((*canary_requests, verdicts)),
+            _ => None,
         }
     }
 
@@ -236,6 +293,12 @@ pub struct Notification {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub at_ms: i64,
+    /// The canary requests and verdicts of this transition, as recorded in the release's
+    /// evidence (filled by `Release::attach_evidence`).
+    #[serde(default)]
+    pub canary_requests: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<Verdict>,
 }
 
 /// What the caller must do, in order, in the transaction that persists the new release.
@@ -265,17 +328,78 @@ pub struct GateStatus {
     pub holds: bool,
     pub duration_ok: bool,
     pub requests_ok: bool,
+    /// No non-shadow verdict is `fail`.
     pub no_fail: bool,
+    /// What the step asks of the verdicts.
+    pub requirement: Requirement,
+    /// The verdicts meet `requirement`.
+    pub verdicts_ok: bool,
     pub elapsed_ms: u64,
     pub needed_ms: u64,
     /// Canary requests since the step began.
     pub requests: u64,
     pub needed_requests: u64,
-    /// Guardrails whose verdict is `fail`.
+    /// Non-shadow guardrails whose verdict is `fail`.
     pub failing: Vec<String>,
+    /// With `requirement: pass`, the non-shadow guardrails not yet shown harmless.
+    pub inconclusive: Vec<Inconclusive>,
     /// One line per unmet condition: `needs 3m 20s more`, `needs 340 more canary requests`,
-    /// `guardrail error_rate.max is failing`.
+    /// `guardrail error_rate.max is failing`, `guardrail error_rate.max_increase
+    /// inconclusive: 140 of ~900 canary requests, about 6 min`.
     pub missing: Vec<String>,
+}
+
+/// A guardrail a `pass` gate still waits for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Inconclusive {
+    pub guardrail: String,
+    /// Canary requests of the release so far (all steps: the tests run across the ramp).
+    pub canary_requests: u64,
+    /// The monitor's estimate of further canary requests before the bound is decided;
+    /// absent when it has none (canary looks worse but the evidence is not growing).
+    pub needs_more_requests: Option<u64>,
+    /// That many requests at the step's canary request rate so far; absent without an
+    /// estimate or without canary traffic at this step yet.
+    pub eta_ms: Option<u64>,
+}
+
+impl Inconclusive {
+    /// `inconclusive: 140 of ~900 canary requests, about 6 min`.
+    pub fn describe(&self) -> String {
+        match self.needs_more_requests {
+            None => format!(
+                "inconclusive: {} canary requests so far; canary looks worse but the evidence is not growing, so no estimate",
+                self.canary_requests
+            ),
+            Some(more) => {
+                let total = self.canary_requests.saturating_add(more);
+                let when = match self.eta_ms {
+                    Some(ms) => about(ms),
+                    None => "no canary traffic at this step yet to time it".to_owned(),
+                };
+                format!(
+                    "inconclusive: {} of ~{total} canary requests, {when}",
+                    self.canary_requests
+                )
+            }
+        }
+    }
+}
+
+/// A rough wait: `under a minute`, `about 6 min`, `about 3 h`, `about 2 days`.
+fn about(ms: u64) -> String {
+    const MIN: u64 = 60_000;
+    const HOUR: u64 = 60 * MIN;
+    if ms < MIN {
+        "under a minute".to_owned()
+    } else if ms < 2 * HOUR {
+        format!("about {} min", (ms + MIN / 2) / MIN)
+    } else if ms < 48 * HOUR {
+        format!("about {} h", (ms + HOUR / 2) / HOUR)
+    } else {
+        format!("about {} days", (ms + 12 * HOUR) / (24 * HOUR))
+    }
 }
 
 /// Why an event was not applied. `code` is stable (`release_finished`, `already_started`,
@@ -323,8 +447,9 @@ pub struct Release {
     /// The failure that halted or rolled back the release (cleared by `resume`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
-    /// The guardrail evidence at each transition, recorded by the controller
-    /// (the machine itself never reads or writes it) for the deploy report.
+    /// The guardrail evidence at each transition: for a tick or promote exactly what the
+    /// machine judged, for other events what the monitor showed when the event was made.
+    /// Attached by the controller (`Release::attach_evidence`); `apply` never reads it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub evidence: Vec<StepEvidence>,
     /// The readiness gate as evaluated at start (set by the server; the machine ignores it).
@@ -332,7 +457,8 @@ pub struct Release {
     pub readiness: Option<crate::readiness::GateRecord>,
 }
 
-/// Both arms' guardrail values when a release changed phase or step.
+/// Both arms' guardrail values when a release changed phase or step. The last one of a
+/// finished release is its verdicts for good.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepEvidence {
@@ -388,16 +514,60 @@ impl Release {
         self.plan.last_step() == Some(self.step)
     }
 
-    /// The candidate's share of traffic: the step's weight while routing, 0% before start
-    /// and after a drain, 100% once completed.
+    /// The candidate's share of traffic: the step's weight while routing (less the plan's
+    /// holdback at the final step), 0% before start and after a drain, 100% once completed.
     pub fn weight(&self) -> Percent {
         match self.phase {
             Phase::Pending | Phase::RolledBack | Phase::Aborted => Percent::ZERO,
             Phase::Completed => Percent::FULL,
             Phase::Canary | Phase::Paused | Phase::Promoting | Phase::Halted => {
-                self.current_step().map_or(Percent::ZERO, |s| s.weight)
+                self.plan.routed_weight(self.step).unwrap_or(Percent::ZERO)
             }
         }
+    }
+
+    /// What the current step's gate asks of the verdicts.
+    pub fn requirement(&self) -> Requirement {
+        self.plan.requirement(self.step)
+    }
+
+    /// The verdicts to show for this release: a finished release's are frozen at its final
+    /// transition (the last recorded evidence), whatever its monitor says later; `None`
+    /// while it runs, or when it finished without recorded evidence (stored by older code).
+    pub fn final_evidence(&self) -> Option<&StepEvidence> {
+        if self.phase.is_terminal() {
+            self.evidence.last()
+        } else {
+            None
+        }
+    }
+
+    /// Records the evidence of the transition from `before` to `self` and copies it into
+    /// the transition's notifications. For a tick or promote pass the event's own evidence
+    /// ([`Event::evidence`]), so the record is what the gate decided on; non-finite floats
+    /// are clamped so the stored release reads back.
+    pub fn attach_evidence(
+        &mut self,
+        before: &Release,
+        effects: &mut [Effect],
+        at_ms: i64,
+        canary_requests: u64,
+        verdicts: &[Verdict],
+    ) {
+        let verdicts: Vec<Verdict> = verdicts.iter().map(storable).collect();
+        for e in effects.iter_mut() {
+            if let Effect::Notify(n) = e {
+                n.canary_requests = canary_requests;
+                n.verdicts.clone_from(&verdicts);
+            }
+        }
+        self.evidence.push(StepEvidence {
+            at_ms,
+            step: before.step,
+            phase: self.phase,
+            canary_requests,
+            verdicts,
+        });
     }
 
     /// The routing the env must have while this release routes (`None` before start and
@@ -410,11 +580,11 @@ impl Release {
                 return None;
             }
         }
-        let step = self.current_step()?;
+        let weight = self.plan.routed_weight(self.step)?;
         Some(ReleaseRouting {
             id: self.id.clone(),
             candidate: self.candidate.clone(),
-            weight: step.weight,
+            weight,
             stickiness: self.plan.stickiness,
             exclude_tenants: if self.at_final_step() {
                 BTreeSet::new()
@@ -425,26 +595,40 @@ impl Release {
     }
 
     /// The current step's gate: its minimum duration AND minimum canary requests (counted
-    /// since the step began) are met and no verdict is `fail`.
-    pub fn gate(
-        &self,
-        now_ms: i64,
-        canary_requests: u64,
-        verdicts: &[(String, VerdictStatus)],
-    ) -> GateStatus {
+    /// since the step began) are met, and the non-shadow verdicts meet the step's
+    /// requirement: none is `fail` (`no_fail`), or every one is `pass` (`pass`; never
+    /// without verdicts). Shadow verdicts never gate.
+    pub fn gate(&self, now_ms: i64, canary_requests: u64, verdicts: &[Verdict]) -> GateStatus {
         let step = self.current_step();
+        let requirement = self.requirement();
         let needed_ms = step.map_or(0, |s| s.min_duration.as_ms());
         let needed_requests = step.map_or(0, |s| s.min_requests);
         let elapsed_ms = u64::try_from(now_ms.saturating_sub(self.step_started_ms)).unwrap_or(0);
         let requests = canary_requests.saturating_sub(self.step_requests_at_start);
-        let failing: Vec<String> = verdicts
-            .iter()
-            .filter(|(_, s)| *s == VerdictStatus::Fail)
-            .map(|(g, _)| g.clone())
+        let gating = || verdicts.iter().filter(|v| !v.shadow);
+        let failing: Vec<String> = gating()
+            .filter(|v| v.status == VerdictStatus::Fail)
+            .map(|v| v.guardrail.clone())
             .collect();
+        let inconclusive: Vec<Inconclusive> = match requirement {
+            Requirement::NoFail => Vec::new(),
+            Requirement::Pass => gating()
+                .filter(|v| v.status == VerdictStatus::Pending)
+                .map(|v| Inconclusive {
+                    guardrail: v.guardrail.clone(),
+                    canary_requests,
+                    needs_more_requests: v.needs_more_requests,
+                    eta_ms: v
+                        .needs_more_requests
+                        .and_then(|more| eta_ms(more, requests, elapsed_ms)),
+                })
+                .collect(),
+        };
         let duration_ok = elapsed_ms >= needed_ms;
         let requests_ok = requests >= needed_requests;
         let no_fail = failing.is_empty();
+        let no_verdicts = requirement == Requirement::Pass && verdicts.is_empty();
+        let verdicts_ok = no_fail && inconclusive.is_empty() && !no_verdicts;
         let mut missing = Vec::new();
         if step.is_none() {
             missing.push("the plan has no such step".to_owned());
@@ -461,16 +645,27 @@ impl Release {
         for g in &failing {
             missing.push(format!("guardrail {g} is failing"));
         }
+        for i in &inconclusive {
+            missing.push(format!("guardrail {} {}", i.guardrail, i.describe()));
+        }
+        if no_verdicts {
+            missing.push(
+                "no guardrail verdicts yet (this step requires every guardrail to pass)".to_owned(),
+            );
+        }
         GateStatus {
-            holds: step.is_some() && duration_ok && requests_ok && no_fail,
+            holds: step.is_some() && duration_ok && requests_ok && verdicts_ok,
             duration_ok,
             requests_ok,
             no_fail,
+            requirement,
+            verdicts_ok,
             elapsed_ms,
             needed_ms,
             requests,
             needed_requests,
             failing,
+            inconclusive,
             missing,
         }
     }
@@ -481,10 +676,9 @@ impl Release {
         if let Event::Tick {
             canary_requests,
             verdicts,
-            failure,
         } = event
         {
-            return Ok(self.tick(*canary_requests, verdicts, failure.as_ref(), now_ms));
+            return Ok(self.tick(*canary_requests, verdicts, now_ms));
         }
         if self.phase.is_terminal() {
             return Err(refuse(
@@ -595,7 +789,7 @@ impl Release {
         force: bool,
         reason: Option<&str>,
         canary_requests: u64,
-        verdicts: &[(String, VerdictStatus)],
+        verdicts: &[Verdict],
         now_ms: i64,
     ) -> Result<(Release, Vec<Effect>), Refusal> {
         if self.phase != Phase::Canary {
@@ -672,27 +866,17 @@ impl Release {
     fn tick(
         &self,
         canary_requests: u64,
-        verdicts: &[(String, VerdictStatus)],
-        failure: Option<&Failure>,
+        verdicts: &[Verdict],
         now_ms: i64,
     ) -> (Release, Vec<Effect>) {
         if self.phase != Phase::Canary {
             return (self.clone(), Vec::new());
         }
-        let failure = failure.cloned().or_else(|| {
-            verdicts
-                .iter()
-                .find(|(_, s)| *s == VerdictStatus::Fail)
-                .map(|(g, _)| Failure {
-                    guardrail: g.clone(),
-                    canary_value: 0.0,
-                    canary_n: 0,
-                    control_value: 0.0,
-                    control_n: 0,
-                    threshold: String::new(),
-                    explanation: "reported failing without details".to_owned(),
-                })
-        });
+        // A shadow bound is being calibrated: its fail is reported, never acted on.
+        let failure = verdicts
+            .iter()
+            .find(|v| !v.shadow && v.status == VerdictStatus::Fail)
+            .map(Failure::from_verdict);
         if let Some(f) = failure {
             let reason = f.summary();
             return match self.plan.on_failure {
@@ -822,13 +1006,15 @@ impl Release {
             action: action.to_owned(),
             phase: self.phase,
             step: self.step,
-            weight: self.current_step().map_or(Percent::ZERO, |s| s.weight),
+            weight: self.plan.routed_weight(self.step).unwrap_or(Percent::ZERO),
             candidate: self.candidate.id.clone(),
             baseline: self.baseline.id.clone(),
             failure: self.failure.clone(),
             initiator: initiator.to_owned(),
             reason,
             at_ms,
+            canary_requests: 0,
+            verdicts: Vec::new(),
         }
     }
 }
@@ -849,4 +1035,13 @@ fn require_reason(reason: &str, what: &str) -> Result<(), Refusal> {
         ));
     }
     Ok(())
+}
+
+/// `more` requests at the rate this step has seen so far (`requests` in `elapsed_ms`).
+fn eta_ms(more: u64, requests: u64, elapsed_ms: u64) -> Option<u64> {
+    if requests == 0 || elapsed_ms == 0 {
+        return None;
+    }
+    let ms = u128::from(more) * u128::from(elapsed_ms) / u128::from(requests);
+    Some(u64::try_from(ms).unwrap_or(u64::MAX))
 }

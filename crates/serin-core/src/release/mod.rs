@@ -12,8 +12,23 @@
 //! # Decisions
 //!
 //! - **Gate.** A step's gate holds when its `min_duration` has elapsed since the step
-//!   began, at least `min_requests` canary requests were served since the step began, and no
-//!   verdict is `fail` (`pending` does not block, as SPEC says).
+//!   began, at least `min_requests` canary requests were served since the step began, and the
+//!   non-shadow verdicts meet the step's requirement ([`Requirement`]): `no_fail` (no
+//!   verdict is `fail`; `pending` does not block, as SPEC says) or `pass` (every verdict is
+//!   `pass`: shown not worse than its bound allows). Unless a step says `require:`, the
+//!   final step and any step of weight 50% or more require `pass`, the others `no_fail`:
+//!   a small early step only has to do no visible harm, while the steps that expose most
+//!   users have to show harmlessness. A `pass` gate that waits names each guardrail still
+//!   inconclusive, the canary requests it needs and when, at the step's rate so far.
+//! - **Shadow** verdicts (rules with `shadow: true`) are carried and recorded like any
+//!   other but never gate: their `fail` neither halts nor rolls back nor blocks a gate.
+//! - **Evidence.** Ticks and promotions carry the full verdicts and canary request count
+//!   they are judged on; the controller records exactly those in `Release::evidence`
+//!   ([`Release::attach_evidence`]) and in the transition's notifications. A finished
+//!   release shows its last recorded evidence for good ([`Release::final_evidence`]).
+//! - **Holdback.** `holdback: 2%` (at most 10%, final weight 100%) routes the final step at
+//!   `100% - holdback`, so it still has a control; completing makes the candidate the stable
+//!   for everyone.
 //! - **Never time alone.** Every step must wait for something (`min_duration` or
 //!   `min_requests` above zero), and with `promotion: auto` every step needs
 //!   `min_requests >= 1`, so an automatic promotion always rests on traffic seen at that
@@ -37,9 +52,10 @@ pub mod plan;
 
 pub use duration::{DurationError, DurationSpec, human_ms};
 pub use machine::{
-    Effect, Event, Failure, GateStatus, Notification, Phase, Refusal, Release, SYSTEM_ACTOR,
-    StepEvidence, Transition, verdict_statuses,
+    Effect, Event, Failure, GateStatus, Inconclusive, Notification, Phase, Refusal, Release,
+    SYSTEM_ACTOR, StepEvidence, Transition, sig,
 };
 pub use plan::{
-    CanaryStep, MAX_WEBHOOK_CHARS, Notify, OnFailure, Plan, PlanError, Promotion, Step,
+    CanaryStep, MAX_HOLDBACK_BP, MAX_WEBHOOK_CHARS, Notify, OnFailure, Plan, PlanError, Promotion,
+    Requirement, Step,
 };

@@ -34,7 +34,16 @@ pub struct Plan {
     pub on_failure: OnFailure,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<Notify>,
+    /// Share of traffic kept on the old stable during the final step (at most 10%, only
+    /// with a final weight of 100%), so the final step is still judged against a control.
+    /// The final step then routes `100% - holdback`; completing the release makes the
+    /// candidate the stable for everyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdback: Option<Percent>,
 }
+
+/// The largest holdback a plan may keep on the old stable, in basis points (10%).
+pub const MAX_HOLDBACK_BP: u16 = 1_000;
 
 /// One step of a plan. YAML: `- canary: {weight: 1%, min_duration: 5m, min_requests: 500}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +65,30 @@ pub struct CanaryStep {
     /// Least canary requests served during this step before its gate can hold.
     #[serde(default)]
     pub min_requests: u64,
+    /// What the guardrail verdicts must show before the gate holds. When omitted: `pass` at
+    /// the final step and at a weight of 50% or more, `no_fail` before (`Plan::requirement`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require: Option<Requirement>,
+}
+
+/// What a step's gate asks of the (non-shadow) guardrail verdicts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Requirement {
+    /// Every verdict is `pass`: each guardrail was shown not worse than its bound allows.
+    Pass,
+    /// No verdict is `fail`: nothing was shown harmful (inconclusive is fine).
+    NoFail,
+}
+
+impl Requirement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Requirement::Pass => "pass",
+            Requirement::NoFail => "no_fail",
+        }
+    }
 }
 
 impl Step {
@@ -199,6 +232,39 @@ impl Plan {
         self.steps.len().checked_sub(1)
     }
 
+    /// What step `i`'s gate asks of the verdicts: its own `require`, else `pass` for the
+    /// final step and any step routing half the traffic or more (where most users would
+    /// meet a harm that was merely not detected), `no_fail` for the small early steps.
+    pub fn requirement(&self, i: usize) -> Requirement {
+        let Some(step) = self.steps.get(i) else {
+            return Requirement::Pass;
+        };
+        let c = step.canary();
+        if let Some(r) = c.require {
+            return r;
+        }
+        if Some(i) == self.last_step() || c.weight.basis_points() >= 5_000 {
+            Requirement::Pass
+        } else {
+            Requirement::NoFail
+        }
+    }
+
+    /// The candidate's share of traffic at step `i`: the step's weight, less the holdback at
+    /// the final step.
+    pub fn routed_weight(&self, i: usize) -> Option<Percent> {
+        let weight = self.steps.get(i)?.canary().weight;
+        match self.holdback {
+            Some(h) if Some(i) == self.last_step() => Some(
+                Percent::from_basis_points(u32::from(
+                    weight.basis_points().saturating_sub(h.basis_points()),
+                ))
+                .unwrap_or(weight),
+            ),
+            _ => Some(weight),
+        }
+    }
+
     /// Refuses plans that cannot run as meant:
     /// - at least one step; weights strictly increasing, each above 0% (and at most 100%,
     ///   which parsing already enforces);
@@ -208,7 +274,9 @@ impl Plan {
     /// - webhooks are `http://` or `https://` URLs with a host, at most 2048 characters,
     ///   without spaces or control characters;
     /// - the guardrails block passes [`GuardrailConfig::validate`];
-    /// - excluded tenants are non-empty and carry no surrounding whitespace.
+    /// - excluded tenants are non-empty and carry no surrounding whitespace;
+    /// - a holdback is above 0% and at most 10%, needs a final weight of 100%, and every
+    ///   earlier step stays below `100% - holdback` (routing only ever grows).
     pub fn validate(&self) -> Result<(), PlanError> {
         if self.steps.is_empty() {
             return Err(PlanError::invalid(
@@ -251,6 +319,7 @@ impl Plan {
                 ));
             }
         }
+        self.check_holdback()?;
         for (i, n) in self.notify.iter().enumerate() {
             check_webhook(&n.webhook)
                 .map_err(|m| PlanError::invalid(format!("/notify/{i}/webhook"), m))?;
@@ -290,6 +359,41 @@ impl Plan {
                 return Err(PlanError::invalid(
                     format!("/exclude_tenants/{i}"),
                     format!("tenant {t:?} has surrounding whitespace"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Plan {
+    fn check_holdback(&self) -> Result<(), PlanError> {
+        let Some(h) = self.holdback else {
+            return Ok(());
+        };
+        if h == Percent::ZERO || h.basis_points() > MAX_HOLDBACK_BP {
+            return Err(PlanError::invalid(
+                "/holdback",
+                format!("holdback must be above 0% and at most 10%, not {h}"),
+            ));
+        }
+        let last = self.last_step().unwrap_or(0);
+        let final_weight = self.steps.get(last).map(|s| s.canary().weight);
+        if final_weight != Some(Percent::FULL) {
+            return Err(PlanError::invalid(
+                "/holdback",
+                "a holdback needs a final step of weight 100% (it keeps a share of that step on the old stable)",
+            ));
+        }
+        let routed = self.routed_weight(last).unwrap_or(Percent::FULL);
+        for (i, step) in self.steps.iter().enumerate().take(last) {
+            let w = step.canary().weight;
+            if w >= routed {
+                return Err(PlanError::invalid(
+                    format!("/steps/{i}/canary/weight"),
+                    format!(
+                        "with holdback {h} the final step routes {routed}; earlier steps must stay below it, not {w}"
+                    ),
                 ));
             }
         }

@@ -4,7 +4,9 @@
 use serin_core::decision::Percent;
 use serin_core::decision::bench_support::bundle_ref;
 use serin_core::guardrails::{MetricValue, Verdict, VerdictStatus};
-use serin_core::release::{Effect, Event, Failure, GateStatus, Phase, Plan, Release, SYSTEM_ACTOR};
+use serin_core::release::{
+    Effect, Event, GateStatus, Phase, Plan, Release, Requirement, SYSTEM_ACTOR,
+};
 
 const T0: i64 = 1_700_000_000_000;
 const MIN: i64 = 60_000;
@@ -51,55 +53,91 @@ fn start() -> Event {
     }
 }
 
-fn pass_verdicts() -> Vec<(String, VerdictStatus)> {
-    vec![
-        ("error_rate.max".into(), VerdictStatus::Pass),
-        ("latency_p95_ms.max_increase".into(), VerdictStatus::Pending),
-    ]
-}
-
-fn fail_verdicts() -> Vec<(String, VerdictStatus)> {
-    vec![
-        ("error_rate.max".into(), VerdictStatus::Fail),
-        ("latency_p95_ms.max_increase".into(), VerdictStatus::Pass),
-    ]
-}
-
-fn failure() -> Failure {
-    Failure {
-        guardrail: "error_rate.max".into(),
-        canary_value: 0.051,
-        canary_n: 1200,
-        control_value: 0.009,
-        control_n: 98000,
+/// A verdict of `guardrail` with `status`, the canary at 5.1% of 1200 against 0.9% of
+/// 98,000 (the values matter only where a test reads them).
+fn verdict(guardrail: &str, status: VerdictStatus) -> Verdict {
+    Verdict {
+        guardrail: guardrail.into(),
+        status,
+        canary: MetricValue {
+            value: 0.051,
+            n: 1200,
+        },
+        control: MetricValue {
+            value: 0.009,
+            n: 98_000,
+        },
         threshold: "<= 2%".into(),
+        statistic: 812.0,
+        statistic_threshold: 600.0,
+        needs_more_requests: None,
         explanation: "canary error rate 5.1% is above 2%".into(),
+        latched_at_ms: (status == VerdictStatus::Fail).then_some(T0 - 1),
+        shadow: false,
+        pass_statistic: None,
+        pass_threshold: None,
+        passed_at_ms: None,
     }
+}
+
+fn shadow(mut v: Verdict) -> Verdict {
+    v.shadow = true;
+    v
+}
+
+/// One bound shown harmless, one still undecided: enough for a `no_fail` step only.
+fn pass_verdicts() -> Vec<Verdict> {
+    vec![
+        verdict("error_rate.max", VerdictStatus::Pass),
+        pending("latency_p95_ms.max_increase", Some(760)),
+    ]
+}
+
+/// Every bound shown harmless: enough for a `pass` step.
+fn all_pass() -> Vec<Verdict> {
+    vec![
+        verdict("error_rate.max", VerdictStatus::Pass),
+        verdict("latency_p95_ms.max_increase", VerdictStatus::Pass),
+    ]
+}
+
+fn pending(guardrail: &str, needs: Option<u64>) -> Verdict {
+    Verdict {
+        needs_more_requests: needs,
+        ..verdict(guardrail, VerdictStatus::Pending)
+    }
+}
+
+fn fail_verdicts() -> Vec<Verdict> {
+    vec![
+        verdict("error_rate.max", VerdictStatus::Fail),
+        verdict("latency_p95_ms.max_increase", VerdictStatus::Pass),
+    ]
 }
 
 fn tick(requests: u64) -> Event {
-    Event::Tick {
-        canary_requests: requests,
-        verdicts: pass_verdicts(),
-        failure: None,
-    }
+    Event::tick(requests, pass_verdicts())
+}
+
+fn tick_with(requests: u64, verdicts: Vec<Verdict>) -> Event {
+    Event::tick(requests, verdicts)
 }
 
 fn tick_fail(requests: u64) -> Event {
-    Event::Tick {
-        canary_requests: requests,
-        verdicts: fail_verdicts(),
-        failure: Some(failure()),
-    }
+    Event::tick(requests, fail_verdicts())
 }
 
 fn promote(requests: u64) -> Event {
+    promote_with(requests, pass_verdicts())
+}
+
+fn promote_with(requests: u64, verdicts: Vec<Verdict>) -> Event {
     Event::Promote {
         actor: "jordan".into(),
         force: false,
         reason: None,
         canary_requests: requests,
-        verdicts: pass_verdicts(),
+        verdicts,
     }
 }
 
@@ -426,7 +464,7 @@ fn every_phase_and_event() {
 struct GateCase {
     elapsed_ms: i64,
     requests: u64,
-    verdicts: Vec<(String, VerdictStatus)>,
+    verdicts: Vec<Verdict>,
     /// (holds, duration_ok, requests_ok, no_fail)
     want: (bool, bool, bool, bool),
     missing: &'static [&'static str],
@@ -509,15 +547,15 @@ fn gate_with_duration_only_or_requests_only() {
     let duration_only =
         Plan::parse_and_validate("steps:\n  - canary: {weight: 10%, min_duration: 1h}\n").unwrap();
     let (r, _) = apply(&release_with(duration_only), &start(), T0);
-    assert!(!r.gate(T0 + 59 * MIN, 1_000_000, &[]).holds);
-    assert!(r.gate(T0 + 60 * MIN, 0, &[]).holds);
+    assert!(!r.gate(T0 + 59 * MIN, 1_000_000, &all_pass()).holds);
+    assert!(r.gate(T0 + 60 * MIN, 0, &all_pass()).holds);
     assert!(!r.gate(T0 + 60 * MIN, 0, &fail_verdicts()).holds);
 
     let requests_only =
         Plan::parse_and_validate("steps:\n  - canary: {weight: 10%, min_requests: 50}\n").unwrap();
     let (r, _) = apply(&release_with(requests_only), &start(), T0);
-    assert!(r.gate(T0, 50, &[]).holds);
-    let g = r.gate(T0 + 1000 * MIN, 49, &[]);
+    assert!(r.gate(T0, 50, &all_pass()).holds);
+    let g = r.gate(T0 + 1000 * MIN, 49, &all_pass());
     assert!(!g.holds);
     assert_eq!(g.missing, vec!["needs 1 more canary requests"]);
 }
@@ -620,7 +658,7 @@ fn promoting_the_last_step_completes_and_makes_the_candidate_stable() {
     }
     assert_eq!((r.phase, r.step), (Phase::Canary, 2));
     at += 3 * 60 * MIN;
-    let (done, effects) = apply(&r, &promote(requests + 100), at);
+    let (done, effects) = apply(&r, &promote_with(requests + 100, all_pass()), at);
     assert_eq!(done.phase, Phase::Completed);
     assert_eq!(
         render_effects(&effects),
@@ -701,7 +739,11 @@ fn auto_promotion_needs_requests_never_time_alone() {
     // Through the last step to completion on ticks alone.
     let (r2, _) = apply(&resumed, &tick(5_500), T0 + 40 * MIN);
     assert_eq!(r2.step, 2);
-    let (done, effects) = apply(&r2, &tick(5_600), T0 + 40 * MIN + 2 * 60 * MIN);
+    let (done, effects) = apply(
+        &r2,
+        &tick_with(5_600, all_pass()),
+        T0 + 40 * MIN + 2 * 60 * MIN,
+    );
     assert_eq!(done.phase, Phase::Completed);
     assert!(
         effects
@@ -727,34 +769,13 @@ fn auto_promotion_never_passes_a_failing_guardrail() {
 
 #[test]
 fn on_failure_rollback_drains_and_halt_freezes() {
-    let verdict = Verdict {
-        guardrail: "error_rate.max".into(),
-        status: VerdictStatus::Fail,
-        canary: MetricValue {
-            value: 0.051,
-            n: 1200,
-        },
-        control: MetricValue {
-            value: 0.009,
-            n: 98_000,
-        },
-        threshold: "<= 2%".into(),
-        statistic: 812.0,
-        statistic_threshold: 600.0,
-        needs_more_requests: None,
-        explanation: "canary error rate 5.1% is above 2%".into(),
-        latched_at_ms: None,
-        shadow: false,
-        pass_statistic: None,
-        pass_threshold: None,
-        passed_at_ms: None,
-    };
+    let verdict = verdict("error_rate.max", VerdictStatus::Fail);
     let pass = Verdict {
         guardrail: "cost_per_request.max_ratio".into(),
         status: VerdictStatus::Pass,
         ..verdict.clone()
     };
-    let event = Event::tick(1_200, &[pass, verdict]);
+    let event = Event::tick(1_200, vec![pass, verdict]);
 
     // rollback (the default)
     let (r, _) = apply(&release_with(plan("")), &start(), T0);
@@ -822,19 +843,6 @@ fn on_failure_rollback_drains_and_halt_freezes() {
     assert_eq!(n.initiator, "jordan");
     assert_eq!(n.reason.as_deref(), Some("confirmed regression"));
     assert_eq!(n.failure.as_ref().unwrap().guardrail, "error_rate.max");
-}
-
-#[test]
-fn a_fail_verdict_without_details_still_fails() {
-    let (r, _) = apply(&release_with(plan("")), &start(), T0);
-    let event = Event::Tick {
-        canary_requests: 10,
-        verdicts: fail_verdicts(),
-        failure: None,
-    };
-    let (next, _) = apply(&r, &event, T0);
-    assert_eq!(next.phase, Phase::RolledBack);
-    assert_eq!(next.failure.unwrap().guardrail, "error_rate.max");
 }
 
 #[test]
@@ -908,4 +916,300 @@ fn events_round_trip_as_json() {
     }
     let json = serde_json::to_value(start()).unwrap();
     assert_eq!(json["type"], "start");
+}
+
+#[test]
+fn steps_require_pass_at_the_end_and_from_half_the_traffic_unless_they_say_otherwise() {
+    let p = Plan::parse_and_validate(
+        "steps:
+  - canary: {weight: 1%, min_requests: 10}
+  - canary: {weight: 20%, min_requests: 10, require: pass}
+  - canary: {weight: 50%, min_requests: 10}
+  - canary: {weight: 60%, min_requests: 10, require: no_fail}
+  - canary: {weight: 80%, min_requests: 10}
+",
+    )
+    .unwrap();
+    let got: Vec<Requirement> = (0..5).map(|i| p.requirement(i)).collect();
+    use Requirement::{NoFail, Pass};
+    assert_eq!(got, vec![NoFail, Pass, Pass, NoFail, Pass]);
+    // A one-step plan's only step is its final one.
+    let one =
+        Plan::parse_and_validate("steps:\n  - canary: {weight: 5%, min_requests: 1}\n").unwrap();
+    assert_eq!(one.requirement(0), Pass);
+    // Only the two words are accepted, and they survive the JSON form.
+    let err =
+        Plan::parse_yaml("steps:\n  - canary: {weight: 5%, min_requests: 1, require: maybe}\n")
+            .unwrap_err();
+    assert_eq!(err.pointer, "/steps/0/canary/require", "{err:?}");
+    let json = serde_json::to_value(&p).unwrap();
+    assert_eq!(json["steps"][1]["canary"]["require"], "pass");
+    assert!(
+        json["steps"][0]["canary"].get("require").is_none(),
+        "{json}"
+    );
+    assert_eq!(Plan::from_value(json).unwrap(), p);
+}
+
+/// A one-step plan (so its step requires `pass`) started at T0.
+fn pass_step_release(extra: &str) -> Release {
+    let p = Plan::parse_and_validate(&format!(
+        "steps:\n  - canary: {{weight: 10%, min_duration: 1m, min_requests: 100}}\n{extra}"
+    ))
+    .unwrap();
+    apply(&release_with(p), &start(), T0).0
+}
+
+#[test]
+fn a_pass_gate_waits_naming_each_inconclusive_guardrail_with_its_requests_and_eta() {
+    let r = pass_step_release("");
+    assert_eq!(r.requirement(), Requirement::Pass);
+    // 140 canary requests in 2 minutes; the latency bound needs about 760 more: at 70 a
+    // minute that is about 11 minutes. The error bound is shown harmless.
+    let verdicts = vec![
+        verdict("error_rate.max", VerdictStatus::Pass),
+        pending("latency_p95_ms.max_increase", Some(760)),
+    ];
+    let g = r.gate(T0 + 2 * MIN, 140, &verdicts);
+    assert_eq!(
+        (
+            g.holds,
+            g.duration_ok,
+            g.requests_ok,
+            g.no_fail,
+            g.verdicts_ok
+        ),
+        (false, true, true, true, false)
+    );
+    assert_eq!(g.requirement, Requirement::Pass);
+    assert_eq!(g.inconclusive.len(), 1);
+    let i = &g.inconclusive[0];
+    assert_eq!(
+        (
+            i.guardrail.as_str(),
+            i.canary_requests,
+            i.needs_more_requests
+        ),
+        ("latency_p95_ms.max_increase", 140, Some(760))
+    );
+    assert_eq!(i.eta_ms, Some(760 * 2 * MIN as u64 / 140));
+    assert_eq!(
+        g.missing,
+        vec![
+            "guardrail latency_p95_ms.max_increase inconclusive: 140 of ~900 canary requests, about 11 min"
+        ]
+    );
+    // The same evidence is enough for a no_fail step: inconclusive does not block there.
+    let lenient = Plan::parse_and_validate(
+        "steps:\n  - canary: {weight: 10%, min_duration: 1m, min_requests: 100, require: no_fail}\n",
+    )
+    .unwrap();
+    let r2 = apply(&release_with(lenient), &start(), T0).0;
+    let g2 = r2.gate(T0 + 2 * MIN, 140, &verdicts);
+    assert!(g2.holds && g2.inconclusive.is_empty(), "{g2:?}");
+
+    // Without an estimate, and without traffic at this step to time one.
+    let g = r.gate(
+        T0 + 2 * MIN,
+        140,
+        &[pending("refusal_rate.max_ratio", None)],
+    );
+    assert_eq!(
+        g.missing,
+        vec![
+            "guardrail refusal_rate.max_ratio inconclusive: 140 canary requests so far; canary looks worse but the evidence is not growing, so no estimate"
+        ]
+    );
+    let g = r.gate(T0 + 2 * MIN, 0, &[pending("error_rate.max", Some(500))]);
+    assert_eq!(g.inconclusive[0].eta_ms, None);
+    assert!(
+        g.missing.iter().any(|m| m
+            .ends_with("0 of ~500 canary requests, no canary traffic at this step yet to time it")),
+        "{:?}",
+        g.missing
+    );
+    // No verdicts at all is not a pass.
+    let g = r.gate(T0 + 2 * MIN, 140, &[]);
+    assert!(!g.holds && !g.verdicts_ok);
+    assert_eq!(
+        g.missing,
+        vec!["no guardrail verdicts yet (this step requires every guardrail to pass)"]
+    );
+    // Every bound shown harmless: it holds.
+    let g = r.gate(T0 + 2 * MIN, 140, &all_pass());
+    assert!(g.holds, "{g:?}");
+    // A manual promotion is refused with the same lines; auto waits on ticks.
+    let refusal = r
+        .apply(&promote_with(140, verdicts.clone()), T0 + 2 * MIN)
+        .unwrap_err();
+    assert_eq!(refusal.code, "gate_not_met");
+    assert_eq!(refusal.missing.len(), 1);
+    let auto = pass_step_release("promotion: auto\n");
+    let (same, effects) = apply(&auto, &tick_with(1_000_000, verdicts), T0 + 1000 * MIN);
+    assert!(effects.is_empty() && same == auto);
+    let (done, _) = apply(&auto, &tick_with(140, all_pass()), T0 + 2 * MIN);
+    assert_eq!(done.phase, Phase::Completed);
+}
+
+#[test]
+fn shadow_verdicts_never_halt_roll_back_or_block_a_gate() {
+    let shadow_fail = shadow(verdict("refusal_rate.max_increase", VerdictStatus::Fail));
+    let shadow_pending = shadow(pending("cost_per_request.max_ratio", Some(10_000)));
+    // Rollback plan: a failing shadow bound is reported, nothing happens.
+    let (r, _) = apply(&release_with(plan("")), &start(), T0);
+    let mut verdicts = pass_verdicts();
+    verdicts.insert(0, shadow_fail.clone());
+    let (same, effects) = apply(&r, &tick_with(10, verdicts.clone()), T0 + MIN);
+    assert!(effects.is_empty() && same == r, "{effects:?}");
+    let g = r.gate(T0 + 10 * MIN, 600, &verdicts);
+    assert!(g.holds && g.no_fail && g.failing.is_empty(), "{g:?}");
+    // Halt plan, auto: the shadow fail does not halt and the gate promotes past it.
+    let (r, _) = apply(
+        &release_with(plan("promotion: auto\non_failure: halt\n")),
+        &start(),
+        T0,
+    );
+    let (next, _) = apply(&r, &tick_with(600, verdicts.clone()), T0 + 10 * MIN);
+    assert_eq!((next.phase, next.step), (Phase::Canary, 1));
+    // A pass step is not held by a shadow bound that is pending or failing either.
+    let r = pass_step_release("");
+    let mut with_shadows = all_pass();
+    with_shadows.push(shadow_fail.clone());
+    with_shadows.push(shadow_pending);
+    assert!(r.gate(T0 + 2 * MIN, 140, &with_shadows).holds);
+    // A real fail still acts, named as the failure even when a shadow fail comes first.
+    let (r, _) = apply(&release_with(plan("")), &start(), T0);
+    let real = vec![
+        shadow_fail,
+        verdict("error_rate.max_increase", VerdictStatus::Fail),
+    ];
+    let (rolled, _) = apply(&r, &tick_with(10, real), T0 + MIN);
+    assert_eq!(rolled.phase, Phase::RolledBack);
+    assert_eq!(rolled.failure.unwrap().guardrail, "error_rate.max_increase");
+}
+
+#[test]
+fn a_holdback_keeps_a_control_during_the_final_step_then_completes_at_full_weight() {
+    let yaml = |steps: &str, holdback: &str| {
+        format!("steps:\n{steps}holdback: {holdback}\nexclude_tenants: [bigcorp]\n")
+    };
+    let steps = "  - canary: {weight: 10%, min_requests: 10}\n  - canary: {weight: 100%, min_duration: 1h, min_requests: 10}\n";
+    let p = Plan::parse_and_validate(&yaml(steps, "2%")).unwrap();
+    assert_eq!(p.routed_weight(0), Some(Percent::parse("10%").unwrap()));
+    assert_eq!(p.routed_weight(1), Some(Percent::parse("98%").unwrap()));
+    let (r, _) = apply(&release_with(p), &start(), T0);
+    let (last, effects) = apply(&r, &promote(10), T0 + MIN);
+    // The final step routes 98%, exclusions dropped; its gate is judged against control.
+    assert_eq!(
+        render_effects(&effects),
+        "publish:98%[] audit:release.promote"
+    );
+    assert_eq!(last.weight(), Percent::parse("98%").unwrap());
+    assert_eq!(last.requirement(), Requirement::Pass);
+    // The step's min_duration is the bake time: the gate does not hold before it.
+    let refusal = last
+        .apply(&promote_with(500, all_pass()), T0 + 30 * MIN)
+        .unwrap_err();
+    assert_eq!(refusal.missing, vec!["needs 31m more"]);
+    let (done, effects) = apply(&last, &promote_with(500, all_pass()), T0 + 62 * MIN);
+    assert_eq!(
+        render_effects(&effects),
+        "publish:none stable:support@5 audit:release.complete notify:release.complete"
+    );
+    assert_eq!(done.weight(), Percent::FULL);
+    let Some(Effect::Notify(n)) = effects.last() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(n.weight, Percent::parse("98%").unwrap());
+
+    // Refused: too large, zero, without a 100% final step, or an earlier step at or above
+    // the final routing (the routed share would shrink).
+    let refused = [
+        (yaml(steps, "11%"), "/holdback"),
+        (yaml(steps, "0%"), "/holdback"),
+        (
+            yaml(
+                "  - canary: {weight: 10%, min_requests: 10}\n  - canary: {weight: 90%, min_requests: 10}\n",
+                "2%",
+            ),
+            "/holdback",
+        ),
+        (
+            yaml(
+                "  - canary: {weight: 99%, min_requests: 10}\n  - canary: {weight: 100%, min_requests: 10}\n",
+                "2%",
+            ),
+            "/steps/0/canary/weight",
+        ),
+    ];
+    for (text, pointer) in refused {
+        let err = Plan::parse_and_validate(&text).unwrap_err();
+        assert_eq!(err.pointer, pointer, "{text}: {err}");
+    }
+    assert!(Plan::parse_and_validate(&yaml(steps, "10%")).is_ok());
+}
+
+#[test]
+fn the_recorded_evidence_is_exactly_what_the_gate_decided_on() {
+    let (r, _) = apply(&release_with(plan("")), &start(), T0);
+    let mut verdicts = fail_verdicts();
+    // An e-value that overflowed: JSON cannot carry it, the stored release must read back.
+    verdicts[1].statistic = f64::INFINITY;
+    verdicts[1].pass_statistic = Some(f64::INFINITY);
+    let event = tick_with(1_000, verdicts.clone());
+    let (mut rolled, mut effects) = apply(&r, &event, T0 + MIN);
+    let (requests, judged) = event.evidence().unwrap();
+    assert_eq!((requests, judged), (1_000, &verdicts[..]));
+    rolled.attach_evidence(&r, &mut effects, T0 + MIN, requests, judged);
+    let e = rolled.evidence.last().unwrap();
+    assert_eq!(
+        (e.at_ms, e.step, e.phase, e.canary_requests),
+        (T0 + MIN, 0, Phase::RolledBack, 1_000)
+    );
+    assert_eq!(e.verdicts[0], verdicts[0]);
+    assert_eq!(e.verdicts[1].statistic, f64::MAX);
+    assert_eq!(e.verdicts[1].pass_statistic, Some(f64::MAX));
+    let Some(Effect::Notify(n)) = effects.last() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!((n.canary_requests, &n.verdicts), (1_000, &e.verdicts));
+    let back: Release = serde_json::from_str(&serde_json::to_string(&rolled).unwrap()).unwrap();
+    assert_eq!(back, rolled);
+    // Finished: these verdicts are the release's for good, the fail with its latch.
+    let frozen = rolled.final_evidence().unwrap();
+    assert_eq!(frozen.verdicts[0].status, VerdictStatus::Fail);
+    assert_eq!(frozen.verdicts[0].latched_at_ms, Some(T0 - 1));
+    let f = rolled.failure.as_ref().unwrap();
+    assert_eq!(
+        (f.statistic, f.statistic_threshold, f.latched_at_ms),
+        (Some(812.0), Some(600.0), Some(T0 - 1))
+    );
+    assert_eq!(
+        f.summary(),
+        "guardrail error_rate.max failed: canary 0.051 (n=1200) vs control 0.009 (n=98000), threshold <= 2%, e-value 812 reached bar 600"
+    );
+    // A running release has no frozen verdicts; promotions record at the step they left.
+    assert!(r.final_evidence().is_none());
+    let promote = promote(600);
+    let (mut next, mut effects) = apply(&r, &promote, T0 + 10 * MIN);
+    let (requests, judged) = promote.evidence().unwrap();
+    next.attach_evidence(&r, &mut effects, T0 + 10 * MIN, requests, judged);
+    let e = next.evidence.last().unwrap();
+    assert_eq!((e.step, next.step, e.canary_requests), (0, 1, 600));
+    assert!(pause().evidence().is_none());
+}
+
+#[test]
+fn a_failure_stored_before_its_evidence_was_kept_still_reads() {
+    let old = serde_json::json!({
+        "guardrail": "error_rate.max", "canary_value": 0.05, "canary_n": 1200,
+        "control_value": 0.01, "control_n": 9000, "threshold": "<= 2%",
+        "explanation": "x",
+    });
+    let f: serin_core::release::Failure = serde_json::from_value(old).unwrap();
+    assert_eq!((f.statistic, f.latched_at_ms), (None, None));
+    assert_eq!(
+        f.summary(),
+        "guardrail error_rate.max failed: canary 0.05 (n=1200) vs control 0.01 (n=9000), threshold <= 2%"
+    );
 }

@@ -11,10 +11,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use serin_core::decision::bench_support::bundle_ref;
 use serin_core::decision::{Command, EnvState, Kill};
-use serin_core::guardrails::{ArmAggregate, GuardrailConfig, Monitor, Sketch};
+use serin_core::guardrails::{
+    ArmAggregate, GuardrailConfig, MetricValue, Monitor, Sketch, Verdict, VerdictStatus,
+};
 use serin_core::outcome::OutcomeEvent;
 use serin_core::readiness::{GateOverride, GateRecord, Policy, template};
-use serin_core::release::{Event, Plan, Release};
+use serin_core::release::{Event, Failure, Notification, Plan, Release};
 
 /// encode → decode → encode gives the same text; returns the decoded value.
 fn roundtrip<T: Serialize + DeserializeOwned>(v: &T) -> T {
@@ -173,27 +175,83 @@ fn config() -> impl Strategy<Value = GuardrailConfig> {
         })
 }
 
-fn plan() -> Plan {
-    Plan::parse_and_validate(
-        "steps:\n  - canary: {weight: 1%, min_duration: 1s, min_requests: 10}\n  - canary: {weight: 50%, min_duration: 1s, min_requests: 10}\n\
-         exclude_tenants: [bigcorp]\nstickiness: user\nnotify: [{webhook: \"https://hooks.example.com/x\"}]\n\
-         guardrails:\n  error_rate: {max: 5%}\n",
+/// Plans with and without the per-step requirement and the holdback.
+fn plan() -> impl Strategy<Value = Plan> {
+    let require = prop_oneof![
+        Just(""),
+        Just(", require: pass"),
+        Just(", require: no_fail")
+    ];
+    (require, prop::option::of(1u32..=10)).prop_map(|(require, holdback)| {
+        let (last, holdback) = match holdback {
+            Some(h) => ("100%".to_owned(), format!("holdback: {h}%\n")),
+            None => ("50%".to_owned(), String::new()),
+        };
+        Plan::parse_and_validate(&format!(
+            "steps:\n  - canary: {{weight: 1%, min_duration: 1s, min_requests: 10{require}}}\n  - canary: {{weight: {last}, min_duration: 1s, min_requests: 10}}\n\
+             exclude_tenants: [bigcorp]\nstickiness: user\nnotify: [{{webhook: \"https://hooks.example.com/x\"}}]\n\
+             guardrails:\n  error_rate: {{max: 5%}}\n{holdback}",
+        ))
+        .unwrap()
+    })
+}
+
+/// Verdicts as a monitor gives them, with the extremes a stored release must survive:
+/// e-values that overflowed, NaN, latches, shadow bounds, the non-inferiority fields.
+fn verdict() -> impl Strategy<Value = Verdict> {
+    let stat = prop_oneof![
+        Just(0.0),
+        Just(f64::INFINITY),
+        Just(f64::NAN),
+        Just(f64::MAX),
+        0.0f64..1e6,
+    ];
+    (
+        prop_oneof![Just("error_rate.max".to_owned()), name()],
+        prop_oneof![
+            Just(VerdictStatus::Pass),
+            Just(VerdictStatus::Pending),
+            Just(VerdictStatus::Fail),
+        ],
+        (count(), count(), finite(), finite()),
+        (stat.clone(), stat.clone(), prop::option::of(stat)),
+        (
+            prop::option::of(count()),
+            prop::option::of(any::<i64>()),
+            any::<bool>(),
+            prop::option::of(any::<i64>()),
+        ),
     )
-    .unwrap()
+        .prop_map(
+            |(
+                guardrail,
+                status,
+                (cn, sn, cv, sv),
+                (e, bar, pass_e),
+                (needs, latched, shadow, passed),
+            )| {
+                Verdict {
+                    guardrail,
+                    status,
+                    canary: MetricValue { value: cv, n: cn },
+                    control: MetricValue { value: sv, n: sn },
+                    threshold: "<= control + 1pp".into(),
+                    statistic: e,
+                    statistic_threshold: bar,
+                    needs_more_requests: needs,
+                    explanation: "because".into(),
+                    latched_at_ms: latched,
+                    shadow,
+                    pass_statistic: pass_e,
+                    pass_threshold: pass_e.map(|_| 400.0),
+                    passed_at_ms: passed,
+                }
+            },
+        )
 }
 
 fn release_event() -> impl Strategy<Value = Event> {
-    let statuses = prop::collection::vec(
-        (
-            prop_oneof![Just("error_rate.max".to_owned()), name()],
-            prop_oneof![
-                Just(serin_core::guardrails::VerdictStatus::Pass),
-                Just(serin_core::guardrails::VerdictStatus::Pending),
-                Just(serin_core::guardrails::VerdictStatus::Fail),
-            ],
-        ),
-        0..3,
-    );
+    let statuses = prop::collection::vec(verdict(), 0..3).boxed();
     prop_oneof![
         Just(Event::Start {
             actor: "alex".into()
@@ -201,7 +259,6 @@ fn release_event() -> impl Strategy<Value = Event> {
         (count(), statuses.clone()).prop_map(|(canary_requests, verdicts)| Event::Tick {
             canary_requests,
             verdicts,
-            failure: None,
         }),
         (count(), statuses, any::<bool>(), name()).prop_map(|(n, verdicts, force, reason)| {
             Event::Promote {
@@ -365,19 +422,39 @@ proptest! {
         events in prop::collection::vec(release_event(), 0..12),
         gate in prop::option::of(gate_record()),
         t in prop_oneof![Just(0i64), Just(1_700_000_000_000i64), Just(i64::MAX / 4)],
+        plan in plan(),
     ) {
         let mut r = Release::new(
             "r-1", "support", "prod", bundle_ref("support", 2), bundle_ref("support", 1),
-            plan(), t, "alex",
+            plan, t, "alex",
         );
         r.readiness = gate;
         roundtrip(&r);
         for (i, e) in events.iter().enumerate() {
-            if let Ok((next, _)) = r.apply(e, t + i as i64 * 1000) {
+            let at = t + i as i64 * 1000;
+            if let Ok((mut next, mut effects)) = r.apply(e, at) {
+                // What the controller stores: the transition's evidence, also in its
+                // notifications (which are stored in the webhook outbox).
+                let (requests, verdicts) = e.evidence().unwrap_or((0, &[]));
+                next.attach_evidence(&r, &mut effects, at, requests, verdicts);
+                for effect in &effects {
+                    if let serin_core::release::Effect::Notify(n) = effect {
+                        let back: Notification = roundtrip(n.as_ref());
+                        prop_assert_eq!(&back, n.as_ref());
+                    }
+                }
                 r = next;
             }
-            roundtrip(&r);
+            let back: Release = roundtrip(&r);
+            prop_assert_eq!(&back, &r);
         }
+    }
+
+    #[test]
+    fn failures_round_trip_from_any_failing_verdict(v in verdict()) {
+        let f = Failure::from_verdict(&v);
+        let back: Failure = roundtrip(&f);
+        prop_assert_eq!(back, f);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serin_core::auth::Action;
 use serin_core::readiness::GateOverride;
-use serin_core::release::{Event, Plan, Release, verdict_statuses};
+use serin_core::release::{Event, Plan, Release};
 use serin_core::slug;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -193,7 +193,7 @@ async fn promote(
                 force: req.force,
                 reason: req.reason,
                 canary_requests: requests,
-                verdicts: verdict_statuses(verdicts),
+                verdicts: verdicts.to_vec(),
             }
         })
         .await?;

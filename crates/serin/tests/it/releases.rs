@@ -529,3 +529,210 @@ async fn a_dead_webhook_is_retried_and_never_blocks_the_release() {
         "{text}"
     );
 }
+
+/// Interleaved traffic like [`traffic`], request ids under `tag`, the canary refusing one
+/// request in `refuse_every` (0 = none) and erring one in `error_every` (0 = none).
+async fn tagged_traffic(
+    server: &Server,
+    token: &str,
+    tag: &str,
+    n: usize,
+    error_every: usize,
+    refuse_every: usize,
+) {
+    let mut events = Vec::new();
+    for i in 0..n {
+        for j in 0..9 {
+            let k = i * 9 + j;
+            let mut e = event(k, "stable", "support@1", k % 100 == 0);
+            e["request_id"] = json!(format!("{tag}-s-{k}"));
+            events.push(e);
+        }
+        let mut e = event(
+            i,
+            "canary",
+            "support@2",
+            error_every > 0 && i % error_every == 0,
+        );
+        e["request_id"] = json!(format!("{tag}-c-{i}"));
+        e["refused"] = json!(refuse_every > 0 && i % refuse_every == 0);
+        events.push(e);
+    }
+    for chunk in events.chunks(2000) {
+        let (status, body) = server
+            .http(token)
+            .post("/v1/outcomes", &json!({ "events": chunk }))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["rejected"], 0, "{body}");
+    }
+}
+
+fn verdict<'a>(verdicts: &'a Value, guardrail: &str) -> &'a Value {
+    verdicts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["guardrail"] == guardrail)
+        .unwrap_or_else(|| panic!("no {guardrail} in {verdicts}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_release_keeps_showing_its_latched_fail_and_a_shadow_bound_never_gates() {
+    let (backend, server, admin, work) = setup().await;
+    let cli = server.cli(&admin);
+    let hook = Receiver::start().await;
+    let plan = |name: &str, require: &str| {
+        let path = work.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "steps:\n  - canary: {{weight: 10%, min_duration: 1s, min_requests: 100{require}}}\n\
+                 promotion: auto\non_failure: rollback\n\
+                 guardrails:\n  error_rate: {{max: 5%}}\n  refusal_rate: {{max_ratio: 1.5, shadow: true}}\n\
+                 \x20 settings: {{min_requests: 100}}\n\
+                 notify: [{{webhook: \"{}\"}}]\n",
+                hook.url
+            ),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let start = |cli: &Cli, path: String| {
+        cli.run(&[
+            "release", "start", "support", "--env", "prod", "--bundle", "2", "--plan", &path,
+        ])
+        .ok();
+    };
+
+    // 1. The canary errs on one request in four: rolled back on the latched fail.
+    start(&cli, plan("bad.yaml", ""));
+    tagged_traffic(&server, &admin, "a", 400, 4, 0).await;
+    let v = wait_phase(&cli, "rolled_back", None).await;
+    let failure = v["release"]["failure"].clone();
+    assert_eq!(failure["guardrail"], "error_rate.max", "{v}");
+    let latched_at = failure["latched_at_ms"].as_i64().expect("latch time");
+    assert!(
+        failure["statistic"].as_f64().unwrap() >= failure["statistic_threshold"].as_f64().unwrap(),
+        "{failure}"
+    );
+    let frozen = v["verdicts"].clone();
+    let frozen_requests = v["canary_requests"].as_u64().unwrap();
+    let err = verdict(&frozen, "error_rate.max");
+    assert_eq!(
+        (&err["status"], err["latched_at_ms"].as_i64()),
+        (&json!("fail"), Some(latched_at)),
+        "{err}"
+    );
+    assert_eq!(verdict(&frozen, "refusal_rate.max_ratio")["shadow"], true);
+    // What the view shows is what the final transition recorded (and notified).
+    let evidence = v["release"]["evidence"].as_array().unwrap();
+    assert_eq!(evidence.last().unwrap()["verdicts"], frozen);
+    let note = hook.wait_for(1).await[0].clone();
+    assert_eq!(note["phase"], "rolled_back");
+    assert_eq!(note["verdicts"], frozen, "{note}");
+    assert_eq!(note["canary_requests"], frozen_requests);
+    assert_eq!(note["failure"]["latched_at_ms"], latched_at);
+
+    // Late healthy outcomes still reach the live monitor, an hour passes, the server is
+    // SIGKILLed and restarted: the release's story does not change.
+    tagged_traffic(&server, &admin, "late", 2000, 0, 0).await;
+    let (_, live) = server
+        .http(&admin)
+        .get("/v1/envs/prod/agents/support/guardrails")
+        .await;
+    let live_canary = live["comparisons"][0]["canary"]["requests"].as_u64();
+    assert!(
+        live_canary.is_some_and(|n| n > frozen_requests),
+        "the live monitor moved on: {live}"
+    );
+    server
+        .advance_clock(&admin, Duration::from_secs(2 * 3600))
+        .await;
+    server.kill9();
+    let server = Server::start(&backend);
+    let cli = server.cli(&admin);
+    let v = status(&cli);
+    assert_eq!(v["verdicts"], frozen, "{v}");
+    assert_eq!(v["canary_requests"], frozen_requests);
+    assert_eq!(v["release"]["failure"], failure);
+    let out = cli
+        .run(&["release", "status", "support", "--env", "prod"])
+        .ok();
+    assert!(
+        out.stdout
+            .contains("verdicts as recorded at the final transition"),
+        "{}",
+        out.stdout
+    );
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("error_rate.max "))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(
+        line.contains("fail") && line.contains("latched ") && line.contains("e "),
+        "{line}"
+    );
+    assert!(
+        out.stdout.contains("refusal_rate.max_ratio (shadow)"),
+        "{}",
+        out.stdout
+    );
+    let out = cli
+        .run(&["release", "report", "support", "--env", "prod"])
+        .ok();
+    assert!(
+        out.stdout
+            .contains("## Guardrails at the final transition (canary vs stable)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("| error_rate.max | fail |"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("| refusal_rate.max_ratio (shadow) |"),
+        "{}",
+        out.stdout
+    );
+
+    // 2. Again, healthy but refusing more: the shadow refusal bound fails and latches,
+    // yet the release completes (a shadow bound never gates).
+    start(&cli, plan("shadowed.yaml", ", require: no_fail"));
+    tagged_traffic(&server, &admin, "b", 400, 0, 3).await;
+    let v = wait_phase(&cli, "completed", None).await;
+    let refusal = verdict(&v["verdicts"], "refusal_rate.max_ratio");
+    assert_eq!(
+        (&refusal["status"], &refusal["shadow"]),
+        (&json!("fail"), &json!(true)),
+        "{v}"
+    );
+    assert!(v["release"]["failure"].is_null(), "{v}");
+
+    // The first release's view now counts that false alarm in its calibration.
+    let (status_code, report) = server
+        .http(&admin)
+        .get("/v1/envs/prod/agents/support/release/report?release=support-prod-1&format=json")
+        .await;
+    assert_eq!(status_code, 200, "{report}");
+    assert_eq!(
+        report["shadow_calibration"],
+        json!([{
+            "guardrail": "refusal_rate.max_ratio", "failed": 1, "completed": 1,
+            "summary": "refusal_rate.max_ratio (shadow): failed in 1 of 1 completed releases",
+        }]),
+        "{report}"
+    );
+    // The same frozen verdicts, each latch also in RFC 3339.
+    let mut reported = report["verdicts"].clone();
+    let err = reported[0].as_object_mut().unwrap();
+    assert!(
+        err.remove("latched_at")
+            .is_some_and(|t| t.as_str().is_some_and(|t| t.ends_with('Z'))),
+        "{report}"
+    );
+    assert_eq!(reported, frozen);
+}
