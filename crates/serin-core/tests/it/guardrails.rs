@@ -249,8 +249,12 @@ fn feed(config: &GuardrailConfig, canary: ArmModel, n: usize, seed: u64) -> Moni
     };
     let mut m = Monitor::new(config.clone());
     m.set_canary_share(0.5);
-    for e in sample_events(&sc, seed, n, 0.5) {
-        m.observe(&e);
+    // Latch after every batch of 100, as the server does after every ingested batch.
+    for (i, e) in sample_events(&sc, seed, n, 0.5).iter().enumerate() {
+        m.observe(e);
+        if i % 100 == 99 {
+            m.latch(i as i64);
+        }
     }
     m
 }
@@ -364,7 +368,7 @@ fn verdicts_carry_their_evidence() {
     let m = feed(
         &GuardrailConfig::spec_default(),
         ArmModel::baseline(),
-        4_000,
+        30_000,
         5,
     );
     let v = m.verdicts();
@@ -395,7 +399,10 @@ fn verdicts_carry_their_evidence() {
         ]
     );
     for x in &v {
-        assert_eq!(x.status, VerdictStatus::Pass, "{x:#?}");
+        // Identical arms: no harm is shown on most bounds; one whose canary happens to look
+        // worse (here refusals, 2.2% vs 1.9%) or sits close to its bound (eval pass 96% against a
+        // 95% floor) may still be gathering evidence, and says how much.
+        assert_ne!(x.status, VerdictStatus::Fail, "{x:#?}");
         // Seven bounds share alpha = 1%; max_increase also pays for control's bound.
         let bar = if x.guardrail == "error_rate.max_increase" {
             1400.0
@@ -405,10 +412,19 @@ fn verdicts_carry_their_evidence() {
         assert!((x.statistic_threshold - bar).abs() < 1e-6, "{x:#?}");
         assert!(x.canary.n > 400 && x.control.n > 400, "{x:#?}");
         assert!(!x.explanation.is_empty());
+        // Every bound has a margin here, so `pass` is evidence of no harm, not silence.
+        let (pe, pb) = (x.pass_statistic.unwrap(), x.pass_threshold.unwrap());
+        if x.status == VerdictStatus::Pass {
+            assert!(pe >= pb || x.passed_at_ms.is_some(), "{x:#?}");
+        } else {
+            assert!(x.needs_more_requests.is_some(), "{x:#?}");
+        }
     }
+    let passed = v.iter().filter(|x| x.status == VerdictStatus::Pass).count();
+    assert!(passed >= 5, "{v:#?}");
     let lat = &v[2];
     assert!((lat.control.value / 2000.0 - 1.0).abs() < 0.1, "{lat:#?}");
-    assert_eq!(m.overall(), VerdictStatus::Pass);
+    assert_ne!(m.overall(), VerdictStatus::Fail);
     let json = serde_json::to_value(&v[0]).unwrap();
     assert_eq!(json["status"], "pass");
 }
