@@ -597,6 +597,7 @@ impl Guardrails {
     /// under `current_version` or earlier predate the release and are never
     /// judged; later versions route no canary until the controller tells the
     /// first step's share ([`Guardrails::set_share`]).
+    #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
     pub async fn begin(
         &self,
         env: &str,
