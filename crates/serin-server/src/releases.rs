@@ -193,6 +193,7 @@ impl Releases {
                     state: row.state.clone(),
                     active: false,
                     is_new: false,
+                    watch_due_ms: None,
                 },
                 now,
                 actor,
@@ -295,6 +296,10 @@ impl Releases {
                 Vec::new(),
             )
             .await?;
+        }
+        for row in self.store.due_watches(clock::now_ms(), 100).await? {
+            let _guard = self.lock.lock().await;
+            crate::watch::checkpoint(&self.store, &self.hub, &row, clock::now_ms()).await?;
         }
         Ok(())
     }
@@ -586,6 +591,18 @@ impl Releases {
     ) -> Result<(), ApiError> {
         // The evidence at this transition, for the deploy report.
         let mut next = next.clone();
+        // A completion under a plan with a watch starts it: its first checkpoint is due
+        // relative to this moment.
+        if next.phase == Phase::Completed
+            && next.watch.is_none()
+            && let Some(w) = &next.plan.watch
+        {
+            next.watch = Some(serin_core::release::WatchState {
+                completed_ms: now,
+                results: Vec::new(),
+                next_due_ms: w.due_ms(now, 0),
+            });
+        }
         let (requests, verdicts) = self
             .guardrails
             .evidence(&next.env, &next.agent, &next.candidate.id)
@@ -662,6 +679,7 @@ impl Releases {
                     state,
                     active: !next.phase.is_terminal(),
                     is_new,
+                    watch_due_ms: next.watch.as_ref().and_then(|w| w.next_due_ms),
                 },
                 now,
                 actor,

@@ -114,3 +114,9 @@ pub use config::{
     Share, SuccessRule,
 };
 pub use monitor::{Bound, MetricValue, Monitor, Verdict, VerdictStatus};
+pub(crate) use seq::{rate_lower_bound, rate_upper_bound};
+
+/// A fraction as a trimmed percentage number (`0.015` → `1.5`).
+pub(crate) fn trim_pct(f: f64) -> String {
+    config::trim_float(f * 100.0)
+}

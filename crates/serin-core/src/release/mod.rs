@@ -34,6 +34,7 @@
 pub mod duration;
 pub mod machine;
 pub mod plan;
+pub mod watch;
 
 pub use duration::{DurationError, DurationSpec, human_ms};
 pub use machine::{
@@ -43,3 +44,4 @@ pub use machine::{
 pub use plan::{
     CanaryStep, MAX_WEBHOOK_CHARS, Notify, OnFailure, Plan, PlanError, Promotion, Step,
 };
+pub use watch::{CheckpointResult, CheckpointVerdict, Finding, Watch, WatchState};

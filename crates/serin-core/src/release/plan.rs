@@ -34,6 +34,10 @@ pub struct Plan {
     pub on_failure: OnFailure,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<Notify>,
+    /// Checkpoints after completion that compare the new stable with the old one
+    /// ([`super::watch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<super::watch::Watch>,
 }
 
 /// One step of a plan. YAML: `- canary: {weight: 1%, min_duration: 5m, min_requests: 500}`.
@@ -259,6 +263,10 @@ impl Plan {
             g.validate().map_err(|e| {
                 PlanError::invalid(format!("/guardrails{}", e.pointer), e.reason.clone())
             })?;
+        }
+        if let Some(w) = &self.watch {
+            w.validate()
+                .map_err(|(p, m)| PlanError::invalid(format!("/watch{p}"), m))?;
         }
         let excluded = self.exclude_tenants.len();
         if excluded > crate::decision::MAX_LIST_VALUES {

@@ -14,7 +14,9 @@ use serin_core::decision::{Command, EnvState, Kill};
 use serin_core::guardrails::{ArmAggregate, GuardrailConfig, Monitor, Sketch};
 use serin_core::outcome::OutcomeEvent;
 use serin_core::readiness::{GateOverride, GateRecord, Policy, template};
-use serin_core::release::{Event, Plan, Release};
+use serin_core::release::{
+    CheckpointResult, CheckpointVerdict, Event, Finding, Plan, Release, WatchState,
+};
 
 /// encode → decode → encode gives the same text; returns the decoded value.
 fn roundtrip<T: Serialize + DeserializeOwned>(v: &T) -> T {
@@ -180,6 +182,70 @@ fn plan() -> Plan {
          guardrails:\n  error_rate: {max: 5%}\n",
     )
     .unwrap()
+}
+
+fn finding() -> impl Strategy<Value = Finding> {
+    (
+        "[a-z_.]{0,30}",
+        ".{0,20}",
+        finite(),
+        any::<u64>(),
+        finite(),
+        any::<u64>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(guardrail, threshold, baseline, baseline_n, current, current_n, breached, shadow)| {
+                Finding {
+                    guardrail,
+                    threshold,
+                    baseline,
+                    baseline_n,
+                    current,
+                    current_n,
+                    breached,
+                    shadow,
+                    how: "point estimates".into(),
+                }
+            },
+        )
+}
+
+fn watch_state() -> impl Strategy<Value = WatchState> {
+    let result = (
+        0usize..10,
+        any::<i64>(),
+        any::<i64>(),
+        prop_oneof![
+            Just(CheckpointVerdict::Ok),
+            Just(CheckpointVerdict::Breach),
+            Just(CheckpointVerdict::InsufficientData),
+            Just(CheckpointVerdict::Superseded),
+        ],
+        prop::collection::vec(finding(), 0..4),
+        prop_oneof![Just("none".to_owned()), Just("rolled_back".to_owned())],
+    )
+        .prop_map(
+            |(checkpoint, due_ms, at_ms, verdict, findings, action)| CheckpointResult {
+                checkpoint,
+                due_ms,
+                at_ms,
+                verdict,
+                findings,
+                action,
+            },
+        );
+    (
+        any::<i64>(),
+        prop::collection::vec(result, 0..4),
+        prop::option::of(any::<i64>()),
+    )
+        .prop_map(|(completed_ms, results, next_due_ms)| WatchState {
+            completed_ms,
+            results,
+            next_due_ms,
+        })
 }
 
 fn release_event() -> impl Strategy<Value = Event> {
@@ -364,6 +430,7 @@ proptest! {
     fn releases_round_trip_through_any_events(
         events in prop::collection::vec(release_event(), 0..12),
         gate in prop::option::of(gate_record()),
+        watch in prop::option::of(watch_state()),
         t in prop_oneof![Just(0i64), Just(1_700_000_000_000i64), Just(i64::MAX / 4)],
     ) {
         let mut r = Release::new(
@@ -371,6 +438,7 @@ proptest! {
             plan(), t, "alex",
         );
         r.readiness = gate;
+        r.watch = watch;
         roundtrip(&r);
         for (i, e) in events.iter().enumerate() {
             if let Ok((next, _)) = r.apply(e, t + i as i64 * 1000) {
@@ -378,6 +446,12 @@ proptest! {
             }
             roundtrip(&r);
         }
+    }
+
+    #[test]
+    fn watch_states_round_trip(w in watch_state()) {
+        let back: WatchState = roundtrip(&w);
+        prop_assert_eq!(back, w);
     }
 
     #[test]

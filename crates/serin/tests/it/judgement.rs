@@ -169,3 +169,118 @@ async fn a_latched_fail_rolls_back_without_waiting_for_the_controller_tick() {
     let (_, snap) = server.http(&admin).get("/v1/envs/prod/snapshot").await;
     assert!(snap["agents"]["support"]["release"].is_null(), "{snap}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_promotion_checkpoint_that_finds_a_breach_rolls_back_within_its_window() {
+    let work = tempfile::tempdir().unwrap();
+    let backend = Backend::sqlite();
+    let server = Server::start(&backend);
+    let admin = server.bootstrap_token.clone().unwrap();
+    server.create_envs(&admin);
+    let cli = server.cli(&admin);
+    push_two_bundles(&cli, work.path());
+    cli.run(&[
+        "deploy", "support", "--env", "prod", "--bundle", "1", "--force", "--reason", "initial",
+    ])
+    .ok();
+    let plan = work.path().join("plan.yaml");
+    std::fs::write(
+        &plan,
+        "steps:\n  - canary: {weight: 50%, min_duration: 1s, min_requests: 500}\n\
+         promotion: auto\n\
+         guardrails:\n  error_rate: {max_increase: 2pp}\n  settings: {min_requests: 100}\n\
+         watch: {checkpoints: [1h, 2h], rollback_within: 90m, min_requests: 100}\n",
+    )
+    .unwrap();
+    cli.run(&[
+        "release",
+        "start",
+        "support",
+        "--env",
+        "prod",
+        "--bundle",
+        "2",
+        "--plan",
+        plan.to_str().unwrap(),
+    ])
+    .ok();
+    let v = version(&server, &admin).await;
+    let mut events = Vec::new();
+    for i in 0..700 {
+        events.push(event(&format!("s-{i}"), "stable", v, "acme", false));
+        events.push(event(&format!("c-{i}"), "canary", v, "acme", false));
+    }
+    let (status, body) = server
+        .http(&admin)
+        .post("/v1/outcomes", &json!({ "events": events }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.advance_clock(&admin, Duration::from_secs(2)).await;
+    let completed = wait_for(&server, &admin, |r| r["release"]["phase"] == "completed").await;
+    assert!(
+        completed["release"]["watch"]["next_due_ms"].is_i64(),
+        "{completed}"
+    );
+
+    // The new stable turns bad after the release.
+    let v = version(&server, &admin).await;
+    let mut events = Vec::new();
+    for i in 0..300 {
+        let mut e = event(&format!("after-{i}"), "stable", v, "acme", i % 3 == 0);
+        e["bundle"] = json!("support@2");
+        events.push(e);
+    }
+    let (status, body) = server
+        .http(&admin)
+        .post("/v1/outcomes", &json!({ "events": events }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server
+        .advance_clock(&admin, Duration::from_secs(3_601))
+        .await;
+    let watched = wait_for(&server, &admin, |r| {
+        r["release"]["watch"]["results"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let result = &watched["release"]["watch"]["results"][0];
+    assert_eq!(result["verdict"], "breach", "{watched}");
+    assert_eq!(result["action"], "rolled_back", "{watched}");
+    let finding = result["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["guardrail"] == "error_rate.max_increase")
+        .unwrap();
+    assert_eq!(finding["breached"], true, "{finding}");
+    assert_eq!(finding["current_n"], 300, "{finding}");
+    assert_eq!(finding["baseline_n"], 700, "{finding}");
+    // Rolled back: support@1 is the stable again, and the watch has ended.
+    assert!(
+        watched["release"]["watch"]["next_due_ms"].is_null(),
+        "{watched}"
+    );
+    let (_, snap) = server.http(&admin).get("/v1/envs/prod/snapshot").await;
+    assert_eq!(
+        snap["agents"]["support"]["stable"]["id"], "support@1",
+        "{snap}"
+    );
+    let (_, audit) = server.http(&admin).get("/v1/audit?limit=20").await;
+    assert!(
+        audit.to_string().contains("release.watch_rollback"),
+        "{audit}"
+    );
+}
+
+async fn wait_for(server: &Server, admin: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = release(server, admin).await;
+        if done(&r) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "never got there: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
