@@ -44,6 +44,7 @@ mod routes;
 pub mod sdks;
 pub mod servable;
 pub mod transport;
+pub mod watch;
 
 use error::{ApiError, ErrorCode};
 

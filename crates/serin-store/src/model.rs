@@ -266,6 +266,9 @@ pub struct ReleaseWrite {
     /// True: insert a new release (created and updated at `at_ms`). False: update the existing
     /// release with this id, env and agent (its state, active flag and `updated_at_ms`).
     pub is_new: bool,
+    /// When the release's next post-promotion checkpoint is due (`None`: no watch, or
+    /// it ended). Written as given on every write.
+    pub watch_due_ms: Option<i64>,
 }
 
 /// A webhook delivery to queue in the outbox, in the transaction that causes it.

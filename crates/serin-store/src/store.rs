@@ -1140,8 +1140,8 @@ impl Store {
             if r.is_new {
                 sqlx::query(
                     "INSERT INTO releases \
-                     (id, env, agent, state, active, created_at_ms, updated_at_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                     (id, env, agent, state, active, created_at_ms, updated_at_ms, watch_due_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
                 )
                 .bind(&r.id)
                 .bind(&r.env)
@@ -1149,13 +1149,14 @@ impl Store {
                 .bind(&r.state)
                 .bind(i64::from(r.active))
                 .bind(at_ms)
+                .bind(r.watch_due_ms)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| release_write_error(e, &r.env, &r.agent))?;
             } else {
                 let updated = sqlx::query(
-                    "UPDATE releases SET state = $4, active = $5, updated_at_ms = $6 \
-                     WHERE id = $1 AND env = $2 AND agent = $3",
+                    "UPDATE releases SET state = $4, active = $5, updated_at_ms = $6, \
+                     watch_due_ms = $7 WHERE id = $1 AND env = $2 AND agent = $3",
                 )
                 .bind(&r.id)
                 .bind(&r.env)
@@ -1163,6 +1164,7 @@ impl Store {
                 .bind(&r.state)
                 .bind(i64::from(r.active))
                 .bind(at_ms)
+                .bind(r.watch_due_ms)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| release_write_error(e, &r.env, &r.agent))?
@@ -1234,6 +1236,28 @@ impl Store {
                 release_cols!(),
                 " FROM releases WHERE active = 1 ORDER BY created_at_ms, id"
             ))
+            .fetch_all(db)
+            .await?
+        });
+        Ok(rows.into_iter().map(ReleaseDbRow::into_row).collect())
+    }
+
+    /// Completed releases whose next post-promotion checkpoint is due at `now_ms`, most
+    /// overdue first; `limit` clamped to 1..=1000.
+    pub async fn due_watches(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ReleaseRow>, StoreError> {
+        let rows: Vec<ReleaseDbRow> = with_read!(self, |db| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                release_cols!(),
+                " FROM releases WHERE watch_due_ms IS NOT NULL AND watch_due_ms <= $1 \
+                 ORDER BY watch_due_ms, id LIMIT $2"
+            ))
+            .bind(now_ms)
+            .bind(clamp_limit(limit))
             .fetch_all(db)
             .await?
         });

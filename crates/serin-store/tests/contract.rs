@@ -151,6 +151,7 @@ contract!(
     notifications_are_due_until_delivered_with_backoff,
     a_failed_notification_is_never_due_again_and_keeps_its_error,
     releases_and_notifications_survive_reopen,
+    watches_come_due_in_order_end_and_survive_reopen,
     readiness_policies_are_versioned_and_identical_reapply_writes_nothing,
     evidence_keeps_history_and_the_newest_per_key_counts,
     evals_are_kept_per_bundle_newest_first,
@@ -1158,6 +1159,7 @@ fn release(id: &str, state: &str, active: bool, is_new: bool) -> serin_store::Re
         state: state.to_owned(),
         active,
         is_new,
+        watch_due_ms: None,
     }
 }
 
@@ -1675,6 +1677,42 @@ async fn releases_and_notifications_survive_reopen(t: Ctx) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    s.close().await;
+}
+
+async fn watches_come_due_in_order_end_and_survive_reopen(t: Ctx) {
+    let s = &t.store;
+    let watched = |id: &str, due: Option<i64>| serin_store::ReleaseWrite {
+        id: id.to_owned(),
+        agent: format!("agent-{id}"),
+        watch_due_ms: due,
+        ..release(id, r#"{"phase":"completed"}"#, false, true)
+    };
+    write_plain(s, watched("w1", Some(100)), 10).await.unwrap();
+    write_plain(s, watched("w2", Some(50)), 10).await.unwrap();
+    write_plain(s, watched("w3", None), 10).await.unwrap();
+    let ids =
+        |rows: Vec<serin_store::ReleaseRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert!(s.due_watches(49, 10).await.unwrap().is_empty());
+    assert_eq!(ids(s.due_watches(75, 10).await.unwrap()), ["w2"]);
+    assert_eq!(ids(s.due_watches(1_000, 10).await.unwrap()), ["w2", "w1"]);
+    // A checkpoint moves the due time on; the last one ends the watch.
+    let next = serin_store::ReleaseWrite {
+        is_new: false,
+        ..watched("w2", Some(500))
+    };
+    write_plain(s, next, 60).await.unwrap();
+    let ended = serin_store::ReleaseWrite {
+        is_new: false,
+        ..watched("w1", None)
+    };
+    write_plain(s, ended, 110).await.unwrap();
+    assert!(s.due_watches(499, 10).await.unwrap().is_empty());
+    s.close().await;
+    let s = t.reopen().await;
+    assert_eq!(ids(s.due_watches(1_000, 10).await.unwrap()), ["w2"]);
+    // Completed releases under watch never block a new active release of their agent.
+    assert!(s.active_releases().await.unwrap().is_empty());
     s.close().await;
 }
 

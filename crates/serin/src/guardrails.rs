@@ -78,9 +78,29 @@ pub async fn run(
                             .as_u64()
                             .map(|n| format!("+{n} req"))
                             .unwrap_or_default();
+                        let guardrail = v["guardrail"].as_str().unwrap_or("?");
+                        let no_harm =
+                            match (v["pass_statistic"].as_f64(), v["pass_threshold"].as_f64()) {
+                                (Some(_), Some(_)) => format!(
+                                    "{} / {}",
+                                    num(&v["pass_statistic"], 2),
+                                    num(&v["pass_threshold"], 0)
+                                ),
+                                // Zero tolerance: nothing to show, `pass` is no fail.
+                                _ => "-".to_owned(),
+                            };
+                        let latched = if v["latched_at_ms"].is_i64() {
+                            " (latched)"
+                        } else {
+                            ""
+                        };
                         vec![
-                            v["guardrail"].as_str().unwrap_or("?").to_owned(),
-                            v["status"].as_str().unwrap_or("?").to_owned(),
+                            if v["shadow"] == true {
+                                format!("{guardrail} (shadow)")
+                            } else {
+                                guardrail.to_owned()
+                            },
+                            format!("{}{latched}", v["status"].as_str().unwrap_or("?")),
                             format!("{} (n={})", num(&v["canary"]["value"], 4), v["canary"]["n"]),
                             format!(
                                 "{} (n={})",
@@ -93,6 +113,7 @@ pub async fn run(
                                 num(&v["statistic"], 2),
                                 num(&v["statistic_threshold"], 0)
                             ),
+                            no_harm,
                             needs,
                         ]
                     })
@@ -106,7 +127,8 @@ pub async fn run(
                 "CANARY",
                 "CONTROL",
                 "THRESHOLD",
-                "E-VALUE / BAR",
+                "HARM E / BAR",
+                "NO-HARM E / BAR",
                 "NEEDS",
             ],
             &rows,

@@ -455,6 +455,10 @@ pub struct Release {
     /// The readiness gate as evaluated at start (set by the server; the machine ignores it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<crate::readiness::GateRecord>,
+    /// The post-promotion watch of a completed release whose plan has one (set by the
+    /// server's controller; the machine ignores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<super::watch::WatchState>,
 }
 
 /// Both arms' guardrail values when a release changed phase or step. The last one of a
@@ -501,6 +505,7 @@ impl Release {
             failure: None,
             evidence: Vec::new(),
             readiness: None,
+            watch: None,
         }
     }
 

@@ -49,6 +49,7 @@
 pub mod duration;
 pub mod machine;
 pub mod plan;
+pub mod watch;
 
 pub use duration::{DurationError, DurationSpec, human_ms};
 pub use machine::{
@@ -59,3 +60,4 @@ pub use plan::{
     CanaryStep, MAX_HOLDBACK_BP, MAX_WEBHOOK_CHARS, Notify, OnFailure, Plan, PlanError, Promotion,
     Requirement, Step,
 };
+pub use watch::{CheckpointResult, CheckpointVerdict, Finding, Watch, WatchState};

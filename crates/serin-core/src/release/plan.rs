@@ -40,6 +40,10 @@ pub struct Plan {
     /// candidate the stable for everyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holdback: Option<Percent>,
+    /// Checkpoints after completion that compare the new stable with the old one
+    /// ([`super::watch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<super::watch::Watch>,
 }
 
 /// The largest holdback a plan may keep on the old stable, in basis points (10%).
@@ -328,6 +332,10 @@ impl Plan {
             g.validate().map_err(|e| {
                 PlanError::invalid(format!("/guardrails{}", e.pointer), e.reason.clone())
             })?;
+        }
+        if let Some(w) = &self.watch {
+            w.validate()
+                .map_err(|(p, m)| PlanError::invalid(format!("/watch{p}"), m))?;
         }
         let excluded = self.exclude_tenants.len();
         if excluded > crate::decision::MAX_LIST_VALUES {

@@ -24,6 +24,7 @@ mod readiness;
 mod readiness_eval;
 mod release_machine;
 mod release_plan;
+mod release_watch;
 mod roundtrip;
 mod validate;
 

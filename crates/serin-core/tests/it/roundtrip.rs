@@ -16,7 +16,10 @@ use serin_core::guardrails::{
 };
 use serin_core::outcome::OutcomeEvent;
 use serin_core::readiness::{GateOverride, GateRecord, Policy, template};
-use serin_core::release::{Event, Failure, Notification, Plan, Release};
+use serin_core::release::{
+    CheckpointResult, CheckpointVerdict, Event, Failure, Finding, Notification, Plan, Release,
+    WatchState,
+};
 
 /// encode → decode → encode gives the same text; returns the decoded value.
 fn roundtrip<T: Serialize + DeserializeOwned>(v: &T) -> T {
@@ -250,6 +253,70 @@ fn verdict() -> impl Strategy<Value = Verdict> {
         )
 }
 
+fn finding() -> impl Strategy<Value = Finding> {
+    (
+        "[a-z_.]{0,30}",
+        ".{0,20}",
+        finite(),
+        any::<u64>(),
+        finite(),
+        any::<u64>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(guardrail, threshold, baseline, baseline_n, current, current_n, breached, shadow)| {
+                Finding {
+                    guardrail,
+                    threshold,
+                    baseline,
+                    baseline_n,
+                    current,
+                    current_n,
+                    breached,
+                    shadow,
+                    how: "point estimates".into(),
+                }
+            },
+        )
+}
+
+fn watch_state() -> impl Strategy<Value = WatchState> {
+    let result = (
+        0usize..10,
+        any::<i64>(),
+        any::<i64>(),
+        prop_oneof![
+            Just(CheckpointVerdict::Ok),
+            Just(CheckpointVerdict::Breach),
+            Just(CheckpointVerdict::InsufficientData),
+            Just(CheckpointVerdict::Superseded),
+        ],
+        prop::collection::vec(finding(), 0..4),
+        prop_oneof![Just("none".to_owned()), Just("rolled_back".to_owned())],
+    )
+        .prop_map(
+            |(checkpoint, due_ms, at_ms, verdict, findings, action)| CheckpointResult {
+                checkpoint,
+                due_ms,
+                at_ms,
+                verdict,
+                findings,
+                action,
+            },
+        );
+    (
+        any::<i64>(),
+        prop::collection::vec(result, 0..4),
+        prop::option::of(any::<i64>()),
+    )
+        .prop_map(|(completed_ms, results, next_due_ms)| WatchState {
+            completed_ms,
+            results,
+            next_due_ms,
+        })
+}
+
 fn release_event() -> impl Strategy<Value = Event> {
     let statuses = prop::collection::vec(verdict(), 0..3).boxed();
     prop_oneof![
@@ -421,6 +488,7 @@ proptest! {
     fn releases_round_trip_through_any_events(
         events in prop::collection::vec(release_event(), 0..12),
         gate in prop::option::of(gate_record()),
+        watch in prop::option::of(watch_state()),
         t in prop_oneof![Just(0i64), Just(1_700_000_000_000i64), Just(i64::MAX / 4)],
         plan in plan(),
     ) {
@@ -429,6 +497,7 @@ proptest! {
             plan, t, "alex",
         );
         r.readiness = gate;
+        r.watch = watch;
         roundtrip(&r);
         for (i, e) in events.iter().enumerate() {
             let at = t + i as i64 * 1000;
@@ -455,6 +524,12 @@ proptest! {
         let f = Failure::from_verdict(&v);
         let back: Failure = roundtrip(&f);
         prop_assert_eq!(back, f);
+    }
+
+    #[test]
+    fn watch_states_round_trip(w in watch_state()) {
+        let back: WatchState = roundtrip(&w);
+        prop_assert_eq!(back, w);
     }
 
     #[test]

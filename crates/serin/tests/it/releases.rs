@@ -7,10 +7,10 @@ use serde_json::{Value, json};
 
 use crate::harness::{Backend, Cli, Receiver, Server, copy_dir, sample_bundle};
 
-fn event(i: usize, arm: &str, bundle: &str, error: bool) -> Value {
+fn event(i: usize, arm: &str, bundle: &str, error: bool, version: u64) -> Value {
     json!({
         "request_id": format!("{arm}-{bundle}-{i}"), "agent": "support", "env": "prod",
-        "snapshot_version": 1, "bundle": bundle, "arm": arm, "user": format!("u{i}"),
+        "snapshot_version": version, "bundle": bundle, "arm": arm, "user": format!("u{i}"),
         "latency_ms": 500.0 + (i % 40) as f64, "cost_usd": 0.01,
         "tool_calls": {"ok": 1, "failed": 0},
         "error": if error { json!({"class": "permanent"}) } else { Value::Null },
@@ -19,15 +19,19 @@ fn event(i: usize, arm: &str, bundle: &str, error: bool) -> Value {
 
 /// Posts interleaved traffic: `n` canary requests with the given error period
 /// (0 = none) and 9 stable requests for each.
+/// Each event carries the snapshot version it was routed under, as an SDK's do: the
+/// monitor judges it at that version's canary share.
 async fn traffic(server: &Server, token: &str, start: usize, n: usize, canary_error_every: usize) {
+    let (_, snap) = server.http(token).get("/v1/envs/prod/snapshot").await;
+    let version = snap["version"].as_u64().unwrap();
     let mut events = Vec::new();
     for i in start..start + n {
         for j in 0..9 {
             let k = i * 9 + j;
-            events.push(event(k, "stable", "support@1", k % 100 == 0));
+            events.push(event(k, "stable", "support@1", k % 100 == 0, version));
         }
         let err = canary_error_every > 0 && i % canary_error_every == 0;
-        events.push(event(i, "canary", "support@2", err));
+        events.push(event(i, "canary", "support@2", err, version));
     }
     for chunk in events.chunks(2000) {
         let (status, body) = server
@@ -169,6 +173,23 @@ async fn manual_promotion_is_refused_until_the_gate_holds_then_completes() {
     server
         .advance_clock(&admin, Duration::from_millis(1100))
         .await;
+    // The final step requires every guardrail to pass: time and requests are met, but
+    // the increase bound has not yet shown the canary harmless, and says what it needs.
+    let out = cli.run(&["release", "promote", "support", "--env", "prod"]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(
+        out.stdout
+            .contains("missing: guardrail error_rate.max_increase inconclusive: 300 of ~"),
+        "{}",
+        out.stdout
+    );
+    let v = status(&cli);
+    assert_eq!(v["gate"]["requirement"], "pass", "{v}");
+    assert_eq!(
+        v["gate"]["inconclusive"][0]["guardrail"], "error_rate.max_increase",
+        "{v}"
+    );
+    traffic(&server, &admin, 300, 600, 0).await;
     cli.run(&["release", "promote", "support", "--env", "prod"])
         .ok();
     let v = status(&cli);
@@ -487,7 +508,8 @@ async fn a_dead_webhook_is_retried_and_never_blocks_the_release() {
         path.to_str().unwrap(),
     ])
     .ok();
-    traffic(&server, &admin, 0, 150, 0).await;
+    // Enough for the only (so final) step's pass, not just its 100 requests.
+    traffic(&server, &admin, 0, 400, 0).await;
     wait_phase(&cli, "completed", None).await;
     // The live receiver got its notification although the other one is down.
     assert_eq!(live.wait_for(1).await[0]["phase"], "completed");
@@ -540,11 +562,13 @@ async fn tagged_traffic(
     error_every: usize,
     refuse_every: usize,
 ) {
+    let (_, snap) = server.http(token).get("/v1/envs/prod/snapshot").await;
+    let version = snap["version"].as_u64().unwrap();
     let mut events = Vec::new();
     for i in 0..n {
         for j in 0..9 {
             let k = i * 9 + j;
-            let mut e = event(k, "stable", "support@1", k % 100 == 0);
+            let mut e = event(k, "stable", "support@1", k % 100 == 0, version);
             e["request_id"] = json!(format!("{tag}-s-{k}"));
             events.push(e);
         }
@@ -553,6 +577,7 @@ async fn tagged_traffic(
             "canary",
             "support@2",
             error_every > 0 && i % error_every == 0,
+            version,
         );
         e["request_id"] = json!(format!("{tag}-c-{i}"));
         e["refused"] = json!(refuse_every > 0 && i % refuse_every == 0);
