@@ -25,7 +25,8 @@ fn event(id: &str, arm: &str, version: u64, tenant: &str, error: bool) -> Value 
 /// A server whose controller ticks once a minute, with support@1 stable in prod
 /// and a release of support@2 running at 50% (then 100%; rollback on failure), tenant
 /// bigcorp excluded until the final step.
-async fn setup(work: &std::path::Path) -> (Server, String, Cli) {
+/// The `Backend` owns the store's directory: keep it alive as long as the server.
+async fn setup(work: &std::path::Path) -> (Backend, Server, String, Cli) {
     let backend = Backend::sqlite();
     let server = Server::start_with(&backend, 0, &["--tick-ms", "60000"]);
     let admin = server.bootstrap_token.clone().unwrap();
@@ -57,7 +58,7 @@ async fn setup(work: &std::path::Path) -> (Server, String, Cli) {
         plan.to_str().unwrap(),
     ])
     .ok();
-    (server, admin, cli)
+    (backend, server, admin, cli)
 }
 
 async fn version(server: &Server, admin: &str) -> u64 {
@@ -77,7 +78,7 @@ async fn release(server: &Server, admin: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outcome_from_a_snapshot_version_that_does_not_exist_yet_is_refused() {
     let work = tempfile::tempdir().unwrap();
-    let (server, admin, _cli) = setup(work.path()).await;
+    let (_backend, server, admin, _cli) = setup(work.path()).await;
     let v = version(&server, &admin).await;
     let (status, body) = server
         .http(&admin)
@@ -104,7 +105,7 @@ async fn an_outcome_from_a_snapshot_version_that_does_not_exist_yet_is_refused()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outcomes_from_before_the_release_and_from_excluded_tenants_are_not_judged() {
     let work = tempfile::tempdir().unwrap();
-    let (server, admin, _cli) = setup(work.path()).await;
+    let (_backend, server, admin, _cli) = setup(work.path()).await;
     let v = version(&server, &admin).await;
     // Stable outcomes routed before the release started, and excluded tenants' (always
     // stable while the exclusion routes): neither may count as control.
@@ -133,7 +134,7 @@ async fn outcomes_from_before_the_release_and_from_excluded_tenants_are_not_judg
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_latched_fail_rolls_back_without_waiting_for_the_controller_tick() {
     let work = tempfile::tempdir().unwrap();
-    let (server, admin, _cli) = setup(work.path()).await;
+    let (_backend, server, admin, _cli) = setup(work.path()).await;
     let v = version(&server, &admin).await;
     let mut events = Vec::new();
     for i in 0..600 {
