@@ -140,6 +140,47 @@ pub fn render(v: &Value) -> Vec<String> {
             lines.push(format!("  calibration  {text}"));
         }
     }
+    let w = &r["watch"];
+    if w.is_object() {
+        lines.push(match w["next_due_ms"].as_i64() {
+            Some(due) => format!("  watch    next checkpoint at {}", time(due)),
+            None => "  watch    ended".to_owned(),
+        });
+        for c in w["results"].as_array().into_iter().flatten() {
+            let breached: Vec<String> = c["findings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|f| f["breached"] == true)
+                .map(|f| {
+                    format!(
+                        "{}{} {} vs baseline {} ({})",
+                        f["guardrail"].as_str().unwrap_or("?"),
+                        if f["shadow"] == true { " (shadow)" } else { "" },
+                        f["current"].as_f64().map_or_else(String::new, num),
+                        f["baseline"].as_f64().map_or_else(String::new, num),
+                        f["threshold"].as_str().unwrap_or(""),
+                    )
+                })
+                .collect();
+            lines.push(format!(
+                "    checkpoint {} at {}: {}{}{}",
+                c["checkpoint"].as_u64().map_or(0, |i| i + 1),
+                c["at_ms"].as_i64().map_or_else(String::new, time),
+                c["verdict"].as_str().unwrap_or("?"),
+                if c["action"] == "rolled_back" {
+                    ", rolled back"
+                } else {
+                    ""
+                },
+                if breached.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", breached.join("; "))
+                },
+            ));
+        }
+    }
     lines
 }
 

@@ -272,6 +272,18 @@ async fn a_post_promotion_checkpoint_that_finds_a_breach_rolls_back_within_its_w
         audit.to_string().contains("release.watch_rollback"),
         "{audit}"
     );
+    let out = cli
+        .run(&["release", "status", "support", "--env", "prod"])
+        .ok();
+    assert!(
+        out.stdout.contains("watch    ended")
+            && out.stdout.contains("checkpoint 1 at")
+            && out
+                .stdout
+                .contains("breach, rolled back: error_rate.max_increase"),
+        "{}",
+        out.stdout
+    );
 }
 
 async fn wait_for(server: &Server, admin: &str, done: impl Fn(&Value) -> bool) -> Value {
