@@ -95,7 +95,7 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Bench(crate::cli::BenchCommand::Detect { runs, seed, output }) => {
-            let report = serin_core::guardrails::sim::detect_report(runs.max(1), seed);
+            let report = serin_core::guardrails::sim::detect_report(runs.max(1), seed)?;
             if output == Output::Json {
                 out::json(&report);
             } else {
