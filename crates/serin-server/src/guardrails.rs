@@ -19,7 +19,7 @@
 //! abort and rollback still work) until an operator starts a new release of
 //! that candidate, which replaces the row. Outcomes keep counting in rollups.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -59,6 +59,33 @@ struct MonitorEntry {
     monitor: Monitor,
     created_at_ms: i64,
     last_canary_ms: i64,
+    /// The release's excluded tenants: their outcomes could never be canary while the
+    /// exclusion routes, so they are left out of the comparison (counting them as control
+    /// would make canary look better than it is).
+    excluded: Arc<BTreeSet<String>>,
+    /// The first snapshot version that routes without the exclusion (the final step).
+    excluded_before: Option<u64>,
+}
+
+impl MonitorEntry {
+    fn is_excluded(&self, e: &OutcomeEvent) -> bool {
+        !self.excluded.is_empty()
+            && self.excluded_before.is_none_or(|v| e.snapshot_version < v)
+            && e.tenant.as_ref().is_some_and(|t| self.excluded.contains(t))
+    }
+}
+
+/// What the release controller tells a monitor at each transition.
+#[derive(Debug, Clone)]
+pub struct Exposure {
+    /// The canary's share of (non-excluded) traffic, 0..1.
+    pub share: f64,
+    /// The snapshot version from which that share routes.
+    pub version: u64,
+    /// The plan's excluded tenants.
+    pub excluded: Arc<BTreeSet<String>>,
+    /// Whether that version routes without the exclusion (the final step).
+    pub exclusion_dropped: bool,
 }
 
 impl MonitorEntry {
@@ -93,6 +120,8 @@ pub struct Guardrails {
     limits: EventLimits,
     quarantine: Arc<Quarantine>,
     inner: Mutex<Inner>,
+    /// Woken when a batch latches a `fail` (see [`Guardrails::latched`]).
+    latched: Arc<tokio::sync::Notify>,
 }
 
 /// One refused event.
@@ -154,6 +183,8 @@ impl Guardrails {
                     monitor,
                     created_at_ms: row.created_at_ms,
                     last_canary_ms: row.updated_at_ms,
+                    excluded: Arc::default(),
+                    excluded_before: None,
                 },
             );
         }
@@ -163,7 +194,14 @@ impl Guardrails {
             limits: EventLimits::DEFAULT,
             quarantine,
             inner: Mutex::new(inner),
+            latched: Arc::new(tokio::sync::Notify::new()),
         })
+    }
+
+    /// Notified after a stored batch latched a guardrail `fail`, so the release
+    /// controller can act within the batch's round trip instead of its tick.
+    pub fn latched(&self) -> Arc<tokio::sync::Notify> {
+        self.latched.clone()
     }
 
     /// The registry of unreadable rows this server found.
@@ -261,7 +299,30 @@ impl Guardrails {
                 );
                 continue;
             }
-            let snapshot = self.hub.current(&event.env).await?;
+            let mut snapshot = self.hub.current(&event.env).await?;
+            if event.snapshot_version > snapshot.version {
+                // Another replica may have committed it before this one's poller saw it.
+                self.hub.refresh_env(&event.env).await?;
+                snapshot = self.hub.current(&event.env).await?;
+            }
+            if event.snapshot_version > snapshot.version {
+                // Its routing weight is unknown, so it could not be judged exactly.
+                let reason = format!(
+                    "snapshot version {} is newer than env {}'s newest ({})",
+                    event.snapshot_version, event.env, snapshot.version
+                );
+                reject(
+                    &mut report,
+                    rejection(
+                        index,
+                        &event,
+                        "unknown_snapshot_version",
+                        "/snapshot_version",
+                        reason,
+                    ),
+                );
+                continue;
+            }
             if !snapshot
                 .compiled
                 .snapshot()
@@ -437,12 +498,16 @@ impl Guardrails {
                                     monitor: Monitor::new(config),
                                     created_at_ms: now_ms,
                                     last_canary_ms: now_ms,
+                                    excluded: Arc::default(),
+                                    excluded_before: None,
                                 }
                             }
                         };
                         monitors.insert(mkey.clone(), entry);
                     }
-                    if let Some(m) = monitors.get_mut(&mkey) {
+                    if let Some(m) = monitors.get_mut(&mkey)
+                        && !m.is_excluded(e)
+                    {
                         m.monitor.observe(e);
                         m.last_canary_ms = now_ms;
                     }
@@ -465,7 +530,9 @@ impl Guardrails {
                         {
                             monitors.insert(mkey.clone(), m.clone());
                         }
-                        if let Some(m) = monitors.get_mut(&mkey) {
+                        if let Some(m) = monitors.get_mut(&mkey)
+                            && !m.is_excluded(e)
+                        {
                             m.monitor.observe(e);
                         }
                     }
@@ -475,8 +542,10 @@ impl Guardrails {
         }
         // A bound that crossed its bar is latched before the batch is stored, so the `fail`
         // is durable with the acknowledgement and no later batch can make it go away.
+        let mut latched = false;
         for (key, m) in monitors.iter_mut() {
             if m.monitor.latch(now_ms) {
+                latched = true;
                 tracing::warn!(env = %key.0, agent = %key.1, candidate = %key.2, "a guardrail latched fail");
             }
         }
@@ -515,29 +584,40 @@ impl Guardrails {
         report.accepted = accepted.len();
         metrics::counter!("serin_outcomes_total", "result" => "accepted")
             .increment(accepted.len() as u64);
+        if latched {
+            // The controller acts on a latched fail now, not at its next periodic tick.
+            self.latched.notify_one();
+        }
         Ok(())
     }
 
     /// Starts fresh evidence for a release's candidate with the plan's
     /// thresholds (replacing any earlier comparison of the same bundle), and
-    /// keeps it in memory for as long as the release runs.
+    /// keeps it in memory for as long as the release runs. Outcomes routed
+    /// under `current_version` or earlier predate the release and are never
+    /// judged; later versions route no canary until the controller tells the
+    /// first step's share ([`Guardrails::set_share`]).
+    #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
     pub async fn begin(
         &self,
         env: &str,
         agent: &str,
         candidate: &str,
         config: GuardrailConfig,
-        share: f64,
+        current_version: u64,
+        excluded: Arc<BTreeSet<String>>,
         now_ms: i64,
     ) -> Result<(), ApiError> {
         let mut inner = self.inner.lock().await;
         let key = (env.to_owned(), agent.to_owned(), candidate.to_owned());
         let mut monitor = Monitor::new(config);
-        monitor.set_canary_share(share);
+        monitor.set_canary_share_from(current_version.saturating_add(1), 0.0);
         let entry = MonitorEntry {
             monitor,
             created_at_ms: now_ms,
             last_canary_ms: now_ms,
+            excluded,
+            excluded_before: None,
         };
         self.store.save_outcomes(&[entry.row(&key)?], &[]).await?;
         // A new release of this candidate replaces an unreadable row: the
@@ -553,18 +633,19 @@ impl Guardrails {
         Ok(())
     }
 
-    /// Tells the release's monitor the canary's traffic share (at every step,
-    /// so its tests are exact across the ramp). Unpins it when `share` is None.
+    /// Tells the release's monitor the canary's traffic share from a snapshot
+    /// version on (at every transition, so every outcome is judged at the
+    /// weight it was routed under). Unpins it when `exposure` is None.
     pub async fn set_share(
         &self,
         env: &str,
         agent: &str,
         candidate: &str,
-        share: Option<f64>,
+        exposure: Option<Exposure>,
     ) -> Result<(), ApiError> {
         let mut inner = self.inner.lock().await;
         let key = (env.to_owned(), agent.to_owned(), candidate.to_owned());
-        let Some(share) = share else {
+        let Some(exposure) = exposure else {
             inner.pinned.remove(&key);
             return Ok(());
         };
@@ -589,6 +670,8 @@ impl Guardrails {
                         monitor,
                         created_at_ms: row.created_at_ms,
                         last_canary_ms: row.updated_at_ms,
+                        excluded: Arc::default(),
+                        excluded_before: None,
                     },
                     Err(e) => {
                         self.quarantine.record(
@@ -603,7 +686,23 @@ impl Guardrails {
                 }
             }
         };
-        entry.monitor.set_canary_share(share);
+        entry
+            .monitor
+            .set_canary_share_from(exposure.version, exposure.share);
+        entry.excluded = exposure.excluded;
+        if exposure.exclusion_dropped {
+            // Versions before the one that dropped the exclusion still excluded; after a
+            // restart the final step's share entry marks that version.
+            let dropped_at = entry
+                .monitor
+                .share_since(exposure.version)
+                .unwrap_or(exposure.version);
+            entry.excluded_before = Some(
+                entry
+                    .excluded_before
+                    .map_or(dropped_at, |v| v.min(dropped_at)),
+            );
+        }
         self.store.save_outcomes(&[entry.row(&key)?], &[]).await?;
         inner.pinned.insert(key.clone());
         inner.monitors.insert(key, entry);

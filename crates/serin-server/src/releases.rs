@@ -28,7 +28,7 @@ use serin_store::{EnvStateChange, NewAudit, NewNotification, ReleaseRow, Release
 use tokio::sync::Mutex;
 
 use crate::error::{ApiError, ErrorCode};
-use crate::guardrails::Guardrails;
+use crate::guardrails::{Exposure, Guardrails};
 use crate::hub::Hub;
 use crate::readiness::Readiness;
 use crate::{clock, hub};
@@ -70,12 +70,20 @@ fn refusal(r: serin_core::release::Refusal) -> ApiError {
         .with_details(json!({ "refusal": r.code, "missing": r.missing }))
 }
 
-fn share_of(release: &Release) -> Option<f64> {
+/// What the release's monitor must know from snapshot `version` on: the
+/// canary's share and the exclusion in force (`None` once the release ended).
+fn exposure_of(release: &Release, version: u64) -> Option<Exposure> {
     if release.phase.is_terminal() {
-        None
-    } else {
-        Some(f64::from(release.weight().basis_points()) / 10_000.0)
+        return None;
     }
+    let routing = release.routing();
+    Some(Exposure {
+        share: f64::from(release.weight().basis_points()) / 10_000.0,
+        version,
+        excluded: Arc::new(release.plan.exclude_tenants.clone()),
+        exclusion_dropped: !release.plan.exclude_tenants.is_empty()
+            && routing.is_some_and(|r| r.exclude_tenants.is_empty()),
+    })
 }
 
 impl Releases {
@@ -104,8 +112,9 @@ impl Releases {
         let mut resumed = 0;
         for row in &rows {
             let Some(r) = self.read(row) else { continue };
+            let version = self.hub.current(&r.env).await?.version;
             self.guardrails
-                .set_share(&r.env, &r.agent, &r.candidate.id, share_of(&r))
+                .set_share(&r.env, &r.agent, &r.candidate.id, exposure_of(&r, version))
                 .await?;
             if let Some(why) = self.needs_attention(&r).await {
                 tracing::error!(release = %r.id, "release needs attention: {why}");
@@ -229,8 +238,16 @@ impl Releases {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let latched = match weak.upgrade() {
+                Some(this) => this.guardrails.latched(),
+                None => return,
+            };
             loop {
-                tick.tick().await;
+                // A latched fail is acted on at once; the periodic tick covers the rest.
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = latched.notified() => {}
+                }
                 let Some(this) = weak.upgrade() else { break };
                 if let Err(e) = this.tick_all().await {
                     tracing::warn!(error = %e.message, "release controller tick failed");
@@ -421,13 +438,15 @@ impl Releases {
                 now,
             )
             .map_err(refusal)?;
+        let current_version = self.hub.current(env).await?.version;
         self.guardrails
             .begin(
                 env,
                 agent,
                 &started.candidate.id,
                 config,
-                share_of(&started).unwrap_or(0.0),
+                current_version,
+                Arc::new(started.plan.exclude_tenants.clone()),
                 now,
             )
             .await?;
@@ -676,11 +695,20 @@ impl Releases {
                 serin_store::StoreError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
                 other => ApiError::from(other),
             })??;
-        if let Some(stored) = written {
-            self.hub.publish(&stored).await?;
-        }
+        let version = match &written {
+            Some(stored) => {
+                self.hub.publish(stored).await?;
+                u64::try_from(stored.version).unwrap_or_default()
+            }
+            None => self.hub.current(&next.env).await?.version,
+        };
         self.guardrails
-            .set_share(&next.env, &agent, &next.candidate.id, share_of(next))
+            .set_share(
+                &next.env,
+                &agent,
+                &next.candidate.id,
+                exposure_of(next, version),
+            )
             .await?;
         metrics::counter!("serin_release_transitions_total", "phase" => next.phase.as_str())
             .increment(1);

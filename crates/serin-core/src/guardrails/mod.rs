@@ -29,10 +29,11 @@
 //! it happened and `λ` the rate ratio; control's unknown rate cancels. `q` increases in `λ`,
 //! so the per-event likelihood ratio of `λ0·r` against `λ0` (`r` on the same grid) has
 //! expectation <= 1 whenever `λ <= λ0`: a mixture of their products is an e-process for
-//! `H0: λ <= λ0` however `ρ` changes over the ramp. `ρ` is the routing weight, told by
-//! [`Monitor::set_canary_share`] at every step (without it, the arrival mix estimates it and
-//! validity is approximate). Tool calls and eval samples use their own exposure share since
-//! the last share change, shrunk towards the request share (exact only if canary's calls per
+//! `H0: λ <= λ0` however `ρ` changes over the ramp. `ρ` is the routing weight of the
+//! snapshot version the outcome was routed under (see "Exact exposure" below; a monitor told
+//! only [`Monitor::set_canary_share`] uses the weight in force on arrival, and without either
+//! the arrival mix estimates it and validity is approximate). Tool calls and eval samples use
+//! their own exposure share within their routing epoch, shrunk towards the request share (exact only if canary's calls per
 //! request and eval sampling match control's, approximately otherwise).
 //!
 //! `max_increase` / `max_decrease` by `d > 0` points: canary's own trials against the moving
@@ -60,9 +61,38 @@
 //!
 //! **Minimum samples.** Until both arms have `min_requests` requests (and eval bounds
 //! `min_eval_samples` eval samples), verdicts are `pending`. Afterwards a bound is `fail` when
-//! its e-value reaches its bar, `pending` when canary's point estimate is beyond the bound but
-//! the evidence has not reached the bar (`needs_more_requests` extrapolates the best mixture
-//! component's log-evidence per canary request so far), `pass` otherwise.
+//! its e-value reaches its bar, `pass` when its non-inferiority test (below) has reached its
+//! own bar, and `pending` otherwise (`needs_more_requests` extrapolates the log-evidence per
+//! canary request so far of whichever test the point estimate favours).
+//!
+//! **Evidence of no harm (`pass`).** Silence is not safety: each bound with a margin also
+//! runs the mirror-image test, whose null is "canary violates the bound", with the same grid
+//! of alternatives taken *below* the null (odds or rate ratios `1/r`). The same argument
+//! makes it an e-process: for `p >= p0 > p1` each factor's expectation is
+//! `1 + (p - p0)(p1 - p0)/(p0(1 - p0)) <= 1`, and likewise for `q` in the event-conditional
+//! test. Absolute bounds test `H0: p >= p0`; ratio and exceedance bounds `H0: λ >= λ0`;
+//! `max_increase` / `max_decrease` by `d > 0` test canary's trials against `L + d`, `L` a
+//! time-uniform *lower* confidence bound of control's rate (half the alpha, as for `fail`).
+//! The gate needs every bound to pass, an intersection-union test, so each runs at the whole
+//! `alpha`, not a Bonferroni share. A bound without a margin (`max_increase: 0`, a ratio of
+//! 1, `max: 0%`, `min: 100%`) can never be shown harmless; it passes on the absence of a
+//! `fail` once the minimum sample is reached, and says so.
+//!
+//! **Latching.** [`Monitor::latch`] records each bound's first crossing of either bar with
+//! the evidence at that moment. An anytime-valid test rejects at its first crossing, so what
+//! the e-value does afterwards cannot undo it; a latched `pass` still yields to a later
+//! `fail` (safety over progress).
+//!
+//! **Exact exposure.** [`Monitor::set_canary_share_from`] records the canary's routing share
+//! from each snapshot version on, and every outcome is judged at the share of the version it
+//! carries (`snapshot_version`), with tool-call and eval exposure counted per routing epoch.
+//! Outcomes that arrive late or in large batches after a step change therefore cannot shift
+//! the observed canary share. Outcomes from versions before the release routed anything are
+//! counted ([`Monitor::unattributed`]) and never judged.
+//!
+//! **Shadow bounds** (`shadow: true` on a rule) are judged and reported like the others,
+//! at the alpha share they would get if enforced, but never count towards `fail` or `pass`
+//! of the release ([`Monitor::any_fail`], [`Monitor::overall`]).
 //!
 //! **Burn rate** ([`burn_rate`]): the current hour's cost against the mean of up to 24
 //! previous hours (2x alerts) and 24 x the current hour against the daily budget (+20% warns).

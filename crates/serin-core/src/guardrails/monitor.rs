@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use super::aggregate::ArmAggregate;
 use super::config::{GuardrailConfig, Points, Share, trim_float};
-use super::seq::{Conditional, OneSample, rate_upper_bound};
+use std::collections::BTreeMap;
+
+use super::seq::{Conditional, OneSample, rate_lower_bound, rate_upper_bound};
 use crate::decision::Arm;
 use crate::outcome::OutcomeEvent;
 
@@ -166,6 +168,18 @@ struct Test {
     /// Reported, never gating (the rule's `shadow: true`).
     #[serde(default)]
     shadow: bool,
+    /// The non-inferiority test (alternatives below the bound): `pass` when it crosses.
+    #[serde(default = "Conditional::below")]
+    ni: Conditional,
+    /// Cached null rate of an additive bound's non-inferiority test and control's trials
+    /// when it was taken.
+    #[serde(default)]
+    p0_pass: Option<f64>,
+    #[serde(default)]
+    p0_pass_at: u64,
+    /// When the non-inferiority test first crossed its bar.
+    #[serde(default)]
+    passed: Option<i64>,
 }
 
 impl Test {
@@ -189,6 +203,10 @@ impl Test {
             p0_at: 0,
             latched: None,
             shadow: false,
+            ni: Conditional::below(),
+            p0_pass: None,
+            p0_pass_at: 0,
+            passed: None,
         }
     }
 
@@ -229,6 +247,51 @@ impl Test {
             self.p0 = (point > 0.0).then(|| (ucb + self.limit).min(1.0));
         }
         self.p0
+    }
+
+    /// The non-inferiority null of an additive bound: `L + d`, `L` a lower confidence
+    /// bound of control's rate. Under "canary is worse than control by more than d",
+    /// canary's rate is at least `L + d` whenever `L` holds.
+    fn null_rate_pass(&mut self, delta: f64) -> Option<f64> {
+        let n = self.trials[1];
+        if n == 0 {
+            return None;
+        }
+        if self.p0_pass_at == 0 || n - self.p0_pass_at >= (n / 50).max(20) {
+            self.p0_pass_at = n;
+            let lcb = rate_lower_bound(self.hits[1], n, delta);
+            self.p0_pass = Some((lcb + self.limit).min(1.0));
+        }
+        self.p0_pass
+    }
+
+    /// Whether the bound has a margin to show: a zero-tolerance bound (an increase of 0, a
+    /// ratio of 1, a maximum of 0%) can never be shown harmless, only not failing.
+    fn can_pass(&self) -> bool {
+        match self.bound {
+            Bound::ErrorMax | Bound::RefusalMax => self.limit > 0.0,
+            Bound::ToolMin | Bound::EvalMin => self.limit < 1.0,
+            Bound::LatencyMax | Bound::CostMax => true,
+            Bound::ErrorRatio | Bound::RefusalRatio | Bound::LatencyRatio | Bound::CostRatio => {
+                self.limit > 1.0
+            }
+            Bound::ErrorIncrease
+            | Bound::RefusalIncrease
+            | Bound::ToolDecrease
+            | Bound::EvalDecrease
+            | Bound::LatencyIncrease
+            | Bound::CostIncrease => self.limit > 0.0,
+        }
+    }
+
+    /// The null rate of an absolute bound's one-sample tests.
+    fn absolute_p0(&self) -> f64 {
+        match self.bound {
+            Bound::ToolMin | Bound::EvalMin => 1.0 - self.limit,
+            Bound::LatencyMax => 1.0 - LATENCY_Q,
+            Bound::CostMax => 1.0 - COST_Q,
+            _ => self.limit,
+        }
     }
 }
 
@@ -275,6 +338,18 @@ pub struct Monitor {
     /// Arms of the last requests, for the share estimate when none was set.
     recent: RecentArms,
     tests: Vec<Test>,
+    /// Canary's routing share from each snapshot version on ([`Monitor::set_canary_share_from`]).
+    /// When set, every outcome is judged at the share of the version it was routed under,
+    /// so late or batched outcomes cannot bias a test.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    shares: BTreeMap<u64, f64>,
+    /// Exposure of requests, tool calls and eval samples per entry of `shares`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    epochs: BTreeMap<u64, [Exposure; 3]>,
+    /// Outcomes routed under a version older than the first of `shares` (before the release
+    /// routed anything): counted, never judged.
+    #[serde(default)]
+    unattributed: u64,
 }
 
 /// Bits of the last [`RECENT`] requests' arms (1 = canary).
@@ -361,8 +436,10 @@ impl Monitor {
             push(Bound::CostIncrease, r.max_increase, r.shadow);
             push(Bound::CostRatio, r.max_ratio, r.shadow);
         }
-        // Bonferroni: every bound gets an equal share of the family-wise alpha.
-        let alpha_each = config.settings.alpha.fraction() / tests.len().max(1) as f64; // small count → f64
+        // Bonferroni: every gating bound gets an equal share of the family-wise alpha; a
+        // shadow bound is judged at the share it would get if it were enforced.
+        let gating = tests.iter().filter(|t| !t.shadow).count();
+        let alpha_each = config.settings.alpha.fraction() / gating.max(1) as f64; // small count → f64
         Monitor {
             config,
             alpha_each,
@@ -377,7 +454,26 @@ impl Monitor {
             refs_at: 0,
             recent: RecentArms::default(),
             tests,
+            shares: BTreeMap::new(),
+            epochs: BTreeMap::new(),
+            unattributed: 0,
         }
+    }
+
+    /// The alpha a test is judged at: its Bonferroni share, or for a shadow bound the share
+    /// it would get if it were enforced.
+    fn alpha_of(&self, t: &Test) -> f64 {
+        if t.shadow {
+            let gating = self.tests.iter().filter(|t| !t.shadow).count();
+            self.config.settings.alpha.fraction() / (gating + 1) as f64 // small count → f64
+        } else {
+            self.alpha_each
+        }
+    }
+
+    /// Outcomes routed before the release routed anything (never judged).
+    pub fn unattributed(&self) -> u64 {
+        self.unattributed
     }
 
     pub fn config(&self) -> &GuardrailConfig {
@@ -410,8 +506,22 @@ impl Monitor {
     /// The canary's traffic share from snapshot `version` on (until a later version's share):
     /// outcomes are attributed to the share of the version they were routed under.
     pub fn set_canary_share_from(&mut self, version: u64, share: f64) {
-        let _ = version;
-        self.set_canary_share(share);
+        let s = if share.is_finite() {
+            share.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        if self.shares.range(..=version).next_back().map(|(_, v)| *v) == Some(s) {
+            return;
+        }
+        self.shares.insert(version, s);
+        self.share = Some(s);
+    }
+
+    /// The first version of the routing epoch `version` belongs to (the version from which
+    /// its share has been in force), if the share is known per version.
+    pub fn share_since(&self, version: u64) -> Option<u64> {
+        self.shares.range(..=version).next_back().map(|(v, _)| *v)
     }
 
     pub fn canary_share(&self) -> Option<f64> {
@@ -419,6 +529,9 @@ impl Monitor {
     }
 
     fn request_share(&self) -> f64 {
+        if let Some((_, s)) = self.shares.last_key_value() {
+            return *s;
+        }
         match self.share {
             Some(s) => s,
             None => self.recent.upper_share(),
@@ -434,25 +547,51 @@ impl Monitor {
         };
         let arm = usize::from(!canary);
         // Every share and reference below is fixed before this event is looked at.
-        let rho = self.request_share();
-        // Tool calls and eval samples: their own exposure share since the last share change;
-        // without a known share, the (conservative) request share.
-        let (rho_tools, rho_evals) = if self.share.is_some() {
-            (
+        let epoch = if self.shares.is_empty() {
+            None
+        } else {
+            match self.shares.range(..=e.snapshot_version).next_back() {
+                Some((v, s)) => Some((*v, *s)),
+                None => {
+                    self.unattributed += 1;
+                    return;
+                }
+            }
+        };
+        let rho = epoch.map_or_else(|| self.request_share(), |(_, s)| s);
+        // Tool calls and eval samples: their own exposure share within the routing epoch the
+        // event belongs to (or since the last share change); without a known share, the
+        // (conservative) request share.
+        let (rho_tools, rho_evals) = match epoch {
+            Some((v, _)) => {
+                let seg = self.epochs.get(&v).copied().unwrap_or_default();
+                (
+                    seg[1].share(rho, SHARE_PRIOR),
+                    seg[2].share(rho, SHARE_PRIOR),
+                )
+            }
+            None if self.share.is_some() => (
                 self.seg_tools.share(rho, SHARE_PRIOR),
                 self.seg_evals.share(rho, SHARE_PRIOR),
-            )
-        } else {
-            (rho, rho)
+            ),
+            None => (rho, rho),
         };
         let lat_ref = self.latency_ref;
         let cost_ref = self.cost_ref;
-        let delta = self.alpha_each / 2.0;
+        let gating = self.tests.iter().filter(|t| !t.shadow).count();
+        let alpha = self.config.settings.alpha.fraction();
+        let alpha_shadow = alpha / (gating + 1) as f64; // small count → f64
+        let alpha_main = self.alpha_each;
         let error = e.error.is_some();
         let tools = e.tool_calls.ok + e.tool_calls.failed;
         let failed = e.tool_calls.failed;
         let eval_fail = e.eval.map(|v| !v.passed);
         for t in &mut self.tests {
+            let delta = if t.shadow { alpha_shadow } else { alpha_main } / 2.0;
+            // The non-inferiority test is not split (every bound must pass: an
+            // intersection-union test), half of it pays for control's lower bound.
+            let delta_pass = alpha / 2.0;
+            let can_pass = t.can_pass();
             match t.bound {
                 Bound::ErrorMax | Bound::RefusalMax => {
                     let hit = if t.bound == Bound::ErrorMax {
@@ -499,6 +638,9 @@ impl Monitor {
                     };
                     if hit {
                         t.cond.event(canary, rho, t.lambda0());
+                        if can_pass {
+                            t.ni.event(canary, rho, t.lambda0());
+                        }
                     }
                     t.tally(arm, u64::from(hit), 1);
                 }
@@ -520,14 +662,23 @@ impl Monitor {
                         for _ in 0..hits.min(1000) {
                             t.cond.event(canary, share, 1.0);
                         }
-                    } else if canary
-                        && let Some(p0) = t.null_rate(delta)
-                        && t.canary_rate() > p0
-                    {
-                        // Bet only while canary's past rate is above the null: a predictable
-                        // choice (still valid) that keeps an early, wide null from eroding the
-                        // evidence.
-                        t.cond.trials(hits, trials - hits.min(trials), p0);
+                    } else if canary {
+                        let past = t.canary_rate();
+                        if let Some(p0) = t.null_rate(delta)
+                            && past > p0
+                        {
+                            // Bet only while canary's past rate is above the null: a
+                            // predictable choice (still valid) that keeps an early, wide null
+                            // from eroding the evidence.
+                            t.cond.trials(hits, trials - hits.min(trials), p0);
+                        }
+                        // The mirror image for non-inferiority: bet on "below L + d" only
+                        // while canary's past rate is below it (or nothing is known yet).
+                        if let Some(p0) = t.null_rate_pass(delta_pass)
+                            && (t.trials[0] == 0 || past < p0)
+                        {
+                            t.ni.trials(hits, trials - hits.min(trials), p0);
+                        }
                     }
                     t.tally(arm, hits, trials);
                 }
@@ -552,6 +703,9 @@ impl Monitor {
                         let hit = v > cut;
                         if hit {
                             t.cond.event(canary, rho, 1.0);
+                            if can_pass {
+                                t.ni.event(canary, rho, 1.0);
+                            }
                         }
                         t.tally(arm, u64::from(hit), 1);
                     }
@@ -563,6 +717,14 @@ impl Monitor {
         self.seg_tools.add(canary, tools);
         if e.eval.is_some() {
             self.seg_evals.add(canary, 1);
+        }
+        if let Some((v, _)) = epoch {
+            let seg = self.epochs.entry(v).or_default();
+            seg[0].add(canary, 1);
+            seg[1].add(canary, tools);
+            if e.eval.is_some() {
+                seg[2].add(canary, 1);
+            }
         }
         if canary {
             self.canary.record(e);
@@ -608,19 +770,54 @@ impl Monitor {
         gap
     }
 
-    /// (status, ln e, ln bar, needs more) of one test.
-    fn judge(&self, t: &Test) -> (VerdictStatus, f64, f64, Option<u64>) {
-        let ln_bar = if t.uses_lcb {
-            (2.0 / self.alpha_each).ln()
+    /// The non-inferiority e-value and bar of a test that has a margin to show.
+    fn pass_evidence(&self, t: &Test) -> Option<(f64, f64)> {
+        if !t.can_pass() {
+            return None;
+        }
+        let alpha = self.config.settings.alpha.fraction();
+        let additive = matches!(
+            t.bound,
+            Bound::ErrorIncrease
+                | Bound::RefusalIncrease
+                | Bound::ToolDecrease
+                | Bound::EvalDecrease
+        );
+        let ln_bar = if additive {
+            (2.0 / alpha).ln()
         } else {
-            (1.0 / self.alpha_each).ln()
+            (1.0 / alpha).ln()
         };
-        let p0 = match t.bound {
-            Bound::ToolMin | Bound::EvalMin => 1.0 - t.limit,
-            Bound::LatencyMax => 1.0 - LATENCY_Q,
-            Bound::CostMax => 1.0 - COST_Q,
-            _ => t.limit,
+        let ln_e = if t.bound.absolute() {
+            t.one.ln_e_below(t.absolute_p0())
+        } else {
+            t.ni.ln_e()
         };
+        Some((ln_e, ln_bar))
+    }
+
+    /// Further canary requests the non-inferiority test needs at its drift so far.
+    fn pass_needs(&self, t: &Test, ln_e: f64, ln_bar: f64) -> Option<u64> {
+        let best = if t.bound.absolute() {
+            t.one.drift_below(t.absolute_p0()) * t.one.n as f64 // count → f64
+        } else {
+            t.ni.best()
+        };
+        let n = self.canary.requests.max(1) as f64; // count → f64
+        let per_req = best / n;
+        // f64 → u64 saturates.
+        (per_req > 0.0 && ln_e < ln_bar).then(|| ((ln_bar - ln_e) / per_req).ceil() as u64)
+    }
+
+    /// (status, ln e, ln bar, needs more) of one test, before any latch.
+    fn judge(&self, t: &Test) -> (VerdictStatus, f64, f64, Option<u64>) {
+        let alpha = self.alpha_of(t);
+        let ln_bar = if t.uses_lcb {
+            (2.0 / alpha).ln()
+        } else {
+            (1.0 / alpha).ln()
+        };
+        let p0 = t.absolute_p0();
         let (ln_e, best) = if t.bound.absolute() {
             (t.one.ln_e(p0), t.one.drift(p0) * t.one.n as f64) // count → f64
         } else {
@@ -653,20 +850,39 @@ impl Monitor {
             let per_req = best / n;
             (per_req > 0.0 && ln_e < ln_bar).then(|| ((ln_bar - ln_e) / per_req).ceil() as u64)
         };
+        let pass = self.pass_evidence(t);
         if gap > 0 {
             let extra = if suspicious {
                 drift_needs().unwrap_or(0)
+            } else if let Some((pe, pb)) = pass {
+                self.pass_needs(t, pe, pb).unwrap_or(0)
             } else {
                 0
             };
             return (VerdictStatus::Pending, ln_e, ln_bar, Some(gap.max(extra)));
         }
         if ln_e >= ln_bar {
-            (VerdictStatus::Fail, ln_e, ln_bar, None)
-        } else if suspicious {
-            (VerdictStatus::Pending, ln_e, ln_bar, drift_needs())
-        } else {
-            (VerdictStatus::Pass, ln_e, ln_bar, None)
+            return (VerdictStatus::Fail, ln_e, ln_bar, None);
+        }
+        match pass {
+            // Evidence of no harm: `pass` only once the non-inferiority test has crossed.
+            Some((pe, pb)) => {
+                if t.passed.is_some() || pe >= pb {
+                    (VerdictStatus::Pass, ln_e, ln_bar, None)
+                } else if suspicious {
+                    (VerdictStatus::Pending, ln_e, ln_bar, drift_needs())
+                } else {
+                    (
+                        VerdictStatus::Pending,
+                        ln_e,
+                        ln_bar,
+                        self.pass_needs(t, pe, pb),
+                    )
+                }
+            }
+            // Zero tolerance: nothing to show, so `pass` is the absence of a fail.
+            None if suspicious => (VerdictStatus::Pending, ln_e, ln_bar, drift_needs()),
+            None => (VerdictStatus::Pass, ln_e, ln_bar, None),
         }
     }
 
@@ -682,10 +898,19 @@ impl Monitor {
     /// Records the first crossing of each bound's bar with its evidence, at `now_ms`.
     /// Call it after every batch of outcomes, before the state is stored: from then on
     /// the bound's verdict is that `fail`, whatever later outcomes do to the e-value.
-    /// Returns whether a bound latched now.
+    /// A bound whose non-inferiority test crossed its bar is latched `pass` the same way
+    /// (a later `fail` still wins). Returns whether a bound latched `fail` now.
     pub fn latch(&mut self, now_ms: i64) -> bool {
         let mut latched = Vec::new();
+        let mut passed = Vec::new();
         for (i, t) in self.tests.iter().enumerate() {
+            if t.latched.is_none()
+                && t.passed.is_none()
+                && self.judge(t).0 == VerdictStatus::Pass
+                && self.pass_evidence(t).is_some()
+            {
+                passed.push(i);
+            }
             if t.latched.is_none() && self.judge(t).0 == VerdictStatus::Fail {
                 let v = self.verdict(t);
                 latched.push((
@@ -705,6 +930,11 @@ impl Monitor {
             }
         }
         let any = !latched.is_empty();
+        for i in passed {
+            if let Some(t) = self.tests.get_mut(i) {
+                t.passed = Some(now_ms);
+            }
+        }
         for (i, l) in latched {
             if let Some(t) = self.tests.get_mut(i) {
                 t.latched = Some(l);
@@ -713,24 +943,25 @@ impl Monitor {
         any
     }
 
-    /// True when some bound fails (cheap: no strings).
+    /// True when some gating (non-shadow) bound fails (cheap: no strings).
     pub fn any_fail(&self) -> bool {
         self.tests
             .iter()
-            .any(|t| self.status(t) == VerdictStatus::Fail)
+            .any(|t| !t.shadow && self.status(t) == VerdictStatus::Fail)
     }
 
-    /// The first failing bound, if any (cheap).
+    /// The first failing gating bound, if any (cheap).
     pub fn first_fail(&self) -> Option<Bound> {
         self.tests
             .iter()
-            .find(|t| self.status(t) == VerdictStatus::Fail)
+            .find(|t| !t.shadow && self.status(t) == VerdictStatus::Fail)
             .map(|t| t.bound)
     }
 
+    /// The gating bounds' combined status: `fail` if any fails, `pass` if all pass.
     pub fn overall(&self) -> VerdictStatus {
         let mut any_pending = false;
-        for t in &self.tests {
+        for t in self.tests.iter().filter(|t| !t.shadow) {
             match self.status(t) {
                 VerdictStatus::Fail => return VerdictStatus::Fail,
                 VerdictStatus::Pending => any_pending = true,
@@ -805,33 +1036,58 @@ impl Monitor {
         };
         let e = ln_e.exp();
         let bar = ln_bar.exp();
-        let explanation = match status {
-            VerdictStatus::Fail => format!(
-                "{} {threshold} is violated: evidence e = {} reached 1/alpha = {}{how}",
-                t.bound.name(),
+        let name = t.bound.name();
+        let pass = self.pass_evidence(t).map(|(pe, pb)| (pe.exp(), pb.exp()));
+        let no_harm = |pe: f64, pb: f64| format!("no-harm e = {} of {}", sig(pe), sig(pb));
+        let explanation = match (status, pass) {
+            (VerdictStatus::Fail, _) => format!(
+                "{name} {threshold} is violated: evidence e = {} reached 1/alpha = {}{how}",
                 sig(e),
                 sig(bar)
             ),
-            VerdictStatus::Pending => match needs {
+            (VerdictStatus::Pending, None) => match needs {
                 Some(n) => format!(
-                    "{} {threshold}: not decided yet (e = {} of {}); about {n} more canary requests needed{how}",
-                    t.bound.name(),
+                    "{name} {threshold}: not decided yet (e = {} of {}); about {n} more canary requests needed{how}",
                     sig(e),
                     sig(bar)
                 ),
                 None => format!(
-                    "{} {threshold}: canary looks worse but the evidence (e = {}) is not growing towards {}{how}",
-                    t.bound.name(),
+                    "{name} {threshold}: canary looks worse but the evidence (e = {}) is not growing towards {}{how}",
                     sig(e),
                     sig(bar)
                 ),
             },
-            VerdictStatus::Pass => format!(
-                "{} {threshold} holds so far: no significant violation (e = {} < {}){how}",
-                t.bound.name(),
+            (VerdictStatus::Pending, Some((pe, pb))) => match needs {
+                Some(n) => format!(
+                    "{name} {threshold}: neither harm nor no harm shown yet (harm e = {} of {}, {}); about {n} more canary requests needed{how}",
+                    sig(e),
+                    sig(bar),
+                    no_harm(pe, pb)
+                ),
+                None => format!(
+                    "{name} {threshold}: canary is too close to the bound to show no harm, and the evidence is not growing (harm e = {} of {}, {}){how}",
+                    sig(e),
+                    sig(bar),
+                    no_harm(pe, pb)
+                ),
+            },
+            (VerdictStatus::Pass, Some((pe, pb))) => format!(
+                "{name} {threshold} is shown to hold: no-harm evidence e = {} reached 1/alpha = {} (harm e = {} < {}){how}",
+                sig(pe.max(if t.passed.is_some() { pb } else { 0.0 })),
+                sig(pb),
                 sig(e),
                 sig(bar)
             ),
+            (VerdictStatus::Pass, None) => format!(
+                "{name} {threshold} holds so far: no significant violation (e = {} < {}); a zero-tolerance bound has no margin to show, so it passes on the absence of a fail{how}",
+                sig(e),
+                sig(bar)
+            ),
+        };
+        let explanation = if t.shadow {
+            format!("(shadow, never gates) {explanation}")
+        } else {
+            explanation
         };
         if let Some(l) = &t.latched {
             return Verdict {
@@ -840,7 +1096,12 @@ impl Monitor {
                 canary: l.canary,
                 control: l.control,
                 explanation: format!(
-                    "{} {threshold} was violated: evidence e = {} reached 1/alpha = {} with canary {} (n={}) vs control {} (n={}); latched at that crossing, so later outcomes do not undo it (e is {} now){how}",
+                    "{}{} {threshold} was violated: evidence e = {} reached 1/alpha = {} with canary {} (n={}) vs control {} (n={}); latched at that crossing, so later outcomes do not undo it (e is {} now){how}",
+                    if t.shadow {
+                        "(shadow, never gates) "
+                    } else {
+                        ""
+                    },
                     t.bound.name(),
                     sig(l.statistic),
                     sig(l.statistic_threshold),
@@ -856,9 +1117,9 @@ impl Monitor {
                 needs_more_requests: None,
                 latched_at_ms: Some(l.at_ms),
                 shadow: t.shadow,
-                pass_statistic: None,
-                pass_threshold: None,
-                passed_at_ms: None,
+                pass_statistic: pass.map(|(pe, _)| finite(pe)),
+                pass_threshold: pass.map(|(_, pb)| pb),
+                passed_at_ms: t.passed,
             };
         }
         Verdict {
@@ -873,11 +1134,16 @@ impl Monitor {
             explanation,
             latched_at_ms: None,
             shadow: t.shadow,
-            pass_statistic: None,
-            pass_threshold: None,
-            passed_at_ms: None,
+            pass_statistic: pass.map(|(pe, _)| finite(pe)),
+            pass_threshold: pass.map(|(_, pb)| pb),
+            passed_at_ms: t.passed,
         }
     }
+}
+
+/// A statistic that always serializes as a JSON number.
+fn finite(v: f64) -> f64 {
+    if v.is_finite() { v } else { f64::MAX }
 }
 
 /// Three significant digits for explanations.

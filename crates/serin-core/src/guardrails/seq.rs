@@ -34,30 +34,48 @@ impl OneSample {
         self.n += trials;
     }
 
-    fn components(&self, p0: f64) -> [f64; GRID.len()] {
+    /// Log-LRs of the grid's alternatives: above `p0` (against `H0: p <= p0`) or, with
+    /// `below`, under it (against `H0: p >= p0`, the non-inferiority null).
+    fn components(&self, p0: f64, below: bool) -> [f64; GRID.len()] {
         let p0 = clamp_p(p0);
         let odds0 = p0 / (1.0 - p0);
         // Counts → f64: exact below 2^53.
         let (s, f) = (self.s as f64, (self.n - self.s.min(self.n)) as f64);
         GRID.map(|r| {
-            let o = odds0 * r;
+            let o = if below { odds0 / r } else { odds0 * r };
             let p1 = o / (1.0 + o);
             s * (p1 / p0).ln() + f * ((1.0 - p1) / (1.0 - p0)).ln()
         })
     }
 
     pub fn ln_e(&self, p0: f64) -> f64 {
-        let c = self.components(p0).map(|l| l + LN_W);
+        let c = self.components(p0, false).map(|l| l + LN_W);
+        logsumexp(&c).min(LN_CAP)
+    }
+
+    /// The e-value against `H0: p >= p0`: evidence that the rate is below `p0`. Each
+    /// component's one-step expectation is `1 + (p - p0)(p1 - p0)/(p0(1 - p0))`, at most 1
+    /// when `p >= p0 > p1`.
+    pub fn ln_e_below(&self, p0: f64) -> f64 {
+        let c = self.components(p0, true).map(|l| l + LN_W);
         logsumexp(&c).min(LN_CAP)
     }
 
     /// Best component's log-LR per trial so far (the drift at the observed effect).
     pub fn drift(&self, p0: f64) -> f64 {
+        self.drift_dir(p0, false)
+    }
+
+    pub fn drift_below(&self, p0: f64) -> f64 {
+        self.drift_dir(p0, true)
+    }
+
+    fn drift_dir(&self, p0: f64, below: bool) -> f64 {
         if self.n == 0 {
             return 0.0;
         }
         let best = self
-            .components(p0)
+            .components(p0, below)
             .into_iter()
             .fold(f64::NEG_INFINITY, f64::max);
         best / self.n as f64 // count → f64
@@ -79,6 +97,9 @@ pub(crate) struct Conditional {
     ll: [f64; GRID.len()],
     pub canary_events: u64,
     pub control_events: u64,
+    /// Alternatives below the null (`λ0 / r`): the non-inferiority test of `H0: λ >= λ0`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub below: bool,
     #[serde(skip)]
     cache: Option<Cache>,
 }
@@ -92,17 +113,32 @@ struct Cache {
 }
 
 impl Conditional {
+    /// The non-inferiority twin: evidence that canary's rate is below `λ0` x control's.
+    /// Under `λ >= λ0` an event is canary with probability `q >= q0 > q1`, so each factor's
+    /// expectation `1 + (q - q0)(q1 - q0)/(q0(1 - q0))` is at most 1.
+    pub fn below() -> Conditional {
+        Conditional {
+            below: true,
+            ..Conditional::default()
+        }
+    }
+
+    fn alt(&self, lambda0: f64, r: f64) -> f64 {
+        if self.below { lambda0 / r } else { lambda0 * r }
+    }
+
     /// One event (`canary` tells which arm), with the exposure share and null ratio in force
     /// before it was seen.
     pub fn event(&mut self, canary: bool, rho: f64, lambda0: f64) {
         let fresh = matches!(&self.cache, Some(c) if c.rho == rho && c.lambda0 == lambda0);
         if !fresh {
             let q0 = q_of(rho, lambda0);
+            let q1 = GRID.map(|r| q_of(rho, self.alt(lambda0, r)));
             self.cache = Some(Cache {
                 rho,
                 lambda0,
-                hit: GRID.map(|r| (q_of(rho, lambda0 * r) / q0).ln()),
-                miss: GRID.map(|r| ((1.0 - q_of(rho, lambda0 * r)) / (1.0 - q0)).ln()),
+                hit: q1.map(|q| (q / q0).ln()),
+                miss: q1.map(|q| ((1.0 - q) / (1.0 - q0)).ln()),
             });
         }
         if let Some(c) = &self.cache {
@@ -124,7 +160,10 @@ impl Conditional {
         if !fresh {
             let p0c = clamp_p(p0);
             let odds0 = p0c / (1.0 - p0c);
-            let p1 = GRID.map(|r| odds0 * r / (1.0 + odds0 * r));
+            let p1 = GRID.map(|r| {
+                let o = if self.below { odds0 / r } else { odds0 * r };
+                o / (1.0 + o)
+            });
             self.cache = Some(Cache {
                 rho: f64::NAN,
                 lambda0: p0,
@@ -149,6 +188,20 @@ impl Conditional {
     pub fn best(&self) -> f64 {
         self.ll.iter().copied().fold(f64::NEG_INFINITY, f64::max)
     }
+}
+
+/// Lower confidence bound of a Poisson-like count rate `s / n` at level `delta`, made
+/// (approximately) time-uniform by the same log-log inflation as [`rate_upper_bound`]: the
+/// upper tail `P(S >= mu + sqrt(2 mu L) + L/3) <= e^-L` inverted in mu.
+pub(crate) fn rate_lower_bound(s: u64, n: u64, delta: f64) -> f64 {
+    if n == 0 {
+        return 0.0;
+    }
+    let nf = n as f64; // count → f64
+    let l = (1.0 / delta).ln() + 1.5 * (1.0 + nf.max(1.0).ln().max(1.0)).ln();
+    let s = s as f64; // count → f64
+    let x = ((4.0 * s + 2.0 * l / 3.0).sqrt() - (2.0 * l).sqrt()) / 2.0;
+    (x.max(0.0).powi(2) / nf).clamp(0.0, 1.0)
 }
 
 /// Simple-vs-simple log-LR accumulator (the oracle that knows the true effect).

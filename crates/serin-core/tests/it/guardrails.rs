@@ -249,8 +249,12 @@ fn feed(config: &GuardrailConfig, canary: ArmModel, n: usize, seed: u64) -> Moni
     };
     let mut m = Monitor::new(config.clone());
     m.set_canary_share(0.5);
-    for e in sample_events(&sc, seed, n, 0.5) {
-        m.observe(&e);
+    // Latch after every batch of 100, as the server does after every ingested batch.
+    for (i, e) in sample_events(&sc, seed, n, 0.5).iter().enumerate() {
+        m.observe(e);
+        if i % 100 == 99 {
+            m.latch(i as i64);
+        }
     }
     m
 }
@@ -364,7 +368,7 @@ fn verdicts_carry_their_evidence() {
     let m = feed(
         &GuardrailConfig::spec_default(),
         ArmModel::baseline(),
-        4_000,
+        30_000,
         5,
     );
     let v = m.verdicts();
@@ -395,7 +399,10 @@ fn verdicts_carry_their_evidence() {
         ]
     );
     for x in &v {
-        assert_eq!(x.status, VerdictStatus::Pass, "{x:#?}");
+        // Identical arms: no harm is shown on most bounds; one whose canary happens to look
+        // worse (here refusals, 2.2% vs 1.9%) or sits close to its bound (eval pass 96% against a
+        // 95% floor) may still be gathering evidence, and says how much.
+        assert_ne!(x.status, VerdictStatus::Fail, "{x:#?}");
         // Seven bounds share alpha = 1%; max_increase also pays for control's bound.
         let bar = if x.guardrail == "error_rate.max_increase" {
             1400.0
@@ -405,10 +412,19 @@ fn verdicts_carry_their_evidence() {
         assert!((x.statistic_threshold - bar).abs() < 1e-6, "{x:#?}");
         assert!(x.canary.n > 400 && x.control.n > 400, "{x:#?}");
         assert!(!x.explanation.is_empty());
+        // Every bound has a margin here, so `pass` is evidence of no harm, not silence.
+        let (pe, pb) = (x.pass_statistic.unwrap(), x.pass_threshold.unwrap());
+        if x.status == VerdictStatus::Pass {
+            assert!(pe >= pb || x.passed_at_ms.is_some(), "{x:#?}");
+        } else {
+            assert!(x.needs_more_requests.is_some(), "{x:#?}");
+        }
     }
+    let passed = v.iter().filter(|x| x.status == VerdictStatus::Pass).count();
+    assert!(passed >= 5, "{v:#?}");
     let lat = &v[2];
     assert!((lat.control.value / 2000.0 - 1.0).abs() < 0.1, "{lat:#?}");
-    assert_eq!(m.overall(), VerdictStatus::Pass);
+    assert_ne!(m.overall(), VerdictStatus::Fail);
     let json = serde_json::to_value(&v[0]).unwrap();
     assert_eq!(json["status"], "pass");
 }
@@ -600,4 +616,185 @@ fn strip_latches(json: &str) -> String {
         t.as_object_mut().unwrap().remove("latched");
     }
     v.to_string()
+}
+
+/// Routes identical arms through a 1% -> 5% -> 25% ramp whose outcomes arrive one step late
+/// (each step's outcomes are delivered after the next step began), and returns the e-value of
+/// `tool_call_success.max_decrease` (zero tolerance) and whether any bound failed.
+fn late_ramp(seed: u64, by_version: bool) -> (f64, bool) {
+    let sc = Scenario::aa(vec![(0.5, 1)]);
+    let mut m = Monitor::new(GuardrailConfig::no_regression());
+    let steps = [(10_u64, 0.01), (20, 0.05), (30, 0.25)];
+    let mut pending: Vec<OutcomeEvent> = Vec::new();
+    for (i, (version, share)) in steps.iter().enumerate() {
+        if by_version {
+            m.set_canary_share_from(*version, *share);
+        } else {
+            m.set_canary_share(*share);
+        }
+        // The previous step's outcomes land now, in one batch, after the change.
+        for e in pending.drain(..) {
+            m.observe(&e);
+        }
+        m.latch(i as i64);
+        pending = sample_events(&sc, seed * 10 + i as u64, 20_000, *share);
+        for e in &mut pending {
+            e.snapshot_version = *version;
+        }
+    }
+    for e in pending.drain(..) {
+        m.observe(&e);
+    }
+    m.latch(9);
+    let tool = m
+        .verdicts()
+        .into_iter()
+        .find(|v| v.guardrail == "tool_call_success.max_decrease")
+        .unwrap();
+    (tool.statistic, m.any_fail())
+}
+
+#[test]
+fn late_outcomes_are_judged_at_the_weight_they_were_routed_under() {
+    let mut fails = 0;
+    let mut legacy_fails = 0;
+    for seed in 0..12 {
+        let (_, failed) = late_ramp(seed, true);
+        fails += usize::from(failed);
+        let (_, legacy) = late_ramp(seed, false);
+        legacy_fails += usize::from(legacy);
+    }
+    // Attributing each outcome to its version's weight keeps identical arms clean; judging
+    // late outcomes at the weight in force when they arrive makes canary look worse.
+    assert_eq!(fails, 0);
+    assert!(
+        legacy_fails > 0,
+        "the arrival-time share was not biased here"
+    );
+}
+
+#[test]
+fn outcomes_routed_before_the_release_are_counted_not_judged() {
+    let sc = Scenario::aa(vec![(0.5, 1)]);
+    let mut m = Monitor::new(GuardrailConfig::spec_default());
+    m.set_canary_share_from(5, 0.0);
+    m.set_canary_share_from(7, 0.1);
+    let mut events = sample_events(&sc, 3, 300, 0.1);
+    for e in &mut events {
+        e.snapshot_version = 4;
+    }
+    for e in &events {
+        m.observe(e);
+    }
+    assert_eq!(m.unattributed(), 300);
+    assert_eq!(m.canary().requests + m.control().requests, 0);
+    assert_eq!(m.share_since(9), Some(7));
+    assert_eq!(m.share_since(6), Some(5));
+    // The monitor's state, with its per-version shares, survives a restart.
+    let back: Monitor = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+    assert_eq!(back.share_since(9), Some(7));
+    assert_eq!(back.unattributed(), 300);
+}
+
+/// Error rate 1% on control; canary's is `canary_rate`; judged against `max_increase: 2pp`.
+fn margin_run(canary_rate: f64, seed: u64) -> (Option<usize>, Option<usize>) {
+    let config = parse("error_rate: {max_increase: 2pp}").unwrap();
+    let mut canary = ArmModel::baseline();
+    canary.error_rate = canary_rate;
+    let sc = Scenario {
+        canary,
+        ..Scenario::aa(vec![(0.5, 1)])
+    };
+    let mut m = Monitor::new(config);
+    m.set_canary_share_from(1, 0.5);
+    let (mut passed_at, mut failed_at) = (None, None);
+    for (i, mut e) in sample_events(&sc, seed, 60_000, 0.5)
+        .into_iter()
+        .enumerate()
+    {
+        e.snapshot_version = 1;
+        m.observe(&e);
+        if i % 100 == 99 {
+            m.latch(i as i64);
+            match m.overall() {
+                VerdictStatus::Pass if passed_at.is_none() => passed_at = Some(i),
+                VerdictStatus::Fail if failed_at.is_none() => failed_at = Some(i),
+                _ => {}
+            }
+        }
+    }
+    (passed_at, failed_at)
+}
+
+#[test]
+fn a_canary_worse_by_less_than_the_margin_passes_and_by_more_never_does() {
+    for seed in 0..3 {
+        // +0.5pp against a 2pp margin: no harm is shown, and nothing fails.
+        let (passed, failed) = margin_run(0.015, seed);
+        assert!(
+            passed.is_some() && failed.is_none(),
+            "{passed:?} {failed:?}"
+        );
+        // +4pp: it fails and never passes (a fail wins even over a latched pass).
+        let (passed, failed) = margin_run(0.05, seed);
+        assert!(
+            failed.is_some() && passed.is_none(),
+            "{passed:?} {failed:?}"
+        );
+    }
+}
+
+#[test]
+fn zero_tolerance_bounds_have_no_margin_to_show() {
+    let m = feed(
+        &GuardrailConfig::no_regression(),
+        ArmModel::baseline(),
+        4_000,
+        2,
+    );
+    for v in m.verdicts() {
+        assert!(
+            v.pass_statistic.is_none() && v.pass_threshold.is_none(),
+            "{v:#?}"
+        );
+        if v.status == VerdictStatus::Pass {
+            assert!(v.explanation.contains("zero-tolerance"), "{v:#?}");
+        }
+    }
+}
+
+#[test]
+fn a_shadow_bound_is_judged_and_reported_but_never_gates() {
+    let config =
+        parse("error_rate: {max_increase: 2pp}\nrefusal_rate: {max_ratio: 1.2, shadow: true}")
+            .unwrap();
+    let mut canary = ArmModel::baseline();
+    canary.refusal_rate = 0.08;
+    let m = feed(&config, canary, 20_000, 4);
+    let v = m.verdicts();
+    let refusal = v
+        .iter()
+        .find(|v| v.guardrail == "refusal_rate.max_ratio")
+        .unwrap();
+    assert!(refusal.shadow);
+    assert_eq!(refusal.status, VerdictStatus::Fail, "{refusal:#?}");
+    assert!(refusal.explanation.starts_with("(shadow"), "{refusal:#?}");
+    // Judged at the share of alpha it would get if enforced: 1% over (1 gating + 1).
+    assert!(
+        (refusal.statistic_threshold - 200.0).abs() < 1e-6,
+        "{refusal:#?}"
+    );
+    assert!(!m.any_fail());
+    assert_eq!(m.first_fail(), None);
+    assert_ne!(m.overall(), VerdictStatus::Fail);
+    // The gating bound keeps the whole alpha.
+    let error = v
+        .iter()
+        .find(|v| v.guardrail == "error_rate.max_increase")
+        .unwrap();
+    assert!(!error.shadow);
+    assert!(
+        (error.statistic_threshold - 200.0).abs() < 1e-6,
+        "{error:#?}"
+    );
 }

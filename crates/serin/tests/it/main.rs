@@ -23,6 +23,7 @@ mod hostile_names;
 mod hostile_persist;
 mod hostile_transport;
 mod http_errors;
+mod judgement;
 mod readiness;
 mod readme;
 mod releases;

@@ -7,10 +7,10 @@ use serde_json::{Value, json};
 
 use crate::harness::{Backend, Cli, Receiver, Server, copy_dir, sample_bundle};
 
-fn event(i: usize, arm: &str, bundle: &str, error: bool) -> Value {
+fn event(i: usize, arm: &str, bundle: &str, error: bool, version: u64) -> Value {
     json!({
         "request_id": format!("{arm}-{bundle}-{i}"), "agent": "support", "env": "prod",
-        "snapshot_version": 1, "bundle": bundle, "arm": arm, "user": format!("u{i}"),
+        "snapshot_version": version, "bundle": bundle, "arm": arm, "user": format!("u{i}"),
         "latency_ms": 500.0 + (i % 40) as f64, "cost_usd": 0.01,
         "tool_calls": {"ok": 1, "failed": 0},
         "error": if error { json!({"class": "permanent"}) } else { Value::Null },
@@ -19,15 +19,19 @@ fn event(i: usize, arm: &str, bundle: &str, error: bool) -> Value {
 
 /// Posts interleaved traffic: `n` canary requests with the given error period
 /// (0 = none) and 9 stable requests for each.
+/// Each event carries the snapshot version it was routed under, as an SDK's do: the
+/// monitor judges it at that version's canary share.
 async fn traffic(server: &Server, token: &str, start: usize, n: usize, canary_error_every: usize) {
+    let (_, snap) = server.http(token).get("/v1/envs/prod/snapshot").await;
+    let version = snap["version"].as_u64().unwrap();
     let mut events = Vec::new();
     for i in start..start + n {
         for j in 0..9 {
             let k = i * 9 + j;
-            events.push(event(k, "stable", "support@1", k % 100 == 0));
+            events.push(event(k, "stable", "support@1", k % 100 == 0, version));
         }
         let err = canary_error_every > 0 && i % canary_error_every == 0;
-        events.push(event(i, "canary", "support@2", err));
+        events.push(event(i, "canary", "support@2", err, version));
     }
     for chunk in events.chunks(2000) {
         let (status, body) = server
