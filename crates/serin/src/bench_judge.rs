@@ -228,7 +228,10 @@ pub async fn judge(args: JudgeArgs) -> anyhow::Result<()> {
         users: args.users.max(1),
         volume_shape: args.volume_shape,
         mean_delay: args.mean_delay,
-        ..Traffic::production(args.batch.clamp(1, serin_server::guardrails::MAX_BATCH_EVENTS))
+        ..Traffic::production(
+            args.batch
+                .clamp(1, serin_server::guardrails::MAX_BATCH_EVENTS),
+        )
     };
     let steps: Vec<(f64, u64)> = SHARES
         .iter()
@@ -243,7 +246,10 @@ pub async fn judge(args: JudgeArgs) -> anyhow::Result<()> {
     serin_server::clock::make_adjustable();
     let server = Embedded::bare(64, Duration::from_millis(args.tick_ms.max(10))).await?;
     let sdk_token = server
-        .post("/v1/tokens", json!({ "role": "sdk", "name": "bench-judge" }))
+        .post(
+            "/v1/tokens",
+            json!({ "role": "sdk", "name": "bench-judge" }),
+        )
         .await?["token"]
         .as_str()
         .context("no sdk token")?
@@ -441,10 +447,7 @@ async fn drive(s: &Shared, k: u64, agent: String, release: String) -> anyhow::Re
         };
         let user = s.population.draw(&mut rng);
         let tenant = s.population.tenant(user);
-        let (user_key, tenant_key) = (
-            Population::user_key(user),
-            Population::tenant_key(tenant),
-        );
+        let (user_key, tenant_key) = (Population::user_key(user), Population::tenant_key(tenant));
         let request_id = format!("{agent}-{i}");
         let ctx = Context {
             request_id: &request_id,
@@ -466,7 +469,13 @@ async fn drive(s: &Shared, k: u64, agent: String, release: String) -> anyhow::Re
             _ => (false, 0.0),
         };
         let Some(bundle) = d.bundle else { continue };
-        let mut e = outcome(&request_id, &agent, bundle.id.clone(), d.arm, d.snapshot_version);
+        let mut e = outcome(
+            &request_id,
+            &agent,
+            bundle.id.clone(),
+            d.arm,
+            d.snapshot_version,
+        );
         e.user = Some(user_key);
         e.tenant = Some(tenant_key);
         let model = if d.arm == Arm::Canary {
@@ -712,7 +721,10 @@ fn figures(results: &[ReleaseResult], sim: &SimJudgeReport, wall: Duration) -> F
         median_of(results.iter().map(|r| r.canary_at_fail).collect());
     let (oracle_two, _) = median_of(results.iter().map(|r| r.oracle_two_sample_at).collect());
     let (oracle_one, _) = median_of(results.iter().map(|r| r.oracle_one_sample_at).collect());
-    let mut drain: Vec<f64> = results.iter().filter_map(|r| r.fail_to_drained_ms).collect();
+    let mut drain: Vec<f64> = results
+        .iter()
+        .filter_map(|r| r.fail_to_drained_ms)
+        .collect();
     drain.sort_by(f64::total_cmp);
     Figures {
         releases: n,

@@ -116,7 +116,11 @@ fn the_simulator_rng_stream_is_pinned() {
     let mut r = sim_rng(42);
     assert_eq!(
         [r.next_u64(), r.next_u64(), r.next_u64()],
-        [0xae90_bfb5_395d_5ba1, 0xf345_3fc6_2579_9188, 0x6d71_b708_c5b6_538c]
+        [
+            0xae90_bfb5_395d_5ba1,
+            0xf345_3fc6_2579_9188,
+            0x6d71_b708_c5b6_538c
+        ]
     );
 }
 
@@ -161,8 +165,15 @@ fn outcomes_arrive_late_and_in_full_batches() {
         }
     }
     assert!(delivered.len() >= 900 && delivered.len() + pipe.len() == 1_000);
-    let late = delivered.iter().filter(|(sent, at)| at - sent >= 50).count();
-    assert!(late > 200, "{late} of {} delivered 50+ requests late", delivered.len());
+    let late = delivered
+        .iter()
+        .filter(|(sent, at)| at - sent >= 50)
+        .count();
+    assert!(
+        late > 200,
+        "{late} of {} delivered 50+ requests late",
+        delivered.len()
+    );
     // Outcomes overtake each other: arrival order is not send order.
     assert!(delivered.windows(2).any(|w| w[1].0 < w[0].0));
 }
@@ -171,7 +182,13 @@ fn judged(scenario: JudgeScenario, config: &GuardrailConfig, traffic: Traffic) -
     ReleaseSim {
         control: ArmModel::baseline(),
         canary: scenario.canary(config).unwrap(),
-        steps: vec![(0.01, 50), (0.05, 250), (0.25, 1_000), (0.5, 4_000), (1.0, 500)],
+        steps: vec![
+            (0.01, 50),
+            (0.05, 250),
+            (0.25, 1_000),
+            (0.5, 4_000),
+            (1.0, 500),
+        ],
         traffic,
         tick_every: 500,
         max_requests: 400_000,

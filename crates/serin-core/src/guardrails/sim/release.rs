@@ -270,8 +270,7 @@ pub fn simulate_release(
     let mut weight = percent(share_of(0));
     monitor.set_canary_share_from(1, share_of(0));
     let mut step_start = 0u64;
-    let mut pipe: Pipe<(bool, OutcomeEvent)> =
-        Pipe::new(sim.traffic.mean_delay, sim.traffic.batch);
+    let mut pipe: Pipe<(bool, OutcomeEvent)> = Pipe::new(sim.traffic.mean_delay, sim.traffic.batch);
     let mut e = blank_event("", "", "", "");
     let mut run = ReleaseRun {
         end: ReleaseEnd::Stuck,
@@ -313,8 +312,7 @@ pub fn simulate_release(
                 o.look();
             }
             // Time is counted in requests here; the latch only needs it to order crossings.
-            if monitor.latch(i64::try_from(i).unwrap_or(i64::MAX)) && run.canary_at_fail.is_none()
-            {
+            if monitor.latch(i64::try_from(i).unwrap_or(i64::MAX)) && run.canary_at_fail.is_none() {
                 run.canary_at_fail = Some(monitor.canary().requests);
                 run.guardrail = monitor.first_fail().map(|b| b.name().to_owned());
             }
