@@ -21,8 +21,9 @@ use serde_json::{Value, json};
 use serin_core::decision::{Arm, Context, Reason};
 use serin_core::guardrails::GuardrailConfig;
 use serin_core::guardrails::sim::{
-    ArmModel, Interval, JudgeScenario, Oracle, Pipe, Population, ReleaseSim, SimJudgeReport,
-    Traffic, alpha_each, clopper_pearson, judge_report, median_of, ratio, run_seed, sim_rng,
+    ArmModel, CountInterval, Interval, JudgeScenario, Oracle, Pipe, Population, ReleaseSim,
+    SimJudgeReport, Traffic, alpha_each, clopper_pearson, judge_report, median_of, ratio, run_seed,
+    sim_rng,
 };
 use serin_core::outcome::OutcomeEvent;
 use serin_sdk::Serin;
@@ -136,7 +137,7 @@ struct Figures {
     promoted_after_fail: usize,
     /// Canary outcomes until the first latch; `None`: not reached in half the releases.
     detect_median: Option<u64>,
-    detect_interval: Option<(Option<u64>, Option<u64>)>,
+    detect_interval: Option<CountInterval>,
     /// The SPRT oracles on the very outcomes this bench posted.
     oracle_two_sample_median: Option<u64>,
     oracle_one_sample_median: Option<u64>,
@@ -757,7 +758,7 @@ fn show(v: Option<u64>) -> String {
     v.map_or_else(|| "never".to_owned(), |x| x.to_string())
 }
 
-fn show_interval(i: Option<(Option<u64>, Option<u64>)>) -> String {
+fn show_interval(i: Option<CountInterval>) -> String {
     i.map_or_else(
         || "-".to_owned(),
         |(lo, hi)| format!("[{}, {}]", show(lo), show(hi)),

@@ -39,7 +39,7 @@ pub use release::{
     JudgeScenario, JudgeScenarioError, Oracle, ReleaseEnd, ReleaseRun, ReleaseSim, SimJudgeReport,
     alpha_each, judge_report, median_of, ratio, simulate_release,
 };
-pub use stats::{Interval, clopper_pearson, median_interval};
+pub use stats::{CountInterval, Interval, clopper_pearson, median_interval};
 pub use traffic::{Pipe, Population, Traffic};
 
 /// The simulator's random number generator. ChaCha8 seeded through `seed_from_u64` gives the

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::stats::{Interval, clopper_pearson, median_interval};
+use super::stats::{CountInterval, Interval, clopper_pearson, median_interval};
 use super::traffic::{Pipe, Population, Traffic};
 use super::{ArmModel, Metric, Scenario, SimError, blank_event, run_seed, sim_rng, sim_threads};
 use crate::decision::{Arm, Percent, bucket, in_share};
@@ -365,7 +365,7 @@ pub struct SimJudgeReport {
     /// Canary outcomes delivered when the first bound latched (`None`: never, in at least
     /// half of the runs), with a 95% interval.
     pub detect_median: Option<u64>,
-    pub detect_interval: Option<(Option<u64>, Option<u64>)>,
+    pub detect_interval: Option<CountInterval>,
     pub oracle_two_sample_median: Option<u64>,
     pub oracle_one_sample_median: Option<u64>,
     /// `detect_median / oracle_two_sample_median`.
@@ -375,7 +375,7 @@ pub struct SimJudgeReport {
 }
 
 /// Median (and its interval) of `v`, `None` sorting last.
-pub fn median_of(mut v: Vec<Option<u64>>) -> (Option<u64>, Option<(Option<u64>, Option<u64>)>) {
+pub fn median_of(mut v: Vec<Option<u64>>) -> (Option<u64>, Option<CountInterval>) {
     v.sort_by_key(|x| x.unwrap_or(u64::MAX));
     let mid = v.len().div_ceil(2).saturating_sub(1);
     (v.get(mid).copied().flatten(), median_interval(&v))

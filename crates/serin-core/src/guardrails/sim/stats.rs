@@ -3,6 +3,9 @@
 
 use serde::Serialize;
 
+/// Bounds of an interval of request counts; `None` is "never" (beyond every count).
+pub type CountInterval = (Option<u64>, Option<u64>);
+
 /// A two-sided interval at some confidence.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Interval {
@@ -73,7 +76,7 @@ pub fn clopper_pearson(k: u64, n: u64, confidence: f64) -> Interval {
 /// A distribution-free 95% interval for the median of `sorted` (ascending; `None` sorts last
 /// and stands for "never"): the order statistics around the middle whose ranks the binomial
 /// (normal approximation) puts the median between. `None` bounds mean "never".
-pub fn median_interval(sorted: &[Option<u64>]) -> Option<(Option<u64>, Option<u64>)> {
+pub fn median_interval(sorted: &[Option<u64>]) -> Option<CountInterval> {
     let m = sorted.len();
     if m == 0 {
         return None;
