@@ -294,6 +294,7 @@ pub async fn judge(args: JudgeArgs) -> anyhow::Result<()> {
         let wave: Vec<usize> = (next..(next + concurrency).min(args.releases)).collect();
         next += wave.len();
         let mut tasks = Vec::with_capacity(wave.len());
+        let mut started_wave = Vec::with_capacity(wave.len());
         for k in wave {
             let agent = format!("judge-{k}");
             for rev in 1..=2 {
@@ -323,6 +324,11 @@ pub async fn judge(args: JudgeArgs) -> anyhow::Result<()> {
                 .as_str()
                 .context("the release start answered no id")?
                 .to_owned();
+            started_wave.push((k, agent, release));
+        }
+        // Traffic starts once the whole wave is set up: big outcome batches would otherwise
+        // hold up the later starts (and a start that waits is not what is measured here).
+        for (k, agent, release) in started_wave {
             let shared = shared.clone();
             tasks.push(tokio::spawn(async move {
                 drive(&shared, k as u64, agent, release).await
