@@ -7,7 +7,7 @@ fn main() {
     let runs = args.first().and_then(|a| a.parse().ok()).unwrap_or(1_000);
     let seed = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(42);
     let started = std::time::Instant::now();
-    let report = serin_core::guardrails::sim::detect_report(runs, seed);
+    let report = serin_core::guardrails::sim::detect_report(runs, seed).unwrap();
     if args.iter().any(|a| a == "--json") {
         println!("{}", serde_json::to_string_pretty(&report).unwrap());
     } else {

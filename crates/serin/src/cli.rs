@@ -559,6 +559,70 @@ pub enum BenchCommand {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Human)]
         output: Output,
     },
+    /// The judgement end to end: real releases (1% -> 5% -> 25% -> 50% -> 100%, auto
+    /// promotion) through an embedded server, sticky users, late batched outcomes; false
+    /// rollbacks and requests to detect beside the simulator's figures for the same setup.
+    Judge {
+        /// Releases to run (one agent each).
+        #[arg(long, default_value_t = 40)]
+        releases: usize,
+        /// Outcomes per POST /v1/outcomes (1 to 10,000).
+        #[arg(long, default_value_t = 10)]
+        batch: usize,
+        #[arg(long, value_enum, default_value_t = JudgeGuardrails::Spec)]
+        guardrails: JudgeGuardrails,
+        #[arg(long, value_enum, default_value_t = JudgeScenarioArg::Aa)]
+        scenario: JudgeScenarioArg,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Releases running at once (in waves of this many agents).
+        #[arg(long, default_value_t = 10)]
+        concurrency: usize,
+        /// Least canary outcomes per step, one number per step (1%, 5%, 25%, 50%, 100%).
+        #[arg(long, value_delimiter = ',', default_value = "100,500,2500,10000,1000")]
+        min_requests: Vec<u64>,
+        /// Sticky users in the population.
+        #[arg(long, default_value_t = 10_000)]
+        users: u32,
+        /// Pareto shape of per-user volumes (1.16: 80/20; larger: milder; inf: equal).
+        #[arg(long, default_value_t = 1.16)]
+        volume_shape: f64,
+        /// Mean delay of an outcome, in later requests of the same agent.
+        #[arg(long, default_value_t = 200.0)]
+        delay: f64,
+        /// Simulated releases of the same configuration, for the side-by-side figures.
+        #[arg(long, default_value_t = 1000)]
+        sim_runs: usize,
+        /// The release controller's tick.
+        #[arg(long, default_value_t = 500)]
+        tick_ms: u64,
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+}
+
+/// Guardrails of `serin bench judge`'s plans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JudgeGuardrails {
+    /// SPEC.md's example block (GuardrailConfig::spec_default).
+    Spec,
+    /// Any degradation on any axis is a violation (GuardrailConfig::no_regression).
+    Zero,
+}
+
+/// What the candidate does in `serin bench judge`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JudgeScenarioArg {
+    /// Identical arms.
+    Aa,
+    /// Error rate 1% -> 2%.
+    Errors2x,
+    /// p95 latency +200 ms.
+    Latency200,
+    /// Error rate up by half the error_rate.max_increase margin (SPEC guardrails).
+    BelowMargin,
+    /// Error rate up by twice that margin (SPEC guardrails).
+    AboveMargin,
 }
 
 #[derive(Debug, Args)]

@@ -95,13 +95,57 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Bench(crate::cli::BenchCommand::Detect { runs, seed, output }) => {
-            let report = serin_core::guardrails::sim::detect_report(runs.max(1), seed);
+            let report = serin_core::guardrails::sim::detect_report(runs.max(1), seed)?;
             if output == Output::Json {
                 out::json(&report);
             } else {
                 out::line(report.to_string().trim_end());
             }
             Ok(())
+        }
+        Command::Bench(crate::cli::BenchCommand::Judge {
+            releases,
+            batch,
+            guardrails,
+            scenario,
+            seed,
+            concurrency,
+            min_requests,
+            users,
+            volume_shape,
+            delay,
+            sim_runs,
+            tick_ms,
+            output,
+        }) => {
+            use crate::bench_judge::Guardrails;
+            use crate::cli::{JudgeGuardrails, JudgeScenarioArg};
+            use serin_core::guardrails::sim::JudgeScenario;
+            crate::bench_judge::judge(crate::bench_judge::JudgeArgs {
+                releases,
+                batch,
+                guardrails: match guardrails {
+                    JudgeGuardrails::Spec => Guardrails::Spec,
+                    JudgeGuardrails::Zero => Guardrails::Zero,
+                },
+                scenario: match scenario {
+                    JudgeScenarioArg::Aa => JudgeScenario::Aa,
+                    JudgeScenarioArg::Errors2x => JudgeScenario::Errors2x,
+                    JudgeScenarioArg::Latency200 => JudgeScenario::Latency200,
+                    JudgeScenarioArg::BelowMargin => JudgeScenario::BelowMargin,
+                    JudgeScenarioArg::AboveMargin => JudgeScenario::AboveMargin,
+                },
+                seed,
+                concurrency,
+                min_requests,
+                users,
+                volume_shape,
+                mean_delay: delay,
+                sim_runs,
+                tick_ms,
+                output_json: output == Output::Json,
+            })
+            .await
         }
         Command::Bench(crate::cli::BenchCommand::Propagation {
             subscribers,

@@ -11,11 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde_json::{Value, json};
 use serin_core::decision::Arm;
-use serin_core::guardrails::sim::ArmModel;
+use serin_core::guardrails::sim::{ArmModel, sim_rng};
 use serin_core::outcome::OutcomeEvent;
 use serin_sdk::{RequestContext, Serin};
 
@@ -129,7 +128,7 @@ fn spawn_fleet(
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> tokio::task::JoinHandle<u64> {
     tokio::spawn(async move {
-        let mut rng = SmallRng::seed_from_u64(7);
+        let mut rng = sim_rng(7);
         let stable = ArmModel::baseline();
         let mut broken = ArmModel::baseline();
         // One workload in three: visible only once enough canary traffic flows.

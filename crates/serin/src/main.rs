@@ -9,6 +9,7 @@ use clap::Parser;
 
 mod audit;
 mod bench;
+mod bench_judge;
 mod bundle_dir;
 mod cli;
 mod client;

@@ -98,7 +98,10 @@
 //! previous hours (2x alerts) and 24 x the current hour against the daily budget (+20% warns).
 //!
 //! The [`sim`] module simulates releases and compares serin with naive and tuned fixed
-//! thresholds, per-interval Mann-Whitney tests and an oracle SPRT.
+//! thresholds, per-interval Mann-Whitney tests and an oracle SPRT; its release simulator
+//! (`sim::simulate_release`) adds production-shaped traffic (sticky users with heavy-tailed
+//! volumes, excluded tenants, late and batched outcomes) and is what `serin bench judge`
+//! compares a real server with.
 
 mod aggregate;
 mod burn;

@@ -22,7 +22,6 @@
 
 use std::fmt;
 
-use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
@@ -31,6 +30,41 @@ use super::monitor::Monitor;
 use super::seq::{bernoulli_llr, q_of};
 use crate::decision::Arm;
 use crate::outcome::{ErrorClass, EvalSample, OutcomeError, OutcomeEvent, ToolCalls};
+
+mod release;
+mod stats;
+mod traffic;
+
+pub use release::{
+    JudgeScenario, JudgeScenarioError, Oracle, ReleaseEnd, ReleaseRun, ReleaseSim, SimJudgeReport,
+    alpha_each, judge_report, median_of, ratio, simulate_release,
+};
+pub use stats::{CountInterval, Interval, clopper_pearson, median_interval};
+pub use traffic::{Pipe, Population, Traffic};
+
+/// The simulator's random number generator. ChaCha8 seeded through `seed_from_u64` gives the
+/// same stream on every platform and every release of `rand_chacha` 0.9 (its output is
+/// specified), so a seed names one run everywhere; `SmallRng` promises neither.
+pub type SimRng = rand_chacha::ChaCha8Rng;
+
+/// The generator for `seed`.
+pub fn sim_rng(seed: u64) -> SimRng {
+    SimRng::seed_from_u64(seed)
+}
+
+/// A batch of seeded runs that did not come back whole.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SimError {
+    /// A worker thread panicked: its runs are missing, and a report without them would be
+    /// biased towards whatever did not crash.
+    #[error("simulation worker {worker} of {workers} panicked; {lost} of {runs} runs were lost")]
+    LostRuns {
+        worker: usize,
+        workers: usize,
+        lost: usize,
+        runs: usize,
+    },
+}
 
 const Z95: f64 = 1.644_853_626_951_472;
 const COST_SIGMA: f64 = 0.6;
@@ -56,7 +90,7 @@ impl ArmModel {
     /// Draws one request's outcome from this model into `e` (error, latency,
     /// cost, tool calls, refusal, eval sample); identity fields are left as
     /// they are. Used by the simulator and by `serin demo`'s fleet.
-    pub fn fill(&self, e: &mut OutcomeEvent, rng: &mut SmallRng) {
+    pub fn fill<R: Rng + ?Sized>(&self, e: &mut OutcomeEvent, rng: &mut R) {
         let m = self;
         e.error = (rng.random::<f64>() < m.error_rate).then(|| {
             let u: f64 = rng.random();
@@ -254,44 +288,50 @@ enum Metric {
 }
 
 /// Normal and log-normal draws (Box-Muller).
-fn std_normal(rng: &mut SmallRng) -> f64 {
+fn std_normal<R: Rng + ?Sized>(rng: &mut R) -> f64 {
     let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
     let u2: f64 = rng.random();
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
+/// An outcome with these identity fields and nothing else set; empty strings make clones
+/// allocation-free, which the release simulator relies on.
+fn blank_event(request_id: &str, agent: &str, env: &str, bundle: &str) -> OutcomeEvent {
+    OutcomeEvent {
+        request_id: request_id.to_owned(),
+        trace_id: None,
+        agent: agent.to_owned(),
+        env: env.to_owned(),
+        snapshot_version: 1,
+        bundle: bundle.to_owned(),
+        arm: Arm::Stable,
+        user: None,
+        tenant: None,
+        workload: None,
+        instance: None,
+        region: None,
+        at_ms: None,
+        latency_ms: 0.0,
+        stages: Default::default(),
+        cost_usd: 0.0,
+        tokens: Default::default(),
+        error: None,
+        tool_calls: ToolCalls::default(),
+        refused: false,
+        eval: None,
+    }
+}
+
 struct Generator {
-    rng: SmallRng,
+    rng: SimRng,
     event: OutcomeEvent,
 }
 
 impl Generator {
     fn new(seed: u64) -> Generator {
         Generator {
-            rng: SmallRng::seed_from_u64(seed),
-            event: OutcomeEvent {
-                request_id: "r".to_owned(),
-                trace_id: None,
-                agent: "sim".to_owned(),
-                env: "sim".to_owned(),
-                snapshot_version: 1,
-                bundle: "sim@1".to_owned(),
-                arm: Arm::Stable,
-                user: None,
-                tenant: None,
-                workload: None,
-                instance: None,
-                region: None,
-                at_ms: None,
-                latency_ms: 0.0,
-                stages: Default::default(),
-                cost_usd: 0.0,
-                tokens: Default::default(),
-                error: None,
-                tool_calls: ToolCalls::default(),
-                refused: false,
-                eval: None,
-            },
+            rng: sim_rng(seed),
+            event: blank_event("r", "sim", "sim", "sim@1"),
         }
     }
 
@@ -636,37 +676,71 @@ fn quantile_u(v: &mut [Option<u64>], q: f64) -> Option<u64> {
     v.get(idx).copied().flatten()
 }
 
-fn parallel_runs<F>(runs: usize, f: F) -> Vec<Record>
+/// Runs `f(0) .. f(runs - 1)` on up to `threads` threads and returns the results in run
+/// order. A run that panics takes its worker's other runs with it; that is an error, never a
+/// shorter report.
+pub fn parallel_runs<T, F>(runs: usize, threads: usize, f: F) -> Result<Vec<T>, SimError>
 where
-    F: Fn(u64) -> Record + Sync,
+    T: Send,
+    F: Fn(u64) -> T + Sync,
 {
-    let threads = 2usize;
-    let chunks: Vec<Vec<Record>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
+    let workers = threads.clamp(1, runs.max(1));
+    let joined: Vec<(usize, std::thread::Result<Vec<T>>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
                 let f = &f;
-                s.spawn(move || {
-                    (t..runs)
-                        .step_by(threads)
-                        .map(|i| f(i as u64))
-                        .collect::<Vec<_>>()
-                })
+                // Run counts fit u64.
+                s.spawn(move || (w..runs).step_by(workers).map(|i| f(i as u64)).collect())
             })
             .collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        handles
+            .into_iter()
+            .enumerate()
+            .map(|(w, h)| (w, h.join()))
+            .collect()
     });
-    chunks.into_iter().flatten().collect()
+    let mut per_worker: Vec<std::vec::IntoIter<T>> = Vec::with_capacity(workers);
+    for (worker, result) in joined {
+        match result {
+            Ok(v) => per_worker.push(v.into_iter()),
+            Err(_) => {
+                return Err(SimError::LostRuns {
+                    worker,
+                    workers,
+                    lost: (worker..runs).step_by(workers).count(),
+                    runs,
+                });
+            }
+        }
+    }
+    // Run i was worker i % workers's (i / workers)-th: interleave back into run order.
+    let mut out = Vec::with_capacity(runs);
+    for i in 0..runs {
+        if let Some(v) = per_worker.get_mut(i % workers).and_then(Iterator::next) {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// Worker threads for seeded batches: the machine's parallelism, at most 8.
+pub fn sim_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(8))
 }
 
 /// The detection report: `runs` seeded A/A runs and `runs` runs of each power scenario over
 /// the full ramp, judged with [`GuardrailConfig::no_regression`] (any degradation is a
 /// violation), alpha 1%.
-pub fn detect_report(runs: usize, seed: u64) -> DetectReport {
+pub fn detect_report(runs: usize, seed: u64) -> Result<DetectReport, SimError> {
     detect_report_with(runs, seed, Scenario::full_ramp())
 }
 
 /// [`detect_report`] over a chosen ramp.
-pub fn detect_report_with(runs: usize, seed: u64, ramp: Vec<(f64, u64)>) -> DetectReport {
+pub fn detect_report_with(
+    runs: usize,
+    seed: u64,
+    ramp: Vec<(f64, u64)>,
+) -> Result<DetectReport, SimError> {
     let config = GuardrailConfig::no_regression();
     let alpha = config.settings.alpha.fraction();
     let aa = Scenario::aa(ramp.clone());
@@ -676,7 +750,9 @@ pub fn detect_report_with(runs: usize, seed: u64, ramp: Vec<(f64, u64)>) -> Dete
         alpha,
         stop_early: false,
     };
-    let aa_runs = parallel_runs(runs, |i| simulate(&aa, &judges, run_seed(seed, i)));
+    let aa_runs = parallel_runs(runs, sim_threads(), |i| {
+        simulate(&aa, &judges, run_seed(seed, i))
+    })?;
     // Tune: per gate and metric, the 1 - alpha/6 quantile of the per-run maxima.
     let mut margins = [[0.0; 6]; TUNED_GATES.len()];
     for (gi, row) in margins.iter_mut().enumerate() {
@@ -735,9 +811,9 @@ pub fn detect_report_with(runs: usize, seed: u64, ramp: Vec<(f64, u64)>) -> Dete
     };
     let mut power = Vec::new();
     for (si, sc) in Scenario::power_scenarios(&ramp).iter().enumerate() {
-        let recs = parallel_runs(runs, |i| {
+        let recs = parallel_runs(runs, sim_threads(), |i| {
             simulate(sc, &judges, run_seed(seed ^ ((si as u64 + 1) << 40), i))
-        });
+        })?;
         let mut row = |method: String, f: &dyn Fn(&Record) -> Option<u64>| {
             let mut v: Vec<Option<u64>> = recs.iter().map(f).collect();
             let detected = v.iter().filter(|x| x.is_some()).count();
@@ -765,7 +841,7 @@ pub fn detect_report_with(runs: usize, seed: u64, ramp: Vec<(f64, u64)>) -> Dete
             r.oracle
         });
     }
-    DetectReport {
+    Ok(DetectReport {
         runs,
         seed,
         alpha,
@@ -787,7 +863,7 @@ pub fn detect_report_with(runs: usize, seed: u64, ramp: Vec<(f64, u64)>) -> Dete
             })
             .collect(),
         power,
-    }
+    })
 }
 
 impl fmt::Display for DetectReport {
