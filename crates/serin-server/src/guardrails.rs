@@ -122,7 +122,15 @@ pub struct Guardrails {
     inner: Mutex<Inner>,
     /// Woken when a batch latches a `fail` (see [`Guardrails::latched`]).
     latched: Arc<tokio::sync::Notify>,
+    /// The committed state of every monitor in memory, for readers: the release
+    /// controller and the views read here and never queue behind an ingestion
+    /// holding `inner` across its store write (with several 10,000-event
+    /// batches in flight, that queue delayed a latched fail's rollback by minutes).
+    views: std::sync::RwLock<HashMap<MonitorKey, View>>,
 }
+
+/// A committed monitor and when its candidate last had a canary outcome.
+type View = (i64, Arc<Monitor>);
 
 /// One refused event.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -188,6 +196,11 @@ impl Guardrails {
                 },
             );
         }
+        let views = inner
+            .monitors
+            .iter()
+            .map(|(k, m)| (k.clone(), (m.last_canary_ms, Arc::new(m.monitor.clone()))))
+            .collect();
         Ok(Guardrails {
             store,
             hub,
@@ -195,6 +208,7 @@ impl Guardrails {
             quarantine,
             inner: Mutex::new(inner),
             latched: Arc::new(tokio::sync::Notify::new()),
+            views: std::sync::RwLock::new(views),
         })
     }
 
@@ -577,10 +591,15 @@ impl Guardrails {
         }
 
         // Durable: now it may become visible.
+        let fresh: Vec<(MonitorKey, View)> = monitors
+            .iter()
+            .map(|(k, m)| (k.clone(), (m.last_canary_ms, Arc::new(m.monitor.clone()))))
+            .collect();
         inner.monitors.extend(monitors);
         inner
             .monitors
             .retain(|_, m| now_ms - m.last_canary_ms <= MONITOR_IDLE_MS);
+        self.publish_views(fresh, Some(&inner.monitors));
         report.accepted = accepted.len();
         metrics::counter!("serin_outcomes_total", "result" => "accepted")
             .increment(accepted.len() as u64);
@@ -629,8 +648,41 @@ impl Guardrails {
             );
         }
         inner.pinned.insert(key.clone());
+        self.publish_views(
+            vec![(
+                key.clone(),
+                (entry.last_canary_ms, Arc::new(entry.monitor.clone())),
+            )],
+            None,
+        );
         inner.monitors.insert(key, entry);
         Ok(())
+    }
+
+    /// Makes committed monitors visible to readers; with `live`, also forgets
+    /// views of monitors that left memory.
+    fn publish_views(
+        &self,
+        fresh: Vec<(MonitorKey, View)>,
+        live: Option<&HashMap<MonitorKey, MonitorEntry>>,
+    ) {
+        let mut views = match self.views.write() {
+            Ok(v) => v,
+            // A panic while holding it cannot leave a half-written map entry.
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        views.extend(fresh);
+        if let Some(live) = live {
+            views.retain(|k, _| live.contains_key(k));
+        }
+    }
+
+    fn view(&self, key: &MonitorKey) -> Option<View> {
+        let views = match self.views.read() {
+            Ok(v) => v,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        views.get(key).cloned()
     }
 
     /// Tells the release's monitor the canary's traffic share from a snapshot
@@ -705,6 +757,13 @@ impl Guardrails {
         }
         self.store.save_outcomes(&[entry.row(&key)?], &[]).await?;
         inner.pinned.insert(key.clone());
+        self.publish_views(
+            vec![(
+                key.clone(),
+                (entry.last_canary_ms, Arc::new(entry.monitor.clone())),
+            )],
+            None,
+        );
         inner.monitors.insert(key, entry);
         Ok(())
     }
@@ -717,23 +776,25 @@ impl Guardrails {
         agent: &str,
         candidate: &str,
     ) -> (u64, Vec<serin_core::guardrails::Verdict>) {
-        let inner = self.inner.lock().await;
         let key = (env.to_owned(), agent.to_owned(), candidate.to_owned());
-        match inner.monitors.get(&key) {
-            Some(m) => (m.monitor.canary().requests, m.monitor.verdicts()),
+        match self.view(&key) {
+            Some((_, m)) => (m.canary().requests, m.verdicts()),
             None => (0, Vec::new()),
         }
     }
 
     /// Every live comparison of `agent` in `env`, newest candidate first.
     pub async fn comparisons(&self, env: &str, agent: &str) -> Vec<(String, i64, Monitor)> {
-        let inner = self.inner.lock().await;
-        let mut out: Vec<(String, i64, Monitor)> = inner
-            .monitors
+        let views = match self.views.read() {
+            Ok(v) => v,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut out: Vec<(String, i64, Monitor)> = views
             .iter()
             .filter(|((e, a, _), _)| e == env && a == agent)
-            .map(|((_, _, c), m)| (c.clone(), m.last_canary_ms, m.monitor.clone()))
+            .map(|((_, _, c), (last, m))| (c.clone(), *last, Monitor::clone(m)))
             .collect();
+        drop(views);
         out.sort_by_key(|c| std::cmp::Reverse(c.1));
         out
     }

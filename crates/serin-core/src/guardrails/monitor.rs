@@ -558,7 +558,17 @@ impl Monitor {
                 }
             }
         };
-        let rho = epoch.map_or_else(|| self.request_share(), |(_, s)| s);
+        // Within a routing epoch, canary's share of the requests seen so far, shrunk towards
+        // the routing weight: with sticky users of uneven volume the requests a weight routes
+        // are not that weight (one heavy user can be a tenth of all traffic), and the tests
+        // condition on the exposure the arms really had.
+        let rho = match epoch {
+            Some((v, weight)) => self
+                .epochs
+                .get(&v)
+                .map_or(weight, |seg| seg[0].share(weight, SHARE_PRIOR)),
+            None => self.request_share(),
+        };
         // Tool calls and eval samples: their own exposure share within the routing epoch the
         // event belongs to (or since the last share change); without a known share, the
         // (conservative) request share.

@@ -5,13 +5,10 @@ use crate::harness::run_cli;
 
 /// A handful of identical-arm releases ramp to 100% through the real server and none is
 /// rolled back; the JSON carries both sets of figures. Users have near-equal volumes here
-/// (Pareto shape 4): with the default 80/20 volumes a few heavy sticky users move the
-/// canary's real share of requests off the routing weight, which the guardrails currently
-/// read as a regression (see the simulator's figures), and this test is about the pipeline
-/// and identical arms, not that open question.
+/// (Pareto shape 4) to keep this about the pipeline; the simulator's
+/// `sticky_heavy_users_do_not_make_identical_arms_fail` covers the default 80/20 volumes.
 #[test]
 fn identical_arms_ramp_to_completion_through_a_real_server() {
-    let started = std::time::Instant::now();
     let out = run_cli(
         &[
             "bench",
@@ -57,7 +54,6 @@ fn identical_arms_ramp_to_completion_through_a_real_server() {
             + sim["stuck"].as_u64().unwrap(),
         20
     );
-    assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
 }
 
 #[test]
