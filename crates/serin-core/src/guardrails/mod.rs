@@ -84,8 +84,12 @@
 //! `fail` (safety over progress).
 //!
 //! **Exact exposure.** [`Monitor::set_canary_share_from`] records the canary's routing share
-//! from each snapshot version on, and every outcome is judged at the share of the version it
-//! carries (`snapshot_version`), with tool-call and eval exposure counted per routing epoch.
+//! from each snapshot version on, and every outcome is judged within the routing epoch of the
+//! version it carries (`snapshot_version`), at canary's share of that epoch's requests so far
+//! shrunk towards the weight (100 pseudo-requests), with tool-call and eval exposure counted
+//! the same way. The realized share, not the weight: with sticky users of uneven volume one
+//! heavy user in canary can double its share of requests, and under "identical arms" the
+//! events follow the requests, not the weight.
 //! Outcomes that arrive late or in large batches after a step change therefore cannot shift
 //! the observed canary share. Outcomes from versions before the release routed anything are
 //! counted ([`Monitor::unattributed`]) and never judged.
