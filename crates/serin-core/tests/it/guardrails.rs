@@ -312,7 +312,9 @@ fn each_guardrail_fails_on_a_clear_regression_and_passes_on_identical_arms() {
         (
             "refusal_rate: {max_increase: 1pp}",
             "refusal_rate.max_increase",
-            |m| m.refusal_rate = 0.06,
+            // 6pp over: control's rate is bounded conservatively first, so a 2.5pp excess
+            // can still be gathering evidence at 5,000 canary requests.
+            |m| m.refusal_rate = 0.09,
         ),
         (
             "refusal_rate: {max_ratio: 1.5}",
@@ -461,8 +463,12 @@ fn pending_while_suspicious_estimates_more_requests() {
     let config = parse("error_rate: {max: 2%}").unwrap();
     let m = feed(&config, model(|m| m.error_rate = 0.03), 1_000, 9);
     let v = &m.verdicts()[0];
+    // Canary beyond the bound is never shown harmless; while undecided it says how much
+    // more it needs (an early crossing may already have latched `fail`).
     if v.canary.value > 0.02 {
-        assert_eq!(v.status, VerdictStatus::Pending, "{v:#?}");
+        assert_ne!(v.status, VerdictStatus::Pass, "{v:#?}");
+    }
+    if v.status == VerdictStatus::Pending {
         assert!(v.needs_more_requests.is_some(), "{v:#?}");
     }
 }
