@@ -226,8 +226,13 @@ impl Guardrails {
     /// Whether the stored monitor of this comparison is unreadable (its release
     /// needs attention).
     pub async fn monitor_quarantined(&self, env: &str, agent: &str, candidate: &str) -> bool {
-        let key = (env.to_owned(), agent.to_owned(), candidate.to_owned());
-        self.inner.lock().await.quarantined.contains(&key)
+        // The registry mirrors `inner.quarantined` (every insert records, every removal
+        // clears) and is read without waiting for an ingestion to finish: the controller
+        // asks this of every release on every tick.
+        self.quarantine.contains(
+            quarantine::MONITOR,
+            &quarantine::monitor_key(env, agent, candidate),
+        )
     }
 
     /// The agent's thresholds; `None` while its stored config is unreadable
