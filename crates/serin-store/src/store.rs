@@ -41,7 +41,7 @@ const PG_WRITE_LOCK_CLASS: i32 = 0x5345_5249; // "SERI"
 /// both backends' bind-parameter limits).
 pub const DEDUP_CHUNK: usize = 2000;
 
-/// `head` then `rows` parenthesised groups of `cols` `$N` placeholders (numbered from 1,
+/// `head` then `rows` parenthesised groups of `cols` `$N` bind parameters (numbered from 1,
 /// comma-separated), then `tail`.
 fn multi_row_insert(head: &str, cols: usize, rows: usize, tail: &str) -> String {
     let mut sql = String::from(head);
