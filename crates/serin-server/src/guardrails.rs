@@ -127,6 +127,15 @@ pub struct Guardrails {
     /// holding `inner` across its store write (with several 10,000-event
     /// batches in flight, that queue delayed a latched fail's rollback by minutes).
     views: std::sync::RwLock<HashMap<MonitorKey, View>>,
+    /// Exposures the controller committed and no ingestion has applied yet, in
+    /// commit order. The controller notes them here without waiting (an ingestion
+    /// holds `inner` across its store write, and a rollback queued behind ten
+    /// 10,000-event batches took seconds to drain); every ingestion applies them
+    /// before judging anything, so no outcome is judged at a stale share.
+    pending_shares: std::sync::Mutex<Vec<(MonitorKey, Option<Exposure>)>>,
+    /// Counts stored batches that latched a `fail`, so a controller pass can see
+    /// that one arrived while it was busy with other releases.
+    latches: std::sync::atomic::AtomicU64,
 }
 
 /// A committed monitor and when its candidate last had a canary outcome.
@@ -209,6 +218,8 @@ impl Guardrails {
             inner: Mutex::new(inner),
             latched: Arc::new(tokio::sync::Notify::new()),
             views: std::sync::RwLock::new(views),
+            pending_shares: std::sync::Mutex::new(Vec::new()),
+            latches: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -216,6 +227,17 @@ impl Guardrails {
     /// controller can act within the batch's round trip instead of its tick.
     pub fn latched(&self) -> Arc<tokio::sync::Notify> {
         self.latched.clone()
+    }
+
+    /// How many stored batches have latched a `fail` so far.
+    pub fn latches(&self) -> u64 {
+        self.latches.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether a gating bound of this comparison has latched `fail` (committed state).
+    pub fn has_failed(&self, env: &str, agent: &str, candidate: &str) -> bool {
+        let key = (env.to_owned(), agent.to_owned(), candidate.to_owned());
+        self.view(&key).is_some_and(|(_, m)| m.any_fail())
     }
 
     /// The registry of unreadable rows this server found.
@@ -285,6 +307,7 @@ impl Guardrails {
             errors: Vec::new(),
         };
         let mut inner = self.inner.lock().await;
+        self.apply_pending_shares(&mut inner).await?;
         let mut valid: Vec<(usize, OutcomeEvent)> = Vec::with_capacity(events.len());
         for (index, raw) in events.into_iter().enumerate() {
             let request_id = raw
@@ -610,6 +633,8 @@ impl Guardrails {
             .increment(accepted.len() as u64);
         if latched {
             // The controller acts on a latched fail now, not at its next periodic tick.
+            self.latches
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             self.latched.notify_one();
         }
         Ok(())
@@ -692,7 +717,9 @@ impl Guardrails {
 
     /// Tells the release's monitor the canary's traffic share from a snapshot
     /// version on (at every transition, so every outcome is judged at the
-    /// weight it was routed under). Unpins it when `exposure` is None.
+    /// weight it was routed under). Unpins it when `exposure` is None. Waits
+    /// until the monitor has it, durably; the controller uses
+    /// [`Guardrails::note_share`] instead.
     pub async fn set_share(
         &self,
         env: &str,
@@ -700,8 +727,66 @@ impl Guardrails {
         candidate: &str,
         exposure: Option<Exposure>,
     ) -> Result<(), ApiError> {
+        self.note_share(env, agent, candidate, exposure);
         let mut inner = self.inner.lock().await;
+        self.apply_pending_shares(&mut inner).await
+    }
+
+    /// Records an exposure without waiting for ingestion. Call it after the
+    /// version is committed and before it is published: the next ingestion
+    /// applies it before judging any outcome, and so before any outcome routed
+    /// under that version. [`Guardrails::flush_shares`] makes it durable.
+    pub fn note_share(&self, env: &str, agent: &str, candidate: &str, exposure: Option<Exposure>) {
         let key = (env.to_owned(), agent.to_owned(), candidate.to_owned());
+        self.pending_queue().push((key, exposure));
+    }
+
+    /// Applies and stores noted exposures in the background.
+    pub fn flush_shares(self: &Arc<Self>) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut inner = this.inner.lock().await;
+            if let Err(e) = this.apply_pending_shares(&mut inner).await {
+                // Still queued: the next ingestion or flush stores them.
+                tracing::warn!(error = %e.message, "storing a release's canary share failed");
+            }
+        });
+    }
+
+    fn pending_queue(&self) -> std::sync::MutexGuard<'_, Vec<(MonitorKey, Option<Exposure>)>> {
+        match self.pending_shares.lock() {
+            Ok(q) => q,
+            // Pushing or taking a Vec cannot leave it half-changed.
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Applies every noted exposure in order. On a store error the unapplied
+    /// ones go back to the front of the queue (applying one twice is harmless:
+    /// a share is keyed by its version).
+    async fn apply_pending_shares(&self, inner: &mut Inner) -> Result<(), ApiError> {
+        let queued = std::mem::take(&mut *self.pending_queue());
+        let mut queued = queued.into_iter();
+        while let Some((key, exposure)) = queued.next() {
+            if let Err(e) = self.apply_exposure(inner, &key, exposure.clone()).await {
+                let mut rest: Vec<_> = std::iter::once((key, exposure)).chain(queued).collect();
+                let mut q = self.pending_queue();
+                rest.append(&mut q);
+                *q = rest;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_exposure(
+        &self,
+        inner: &mut Inner,
+        key: &MonitorKey,
+        exposure: Option<Exposure>,
+    ) -> Result<(), ApiError> {
+        let key = key.clone();
+        let (env, agent, candidate) = (key.0.as_str(), key.1.as_str(), key.2.as_str());
         let Some(exposure) = exposure else {
             inner.pinned.remove(&key);
             return Ok(());

@@ -13,6 +13,7 @@
 //! answers 409 naming the row, and a rollback drains the canary from the env
 //! and closes the row (its text kept as it was, for diagnosis).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -294,7 +295,26 @@ impl Releases {
     /// One look at every active release: the machine decides whether the
     /// evidence promotes, halts or rolls it back.
     pub async fn tick_all(&self) -> Result<(), ApiError> {
-        for row in self.store.active_releases().await? {
+        let latches = self.guardrails.latches();
+        let mut rows = self.store.active_releases().await?;
+        // Releases whose canary has failed drain first: each transition waits its turn
+        // for the store's writer, and a promotion elsewhere must not delay a rollback.
+        let failed: HashSet<String> = rows
+            .iter()
+            .filter_map(|row| self.read(row))
+            .filter(|r| {
+                self.guardrails
+                    .has_failed(&r.env, &r.agent, &r.candidate.id)
+            })
+            .map(|r| r.id)
+            .collect();
+        rows.sort_by_key(|row| !failed.contains(&row.id));
+        for row in rows {
+            if !failed.contains(&row.id) && self.guardrails.latches() != latches {
+                // A fail latched during this pass: start over with it first (the
+                // controller's loop runs again at once, its wake-up is pending).
+                return Ok(());
+            }
             let _guard = self.lock.lock().await;
             // Re-read under the lock: a command may have moved it meanwhile.
             let Some(row) = self.store.get_release(&row.id).await? else {
@@ -846,20 +866,22 @@ impl Releases {
                 other => ApiError::from(other),
             })??;
         let version = match &written {
-            Some(stored) => {
-                self.hub.publish(stored).await?;
-                u64::try_from(stored.version).unwrap_or_default()
-            }
+            Some(stored) => u64::try_from(stored.version).unwrap_or_default(),
             None => self.hub.current(&next.env).await?.version,
         };
-        self.guardrails
-            .set_share(
-                &next.env,
-                &agent,
-                &next.candidate.id,
-                exposure_of(next, version),
-            )
-            .await?;
+        // Noted before the version is published, so no outcome routed under it can be
+        // judged at the old share; not awaited, so draining a canary never queues
+        // behind outcome batches being ingested.
+        self.guardrails.note_share(
+            &next.env,
+            &agent,
+            &next.candidate.id,
+            exposure_of(next, version),
+        );
+        if let Some(stored) = &written {
+            self.hub.publish(stored).await?;
+        }
+        self.guardrails.flush_shares();
         metrics::counter!("serin_release_transitions_total", "phase" => next.phase.as_str())
             .increment(1);
         tracing::info!(release = %next.id, phase = next.phase.as_str(), step = next.step, "release transition");
