@@ -259,7 +259,12 @@ pub async fn judge(args: JudgeArgs) -> anyhow::Result<()> {
         .start()
         .await
         .map_err(|e| anyhow!("the SDK could not start: {e}"))?;
-    let http = reqwest::Client::new();
+    // The server closes a keep-alive connection idle for 10 s; on a loaded machine an
+    // agent can pause that long, and a POST started on a connection the server is closing
+    // fails with a broken pipe. Drop idle connections first.
+    let http = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build()?;
     let population = Arc::new(Population::new(&traffic, args.seed));
     let plan_json = plan(
         &args.min_requests,
@@ -515,19 +520,34 @@ async fn drive(s: &Shared, k: u64, agent: String, release: String) -> anyhow::Re
             // which cost the bench as much CPU as the server spent ingesting.
             let body = serde_json::to_string(&EventBatch { events: &events })?;
             let sent_ms = serin_server::clock::now_ms();
-            let resp = s
-                .http
-                .post(&url)
-                .bearer_auth(&s.sdk_token)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await?;
+            let mut attempt = 0;
+            let resp = loop {
+                attempt += 1;
+                let sent = s
+                    .http
+                    .post(&url)
+                    .bearer_auth(&s.sdk_token)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(resp) => break resp,
+                    // Retrying is safe: the server counts each request id once.
+                    Err(e) if attempt < 3 => {
+                        tracing::warn!(error = %e, "outcome POST failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
             let acked_ms = serin_server::clock::now_ms();
             let acked = Instant::now();
             let status = resp.status();
             let v: Value = resp.json().await.unwrap_or(Value::Null);
-            if !status.is_success() || v["accepted"].as_u64() != Some(batch.len() as u64) {
+            let counted =
+                v["accepted"].as_u64().unwrap_or(0) + v["duplicates"].as_u64().unwrap_or(0);
+            if !status.is_success() || counted != batch.len() as u64 {
                 return Err(anyhow!("outcomes of {agent} refused: HTTP {status}: {v}"));
             }
             run.outcomes_posted += batch.len() as u64;

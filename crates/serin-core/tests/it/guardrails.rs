@@ -804,3 +804,25 @@ fn a_shadow_bound_is_judged_and_reported_but_never_gates() {
         "{error:#?}"
     );
 }
+
+#[test]
+fn a_canary_erring_against_a_control_without_errors_fails_an_additive_bound() {
+    // A clean control bounds its own rate; before, the additive test waited for the
+    // control's first error and a canary failing one request in four never failed.
+    let config = parse("error_rate: {max_increase: 2pp}\nsettings: {min_requests: 100}").unwrap();
+    let mut m = Monitor::new(config);
+    m.set_canary_share(0.5);
+    for i in 0..400 {
+        m.observe(&event(Arm::Stable, 100.0, 0.01));
+        let mut e = event(Arm::Canary, 100.0, 0.01);
+        if i % 4 == 0 {
+            e.error = Some(OutcomeError {
+                class: ErrorClass::Permanent,
+                code: None,
+            });
+        }
+        m.observe(&e);
+    }
+    assert!(m.latch(1), "{:?}", m.verdicts());
+    assert_eq!(m.overall(), VerdictStatus::Fail);
+}

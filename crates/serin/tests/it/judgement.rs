@@ -286,6 +286,88 @@ async fn a_post_promotion_checkpoint_that_finds_a_breach_rolls_back_within_its_w
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holdback_keeps_a_control_so_a_regression_at_the_final_step_still_rolls_back() {
+    let work = tempfile::tempdir().unwrap();
+    let backend = Backend::sqlite();
+    let server = Server::start(&backend);
+    let admin = server.bootstrap_token.clone().unwrap();
+    server.create_envs(&admin);
+    let cli = server.cli(&admin);
+    push_two_bundles(&cli, work.path());
+    cli.run(&[
+        "deploy", "support", "--env", "prod", "--bundle", "1", "--force", "--reason", "initial",
+    ])
+    .ok();
+    let plan = work.path().join("plan.yaml");
+    std::fs::write(
+        &plan,
+        "steps:\n  - canary: {weight: 50%, min_duration: 1s, min_requests: 200, require: no_fail}\n\
+         \x20 - canary: {weight: 100%, min_duration: 1h, min_requests: 100000}\n\
+         holdback: 5%\n\
+         promotion: auto\n\
+         guardrails:\n  error_rate: {max_increase: 2pp}\n  settings: {min_requests: 100}\n",
+    )
+    .unwrap();
+    cli.run(&[
+        "release",
+        "start",
+        "support",
+        "--env",
+        "prod",
+        "--bundle",
+        "2",
+        "--plan",
+        plan.to_str().unwrap(),
+    ])
+    .ok();
+    let v = version(&server, &admin).await;
+    let mut events = Vec::new();
+    for i in 0..300 {
+        events.push(event(&format!("s-{i}"), "stable", v, "acme", false));
+        events.push(event(&format!("c-{i}"), "canary", v, "acme", false));
+    }
+    let (status, body) = server
+        .http(&admin)
+        .post("/v1/outcomes", &json!({ "events": events }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.advance_clock(&admin, Duration::from_secs(2)).await;
+    let last = wait_for(&server, &admin, |r| r["release"]["step"] == 1).await;
+    assert_eq!(last["release"]["phase"], "canary", "{last}");
+    assert_eq!(last["weight"], json!("95%"), "{last}");
+
+    // The final step routes 95%: the old stable keeps 5% as the control.
+    let (_, snap) = server.http(&admin).get("/v1/envs/prod/snapshot").await;
+    let routed = &snap["agents"]["support"]["release"];
+    assert_eq!(routed["candidate"]["id"], "support@2", "{snap}");
+    assert_eq!(routed["weight"], json!("95%"), "{snap}");
+
+    // The candidate regresses at the final step; the 5% control shows it.
+    let v = version(&server, &admin).await;
+    let mut events = Vec::new();
+    for i in 0..400 {
+        events.push(event(&format!("s2-{i}"), "stable", v, "acme", false));
+        events.push(event(&format!("c2-{i}"), "canary", v, "acme", i % 4 == 0));
+    }
+    let (status, body) = server
+        .http(&admin)
+        .post("/v1/outcomes", &json!({ "events": events }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let done = wait_for(&server, &admin, |r| r["release"]["phase"] == "rolled_back").await;
+    assert_eq!(
+        done["release"]["failure"]["guardrail"], "error_rate.max_increase",
+        "{done}"
+    );
+    let (_, snap) = server.http(&admin).get("/v1/envs/prod/snapshot").await;
+    assert!(snap["agents"]["support"]["release"].is_null(), "{snap}");
+    assert_eq!(
+        snap["agents"]["support"]["stable"]["id"], "support@1",
+        "{snap}"
+    );
+}
+
 async fn wait_for(server: &Server, admin: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
