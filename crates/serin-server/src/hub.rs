@@ -3,8 +3,10 @@
 //!
 //! Publishing follows persistence: a mutation commits its new env state to
 //! the store first, then hands it here, so no SDK ever sees a state the store
-//! could lose. A poller picks up versions committed by another replica (or by
-//! an offline CLI) so every replica converges.
+//! could lose. Versions committed by another replica reach this one through the
+//! store's announcements on PostgreSQL ([`crate::fanout`]); a poller picks up
+//! whatever those miss (and offline CLI writes on SQLite), so every replica
+//! converges.
 //!
 //! Bundles are immutable, so the hub caches them; the cache is bounded
 //! ([`MAX_CACHED_BUNDLES`], [`MAX_CACHED_BUNDLE_BYTES`]) and, when over
@@ -196,6 +198,38 @@ impl Hub {
         Ok(())
     }
 
+    /// Another process committed `version` of `env` (a store announcement): publishes the
+    /// env's newest stored version if this replica serves the env and is behind. Envs nobody
+    /// here follows are left alone; they are read fresh when first asked for.
+    pub async fn announced(&self, env: &str, version: u64) -> Result<(), ApiError> {
+        let published = match self.published_version(env) {
+            Some(v) => Some(v),
+            None => {
+                // A first load of `env` may be under way with a read from before this commit;
+                // loads hold the publish lock from their read to their insert, so once we get
+                // the lock it is either done (and checked below) or will read after the commit.
+                let _guard = self.publish_lock.lock().await;
+                self.published_version(env)
+            }
+        };
+        if published.is_some_and(|v| v < version) {
+            self.refresh_env(env).await?;
+        }
+        Ok(())
+    }
+
+    fn published_version(&self, env: &str) -> Option<u64> {
+        self.read_envs().get(env).map(|tx| tx.borrow().version)
+    }
+
+    /// The version published for every env this replica serves.
+    pub fn published_versions(&self) -> Vec<(String, u64)> {
+        self.read_envs()
+            .iter()
+            .map(|(env, tx)| (env.clone(), tx.borrow().version))
+            .collect()
+    }
+
     /// Whether `version` is a snapshot version of `env` (published here, or
     /// committed by another replica): a version from the future, or another
     /// env's, is not.
@@ -230,7 +264,12 @@ impl Hub {
 
     /// Checks the store for versions this replica has not published yet.
     pub async fn refresh(&self) -> Result<(), ApiError> {
-        let envs: Vec<String> = self.read_envs().keys().cloned().collect();
+        // Under the publish lock, so an env whose first load is under way is in the list (its
+        // read may predate a commit the caller is catching up on).
+        let envs: Vec<String> = {
+            let _guard = self.publish_lock.lock().await;
+            self.read_envs().keys().cloned().collect()
+        };
         for env in envs {
             // One env that cannot be refreshed must not hold back the others.
             let refreshed = match self.store.latest_env_state(&env).await {

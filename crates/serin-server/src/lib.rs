@@ -32,6 +32,7 @@ pub mod drills;
 pub mod envs;
 pub mod error;
 pub mod extract;
+pub mod fanout;
 pub mod guardrails;
 pub mod hub;
 mod openapi;
@@ -75,6 +76,8 @@ pub struct AppState {
     pub quarantine: Arc<quarantine::Quarantine>,
     /// Signs audit tree heads (None only for embedded servers without a key).
     pub audit_signer: Option<Arc<serin_core::audit::SigningKey>>,
+    /// This replica's part in the snapshot fan-out, for `/readyz`.
+    pub replica: Arc<fanout::ReplicaStatus>,
 }
 
 /// What the binary hands the server.
@@ -89,7 +92,8 @@ pub struct ServerConfig {
     /// Open snapshot streams beyond this are refused with 429.
     pub max_streams: usize,
     /// How often the store is checked for env versions committed elsewhere
-    /// (another replica, an offline CLI).
+    /// (another replica, an offline CLI). On PostgreSQL, other replicas' commits
+    /// arrive at once through the store's announcements; this poll is the fallback.
     pub refresh_interval: Duration,
     /// How often the release controller looks at every active release (and
     /// the webhook outbox is drained).
@@ -237,9 +241,15 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         );
     }
     let revocations = revocation::Revocations::new(config.store.clone(), sdks.clone());
+    let replica = Arc::new(fanout::ReplicaStatus::new(&config.store));
     let mut tasks = Vec::new();
     if tokio::runtime::Handle::try_current().is_ok() {
         tasks.push(revocations.spawn_poller());
+        tasks.extend(fanout::spawn_listener(
+            config.store.clone(),
+            &hub,
+            replica.clone(),
+        ));
     }
     if config.run_controller && tokio::runtime::Handle::try_current().is_ok() {
         tasks.push(releases.spawn(config.tick_interval));
@@ -263,6 +273,7 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         envs: Arc::new(envs::Envs::new(config.store.clone())),
         quarantine,
         audit_signer: config.audit.signer.clone(),
+        replica,
         releases,
         readiness,
         drills,

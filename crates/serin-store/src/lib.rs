@@ -11,6 +11,9 @@
 //! - **Bundles, audit entries, readiness policies, evidence and eval records are immutable**,
 //!   enforced by triggers in both databases.
 //! - **Token secrets are never stored**: only `hex(sha256(secret))`, compared in constant time.
+//! - **Committed env states are announced.** On PostgreSQL every env-state write also issues
+//!   `pg_notify` on the store's channel (per schema) in its transaction, so it is delivered at
+//!   commit and never for a rolled-back write; [`Store::listen_env_changes`] hears them.
 //! - Both backends share every query (runtime `sqlx::query*`, `$N` placeholders) and decode only
 //!   `i64`, `String` and `Option<i64>`; schemas live in `migrations/{sqlite,postgres}` and must
 //!   stay in step. The contract suite in `tests/contract.rs` runs every case on both.
@@ -27,6 +30,7 @@
 //! leaves of the signed Merkle tree in `serin_core::audit`, whose key lives outside the database.
 
 mod audit;
+mod dir_lock;
 mod error;
 mod model;
 mod store;
@@ -36,6 +40,7 @@ mod token;
 pub mod testing;
 
 pub use audit::{GENESIS_HASH, canonical_json};
+pub use dir_lock::{DataDirLock, DirLockError, LOCK_FILE_NAME};
 pub use error::StoreError;
 pub use model::{
     AgentSummary, AuditEntry, AuditLeaf, AuditVerification, BundleSummary, DrillRow, DrillWrite,
@@ -43,4 +48,5 @@ pub use model::{
     NewBundle, NewNotification, NotificationRow, PolicyRow, PutBundle, ReleaseRow, ReleaseWrite,
     RollupRow, StoredBundle, StoredEnvState, TokenInfo,
 };
+pub use store::fanout::{EnvChange, EnvListener};
 pub use store::{BOOTSTRAP_TOKEN_NAME, DEDUP_CHUNK, MAX_PAGE, SQLITE_FILE_NAME, Store};

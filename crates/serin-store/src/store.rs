@@ -58,6 +58,9 @@ const META_TOKENS_INITIALIZED: &str = "tokens_initialized";
 #[derive(Clone, Debug)]
 pub struct Store {
     backend: Backend,
+    /// The PostgreSQL channel env-state commits are announced on (None on SQLite, which has
+    /// one server per data directory and nobody to tell).
+    env_channel: Option<std::sync::Arc<str>>,
 }
 
 #[derive(Clone, Debug)]
@@ -234,10 +237,11 @@ macro_rules! latest_env_state_in {
 }
 
 /// Appends `$next: EnvStateChange` as the newest version of `$env` (global maximum plus one)
-/// with its audit entry (details get `env` and `version`) inside `$tx`; evaluates to the
+/// with its audit entry (details get `env` and `version`) inside `$tx`, and announces it to the
+/// other replicas of `$store` (delivered only if the transaction commits); evaluates to the
 /// `StoredEnvState`. Only valid inside `with_tx!`.
 macro_rules! append_env_state_in {
-    ($tx:ident, $env:expr, $at_ms:expr, $actor:expr, $next:expr) => {{
+    ($store:expr, $tx:ident, $env:expr, $at_ms:expr, $actor:expr, $next:expr) => {{
         let (env, at_ms, actor, next): (&str, i64, &str, EnvStateChange) =
             ($env, $at_ms, $actor, $next);
         let max: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM env_states")
@@ -270,6 +274,13 @@ macro_rules! append_env_state_in {
                 details,
             }
         );
+        $crate::store::fanout::announce_env_state(
+            &mut *$tx,
+            $store.env_channel.as_deref(),
+            env,
+            version,
+        )
+        .await?;
         StoredEnvState {
             version,
             env: env.to_owned(),
@@ -492,15 +503,10 @@ impl NotificationDbRow {
 /// users whatever the umask. SQLite creates `-wal` and `-shm` with the database file's mode.
 /// Existing ones keep their mode: an operator may have chosen it.
 fn create_private(dir: &Path) -> std::io::Result<()> {
+    create_private_dir(dir)?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
+        use std::os::unix::fs::OpenOptionsExt;
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -511,6 +517,25 @@ fn create_private(dir: &Path) -> std::io::Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
             Err(e) => Err(e),
         }
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(())
+    }
+}
+
+/// Creates the data directory (0700) when it does not exist; an existing one keeps its mode.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
     }
     #[cfg(not(unix))]
     {
@@ -573,6 +598,7 @@ impl Store {
         tracing::debug!(dir = %dir.display(), "opened sqlite store");
         Ok(Store {
             backend: Backend::Sqlite { writer, reader },
+            env_channel: None,
         })
     }
 
@@ -591,9 +617,11 @@ impl Store {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        tracing::debug!("opened postgres store");
+        let env_channel = fanout::env_channel(&pool).await?;
+        tracing::debug!(%env_channel, "opened postgres store");
         Ok(Store {
             backend: Backend::Postgres(pool),
+            env_channel: Some(env_channel.into()),
         })
     }
 
@@ -1047,7 +1075,7 @@ impl Store {
                 Ok(next) => next,
                 Err(e) => return Ok(Err(e)),
             };
-            Ok(Ok(append_env_state_in!(tx, env, at_ms, actor, next)))
+            Ok(Ok(append_env_state_in!(self, tx, env, at_ms, actor, next)))
         })
     }
 
@@ -1169,7 +1197,7 @@ impl Store {
             };
             let stored = match env_change(current.as_deref()) {
                 Ok(None) => None,
-                Ok(Some(next)) => Some(append_env_state_in!(tx, &r.env, at_ms, actor, next)),
+                Ok(Some(next)) => Some(append_env_state_in!(self, tx, &r.env, at_ms, actor, next)),
                 Err(e) => {
                     // Roll back the release row too; the caller gets `e` below.
                     refused = Some(e);
@@ -1858,4 +1886,5 @@ impl Store {
 }
 
 mod envs;
+pub(crate) mod fanout;
 mod readiness;

@@ -142,6 +142,7 @@ contract!(
     env_states_grow_globally_and_keep_every_version,
     a_refused_env_change_writes_nothing,
     concurrent_env_changes_serialize_without_losing_updates,
+    committed_env_states_are_announced_and_refused_or_rolled_back_ones_are_not,
     guardrail_evidence_upserts_and_survives_reopen,
     write_release_inserts_updates_and_writes_everything_in_one_tx,
     a_second_active_release_is_refused_and_writes_nothing,
@@ -924,6 +925,62 @@ async fn sqlite_store_is_wal_with_full_sync_and_foreign_keys_in_the_given_dir() 
     store.close().await;
 }
 
+/// Two stores in two schemas of one database: NOTIFY is database-wide, the channels are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_hear_only_their_own_schema_and_a_cut_session_is_reported() {
+    let Some(db1) = TestPostgres::create().await.unwrap() else {
+        return;
+    };
+    let Some(db2) = TestPostgres::create().await.unwrap() else {
+        return;
+    };
+    let (s1, s2) = (
+        Store::open_postgres(db1.url()).await.unwrap(),
+        Store::open_postgres(db2.url()).await.unwrap(),
+    );
+    // Unique per test run, so the session can be found and cut.
+    let name = format!("contract-{}", db1.schema());
+    let mut listener = s1.listen_env_changes(&name).await.unwrap().unwrap();
+    assert_ne!(
+        listener.channel(),
+        s2.listen_env_changes("x").await.unwrap().unwrap().channel()
+    );
+    s2.update_env_state("prod", 1, "t", |_| Ok::<_, ()>(change("other".into())))
+        .await
+        .unwrap()
+        .unwrap();
+    let mine = s1
+        .update_env_state("dev", 1, "t", |_| Ok::<_, ()>(change("mine".into())))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next_change(&mut listener).await,
+        committed("dev", mine.version)
+    );
+
+    let cut = s1
+        .query_text_for_tests(&format!(
+            "SELECT CAST(COUNT(pg_terminate_backend(pid)) AS TEXT) FROM pg_stat_activity \
+             WHERE application_name = '{name}'"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        cut.as_deref(),
+        Some("1"),
+        "one listener session named {name}"
+    );
+    let lost = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
+        .await
+        .expect("the loss is reported at once");
+    assert!(lost.is_err(), "{lost:?}");
+    s1.close().await;
+    s2.close().await;
+    db1.cleanup().await.unwrap();
+    db2.cleanup().await.unwrap();
+}
+
 #[tokio::test]
 async fn invalid_postgres_url_is_rejected_without_echoing_it() {
     let err = Store::open_postgres("postgres://user:hunter2@[bad")
@@ -1055,6 +1112,108 @@ async fn concurrent_env_changes_serialize_without_losing_updates(t: Ctx) {
         "every read-modify-write saw the previous one"
     );
     assert_eq!(latest.version, 8);
+}
+
+/// The next announcement, or a panic after 5 s.
+async fn next_change(l: &mut serin_store::EnvListener) -> serin_store::EnvChange {
+    tokio::time::timeout(std::time::Duration::from_secs(5), l.recv())
+        .await
+        .expect("an announcement within 5 s")
+        .expect("the listener session stays up")
+}
+
+fn committed(env: &str, version: i64) -> serin_store::EnvChange {
+    serin_store::EnvChange::Committed {
+        env: env.into(),
+        version,
+    }
+}
+
+async fn committed_env_states_are_announced_and_refused_or_rolled_back_ones_are_not(t: Ctx) {
+    let s = &t.store;
+    assert_eq!(s.newest_env_version("prod").await.unwrap(), None);
+    let listener = s.listen_env_changes("serin-contract").await.unwrap();
+    let Some(mut listener) = listener else {
+        // SQLite: one server per data directory, nobody to announce to.
+        assert!(!t.is_pg());
+        let v = s
+            .update_env_state("prod", 1, "t", |_| Ok::<_, ()>(change("p1".into())))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.newest_env_version("prod").await.unwrap(), Some(v.version));
+        return;
+    };
+    assert!(t.is_pg());
+    // Another handle on the same schema stands in for another replica.
+    let other = t.reopen().await;
+    let a = other
+        .update_env_state("prod", 1, "t", |_| Ok::<_, ()>(change("p1".into())))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next_change(&mut listener).await,
+        committed("prod", a.version)
+    );
+    assert_eq!(s.newest_env_version("prod").await.unwrap(), Some(a.version));
+
+    // Release writes that change routing are announced too.
+    let b = other
+        .write_release(
+            release("support-prod-1", r#"{"step":0}"#, true, true),
+            2,
+            "t",
+            |_| Ok::<_, ()>(Some(change("routing".into()))),
+            vec![],
+            vec![],
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next_change(&mut listener).await,
+        committed("prod", b.version)
+    );
+
+    // A change the caller refuses writes nothing, so announces nothing.
+    let refused = other
+        .update_env_state("prod", 3, "t", |_| {
+            Err::<serin_store::EnvStateChange, _>("no")
+        })
+        .await
+        .unwrap();
+    assert_eq!(refused, Err("no"));
+    // A transaction that fails at COMMIT, after its NOTIFY was issued, announces nothing.
+    t.exec(
+        "",
+        "CREATE FUNCTION test_fail_commit() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'forced commit failure'; END $$; \
+         CREATE CONSTRAINT TRIGGER test_fail_commit AFTER INSERT ON env_states \
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_fail_commit();",
+    )
+    .await
+    .unwrap();
+    let failed = other
+        .update_env_state("dev", 4, "t", |_| Ok::<_, ()>(change("d1".into())))
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(s.newest_env_version("dev").await.unwrap(), None);
+    t.exec("", "DROP TRIGGER test_fail_commit ON env_states;")
+        .await
+        .unwrap();
+    let c = other
+        .update_env_state("dev", 5, "t", |_| Ok::<_, ()>(change("d1".into())))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next_change(&mut listener).await,
+        committed("dev", c.version),
+        "neither the refused nor the rolled-back write was announced"
+    );
+    other.close().await;
 }
 
 // ----- guardrail evidence ----------------------------------------------------------------------

@@ -10,7 +10,7 @@ use serin_core::catalog::ModelCatalog;
 use serin_server::ServerConfig;
 use serin_server::releases::RetryPolicy;
 use serin_server::transport::TransportConfig;
-use serin_store::Store;
+use serin_store::{DataDirLock, DirLockError, Store};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{LogFormat, ServerArgs, StoreArgs};
@@ -25,6 +25,19 @@ pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
             .await
             .with_context(|| format!("could not open the SQLite store in {}", args.data.display())),
     }
+}
+
+/// Takes the data directory's lock for this server's lifetime: a second server on the same
+/// SQLite directory would run a second controller and second copy of the in-memory evidence
+/// over one database. Offline CLI verbs do not take it (see `serin_store::DataDirLock`).
+fn lock_data_dir(dir: &Path) -> anyhow::Result<DataDirLock> {
+    DataDirLock::acquire(dir).map_err(|e| match e {
+        DirLockError::Held { .. } => anyhow!(
+            "{e}: one server per SQLite data directory. Stop that server first, or give this \
+             one its own --data (several replicas share PostgreSQL through --database-url)"
+        ),
+        DirLockError::Io { .. } => anyhow!(e),
+    })
 }
 
 pub fn load_catalog(path: Option<&Path>) -> anyhow::Result<ModelCatalog> {
@@ -111,6 +124,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     let catalog = load_catalog(args.catalog.as_deref())?;
     let audit_key = audit_key_path(&args)?;
+    // Held until `run` returns; the kernel releases it if the process dies first.
+    let _data_lock = match &args.store.database_url {
+        Some(_) => None,
+        None => Some(lock_data_dir(&args.store.data)?),
+    };
     let store = open_store(&args.store).await?;
     // After the store: opening it creates the data directory the default key lives in.
     let signer = std::sync::Arc::new(load_or_create_audit_key(&audit_key)?);

@@ -69,31 +69,100 @@ async fn healthz(State(state): State<AppState>) -> axum::Json<Health> {
     })
 }
 
-/// Readiness: the store answers a query. No authentication.
+/// What `/readyz` answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ready {
+    /// `ok`, or `unavailable` when the store does not answer (then the answer is 503).
+    pub status: &'static str,
+    pub version: &'static str,
+    /// `sqlite` or `postgres`.
+    pub store: &'static str,
+    /// This replica's part in the snapshot fan-out. Informational: it does not change the
+    /// status code, because a replica that is behind still serves, and catches up within
+    /// `--refresh-ms` at worst.
+    pub replica: ReplicaHealth,
+}
+
+/// This replica's part in the snapshot fan-out.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplicaHealth {
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    /// PostgreSQL only (absent on SQLite): whether this replica's listener session is up, so
+    /// that changes committed through other replicas reach its SDK streams at once. While it
+    /// is down they arrive within `--refresh-ms`, and it reconnects with backoff.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listener_connected: Option<bool>,
+    /// Whether every env this replica serves is published at the store's newest version.
+    /// False while a change is on its way, when a stored version cannot be served, or when
+    /// the store could not be read.
+    pub caught_up: bool,
+    /// The envs served here whose published version is behind the store's newest.
+    pub behind: Vec<String>,
+}
+
+/// Readiness: the store answers a query, plus this replica's fan-out state. No authentication.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "system",
     responses(
-        (status = 200, body = Health),
-        (status = 503, description = "The store is unreachable", body = Health)
+        (status = 200, body = Ready),
+        (status = 503, description = "The store is unreachable", body = Ready)
     )
 )]
-async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Health>) {
+async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Ready>) {
     let ok = state.store.ping().await.is_ok();
     let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let (caught_up, behind) = if ok {
+        lagging_envs(&state).await
+    } else {
+        (false, Vec::new())
+    };
     (
         status,
-        axum::Json(Health {
+        axum::Json(Ready {
             status: if ok { "ok" } else { "unavailable" },
             version: env!("CARGO_PKG_VERSION"),
             store: state.store.backend_name(),
+            replica: ReplicaHealth {
+                backend: state.replica.backend(),
+                listener_connected: state.replica.listener_connected(),
+                caught_up,
+                behind,
+            },
         }),
     )
+}
+
+/// Whether every env the hub serves is published at the store's newest version, and those
+/// that are not. An env whose newest version cannot be read counts as behind.
+async fn lagging_envs(state: &AppState) -> (bool, Vec<String>) {
+    let mut published = state.hub.published_versions();
+    published.sort();
+    let mut caught_up = true;
+    let mut behind = Vec::new();
+    for (env, version) in published {
+        match state.store.newest_env_version(&env).await {
+            Ok(newest) => {
+                let newest = newest.and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+                if newest > version {
+                    caught_up = false;
+                    behind.push(env);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(env, error = %e, "readiness could not read the newest version");
+                caught_up = false;
+                behind.push(env);
+            }
+        }
+    }
+    (caught_up, behind)
 }
 
 /// Prometheus text exposition of the server's metrics.

@@ -515,7 +515,7 @@ impl Store {
             };
             let stored = match env_change(current.as_deref()) {
                 Ok(None) => None,
-                Ok(Some(next)) => Some(append_env_state_in!(tx, &d.env, at_ms, actor, next)),
+                Ok(Some(next)) => Some(append_env_state_in!(self, tx, &d.env, at_ms, actor, next)),
                 Err(e) => {
                     // Roll back the drill row too; the caller gets `e` below.
                     refused = Some(e);

@@ -90,17 +90,20 @@ impl Server {
         Server::spawn(backend, 0, false, &[])
     }
 
-    /// Starts with extra `serin server` flags (later ones win over the defaults above them).
+    /// Starts with extra `serin server` flags (`--refresh-ms` replaces the default; other
+    /// flags must not repeat one the harness passes).
     pub fn start_with(backend: &Backend, port: u16, extra: &[&str]) -> Server {
         Server::spawn(backend, port, true, extra)
     }
 
     fn spawn(backend: &Backend, port: u16, adjustable_clock: bool, extra: &[&str]) -> Server {
+        // clap refuses a repeated flag, so a caller's own poll interval replaces this default.
+        let refresh = (!extra.contains(&"--refresh-ms")).then_some(["--refresh-ms", "200"]);
         let child = Command::new(BIN)
             .arg("server")
             .args(backend.args())
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--refresh-ms", "200"])
+            .args(refresh.into_iter().flatten())
             // Tests step over durations and expiries with `advance_clock`
             // instead of sleeping through them.
             .args(adjustable_clock.then_some("--adjustable-clock"))
@@ -140,6 +143,11 @@ impl Server {
                 return server;
             }
         }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn port(&self) -> u16 {

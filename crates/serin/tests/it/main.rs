@@ -27,6 +27,7 @@ mod judgement;
 mod readiness;
 mod readme;
 mod releases;
+mod replicas;
 mod roles;
 mod sdks;
 mod upgrade;
