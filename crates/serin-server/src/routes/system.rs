@@ -57,6 +57,9 @@ pub struct Health {
     pub version: &'static str,
     /// `sqlite` or `postgres`.
     pub store: &'static str,
+    /// Whether this replica leads the release controller (`/readyz` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<crate::leader::LeaderStatus>,
 }
 
 /// Liveness: the process answers. No authentication.
@@ -66,10 +69,12 @@ async fn healthz(State(state): State<AppState>) -> axum::Json<Health> {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
         store: state.store.backend_name(),
+        leader: None,
     })
 }
 
-/// Readiness: the store answers a query. No authentication.
+/// Readiness: the store answers a query. Also says whether this replica leads the release
+/// controller, and under which epoch. No authentication.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -92,6 +97,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Health
             status: if ok { "ok" } else { "unavailable" },
             version: env!("CARGO_PKG_VERSION"),
             store: state.store.backend_name(),
+            leader: Some(state.leader.status()),
         }),
     )
 }

@@ -142,6 +142,11 @@ impl Server {
         }
     }
 
+    /// The server's process id (it names its leader session in PostgreSQL).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn port(&self) -> u16 {
         self.url.rsplit(':').next().unwrap().parse().unwrap()
     }
