@@ -68,12 +68,15 @@ pub fn webhook_payload(head: &SignedHead) -> serde_json::Value {
 
 /// POSTs the current signed head to `url` at start and then every `every`, whenever the tree
 /// changed since the last head the receiver accepted (a failed POST is retried next time). An
-/// unchanged head adds no evidence, so it is not resent.
+/// unchanged head adds no evidence, so it is not resent. Only the leader sends (replicas share
+/// one log and one key, so they would send the same heads); a new leader sends the current
+/// head once more.
 pub fn spawn_head_webhook(
     store: Store,
     signer: Arc<SigningKey>,
     url: String,
     every: Duration,
+    leader: Arc<crate::leader::Leader>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         // reqwest is built without a bundled crypto provider (see Cargo.toml).
@@ -94,6 +97,10 @@ pub fn spawn_head_webhook(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            if !leader.is_leader() {
+                delivered = None;
+                continue;
+            }
             let head = match leaves(&store).await {
                 Ok(l) => sign(&signer, &l, clock::now_ms()),
                 Err(e) => {

@@ -45,7 +45,8 @@ pub enum DrillOutcome {
     /// connected to this server, or every one disconnected): nothing was
     /// measured, so it is not drill evidence.
     Inconclusive,
-    /// The server stopped mid-drill; it was rolled forward at the next start.
+    /// The server running it stopped mid-drill; it was rolled forward at the next start
+    /// (one node) or by the leader once overdue (replicas).
     Interrupted,
 }
 
@@ -469,12 +470,17 @@ impl Drills {
         Ok(DrillHistory { drills, summary })
     }
 
-    /// Finishes drills a previous process left running: rolls forward when the env still
+    /// Finishes drills a dead process left running: rolls forward when the env still
     /// serves the rollback target, then records them as interrupted. Returns how many.
     /// A drill row that cannot be read is quarantined and left as it is.
+    ///
+    /// `overdue_at: None` takes every running drill as orphaned (a single-node store at
+    /// start: no other process can be running one). With replicas a running drill may be
+    /// another replica's, alive, so `Some(now)` takes only drills past [`Drills::deadline`].
     pub async fn resume_all(
         &self,
         quarantine: &crate::quarantine::Quarantine,
+        overdue_at: Option<i64>,
     ) -> Result<usize, ApiError> {
         let rows = self.store.running_drills().await?;
         let mut count = 0;
@@ -491,6 +497,9 @@ impl Drills {
                     continue;
                 }
             };
+            if overdue_at.is_some_and(|now| now < Drills::deadline(&record)) {
+                continue;
+            }
             count += 1;
             let state: EnvState = match self.store.latest_env_state(&record.env).await? {
                 Some(s) => hub::parse_state(&s)?,
@@ -508,7 +517,7 @@ impl Drills {
             let change = match from {
                 Some(from) => {
                     record.error = Some(format!(
-                        "the server stopped mid-drill; rolled forward to {} at restart",
+                        "the server stopped mid-drill; rolled forward to {} afterwards",
                         record.from
                     ));
                     Some(forward_change(&record, &from))
@@ -533,11 +542,26 @@ impl Drills {
             if let Some(stored) = written {
                 self.hub.publish(&stored).await?;
             }
-            tracing::warn!(drill = %record.id, "finished a drill interrupted by a restart");
+            tracing::warn!(drill = %record.id, "finished a drill its server left running");
         }
         Ok(count)
     }
 }
+
+impl Drills {
+    /// When a drill still running must have lost its replica: both legs wait at most its
+    /// timeout, so past twice that (and a minute for the writes) nobody is running it.
+    pub fn deadline(record: &DrillRecord) -> i64 {
+        let timeout = i64::try_from(record.timeout_ms).unwrap_or(i64::MAX);
+        record
+            .started_ms
+            .saturating_add(timeout.saturating_mul(2))
+            .saturating_add(ORPHAN_GRACE_MS)
+    }
+}
+
+/// See [`Drills::deadline`].
+const ORPHAN_GRACE_MS: i64 = 60_000;
 
 fn outcome_str(o: DrillOutcome) -> &'static str {
     match o {

@@ -214,6 +214,28 @@ impl From<serin_store::StoreError> for ApiError {
             // caller's request (an active release, a taken id), not internals.
             StoreError::Conflict(message) => ApiError::new(ErrorCode::Conflict, message),
             StoreError::Invalid(message) => ApiError::new(ErrorCode::InvalidField, message),
+            // A lost race between writers of one release (a command here, the controller or
+            // a command on another replica): the client reads the release again and decides.
+            StoreError::Stale {
+                id,
+                expected,
+                current,
+            } => ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "release {id} changed while this request was deciding (it is at revision \
+                     {current}, the request read {expected}); read it again and retry"
+                ),
+            )
+            .with_details(serde_json::json!({ "release": id, "revision": current })),
+            // Only controller writes carry an epoch; no client request is ever fenced.
+            StoreError::Fenced { epoch, current } => ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "this replica's leadership (epoch {epoch}) was superseded by epoch {current}; \
+                     its write was refused"
+                ),
+            ),
             StoreError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "store unavailable");
                 ApiError::new(
@@ -300,6 +322,23 @@ mod tests {
                 StoreError::Invalid("size must not be negative".into()),
                 422,
                 "invalid_field",
+            ),
+            (
+                StoreError::Stale {
+                    id: "r-1".into(),
+                    expected: 3,
+                    current: 4,
+                },
+                409,
+                "conflict",
+            ),
+            (
+                StoreError::Fenced {
+                    epoch: 2,
+                    current: 3,
+                },
+                409,
+                "conflict",
             ),
             (
                 StoreError::Unavailable("pool timed out".into()),

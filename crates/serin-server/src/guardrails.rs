@@ -858,6 +858,43 @@ impl Guardrails {
         Ok(())
     }
 
+    /// Replaces every monitor in memory with its stored row. A replica taking the release
+    /// controller's leadership calls this before resuming releases: while it did not lead,
+    /// others moved the stored monitors on, and its older copy would otherwise be what
+    /// `set_share` writes back over them (a latched fail included). Monitors not in memory
+    /// are read when first needed, as always; an unreadable row is quarantined.
+    pub async fn reload_monitors(&self) -> Result<(), ApiError> {
+        let mut inner = self.inner.lock().await;
+        let mut fresh = Vec::new();
+        for row in self.store.load_monitors().await? {
+            let key = (row.env, row.agent, row.candidate);
+            if !inner.monitors.contains_key(&key) {
+                continue;
+            }
+            match serde_json::from_str::<Monitor>(&row.state) {
+                Ok(monitor) => {
+                    if let Some(entry) = inner.monitors.get_mut(&key) {
+                        entry.monitor = monitor;
+                        entry.last_canary_ms = entry.last_canary_ms.max(row.updated_at_ms);
+                        fresh.push((key, (entry.last_canary_ms, Arc::new(entry.monitor.clone()))));
+                    }
+                }
+                Err(e) => {
+                    self.quarantine.record(
+                        quarantine::MONITOR,
+                        &quarantine::monitor_key(&key.0, &key.1, &key.2),
+                        &e.to_string(),
+                        &row.state,
+                    );
+                    inner.monitors.remove(&key);
+                    inner.quarantined.insert(key);
+                }
+            }
+        }
+        self.publish_views(fresh, Some(&inner.monitors));
+        Ok(())
+    }
+
     /// Canary requests and verdicts of one comparison (zero and none if it
     /// has no evidence yet).
     pub async fn evidence(

@@ -35,6 +35,7 @@ pub mod extract;
 pub mod fanout;
 pub mod guardrails;
 pub mod hub;
+pub mod leader;
 mod openapi;
 pub mod quarantine;
 pub mod readiness;
@@ -78,6 +79,8 @@ pub struct AppState {
     pub audit_signer: Option<Arc<serin_core::audit::SigningKey>>,
     /// This replica's part in the snapshot fan-out, for `/readyz`.
     pub replica: Arc<fanout::ReplicaStatus>,
+    /// Whether this replica runs the once-per-deployment jobs, and under which epoch.
+    pub leader: Arc<leader::Leader>,
 }
 
 /// What the binary hands the server.
@@ -98,7 +101,9 @@ pub struct ServerConfig {
     /// How often the release controller looks at every active release (and
     /// the webhook outbox is drained).
     pub tick_interval: Duration,
-    /// Run the release controller and webhook notifier in this process.
+    /// Contend for the leadership, which runs the release controller, the webhook
+    /// notifier, the audit head webhook and the orphaned-drill sweep (on one replica at a
+    /// time). Without it this process never leads.
     pub run_controller: bool,
     /// Bundle validations (push and validate) running at once; beyond, 429.
     pub max_validations: usize,
@@ -223,26 +228,31 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         catalog.clone(),
         readiness.clone(),
     ));
-    let resumed = releases.resume_all().await?;
-    if resumed > 0 {
-        tracing::info!(releases = resumed, "resuming active releases");
-    }
     let sdks = Arc::new(sdks::SdkRegistry::new());
     let drills = Arc::new(drills::Drills::new(
         config.store.clone(),
         hub.clone(),
         sdks.clone(),
     ));
-    let interrupted = drills.resume_all(&quarantine).await?;
-    if interrupted > 0 {
-        tracing::warn!(
-            drills = interrupted,
-            "finished drills interrupted by a restart"
-        );
+    let single_node = config.store.backend_name() == "sqlite";
+    if single_node {
+        // One process per data directory: any drill still running was left by a dead one.
+        finish_orphaned_drills(&drills, &quarantine, None).await?;
     }
-    let revocations = revocation::Revocations::new(config.store.clone(), sdks.clone());
     let replica = Arc::new(fanout::ReplicaStatus::new(&config.store));
     let mut tasks = Vec::new();
+    let (leader, contention) = leader::Leader::start(
+        config.store.clone(),
+        config.run_controller,
+        on_elected(
+            guardrails.clone(),
+            releases.clone(),
+            (!single_node).then(|| (drills.clone(), quarantine.clone())),
+        ),
+    )
+    .await?;
+    tasks.extend(contention);
+    let revocations = revocation::Revocations::new(config.store.clone(), sdks.clone());
     if tokio::runtime::Handle::try_current().is_ok() {
         tasks.push(revocations.spawn_poller());
         tasks.extend(fanout::spawn_listener(
@@ -252,12 +262,20 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         ));
     }
     if config.run_controller && tokio::runtime::Handle::try_current().is_ok() {
-        tasks.push(releases.spawn(config.tick_interval));
+        tasks.push(releases.spawn(config.tick_interval, leader.clone()));
         tasks.push(releases::spawn_notifier(
             config.store.clone(),
             config.tick_interval,
             config.webhook_retry,
+            leader.clone(),
         ));
+        if !single_node {
+            tasks.push(spawn_drill_sweep(
+                drills.clone(),
+                quarantine.clone(),
+                leader.clone(),
+            ));
+        }
     }
     if let (Some(signer), Some(url)) = (&config.audit.signer, &config.audit.head_webhook)
         && tokio::runtime::Handle::try_current().is_ok()
@@ -267,9 +285,11 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
             signer.clone(),
             url.clone(),
             config.audit.head_interval,
+            leader.clone(),
         ));
     }
     let state = AppState {
+        leader,
         envs: Arc::new(envs::Envs::new(config.store.clone())),
         quarantine,
         audit_signer: config.audit.signer.clone(),
@@ -312,6 +332,70 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         hub,
         sdks,
         tasks: Arc::new(BackgroundTasks(tasks)),
+    })
+}
+
+/// What a replica does on taking the leadership, before its first tick: reads the stored
+/// monitors over its possibly older copies, resumes every active release from the store,
+/// and (with replicas) finishes drills whose replica died.
+fn on_elected(
+    guardrails: Arc<guardrails::Guardrails>,
+    releases: Arc<releases::Releases>,
+    drills: Option<(Arc<drills::Drills>, Arc<quarantine::Quarantine>)>,
+) -> leader::OnElected {
+    Arc::new(move |epoch| {
+        let (guardrails, releases, drills) = (guardrails.clone(), releases.clone(), drills.clone());
+        Box::pin(async move {
+            guardrails.reload_monitors().await?;
+            let resumed = releases.resume_all().await?;
+            if resumed > 0 {
+                tracing::info!(releases = resumed, epoch, "resuming active releases");
+            }
+            if let Some((drills, quarantine)) = drills {
+                finish_orphaned_drills(&drills, &quarantine, Some(clock::now_ms())).await?;
+            }
+            Ok(())
+        })
+    })
+}
+
+async fn finish_orphaned_drills(
+    drills: &drills::Drills,
+    quarantine: &quarantine::Quarantine,
+    overdue_at: Option<i64>,
+) -> Result<(), ApiError> {
+    let finished = drills.resume_all(quarantine, overdue_at).await?;
+    if finished > 0 {
+        tracing::warn!(
+            drills = finished,
+            "finished drills their server left running"
+        );
+    }
+    Ok(())
+}
+
+/// How often the leader looks for drills a dead replica left running.
+const DRILL_SWEEP: Duration = Duration::from_secs(30);
+
+fn spawn_drill_sweep(
+    drills: Arc<drills::Drills>,
+    quarantine: Arc<quarantine::Quarantine>,
+    leader: Arc<leader::Leader>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(DRILL_SWEEP);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if !leader.is_leader() {
+                continue;
+            }
+            if let Err(e) =
+                finish_orphaned_drills(&drills, &quarantine, Some(clock::now_ms())).await
+            {
+                tracing::warn!(error = %e.message, "could not finish orphaned drills");
+            }
+        }
     })
 }
 

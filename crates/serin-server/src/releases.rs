@@ -81,6 +81,12 @@ struct Judged<'a> {
     before: &'a Release,
     canary_requests: u64,
     verdicts: &'a [Verdict],
+    /// The stored revision `before` was read at (`None` for a start): the write is refused
+    /// if anyone wrote the release since.
+    revision: Option<i64>,
+    /// The controller's leadership epoch (`None` for a person's command, which leadership
+    /// does not fence).
+    epoch: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -229,6 +235,8 @@ impl Releases {
                     active: false,
                     is_new: false,
                     watch_due_ms: None,
+                    expected_revision: Some(row.revision),
+                    epoch: None,
                 },
                 now,
                 actor,
@@ -268,8 +276,13 @@ impl Releases {
         Ok(Some(()))
     }
 
-    /// Runs the controller until the returned handle is dropped or aborted.
-    pub fn spawn(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+    /// Runs the controller until the returned handle is dropped or aborted. It ticks only
+    /// while `leader` says this replica leads, and writes under its epoch.
+    pub fn spawn(
+        self: &Arc<Self>,
+        every: Duration,
+        leader: Arc<crate::leader::Leader>,
+    ) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -278,14 +291,33 @@ impl Releases {
                 Some(this) => this.guardrails.latched(),
                 None => return,
             };
+            let mut elected = leader.subscribe();
             loop {
-                // A latched fail is acted on at once; the periodic tick covers the rest.
+                // A latched fail is acted on at once, and so is a new term (its releases
+                // were resumed just before); the periodic tick covers the rest.
                 tokio::select! {
                     _ = tick.tick() => {}
                     () = latched.notified() => {}
+                    changed = elected.changed() => if changed.is_err() { break },
                 }
+                let Some(epoch) = leader.epoch() else {
+                    continue;
+                };
                 let Some(this) = weak.upgrade() else { break };
-                if let Err(e) = this.tick_all().await {
+                let result = match this.tick_all(epoch).await {
+                    // Fenced: it stepped down (and said so); the new leader carries on.
+                    Err(_) if leader.superseded(epoch).await => continue,
+                    Err(e) if e.code == ErrorCode::Conflict => {
+                        // Lost a race with a command on another replica: the release moved
+                        // since it was read, so decide again from what is stored now.
+                        tracing::debug!(error = %e.message, "release changed under the tick; ticking again");
+                        this.tick_all(epoch).await
+                    }
+                    other => other,
+                };
+                if let Err(e) = result
+                    && !leader.superseded(epoch).await
+                {
                     tracing::warn!(error = %e.message, "release controller tick failed");
                 }
             }
@@ -294,7 +326,7 @@ impl Releases {
 
     /// One look at every active release: the machine decides whether the
     /// evidence promotes, halts or rolls it back.
-    pub async fn tick_all(&self) -> Result<(), ApiError> {
+    pub async fn tick_all(&self, epoch: i64) -> Result<(), ApiError> {
         let latches = self.guardrails.latches();
         let mut rows = self.store.active_releases().await?;
         // Releases whose canary has failed drain first: each transition waits its turn
@@ -349,6 +381,8 @@ impl Releases {
                     before: &r,
                     canary_requests,
                     verdicts,
+                    revision: Some(row.revision),
+                    epoch: Some(epoch),
                 },
                 crate::releases::SYSTEM,
                 now,
@@ -358,7 +392,7 @@ impl Releases {
         }
         for row in self.store.due_watches(clock::now_ms(), 100).await? {
             let _guard = self.lock.lock().await;
-            crate::watch::checkpoint(&self.store, &self.hub, &row, clock::now_ms()).await?;
+            crate::watch::checkpoint(&self.store, &self.hub, &row, clock::now_ms(), epoch).await?;
         }
         Ok(())
     }
@@ -526,6 +560,8 @@ impl Releases {
                     before: &release,
                     canary_requests: requests,
                     verdicts: &verdicts,
+                    revision: None,
+                    epoch: None,
                 },
                 actor,
                 now,
@@ -574,6 +610,8 @@ impl Releases {
                     before: &r,
                     canary_requests,
                     verdicts: judged,
+                    revision: Some(row.revision),
+                    epoch: None,
                 },
                 actor,
                 now,
@@ -832,6 +870,8 @@ impl Releases {
                     active: !next.phase.is_terminal(),
                     is_new,
                     watch_due_ms: next.watch.as_ref().and_then(|w| w.next_due_ms),
+                    expected_revision: judged.revision,
+                    epoch: judged.epoch,
                 },
                 now,
                 actor,
@@ -950,11 +990,13 @@ impl Default for RetryPolicy {
 
 /// Delivers queued webhook notifications, retrying with backoff until `retry` gives up on
 /// them (they are then `failed` and never retried); never blocks the controller (it only
-/// reads the outbox).
+/// reads the outbox). Only while `leader` says this replica leads: replicas draining one
+/// outbox side by side would deliver each notification once per replica.
 pub fn spawn_notifier(
     store: Store,
     every: Duration,
     retry: RetryPolicy,
+    leader: Arc<crate::leader::Leader>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let Ok(http) = reqwest_client() else {
@@ -965,6 +1007,9 @@ pub fn spawn_notifier(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            if !leader.is_leader() {
+                continue;
+            }
             let now = clock::now_ms();
             let due = match store.due_notifications(now, 50).await {
                 Ok(d) => d,
@@ -974,6 +1019,10 @@ pub fn spawn_notifier(
                 }
             };
             for n in due {
+                if !leader.is_leader() {
+                    // Deposed mid-batch: the new leader delivers the rest.
+                    break;
+                }
                 let result = http
                     .post(&n.url)
                     .header("content-type", "application/json")

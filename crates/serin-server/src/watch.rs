@@ -17,12 +17,14 @@ use crate::hub::{self, Hub};
 
 const ROLLUP_MINUTE_MS: i64 = 60_000;
 
-/// Runs the due checkpoint of one completed release.
+/// Runs the due checkpoint of one completed release, written under the controller's
+/// leadership `epoch` (refused if a newer leader exists) and only if the row is still as read.
 pub async fn checkpoint(
     store: &Store,
     hub: &Hub,
     row: &ReleaseRow,
     now: i64,
+    epoch: i64,
 ) -> Result<(), ApiError> {
     let release: Release = match serde_json::from_str(&row.state) {
         Ok(r) => r,
@@ -30,12 +32,12 @@ pub async fn checkpoint(
             // Its text is kept as it is (GET answers 409 naming it); only the watch ends,
             // so the controller does not pick the row up again every tick.
             tracing::error!(release = %row.id, error = %e, "release under watch is unreadable; its watch ends");
-            return end_unreadable(store, row, now).await;
+            return end_unreadable(store, row, now, epoch).await;
         }
     };
     let (Some(plan_watch), Some(mut state)) = (release.plan.watch.clone(), release.watch.clone())
     else {
-        return end_unreadable(store, row, now).await;
+        return end_unreadable(store, row, now, epoch).await;
     };
     let index = state.results.len();
     let due_ms = state.next_due_ms.unwrap_or(now);
@@ -167,6 +169,8 @@ pub async fn checkpoint(
                 active: false,
                 is_new: false,
                 watch_due_ms: state.next_due_ms,
+                expected_revision: Some(row.revision),
+                epoch: Some(epoch),
             },
             now,
             crate::releases::SYSTEM,
@@ -242,7 +246,12 @@ async fn aggregates(
 }
 
 /// Ends the watch of a row that cannot be judged, keeping its text as it is.
-async fn end_unreadable(store: &Store, row: &ReleaseRow, now: i64) -> Result<(), ApiError> {
+async fn end_unreadable(
+    store: &Store,
+    row: &ReleaseRow,
+    now: i64,
+    epoch: i64,
+) -> Result<(), ApiError> {
     store
         .write_release(
             ReleaseWrite {
@@ -253,6 +262,8 @@ async fn end_unreadable(store: &Store, row: &ReleaseRow, now: i64) -> Result<(),
                 active: row.active,
                 is_new: false,
                 watch_due_ms: None,
+                expected_revision: Some(row.revision),
+                epoch: Some(epoch),
             },
             now,
             crate::releases::SYSTEM,

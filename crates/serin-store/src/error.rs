@@ -38,6 +38,29 @@ pub enum StoreError {
     /// Stored data does not have the shape the store wrote.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// A controller write made under a leadership epoch that is no longer the current one: a
+    /// newer leader exists, so nothing was written.
+    #[error(
+        "fenced: written under leadership epoch {epoch} but epoch {current} is current (a newer leader exists)"
+    )]
+    Fenced {
+        /// The writer's epoch.
+        epoch: i64,
+        /// The store's current epoch.
+        current: i64,
+    },
+    /// The release changed since the caller read it (its revision moved on), so the write,
+    /// decided from the older state, was refused and nothing was written.
+    #[error(
+        "release {id} changed since it was read (revision {current} is stored, {expected} was read)"
+    )]
+    Stale {
+        id: String,
+        /// The revision the writer read.
+        expected: i64,
+        /// The revision stored now.
+        current: i64,
+    },
 }
 
 impl StoreError {

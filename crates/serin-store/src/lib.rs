@@ -44,9 +44,11 @@ pub use dir_lock::{DataDirLock, DirLockError, LOCK_FILE_NAME};
 pub use error::StoreError;
 pub use model::{
     AgentSummary, AuditEntry, AuditLeaf, AuditVerification, BundleSummary, DrillRow, DrillWrite,
-    EnvRecord, EnvStateChange, EnvSummary, EvalRow, EvidenceRow, IssuedToken, MonitorRow, NewAudit,
-    NewBundle, NewNotification, NotificationRow, PolicyRow, PutBundle, ReleaseRow, ReleaseWrite,
-    RollupRow, StoredBundle, StoredEnvState, TokenInfo,
+    EnvRecord, EnvStateChange, EnvSummary, EvalRow, EvidenceRow, IssuedToken, Leadership,
+    MonitorRow, NewAudit, NewBundle, NewNotification, NotificationRow, PolicyRow, PutBundle,
+    ReleaseRow, ReleaseWrite, RollupRow, StoredBundle, StoredEnvState, TokenInfo,
+};
+pub use store::{
+    BOOTSTRAP_TOKEN_NAME, DEDUP_CHUNK, LeaderSession, MAX_PAGE, SQLITE_FILE_NAME, Store,
 };
 pub use store::fanout::{EnvChange, EnvListener};
-pub use store::{BOOTSTRAP_TOKEN_NAME, DEDUP_CHUNK, MAX_PAGE, SQLITE_FILE_NAME, Store};

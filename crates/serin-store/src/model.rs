@@ -252,6 +252,12 @@ pub struct ReleaseRow {
     pub active: bool,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// Raised by one at every write (1 when inserted; 0 for rows older than revisions). A
+    /// writer passes the revision it read back as [`ReleaseWrite::expected_revision`].
+    pub revision: i64,
+    /// The leadership epoch of the controller that last wrote the row; `None` when an
+    /// operator's command (or a server older than leadership) wrote it.
+    pub leader_epoch: Option<i64>,
 }
 
 /// A release row to write with [`crate::Store::write_release`].
@@ -269,6 +275,25 @@ pub struct ReleaseWrite {
     /// When the release's next post-promotion checkpoint is due (`None`: no watch, or
     /// it ended). Written as given on every write.
     pub watch_due_ms: Option<i64>,
+    /// For an update, the [`ReleaseRow::revision`] the caller decided from: the write is
+    /// refused with [`crate::StoreError::Stale`] when the stored row has moved on since, so a
+    /// command on one replica and the controller's tick on another can never both apply to one
+    /// stored state. Must be `None` for an insert and `Some` for an update.
+    pub expected_revision: Option<i64>,
+    /// The leadership epoch of a controller write: refused with [`crate::StoreError::Fenced`]
+    /// unless it is still the current epoch, checked in the write's transaction, and stored
+    /// with the row. `None` for an operator's command, which leadership does not fence.
+    pub epoch: Option<i64>,
+}
+
+/// Who leads the release controller: the current epoch (0 before anyone ever led), raised by
+/// one each time a replica takes the leadership.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Leadership {
+    pub epoch: i64,
+    /// The replica that took the current epoch (`host:pid`), if any did.
+    pub holder: Option<String>,
+    pub since_ms: Option<i64>,
 }
 
 /// A webhook delivery to queue in the outbox, in the transaction that causes it.

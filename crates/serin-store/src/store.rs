@@ -430,7 +430,7 @@ impl AuditRow {
 /// The columns of `ReleaseRow`, as a literal usable in `concat!`.
 macro_rules! release_cols {
     () => {
-        "id, env, agent, state, active, created_at_ms, updated_at_ms"
+        "id, env, agent, state, active, created_at_ms, updated_at_ms, revision, leader_epoch"
     };
 }
 
@@ -451,6 +451,8 @@ struct ReleaseDbRow {
     active: i64,
     created_at_ms: i64,
     updated_at_ms: i64,
+    revision: i64,
+    leader_epoch: Option<i64>,
 }
 
 impl ReleaseDbRow {
@@ -463,6 +465,8 @@ impl ReleaseDbRow {
             active: self.active != 0,
             created_at_ms: self.created_at_ms,
             updated_at_ms: self.updated_at_ms,
+            revision: self.revision,
+            leader_epoch: self.leader_epoch,
         }
     }
 }
@@ -1083,10 +1087,14 @@ impl Store {
 
     /// Writes a release and everything it causes in one serialized transaction:
     ///
-    /// 1. the release row: inserted when `release.is_new` (`Conflict` if the id exists, or if
-    ///    the release is active and the agent already has an active release in that env),
-    ///    otherwise its state, active flag and `updated_at_ms` are updated (`Conflict` if no
-    ///    release has this id, env and agent, or if it becomes active beside another one);
+    /// 0. with `release.epoch`, the current leadership epoch must still be that one
+    ///    (`Fenced` otherwise: a newer leader exists);
+    /// 1. the release row: inserted when `release.is_new` at revision 1 (`Conflict` if the id
+    ///    exists, or if the release is active and the agent already has an active release in
+    ///    that env), otherwise its state, active flag, `updated_at_ms` and epoch are updated and
+    ///    its revision raised by one, provided it is still at `release.expected_revision`
+    ///    (`Stale` otherwise; `Conflict` if no release has this id, env and agent, or if it
+    ///    becomes active beside another one);
     /// 2. `env_change` runs against the env's newest state exactly like in
     ///    [`Store::update_env_state`]: `None` leaves the env alone, `Some` appends a new version
     ///    and its audit entry;
@@ -1107,7 +1115,23 @@ impl Store {
         let r = &release;
         let mut env_change = Some(env_change);
         let mut refused: Option<E> = None;
+        if r.is_new == r.expected_revision.is_some() {
+            return Err(StoreError::Invalid(format!(
+                "release {}: an insert names no revision and an update names the one it read",
+                r.id
+            )));
+        }
         let written = with_tx!(self, |tx| {
+            if let Some(epoch) = r.epoch {
+                // Epochs are raised under the same write lock this transaction holds, so the
+                // one read here cannot change before commit.
+                let current: i64 = sqlx::query_scalar("SELECT epoch FROM leadership WHERE id = 1")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if current != epoch {
+                    return Err(StoreError::Fenced { epoch, current });
+                }
+            }
             let other_active: Option<String> = if r.active {
                 sqlx::query_scalar(
                     "SELECT id FROM releases \
@@ -1155,8 +1179,9 @@ impl Store {
             if r.is_new {
                 sqlx::query(
                     "INSERT INTO releases \
-                     (id, env, agent, state, active, created_at_ms, updated_at_ms, watch_due_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
+                     (id, env, agent, state, active, created_at_ms, updated_at_ms, watch_due_ms, \
+                      revision, leader_epoch) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6, $7, 1, $8)",
                 )
                 .bind(&r.id)
                 .bind(&r.env)
@@ -1165,13 +1190,16 @@ impl Store {
                 .bind(i64::from(r.active))
                 .bind(at_ms)
                 .bind(r.watch_due_ms)
+                .bind(r.epoch)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| release_write_error(e, &r.env, &r.agent))?;
             } else {
+                let expected = r.expected_revision.unwrap_or_default();
                 let updated = sqlx::query(
                     "UPDATE releases SET state = $4, active = $5, updated_at_ms = $6, \
-                     watch_due_ms = $7 WHERE id = $1 AND env = $2 AND agent = $3",
+                     watch_due_ms = $7, leader_epoch = $8, revision = revision + 1 \
+                     WHERE id = $1 AND env = $2 AND agent = $3 AND revision = $9",
                 )
                 .bind(&r.id)
                 .bind(&r.env)
@@ -1180,15 +1208,32 @@ impl Store {
                 .bind(i64::from(r.active))
                 .bind(at_ms)
                 .bind(r.watch_due_ms)
+                .bind(r.epoch)
+                .bind(expected)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| release_write_error(e, &r.env, &r.agent))?
                 .rows_affected();
                 if updated == 0 {
-                    return Err(StoreError::Conflict(format!(
-                        "no release {} of agent {} in env {}",
-                        r.id, r.agent, r.env
-                    )));
+                    let stored: Option<i64> = sqlx::query_scalar(
+                        "SELECT revision FROM releases WHERE id = $1 AND env = $2 AND agent = $3",
+                    )
+                    .bind(&r.id)
+                    .bind(&r.env)
+                    .bind(&r.agent)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    return Err(match stored {
+                        Some(current) => StoreError::Stale {
+                            id: r.id.clone(),
+                            expected,
+                            current,
+                        },
+                        None => StoreError::Conflict(format!(
+                            "no release {} of agent {} in env {}",
+                            r.id, r.agent, r.env
+                        )),
+                    });
                 }
             }
             let current = latest_env_state_in!(tx, &r.env);
@@ -1887,4 +1932,7 @@ impl Store {
 
 mod envs;
 pub(crate) mod fanout;
+mod leader;
 mod readiness;
+
+pub use leader::LeaderSession;

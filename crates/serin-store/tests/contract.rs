@@ -153,6 +153,10 @@ contract!(
     a_failed_notification_is_never_due_again_and_keeps_its_error,
     releases_and_notifications_survive_reopen,
     watches_come_due_in_order_end_and_survive_reopen,
+    leadership_epochs_grow_by_one_per_leader_and_survive_reopen,
+    a_write_under_a_superseded_epoch_is_refused_and_writes_nothing,
+    a_write_from_a_stale_revision_is_refused_and_writes_nothing,
+    racing_writers_from_one_revision_let_exactly_one_apply,
     readiness_policies_are_versioned_and_identical_reapply_writes_nothing,
     evidence_keeps_history_and_the_newest_per_key_counts,
     evals_are_kept_per_bundle_newest_first,
@@ -1311,6 +1315,7 @@ async fn guardrail_evidence_upserts_and_survives_reopen(t: Ctx) {
 // ----- releases and webhook outbox -------------------------------------------------------------
 
 fn release(id: &str, state: &str, active: bool, is_new: bool) -> serin_store::ReleaseWrite {
+    assert!(is_new, "updates name the revision they read: use `update`");
     serin_store::ReleaseWrite {
         id: id.to_owned(),
         env: "prod".to_owned(),
@@ -1319,6 +1324,17 @@ fn release(id: &str, state: &str, active: bool, is_new: bool) -> serin_store::Re
         active,
         is_new,
         watch_due_ms: None,
+        expected_revision: None,
+        epoch: None,
+    }
+}
+
+/// An update of release `id` decided from its stored `revision`.
+fn update(id: &str, state: &str, active: bool, revision: i64) -> serin_store::ReleaseWrite {
+    serin_store::ReleaseWrite {
+        is_new: false,
+        expected_revision: Some(revision),
+        ..release(id, state, active, true)
     }
 }
 
@@ -1375,6 +1391,8 @@ async fn write_release_inserts_updates_and_writes_everything_in_one_tx(t: Ctx) {
             active: true,
             created_at_ms: 100,
             updated_at_ms: 100,
+            revision: 1,
+            leader_epoch: None,
         }
     );
     // Env change audit first, then the given audits in order.
@@ -1398,7 +1416,7 @@ async fn write_release_inserts_updates_and_writes_everything_in_one_tx(t: Ctx) {
     // Update: state and active change, env change sees the previous state, audits keep order.
     let env = s
         .write_release(
-            release("support-prod-1", r#"{"step":1}"#, false, false),
+            update("support-prod-1", r#"{"step":1}"#, false, 1),
             200,
             "t2",
             |cur| {
@@ -1454,7 +1472,7 @@ async fn write_release_inserts_updates_and_writes_everything_in_one_tx(t: Ctx) {
     );
 
     // No env change: the env is left alone.
-    let out = write_plain(s, release("support-prod-1", "{}", false, false), 300)
+    let out = write_plain(s, update("support-prod-1", "{}", false, 2), 300)
         .await
         .unwrap();
     assert_eq!(out, None);
@@ -1465,7 +1483,7 @@ async fn write_release_inserts_updates_and_writes_everything_in_one_tx(t: Ctx) {
     assert_eq!(t.count("env_states").await, 2);
 
     // Updating an unknown id is a conflict and writes nothing.
-    let err = write_plain(s, release("nope", "{}", true, false), 400)
+    let err = write_plain(s, update("nope", "{}", true, 1), 400)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
@@ -1541,7 +1559,7 @@ async fn a_second_active_release_is_refused_and_writes_nothing(t: Ctx) {
     write_plain(s, release("r5", "{}", false, true), 50)
         .await
         .unwrap();
-    let err = write_plain(s, release("r5", "{}", true, false), 60)
+    let err = write_plain(s, update("r5", "{}", true, 1), 60)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
@@ -1632,13 +1650,13 @@ async fn inactive_releases_do_not_block_a_new_one(t: Ctx) {
     write_plain(s, release("r1", "{}", true, true), 10)
         .await
         .unwrap();
-    write_plain(s, release("r1", "done", false, false), 20)
+    write_plain(s, update("r1", "done", false, 1), 20)
         .await
         .unwrap();
     write_plain(s, release("r2", "{}", true, true), 30)
         .await
         .unwrap();
-    write_plain(s, release("r2", "done", false, false), 40)
+    write_plain(s, update("r2", "done", false, 1), 40)
         .await
         .unwrap();
     write_plain(s, release("r3", "{}", true, true), 50)
@@ -1858,11 +1876,13 @@ async fn watches_come_due_in_order_end_and_survive_reopen(t: Ctx) {
     // A checkpoint moves the due time on; the last one ends the watch.
     let next = serin_store::ReleaseWrite {
         is_new: false,
+        expected_revision: Some(1),
         ..watched("w2", Some(500))
     };
     write_plain(s, next, 60).await.unwrap();
     let ended = serin_store::ReleaseWrite {
         is_new: false,
+        expected_revision: Some(1),
         ..watched("w1", None)
     };
     write_plain(s, ended, 110).await.unwrap();
@@ -1873,6 +1893,230 @@ async fn watches_come_due_in_order_end_and_survive_reopen(t: Ctx) {
     // Completed releases under watch never block a new active release of their agent.
     assert!(s.active_releases().await.unwrap().is_empty());
     s.close().await;
+}
+
+// ----- leadership and fencing ----------------------------------------------------------------
+
+/// Takes the leadership the way each backend does: SQLite directly (one process per data
+/// dir), PostgreSQL through a session holding the leader lock (kept open in `sessions`).
+async fn lead(
+    t: &Ctx,
+    holder: &str,
+    at_ms: i64,
+    sessions: &mut Vec<serin_store::LeaderSession>,
+) -> i64 {
+    if t.is_pg() {
+        let mut session = t.store.leader_session(holder, None).await.unwrap();
+        let epoch = session.try_lead(holder, at_ms).await.unwrap();
+        sessions.push(session);
+        epoch.expect("no other session holds the lock")
+    } else {
+        t.store.take_leadership(holder, at_ms).await.unwrap()
+    }
+}
+
+async fn leadership_epochs_grow_by_one_per_leader_and_survive_reopen(t: Ctx) {
+    let s = &t.store;
+    let fresh = s.leadership().await.unwrap();
+    assert_eq!((fresh.epoch, fresh.holder), (0, None));
+    let mut sessions = Vec::new();
+    assert_eq!(lead(&t, "a:1", 10, &mut sessions).await, 1);
+    if t.is_pg() {
+        // While a session holds the lock, nobody else leads or raises the epoch.
+        let mut other = s.leader_session("b:2", None).await.unwrap();
+        assert_eq!(other.try_lead("b:2", 20).await.unwrap(), None);
+        assert_eq!(s.leadership().await.unwrap().epoch, 1);
+        // The holder's session ends: the next one leads, one epoch up.
+        sessions.pop().unwrap().close().await;
+        assert_eq!(other.try_lead("b:2", 20).await.unwrap(), Some(2));
+        other.check().await.unwrap();
+        sessions.push(other);
+        // Only the lock holder raises the epoch on PostgreSQL.
+        assert!(matches!(
+            s.take_leadership("c:3", 25).await,
+            Err(StoreError::Invalid(_))
+        ));
+    } else {
+        assert_eq!(lead(&t, "b:2", 20, &mut sessions).await, 2);
+        assert!(matches!(
+            s.leader_session("c:3", None).await,
+            Err(StoreError::Invalid(_))
+        ));
+    }
+    let now = s.leadership().await.unwrap();
+    assert_eq!(
+        (now.epoch, now.holder.as_deref(), now.since_ms),
+        (2, Some("b:2"), Some(20))
+    );
+    for session in sessions {
+        session.close().await;
+    }
+    s.close().await;
+    let s = t.reopen().await;
+    assert_eq!(s.leadership().await.unwrap().epoch, 2);
+    // Epochs are not audited: they are operational state, not a change anyone made.
+    assert_eq!(audit_count(&s).await, 0);
+    s.close().await;
+}
+
+/// `write_release` of `w` with an env change, an audit entry and a notification, so a refusal
+/// can be checked to leave every one of them unwritten.
+async fn write_full(
+    s: &Store,
+    w: serin_store::ReleaseWrite,
+    at_ms: i64,
+) -> Result<Option<serin_store::StoredEnvState>, StoreError> {
+    let id = w.id.clone();
+    s.write_release(
+        w,
+        at_ms,
+        "system",
+        |_| Ok::<_, ()>(Some(change(format!("routing-{at_ms}")))),
+        vec![audit("release.advance", "support/prod", at_ms)],
+        vec![notification(&id, 1)],
+    )
+    .await
+    .map(|out| out.unwrap())
+}
+
+/// Counts of everything a release write may add.
+async fn footprint(t: &Ctx) -> (i64, i64, i64) {
+    (
+        t.count("env_states").await,
+        t.count("audit").await,
+        t.count("notifications").await,
+    )
+}
+
+async fn a_write_under_a_superseded_epoch_is_refused_and_writes_nothing(t: Ctx) {
+    let s = &t.store;
+    let mut sessions = Vec::new();
+    let first = lead(&t, "a:1", 10, &mut sessions).await;
+    write_plain(s, release("r1", "step-0", true, true), 10)
+        .await
+        .unwrap();
+    let tick = |state: &str, revision: i64, epoch: i64| serin_store::ReleaseWrite {
+        epoch: Some(epoch),
+        ..update("r1", state, true, revision)
+    };
+    write_full(s, tick("step-1", 1, first), 20).await.unwrap();
+    let row = s.get_release("r1").await.unwrap().unwrap();
+    assert_eq!(
+        (row.state.as_str(), row.revision, row.leader_epoch),
+        ("step-1", 2, Some(first))
+    );
+    // A newer leader takes over; the old one's late tick changes nothing at all.
+    for session in sessions.drain(..) {
+        session.close().await;
+    }
+    let second = lead(&t, "b:2", 30, &mut sessions).await;
+    assert_eq!(second, first + 1);
+    let before = footprint(&t).await;
+    let err = write_full(s, tick("step-2-late", 2, first), 40)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Fenced { epoch, current } if epoch == first && current == second),
+        "{err}"
+    );
+    assert_eq!(footprint(&t).await, before);
+    assert_eq!(s.get_release("r1").await.unwrap().unwrap(), row);
+    // An epoch nobody took is refused the same way.
+    let err = write_full(s, tick("step-2-bogus", 2, second + 5), 40)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    // The current leader writes; an operator's command is not fenced by leadership.
+    write_full(s, tick("step-2", 2, second), 50).await.unwrap();
+    write_full(s, update("r1", "paused", true, 3), 60)
+        .await
+        .unwrap();
+    let row = s.get_release("r1").await.unwrap().unwrap();
+    assert_eq!(
+        (row.state.as_str(), row.revision, row.leader_epoch),
+        ("paused", 4, None)
+    );
+    assert!(s.verify_audit().await.unwrap().ok);
+}
+
+async fn a_write_from_a_stale_revision_is_refused_and_writes_nothing(t: Ctx) {
+    let s = &t.store;
+    write_plain(s, release("r1", "step-0", true, true), 10)
+        .await
+        .unwrap();
+    write_full(s, update("r1", "step-1", true, 1), 20)
+        .await
+        .unwrap();
+    let row = s.get_release("r1").await.unwrap().unwrap();
+    assert_eq!(row.revision, 2);
+    let before = footprint(&t).await;
+    // Decided from revision 1, which another writer has moved on from.
+    let err = write_full(s, update("r1", "paused-at-0", false, 1), 30)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Stale { id, expected: 1, current: 2 } if id == "r1"),
+        "{err}"
+    );
+    assert_eq!(footprint(&t).await, before);
+    assert_eq!(s.get_release("r1").await.unwrap().unwrap(), row);
+    // A revision from the future is just as stale.
+    let err = write_full(s, update("r1", "x", true, 7), 30)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Stale { current: 2, .. }), "{err}");
+    // An update must name the revision it read, and an insert none.
+    let unnamed = serin_store::ReleaseWrite {
+        expected_revision: None,
+        ..update("r1", "x", true, 2)
+    };
+    assert!(matches!(
+        write_full(s, unnamed, 40).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let named = serin_store::ReleaseWrite {
+        expected_revision: Some(0),
+        ..release("r2", "x", false, true)
+    };
+    assert!(matches!(
+        write_full(s, named, 40).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(footprint(&t).await, before);
+    assert_eq!(t.count("releases").await, 1);
+}
+
+async fn racing_writers_from_one_revision_let_exactly_one_apply(t: Ctx) {
+    let s = t.store.clone();
+    write_plain(&s, release("r1", "step-0", true, true), 10)
+        .await
+        .unwrap();
+    let before = footprint(&t).await;
+    // A command on one replica and the controller's tick on another, both decided from
+    // revision 1: one applies, the other is refused whole.
+    let mut tasks = Vec::new();
+    for who in ["command", "tick", "another-command", "another-tick"] {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            write_full(&s, update("r1", who, true, 1), 20).await
+        }));
+    }
+    let mut applied = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => applied.push(()),
+            Err(StoreError::Stale {
+                expected: 1,
+                current: 2,
+                ..
+            }) => {}
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert_eq!(applied.len(), 1);
+    let (envs, audits, notes) = before;
+    assert_eq!(footprint(&t).await, (envs + 1, audits + 2, notes + 1));
+    assert_eq!(s.get_release("r1").await.unwrap().unwrap().revision, 2);
 }
 
 // ----- readiness and drills ------------------------------------------------------------------
@@ -2568,7 +2812,7 @@ async fn restart_with_quarantined_rows_returns_them_verbatim_and_keeps_writing(t
     );
     // The quarantined release can be closed with its text untouched, and the
     // unreadable rollup is handed to the merge as it is.
-    write_plain(&s, release("r1", garbage, false, false), 20)
+    write_plain(&s, update("r1", garbage, false, 1), 20)
         .await
         .unwrap();
     assert!(s.active_releases().await.unwrap().is_empty());

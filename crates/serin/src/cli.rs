@@ -212,8 +212,11 @@ pub struct ServerArgs {
     /// How often (ms) the release controller evaluates every active release.
     #[arg(long, env = "SERIN_TICK_MS", default_value_t = 500)]
     pub tick_ms: u64,
-    /// Serve the API without running the release controller and webhook
-    /// notifier (for all but one replica of a multi-replica deployment).
+    /// Never lead: serve the API without contending for the release controller's
+    /// leadership (which runs the controller, the webhook notifier, the audit head
+    /// webhook and the orphaned-drill sweep on one replica at a time). Replicas on
+    /// PostgreSQL elect their leader themselves, so this is only for replicas that
+    /// must never run those jobs.
     #[arg(long, env = "SERIN_NO_RELEASE_CONTROLLER")]
     pub no_release_controller: bool,
     /// Let an admin move this server's clock forward (`POST /v1/system/clock`),

@@ -81,6 +81,8 @@ pub struct Ready {
     /// status code, because a replica that is behind still serves, and catches up within
     /// `--refresh-ms` at worst.
     pub replica: ReplicaHealth,
+    /// Whether this replica leads the release controller, and under which epoch.
+    pub leader: crate::leader::LeaderStatus,
 }
 
 /// This replica's part in the snapshot fan-out.
@@ -101,7 +103,8 @@ pub struct ReplicaHealth {
     pub behind: Vec<String>,
 }
 
-/// Readiness: the store answers a query, plus this replica's fan-out state. No authentication.
+/// Readiness: the store answers a query, plus this replica's fan-out state, and whether it
+/// leads the release controller (under which epoch). No authentication.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -135,6 +138,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Ready>
                 caught_up,
                 behind,
             },
+            leader: state.leader.status(),
         }),
     )
 }

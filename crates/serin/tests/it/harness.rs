@@ -145,7 +145,7 @@ impl Server {
         }
     }
 
-    /// The server's process id.
+    /// The server's process id (it names its listener and leader sessions in PostgreSQL).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -13,6 +13,7 @@ mod bundles;
 mod clock;
 mod decisions;
 mod drills;
+mod failover;
 mod guardrails;
 mod harness;
 mod hostile_audit;
