@@ -48,7 +48,7 @@ pub use model::{
     MonitorRow, NewAudit, NewBundle, NewNotification, NotificationRow, PolicyRow, PutBundle,
     ReleaseRow, ReleaseWrite, RollupRow, StoredBundle, StoredEnvState, TokenInfo,
 };
+pub use store::fanout::{EnvChange, EnvListener};
 pub use store::{
     BOOTSTRAP_TOKEN_NAME, DEDUP_CHUNK, LeaderSession, MAX_PAGE, SQLITE_FILE_NAME, Store,
 };
-pub use store::fanout::{EnvChange, EnvListener};
