@@ -136,6 +136,10 @@ pub struct Guardrails {
     /// Counts stored batches that latched a `fail`, so a controller pass can see
     /// that one arrived while it was busy with other releases.
     latches: std::sync::atomic::AtomicU64,
+    /// Comparisons with a `fail` latched by a batch that is being stored: a promotion
+    /// committed meanwhile would come after the fail it never saw, so the controller
+    /// treats these as failed already (see [`Guardrails::has_failed`]).
+    latching: std::sync::Mutex<HashSet<MonitorKey>>,
 }
 
 /// A committed monitor and when its candidate last had a canary outcome.
@@ -220,6 +224,7 @@ impl Guardrails {
             views: std::sync::RwLock::new(views),
             pending_shares: std::sync::Mutex::new(Vec::new()),
             latches: std::sync::atomic::AtomicU64::new(0),
+            latching: std::sync::Mutex::new(HashSet::new()),
         })
     }
 
@@ -234,10 +239,19 @@ impl Guardrails {
         self.latches.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Whether a gating bound of this comparison has latched `fail` (committed state).
+    /// Whether a gating bound of this comparison has latched `fail`, counting a batch
+    /// that latched one and is still being stored.
     pub fn has_failed(&self, env: &str, agent: &str, candidate: &str) -> bool {
         let key = (env.to_owned(), agent.to_owned(), candidate.to_owned());
-        self.view(&key).is_some_and(|(_, m)| m.any_fail())
+        self.latching_set().contains(&key) || self.view(&key).is_some_and(|(_, m)| m.any_fail())
+    }
+
+    fn latching_set(&self) -> std::sync::MutexGuard<'_, HashSet<MonitorKey>> {
+        match self.latching.lock() {
+            Ok(s) => s,
+            // Inserting or removing keys cannot leave the set half-changed.
+            Err(poisoned) => poisoned.into_inner(),
+        }
     }
 
     /// The registry of unreadable rows this server found.
@@ -584,19 +598,59 @@ impl Guardrails {
         }
         // A bound that crossed its bar is latched before the batch is stored, so the `fail`
         // is durable with the acknowledgement and no later batch can make it go away.
-        let mut latched = false;
+        // Stamped when latched (not when the batch arrived), and announced before the batch
+        // is stored: a promotion decided before this moment either commits first or sees it.
+        let latch_ms = crate::clock::now_ms().max(now_ms);
+        let mut latching: Vec<MonitorKey> = Vec::new();
         for (key, m) in monitors.iter_mut() {
-            if m.monitor.latch(now_ms) {
-                latched = true;
+            if m.monitor.latch(latch_ms) {
+                latching.push(key.clone());
                 tracing::warn!(env = %key.0, agent = %key.1, candidate = %key.2, "a guardrail latched fail");
             }
         }
+        let latched = !latching.is_empty();
+        if latched {
+            self.latching_set().extend(latching.iter().cloned());
+        }
+        let stored = self
+            .store_batch(inner, monitors, &rollups, &dedup, since, now_ms)
+            .await;
+        if latched {
+            let mut set = self.latching_set();
+            for key in &latching {
+                set.remove(key);
+            }
+        }
+        stored?;
+        report.accepted = accepted.len();
+        metrics::counter!("serin_outcomes_total", "result" => "accepted")
+            .increment(accepted.len() as u64);
+        if latched {
+            // The controller acts on a latched fail now, not at its next periodic tick.
+            self.latches
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            self.latched.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Stores a batch's monitors, rollups and dedup keys in one transaction, then makes
+    /// the monitors visible to readers.
+    async fn store_batch(
+        &self,
+        inner: &mut Inner,
+        monitors: HashMap<MonitorKey, MonitorEntry>,
+        rollups: &HashMap<RollupKey, ArmAggregate>,
+        dedup: &[(String, String)],
+        since: i64,
+        now_ms: i64,
+    ) -> Result<(), ApiError> {
         let mut monitor_rows = Vec::with_capacity(monitors.len());
         for (key, m) in &monitors {
             monitor_rows.push(m.row(key)?);
         }
         let mut rollup_rows = Vec::with_capacity(rollups.len());
-        for ((env, agent, bundle, arm, minute_ms), agg) in &rollups {
+        for ((env, agent, bundle, arm, minute_ms), agg) in rollups {
             rollup_rows.push(RollupRow {
                 env: env.clone(),
                 agent: agent.clone(),
@@ -610,7 +664,7 @@ impl Guardrails {
         let merge = |stored: &RollupRow, delta: &str| merge_rollup(quarantine, stored, delta);
         match self
             .store
-            .save_outcome_batch(&monitor_rows, &rollup_rows, merge, &dedup, since, now_ms)
+            .save_outcome_batch(&monitor_rows, &rollup_rows, merge, dedup, since, now_ms)
             .await
         {
             Ok(()) => {}
@@ -628,15 +682,6 @@ impl Guardrails {
             .monitors
             .retain(|_, m| now_ms - m.last_canary_ms <= MONITOR_IDLE_MS);
         self.publish_views(fresh, Some(&inner.monitors));
-        report.accepted = accepted.len();
-        metrics::counter!("serin_outcomes_total", "result" => "accepted")
-            .increment(accepted.len() as u64);
-        if latched {
-            // The controller acts on a latched fail now, not at its next periodic tick.
-            self.latches
-                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            self.latched.notify_one();
-        }
         Ok(())
     }
 

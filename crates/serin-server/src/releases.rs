@@ -859,6 +859,14 @@ impl Releases {
             .await?;
         }
         let env = next.env.clone();
+        // A controller promotion decided before a batch latched `fail` must not commit after
+        // it: checked again inside the transaction, once the store's writer is ours (an
+        // ingestion announces its latch before it queues for the writer).
+        let guard_fail = judged.epoch.is_some()
+            && (next.step > judged.before.step
+                || (next.phase == Phase::Completed && judged.before.phase != Phase::Completed));
+        let guardrails = &self.guardrails;
+        let candidate = next.candidate.id.clone();
         let written = self
             .store
             .write_release(
@@ -876,6 +884,12 @@ impl Releases {
                 now,
                 actor,
                 |current| {
+                    if guard_fail && guardrails.has_failed(&env, &agent, &candidate) {
+                        return Err(ApiError::new(
+                            ErrorCode::Conflict,
+                            "a guardrail latched fail while this promotion was being decided",
+                        ));
+                    }
                     if commands.is_empty() {
                         return Ok(None);
                     }
