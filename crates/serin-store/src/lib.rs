@@ -46,9 +46,9 @@ pub use model::{
     AgentSummary, AuditEntry, AuditLeaf, AuditVerification, BundleSummary, DrillRow, DrillWrite,
     EnvRecord, EnvStateChange, EnvSummary, EvalRow, EvidenceRow, IssuedToken, Leadership,
     MonitorRow, NewAudit, NewBundle, NewNotification, NotificationRow, PolicyRow, PutBundle,
-    ReleaseRow, ReleaseWrite, RollupRow, StoredBundle, StoredEnvState, TokenInfo,
+    ReleaseRow, ReleaseWrite, ReplicaRow, RollupRow, StoredBundle, StoredEnvState, TokenInfo,
 };
+pub use store::fanout::{EnvChange, EnvListener};
 pub use store::{
     BOOTSTRAP_TOKEN_NAME, DEDUP_CHUNK, LeaderSession, MAX_PAGE, SQLITE_FILE_NAME, Store,
 };
-pub use store::fanout::{EnvChange, EnvListener};
