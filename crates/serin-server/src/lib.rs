@@ -40,6 +40,7 @@ mod openapi;
 pub mod quarantine;
 pub mod readiness;
 pub mod releases;
+pub mod replicas;
 mod report;
 pub mod revocation;
 mod routes;
@@ -81,6 +82,8 @@ pub struct AppState {
     pub replica: Arc<fanout::ReplicaStatus>,
     /// Whether this replica runs the once-per-deployment jobs, and under which epoch.
     pub leader: Arc<leader::Leader>,
+    /// This replica's row in the replica registry.
+    pub heartbeat: Arc<replicas::Heartbeat>,
 }
 
 /// What the binary hands the server.
@@ -182,6 +185,9 @@ pub struct App {
     /// The release controller and webhook notifier; stopped when the last
     /// clone of the app is dropped.
     pub tasks: Arc<BackgroundTasks>,
+    /// This replica's heartbeat in the replica registry; [`replicas::Heartbeat::mark_gone`]
+    /// on shutdown.
+    pub heartbeat: Arc<replicas::Heartbeat>,
 }
 
 #[derive(Debug)]
@@ -253,7 +259,15 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
     .await?;
     tasks.extend(contention);
     let revocations = revocation::Revocations::new(config.store.clone(), sdks.clone());
+    let heartbeat = Arc::new(replicas::Heartbeat::new(
+        config.store.clone(),
+        hub.clone(),
+        replica.clone(),
+        leader.clone(),
+        sdks.clone(),
+    ));
     if tokio::runtime::Handle::try_current().is_ok() {
+        tasks.push(heartbeat.clone().spawn());
         tasks.push(revocations.spawn_poller());
         tasks.extend(fanout::spawn_listener(
             config.store.clone(),
@@ -290,6 +304,7 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
     }
     let state = AppState {
         leader,
+        heartbeat: heartbeat.clone(),
         envs: Arc::new(envs::Envs::new(config.store.clone())),
         quarantine,
         audit_signer: config.audit.signer.clone(),
@@ -332,6 +347,7 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         hub,
         sdks,
         tasks: Arc::new(BackgroundTasks(tasks)),
+        heartbeat,
     })
 }
 

@@ -378,6 +378,7 @@ fn table() -> Vec<(&'static str, &'static str, Payload)> {
             Json(json!({"advance_ms": 1000})),
         ),
         ("GET", "/v1/system/quarantine", None),
+        ("GET", "/v1/system/replicas", None),
         ("GET", "/v1/audit/head", None),
         ("GET", "/v1/audit/proof?from=1", None),
         ("GET", "/v1/audit/subtrees?size=1", None),

@@ -1,6 +1,8 @@
 //! Plain data passed into and out of the store. Only i64, String, Option and bool, so rows
 //! decode identically on SQLite and PostgreSQL.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 /// A bundle to persist. The business logic computed the digest, canonical content, size and
@@ -390,4 +392,32 @@ pub struct DrillWrite {
     /// True: insert (created and updated at `at_ms`). False: update the drill with this id,
     /// env and agent.
     pub is_new: bool,
+}
+
+/// One server process's heartbeat row in the replica registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaRow {
+    /// Random per process start.
+    pub id: String,
+    pub host: String,
+    pub pid: i64,
+    /// The server's version.
+    pub version: String,
+    pub started_ms: i64,
+    pub last_seen_ms: i64,
+    pub is_leader: bool,
+    /// The epoch it leads under, or the newest it has seen.
+    pub epoch: i64,
+    /// PostgreSQL only: whether its fan-out listener session is up.
+    pub listener_connected: Option<bool>,
+    /// Whether every env it serves was published at the store's newest version.
+    pub caught_up: bool,
+    /// The envs it serves whose published version was behind.
+    pub behind: Vec<String>,
+    /// The version it publishes for each env it serves.
+    pub published: BTreeMap<String, i64>,
+    /// SDK instances with an open snapshot stream on it.
+    pub sdk_streams: i64,
+    /// When it marked itself gone on shutdown.
+    pub gone_ms: Option<i64>,
 }

@@ -1934,5 +1934,6 @@ mod envs;
 pub(crate) mod fanout;
 mod leader;
 mod readiness;
+mod replicas;
 
 pub use leader::LeaderSession;

@@ -154,6 +154,8 @@ contract!(
     releases_and_notifications_survive_reopen,
     watches_come_due_in_order_end_and_survive_reopen,
     leadership_epochs_grow_by_one_per_leader_and_survive_reopen,
+    replica_heartbeats_upsert_list_mark_gone_and_prune,
+    replica_rows_round_trip_extreme_values,
     a_write_under_a_superseded_epoch_is_refused_and_writes_nothing,
     a_write_from_a_stale_revision_is_refused_and_writes_nothing,
     racing_writers_from_one_revision_let_exactly_one_apply,
@@ -1893,6 +1895,108 @@ async fn watches_come_due_in_order_end_and_survive_reopen(t: Ctx) {
     // Completed releases under watch never block a new active release of their agent.
     assert!(s.active_releases().await.unwrap().is_empty());
     s.close().await;
+}
+
+// ----- replica registry ----------------------------------------------------------------------
+
+fn replica(id: &str, started_ms: i64, last_seen_ms: i64) -> serin_store::ReplicaRow {
+    serin_store::ReplicaRow {
+        id: id.into(),
+        host: "node-1".into(),
+        pid: 4242,
+        version: "0.1.0".into(),
+        started_ms,
+        last_seen_ms,
+        is_leader: false,
+        epoch: 3,
+        listener_connected: Some(true),
+        caught_up: true,
+        behind: Vec::new(),
+        published: BTreeMap::from([("dev".to_owned(), 7)]),
+        sdk_streams: 2,
+        gone_ms: None,
+    }
+}
+
+async fn replica_heartbeats_upsert_list_mark_gone_and_prune(t: Ctx) {
+    let s = &t.store;
+    assert!(s.list_replicas().await.unwrap().is_empty());
+    let a = replica("a", 100, 1_000);
+    let mut b = replica("b", 50, 1_100);
+    s.upsert_replica(&a).await.unwrap();
+    s.upsert_replica(&b).await.unwrap();
+    // Oldest start first.
+    assert_eq!(s.list_replicas().await.unwrap(), vec![b.clone(), a.clone()]);
+
+    // A heartbeat replaces every column of its own row only.
+    b.last_seen_ms = 5_000;
+    b.is_leader = true;
+    b.epoch = 4;
+    b.listener_connected = Some(false);
+    b.caught_up = false;
+    b.behind = vec!["prod".into()];
+    b.published = BTreeMap::from([("dev".to_owned(), 8), ("prod".to_owned(), 2)]);
+    b.sdk_streams = 0;
+    s.upsert_replica(&b).await.unwrap();
+    assert_eq!(s.list_replicas().await.unwrap(), vec![b.clone(), a.clone()]);
+
+    // Marked gone on shutdown: still listed, with the time.
+    assert!(s.mark_replica_gone("a", 6_000).await.unwrap());
+    assert!(!s.mark_replica_gone("nobody", 6_000).await.unwrap());
+    let listed = s.list_replicas().await.unwrap();
+    assert_eq!(listed[1].gone_ms, Some(6_000));
+    // Operational state: nothing audited.
+    assert_eq!(t.count("audit").await, 0);
+
+    // Pruning deletes only the rows last seen before the cutoff, and survives a reopen.
+    assert_eq!(s.prune_replicas(1_000).await.unwrap(), 0);
+    assert_eq!(s.prune_replicas(1_001).await.unwrap(), 1);
+    let again = t.reopen().await;
+    assert_eq!(again.list_replicas().await.unwrap(), vec![b]);
+    assert_eq!(again.prune_replicas(i64::MAX).await.unwrap(), 1);
+    assert!(again.list_replicas().await.unwrap().is_empty());
+    again.close().await;
+}
+
+async fn replica_rows_round_trip_extreme_values(t: Ctx) {
+    let s = &t.store;
+    let max = serin_store::ReplicaRow {
+        id: "r-\u{1F980}-'\"; DROP TABLE replicas; --".into(),
+        host: "h\u{00E9}te-\u{2603}".repeat(50),
+        pid: i64::MAX,
+        version: String::new(),
+        started_ms: i64::MIN,
+        last_seen_ms: i64::MAX,
+        is_leader: true,
+        epoch: i64::MAX,
+        listener_connected: None,
+        caught_up: false,
+        behind: vec!["e\"\\nv".into(), String::new()],
+        published: BTreeMap::from([("a".to_owned(), i64::MAX), ("b".to_owned(), i64::MIN)]),
+        sdk_streams: i64::MAX,
+        gone_ms: Some(i64::MIN),
+    };
+    let min = serin_store::ReplicaRow {
+        id: "x".into(),
+        pid: i64::MIN,
+        started_ms: i64::MAX,
+        last_seen_ms: i64::MIN,
+        epoch: i64::MIN,
+        sdk_streams: i64::MIN,
+        published: BTreeMap::new(),
+        gone_ms: Some(i64::MAX),
+        ..replica("x", 0, 0)
+    };
+    s.upsert_replica(&max).await.unwrap();
+    s.upsert_replica(&min).await.unwrap();
+    assert_eq!(
+        s.list_replicas().await.unwrap(),
+        vec![max.clone(), min.clone()]
+    );
+    // Nothing was seen before i64::MIN; everything but the i64::MAX row before i64::MAX.
+    assert_eq!(s.prune_replicas(i64::MIN).await.unwrap(), 0);
+    assert_eq!(s.prune_replicas(i64::MAX).await.unwrap(), 1);
+    assert_eq!(s.list_replicas().await.unwrap(), vec![max]);
 }
 
 // ----- leadership and fencing ----------------------------------------------------------------

@@ -185,6 +185,12 @@ pub enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The server replicas sharing the store: which are alive, which one leads (and under
+    /// which epoch), their fan-out listener, how far behind each is, and their SDK streams.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -189,9 +189,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
         body_timeout: Duration::from_millis(args.body_timeout_ms.max(1)),
     };
+    let heartbeat = app.heartbeat.clone();
     serin_server::transport::serve(listener, app, transport, shutdown_signal())
         .await
         .context("the HTTP server failed")?;
+    heartbeat.mark_gone().await;
     tracing::info!("draining done; closing the store");
     store.close().await;
     Ok(())

@@ -1,5 +1,7 @@
 //! Liveness, readiness, metrics and the OpenAPI document.
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -22,6 +24,153 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi_json))
         .routes(routes!(advance_clock))
         .routes(routes!(quarantine))
+        .routes(routes!(replicas))
+}
+
+/// What `GET /v1/system/replicas` answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplicaList {
+    /// The answering server's now (unix ms), which `alive` and `last_seen_ago_ms` are
+    /// measured against.
+    pub now_ms: i64,
+    /// The id of the replica that answered.
+    pub served_by: String,
+    /// The live replica leading the release controller (the one with the newest epoch if
+    /// two claim it for a moment); absent while none does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<ReplicaLeader>,
+    /// The store's current leadership epoch.
+    pub epoch: i64,
+    /// The store's newest version of every env some replica serves.
+    pub newest_versions: BTreeMap<String, i64>,
+    /// Every replica seen within the last hour, oldest start first.
+    pub replicas: Vec<ReplicaInfo>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplicaLeader {
+    pub id: String,
+    pub host: String,
+    pub pid: i64,
+    pub epoch: i64,
+}
+
+/// One replica, as it last reported itself.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplicaInfo {
+    /// Random per process start.
+    pub id: String,
+    pub host: String,
+    pub pid: i64,
+    /// The server version it runs.
+    pub version: String,
+    pub started_ms: i64,
+    pub last_seen_ms: i64,
+    pub last_seen_ago_ms: i64,
+    /// Heartbeated within the last 6 s (three heartbeats) and did not shut down.
+    pub alive: bool,
+    /// When it shut down cleanly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gone_ms: Option<i64>,
+    /// Whether it reported leading the release controller.
+    pub is_leader: bool,
+    /// The epoch it leads under, or the newest it had seen.
+    pub epoch: i64,
+    /// PostgreSQL only: whether its fan-out listener session was up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listener_connected: Option<bool>,
+    /// Whether it reported every env it serves published at the newest version.
+    pub caught_up: bool,
+    /// The envs it reported behind.
+    pub behind: Vec<String>,
+    /// Versions behind the store's newest, over the envs it serves (the largest gap; 0 when
+    /// caught up), from what it last reported publishing.
+    pub lag_versions: i64,
+    /// SDK instances with an open snapshot stream on it.
+    pub sdk_streams: i64,
+}
+
+/// Every server process sharing this store: which are alive, which one leads, and how far
+/// each is behind the store's newest env versions. Each replica heartbeats its row every 2 s;
+/// one not seen for 6 s is not alive, and rows not seen for an hour are deleted.
+#[utoipa::path(
+    get,
+    path = "/v1/system/replicas",
+    tag = "system",
+    responses((status = 200, body = ReplicaList)),
+    security(("bearer" = ["viewer"]))
+)]
+async fn replicas(
+    State(state): State<AppState>,
+    _auth: Auth<ReadAccess>,
+) -> ApiResult<axum::Json<ReplicaList>> {
+    // This replica's own row is written now, so the answer includes it even right after start.
+    if let Err(e) = state.heartbeat.beat().await {
+        tracing::debug!(error = %e, "could not write this replica's heartbeat");
+    }
+    let rows = state.store.list_replicas().await?;
+    let epoch = state.store.leadership().await?.epoch;
+    let now_ms = clock::now_ms();
+    let mut newest_versions = BTreeMap::new();
+    for env in rows.iter().flat_map(|r| r.published.keys()) {
+        if newest_versions.contains_key(env) {
+            continue;
+        }
+        let newest = state.store.newest_env_version(env).await?.unwrap_or(0);
+        newest_versions.insert(env.clone(), newest);
+    }
+    let replicas: Vec<ReplicaInfo> = rows
+        .into_iter()
+        .map(|r| {
+            let alive = crate::replicas::is_alive(&r, now_ms);
+            let lag_versions = r
+                .published
+                .iter()
+                .map(|(env, v)| {
+                    newest_versions
+                        .get(env)
+                        .map_or(0, |n: &i64| n.saturating_sub(*v).max(0))
+                })
+                .max()
+                .unwrap_or(0);
+            ReplicaInfo {
+                alive,
+                last_seen_ago_ms: now_ms.saturating_sub(r.last_seen_ms).max(0),
+                lag_versions,
+                id: r.id,
+                host: r.host,
+                pid: r.pid,
+                version: r.version,
+                started_ms: r.started_ms,
+                last_seen_ms: r.last_seen_ms,
+                gone_ms: r.gone_ms,
+                is_leader: r.is_leader,
+                epoch: r.epoch,
+                listener_connected: r.listener_connected,
+                caught_up: r.caught_up,
+                behind: r.behind,
+                sdk_streams: r.sdk_streams,
+            }
+        })
+        .collect();
+    let leader = replicas
+        .iter()
+        .filter(|r| r.alive && r.is_leader)
+        .max_by_key(|r| r.epoch)
+        .map(|r| ReplicaLeader {
+            id: r.id.clone(),
+            host: r.host.clone(),
+            pid: r.pid,
+            epoch: r.epoch,
+        });
+    Ok(axum::Json(ReplicaList {
+        now_ms,
+        served_by: state.heartbeat.identity.id.clone(),
+        leader,
+        epoch,
+        newest_versions,
+        replicas,
+    }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -122,7 +271,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Ready>
         StatusCode::SERVICE_UNAVAILABLE
     };
     let (caught_up, behind) = if ok {
-        lagging_envs(&state).await
+        crate::replicas::lagging_envs(&state.store, &state.hub).await
     } else {
         (false, Vec::new())
     };
@@ -141,32 +290,6 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Ready>
             leader: state.leader.status(),
         }),
     )
-}
-
-/// Whether every env the hub serves is published at the store's newest version, and those
-/// that are not. An env whose newest version cannot be read counts as behind.
-async fn lagging_envs(state: &AppState) -> (bool, Vec<String>) {
-    let mut published = state.hub.published_versions();
-    published.sort();
-    let mut caught_up = true;
-    let mut behind = Vec::new();
-    for (env, version) in published {
-        match state.store.newest_env_version(&env).await {
-            Ok(newest) => {
-                let newest = newest.and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
-                if newest > version {
-                    caught_up = false;
-                    behind.push(env);
-                }
-            }
-            Err(e) => {
-                tracing::debug!(env, error = %e, "readiness could not read the newest version");
-                caught_up = false;
-                behind.push(env);
-            }
-        }
-    }
-    (caught_up, behind)
 }
 
 /// Prometheus text exposition of the server's metrics.

@@ -31,4 +31,5 @@ mod releases;
 mod replicas;
 mod roles;
 mod sdks;
+mod status;
 mod upgrade;
