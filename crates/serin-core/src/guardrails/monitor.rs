@@ -55,7 +55,8 @@ pub struct Verdict {
     /// The non-inferiority test behind `pass`: the e-value against "canary is worse than
     /// the bound allows"; `pass` once it reaches `pass_threshold`. Both absent for a
     /// zero-tolerance bound (an increase of 0, a ratio of 1, ...), which has no margin to
-    /// show: it passes on the absence of a `fail` once the minimum sample is reached.
+    /// show: it passes on the absence of a `fail` once the minimum sample is reached
+    /// (held `pending` while the canary looks worse with its harm e-value above 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass_statistic: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -892,8 +893,14 @@ impl Monitor {
                     )
                 }
             }
-            // Zero tolerance: nothing to show, so `pass` is the absence of a fail.
-            None if suspicious => (VerdictStatus::Pending, ln_e, ln_bar, drift_needs()),
+            // Zero tolerance: no margin to show, so `pass` is the absence of a fail, unless
+            // the canary looks worse *and* the evidence of harm has grown past its start
+            // (e > 1): then the gate waits for the test to fail or fall back. Waiting on the
+            // point estimate alone would hold identical arms for as long as a random walk
+            // keeps its sign (arcsine law: often the whole release).
+            None if suspicious && ln_e > 0.0 => {
+                (VerdictStatus::Pending, ln_e, ln_bar, drift_needs())
+            }
             None => (VerdictStatus::Pass, ln_e, ln_bar, None),
         }
     }

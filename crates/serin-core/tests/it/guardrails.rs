@@ -770,6 +770,41 @@ fn zero_tolerance_bounds_have_no_margin_to_show() {
 }
 
 #[test]
+fn zero_tolerance_passes_identical_arms_unless_evidence_of_harm_grows() {
+    // Holding a zero-tolerance bound while the canary merely *looks* worse would hold
+    // identical arms about half the time, for as long as a random walk keeps its sign.
+    let config = GuardrailConfig::no_regression();
+    let (mut total, mut pending) = (0, 0);
+    for seed in 0..30 {
+        let m = feed(&config, ArmModel::baseline(), 4_000, seed);
+        for v in m.verdicts() {
+            total += 1;
+            if v.status == VerdictStatus::Pending {
+                pending += 1;
+                assert!(v.statistic > 1.0, "pending without growing evidence: {v:#?}");
+            }
+        }
+    }
+    assert!(pending * 10 <= total, "{pending} of {total} verdicts pending");
+
+    // A real regression too small to fail yet is held, not passed, while its evidence grows.
+    let worse = model(|m| m.error_rate *= 1.5);
+    let mut held = 0;
+    for seed in 0..20 {
+        let m = feed(&config, worse.clone(), 1_500, 100 + seed);
+        let v = &m.verdicts()[0];
+        assert_eq!(v.guardrail, "error_rate.max_ratio", "{v:#?}");
+        if v.status == VerdictStatus::Pending {
+            held += 1;
+        }
+        if v.status == VerdictStatus::Pass {
+            assert!(v.statistic <= 1.0 || v.canary.value <= v.control.value, "{v:#?}");
+        }
+    }
+    assert!(held > 0, "a growing regression was never held");
+}
+
+#[test]
 fn a_shadow_bound_is_judged_and_reported_but_never_gates() {
     let config =
         parse("error_rate: {max_increase: 2pp}\nrefusal_rate: {max_ratio: 1.2, shadow: true}")
