@@ -781,11 +781,17 @@ fn zero_tolerance_passes_identical_arms_unless_evidence_of_harm_grows() {
             total += 1;
             if v.status == VerdictStatus::Pending {
                 pending += 1;
-                assert!(v.statistic > 1.0, "pending without growing evidence: {v:#?}");
+                assert!(
+                    v.statistic > 1.0,
+                    "pending without growing evidence: {v:#?}"
+                );
             }
         }
     }
-    assert!(pending * 10 <= total, "{pending} of {total} verdicts pending");
+    assert!(
+        pending * 10 <= total,
+        "{pending} of {total} verdicts pending"
+    );
 
     // A real regression too small to fail yet is held, not passed, while its evidence grows.
     let worse = model(|m| m.error_rate *= 1.5);
@@ -798,7 +804,10 @@ fn zero_tolerance_passes_identical_arms_unless_evidence_of_harm_grows() {
             held += 1;
         }
         if v.status == VerdictStatus::Pass {
-            assert!(v.statistic <= 1.0 || v.canary.value <= v.control.value, "{v:#?}");
+            assert!(
+                v.statistic <= 1.0 || v.canary.value <= v.control.value,
+                "{v:#?}"
+            );
         }
     }
     assert!(held > 0, "a growing regression was never held");
