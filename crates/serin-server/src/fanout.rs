@@ -75,6 +75,14 @@ fn next_backoff(current: Duration) -> Duration {
     current.saturating_mul(2).min(RECONNECT_MAX)
 }
 
+/// The wait actually slept: uniform in `[d/2, d]`. Replicas that lost their sessions
+/// together (a PostgreSQL restart) would otherwise reconnect in lockstep, each attempt a
+/// burst of every replica's catch-up reads at once.
+fn jittered(d: Duration) -> Duration {
+    let half = d / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}
+
 /// Runs the listener until the hub is dropped (or the task aborted). Returns `None` on SQLite.
 pub fn spawn_listener(
     store: Store,
@@ -133,17 +141,17 @@ async fn listen(store: Store, hub: Weak<Hub>, status: Arc<ReplicaStatus>) {
                 if since.elapsed() >= HEALTHY_AFTER {
                     backoff = RECONNECT_MIN;
                 }
-                tracing::warn!(error = %lost, retry_in_ms = backoff.as_millis() as u64,
+                tracing::warn!(error = %lost, retry_within_ms = backoff.as_millis() as u64,
                     "snapshot listener lost its database session; reconnecting (the poller covers meanwhile)");
             }
             Ok(None) => return,
             Err(e) => {
                 lost_once = true;
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
+                tracing::warn!(error = %e, retry_within_ms = backoff.as_millis() as u64,
                     "snapshot listener could not connect; retrying (the poller covers meanwhile)");
             }
         }
-        tokio::time::sleep(backoff).await;
+        tokio::time::sleep(jittered(backoff)).await;
         backoff = next_backoff(backoff);
         if hub.strong_count() == 0 {
             return;
@@ -166,5 +174,14 @@ mod tests {
         assert_eq!(waits.get(3), Some(&Duration::from_millis(800)));
         assert_eq!(waits.last(), Some(&RECONNECT_MAX));
         assert!(waits.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn a_jittered_wait_stays_within_half_and_whole_and_varies() {
+        let d = Duration::from_millis(800);
+        let waits: Vec<Duration> = (0..200).map(|_| jittered(d)).collect();
+        assert!(waits.iter().all(|w| *w >= d / 2 && *w <= d), "{waits:?}");
+        let distinct: std::collections::BTreeSet<_> = waits.iter().collect();
+        assert!(distinct.len() > 100, "jitter does not vary: {distinct:?}");
     }
 }
