@@ -174,7 +174,7 @@ enum EvidencePath {
 }
 
 enum StoredMonitor {
-    Live(MonitorEntry),
+    Live(Box<MonitorEntry>),
     Unreadable,
     Absent,
 }
@@ -820,7 +820,7 @@ impl Guardrails {
                             // earlier leader: the stored row holds its share schedule and
                             // evidence so far, which a fresh monitor would overwrite.
                             None => match self.stored_monitor(inner, &mkey, now_ms).await? {
-                                StoredMonitor::Live(entry) => entry,
+                                StoredMonitor::Live(entry) => *entry,
                                 StoredMonitor::Unreadable => continue,
                                 StoredMonitor::Absent => {
                                     let Some(config) = self.config_for(&e.env, &e.agent).await?
@@ -894,13 +894,13 @@ impl Guardrails {
             return Ok(StoredMonitor::Absent);
         }
         match serde_json::from_str::<Monitor>(&row.state) {
-            Ok(monitor) => Ok(StoredMonitor::Live(MonitorEntry {
+            Ok(monitor) => Ok(StoredMonitor::Live(Box::new(MonitorEntry {
                 monitor,
                 created_at_ms: row.created_at_ms,
                 last_canary_ms: row.updated_at_ms,
                 excluded: Arc::default(),
                 excluded_before: None,
-            })),
+            }))),
             Err(e) => {
                 self.quarantine.record(
                     quarantine::MONITOR,

@@ -118,15 +118,11 @@ impl JournalListener {
     }
 }
 
+/// A `guardrail_monitors` row as the queries here select it.
+type MonitorTuple = (String, String, String, String, i64, i64);
+
 fn monitor_row(
-    (env, agent, candidate, state, created_at_ms, updated_at_ms): (
-        String,
-        String,
-        String,
-        String,
-        i64,
-        i64,
-    ),
+    (env, agent, candidate, state, created_at_ms, updated_at_ms): MonitorTuple,
 ) -> MonitorRow {
     MonitorRow {
         env,
@@ -244,28 +240,26 @@ impl Store {
     pub async fn monitors_changed_since(&self, rev: i64) -> Result<MonitorChanges, StoreError> {
         // The revision is read first: a row written between the two reads is returned now and
         // again next time, never missed.
-        let (now, rows): (i64, Vec<(String, String, String, String, i64, i64)>) =
-            with_read!(self, |db| {
-                let now: i64 = sqlx::query_scalar(
-                    "SELECT monitors_rev FROM outcome_journal_cursor WHERE id = 1",
-                )
-                .fetch_one(db)
-                .await?;
-                if now == rev {
-                    (now, Vec::new())
-                } else {
-                    let rows = sqlx::query_as(
-                        "SELECT env, agent, candidate, state, created_at_ms, updated_at_ms \
+        let (now, rows): (i64, Vec<MonitorTuple>) = with_read!(self, |db| {
+            let now: i64 =
+                sqlx::query_scalar("SELECT monitors_rev FROM outcome_journal_cursor WHERE id = 1")
+                    .fetch_one(db)
+                    .await?;
+            if now == rev {
+                (now, Vec::new())
+            } else {
+                let rows = sqlx::query_as(
+                    "SELECT env, agent, candidate, state, created_at_ms, updated_at_ms \
                          FROM guardrail_monitors WHERE rev > $1 AND rev <= $2 \
                          ORDER BY env, agent, candidate",
-                    )
-                    .bind(rev)
-                    .bind(now)
-                    .fetch_all(db)
-                    .await?;
-                    (now, rows)
-                }
-            });
+                )
+                .bind(rev)
+                .bind(now)
+                .fetch_all(db)
+                .await?;
+                (now, rows)
+            }
+        });
         Ok(MonitorChanges {
             rev: now,
             rows: rows.into_iter().map(monitor_row).collect(),

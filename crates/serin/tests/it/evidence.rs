@@ -72,8 +72,13 @@ fn batch(k: usize, version: u64, canary_errors_every: usize) -> Vec<Value> {
     let mut events = Vec::new();
     for i in 0..50 {
         let n = k * 50 + i;
-        events.push(event(&format!("s-{n}"), "stable", version, n % 100 == 0));
-        let failed = canary_errors_every > 0 && n % canary_errors_every == 0;
+        events.push(event(
+            &format!("s-{n}"),
+            "stable",
+            version,
+            n.is_multiple_of(100),
+        ));
+        let failed = canary_errors_every > 0 && n.is_multiple_of(canary_errors_every);
         events.push(event(&format!("c-{n}"), "canary", version, failed));
     }
     events
