@@ -266,3 +266,23 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_channels_fit_postgres_names_and_differ_from_env_channels() {
+        assert_eq!(channel_for_schema("public"), "serin_outcomes_public");
+        assert_ne!(
+            channel_for_schema("public"),
+            super::super::fanout::channel_for_schema("public")
+        );
+        let (a, b) = (
+            channel_for_schema(&"a".repeat(63)),
+            channel_for_schema(&format!("{}b", "a".repeat(62))),
+        );
+        assert!(a.len() <= 63 && b.len() <= 63);
+        assert_ne!(a, b);
+    }
+}
