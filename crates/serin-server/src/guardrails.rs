@@ -13,6 +13,16 @@
 //! request ids are recorded in the store in that same transaction, so a batch
 //! retried after a restart counts as duplicates.
 //!
+//! Replicas (PostgreSQL): only the leader judges. Its own batches take the path above, with the
+//! monitor write fenced by its leadership epoch; a replica that does not lead never writes a
+//! monitor from its own copy (which may be older than the leader's): it records the dedup keys,
+//! merges the rollups and appends the accepted events to the outcome journal in one
+//! transaction, and the leader applies journal rows in id order through the same code
+//! (`observe_batch`, one latch per batch) and stores the monitors with the journal cursor under
+//! its epoch (`journal.rs` runs it, and keeps non-leaders' views on the stored monitors). A
+//! leader deposed mid-batch (its write refused as fenced) sends that batch through the journal.
+//! SQLite has one server per data directory and always takes the direct path.
+//!
 //! Quarantine: a stored monitor that cannot be read is not loaded and no fresh
 //! monitor replaces it. Its comparison keeps no evidence, its release holds at
 //! its step with `needs_attention` (the controller never promotes it; pause,
@@ -27,7 +37,7 @@ use serde_json::Value;
 use serin_core::decision::Arm;
 use serin_core::guardrails::{ArmAggregate, GuardrailConfig, Monitor};
 use serin_core::outcome::{EventLimits, OutcomeEvent};
-use serin_store::{MonitorRow, RollupRow, Store, StoreError};
+use serin_store::{BatchEvidence, MonitorRow, RollupRow, Store, StoreError};
 use tokio::sync::Mutex;
 
 use crate::error::{ApiError, ErrorCode};
@@ -140,10 +150,82 @@ pub struct Guardrails {
     /// committed meanwhile would come after the fail it never saw, so the controller
     /// treats these as failed already (see [`Guardrails::has_failed`]).
     latching: std::sync::Mutex<HashSet<MonitorKey>>,
+    /// Who leads, once the app has started the election: on PostgreSQL it decides whether a
+    /// batch goes to this replica's monitors or to the journal (until set: the journal, which
+    /// is always safe).
+    leader: std::sync::OnceLock<Arc<crate::leader::Leader>>,
 }
 
 /// A committed monitor and when its candidate last had a canary outcome.
 type View = (i64, Arc<Monitor>);
+
+/// Journal rows a leader applies per store transaction (each holds at most
+/// [`MAX_BATCH_EVENTS`] events, so this bounds one pass's memory).
+pub const JOURNAL_CHUNK_ROWS: usize = 16;
+
+/// Where a replica keeps a batch's monitor evidence (see [`Guardrails::ingest`]).
+#[derive(Clone, Copy, Debug)]
+enum EvidencePath {
+    /// Into its own monitors and their rows, fenced by the epoch it leads under (`None` on
+    /// SQLite, one server per data directory).
+    Direct(Option<i64>),
+    /// Into the outcome journal, for the leader to apply.
+    Journal,
+}
+
+enum StoredMonitor {
+    Live(Box<MonitorEntry>),
+    Unreadable,
+    Absent,
+}
+
+/// Latches every monitor of a batch (see [`Monitor::latch`]) and answers those that latched a
+/// fail. Stamped when latched, not when the batch arrived.
+fn latch_all(monitors: &mut HashMap<MonitorKey, MonitorEntry>, at_ms: i64) -> Vec<MonitorKey> {
+    let latch_ms = crate::clock::now_ms().max(at_ms);
+    let mut latching = Vec::new();
+    for (key, m) in monitors.iter_mut() {
+        if m.monitor.latch(latch_ms) {
+            tracing::warn!(env = %key.0, agent = %key.1, candidate = %key.2, "a guardrail latched fail");
+            latching.push(key.clone());
+        }
+    }
+    latching
+}
+
+/// A batch's accepted events as a journal row stores them.
+pub fn encode_events(events: &[&OutcomeEvent]) -> Result<String, ApiError> {
+    serde_json::to_string(events).map_err(ApiError::internal)
+}
+
+/// A journal row's events.
+pub fn decode_events(text: &str) -> Result<Vec<OutcomeEvent>, serde_json::Error> {
+    serde_json::from_str(text)
+}
+
+fn rollup_rows(rollups: &HashMap<RollupKey, ArmAggregate>) -> Result<Vec<RollupRow>, ApiError> {
+    let mut rows = Vec::with_capacity(rollups.len());
+    for ((env, agent, bundle, arm, minute_ms), agg) in rollups {
+        rows.push(RollupRow {
+            env: env.clone(),
+            agent: agent.clone(),
+            bundle: bundle.clone(),
+            arm: arm.clone(),
+            minute_ms: *minute_ms,
+            data: serde_json::to_string(agg).map_err(ApiError::internal)?,
+        });
+    }
+    Ok(rows)
+}
+
+/// A batch write's error for the ingestion loop: `Conflict` (request ids counted meanwhile)
+/// stays a conflict, so the batch is looked at again.
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
+        e => e.into(),
+    }
+}
 
 /// One refused event.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -225,7 +307,14 @@ impl Guardrails {
             pending_shares: std::sync::Mutex::new(Vec::new()),
             latches: std::sync::atomic::AtomicU64::new(0),
             latching: std::sync::Mutex::new(HashSet::new()),
+            leader: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Tells ingestion who leads (see [`Guardrails::ingest`]); set once, after the election
+    /// has started.
+    pub fn attach_leader(&self, leader: Arc<crate::leader::Leader>) {
+        let _ = self.leader.set(leader);
     }
 
     /// Notified after a stored batch latched a guardrail `fail`, so the release
@@ -517,12 +606,8 @@ impl Guardrails {
         if accepted.is_empty() {
             return Ok(());
         }
-
-        // Apply to copies; swap them in only after the store has them.
-        let mut monitors: HashMap<MonitorKey, MonitorEntry> = HashMap::new();
-        let mut rollups: HashMap<RollupKey, ArmAggregate> = HashMap::new();
-        let mut unconfigured: HashSet<(String, String)> = HashSet::new();
         let minute = now_ms - now_ms.rem_euclid(60_000);
+        let mut rollups: HashMap<RollupKey, ArmAggregate> = HashMap::new();
         for e in &accepted {
             let rkey = (
                 e.env.clone(),
@@ -532,6 +617,194 @@ impl Guardrails {
                 minute,
             );
             rollups.entry(rkey).or_default().record(e);
+        }
+        let rollup_rows = rollup_rows(&rollups)?;
+        match self.evidence_path() {
+            EvidencePath::Direct(epoch) => {
+                let stored = match epoch {
+                    // Batches journalled before this one was received are applied first, so a
+                    // client sending batches one after another to several replicas has them
+                    // judged in the order it sent them, as on one replica.
+                    Some(epoch) => match self.consume_pending(inner, epoch).await {
+                        Ok(()) => {
+                            self.ingest_direct(
+                                inner,
+                                &accepted,
+                                &rollup_rows,
+                                &dedup,
+                                since,
+                                now_ms,
+                                Some(epoch),
+                            )
+                            .await?
+                        }
+                        Err(e) => Err(e),
+                    },
+                    None => {
+                        self.ingest_direct(
+                            inner,
+                            &accepted,
+                            &rollup_rows,
+                            &dedup,
+                            since,
+                            now_ms,
+                            None,
+                        )
+                        .await?
+                    }
+                };
+                match (stored, epoch) {
+                    (Err(StoreError::Fenced { .. }), Some(epoch)) => {
+                        // Deposed while the batch was being judged: a newer leader owns the
+                        // monitors now, so the batch goes to it through the journal (and this
+                        // replica stops leading) rather than failing an outcome we can keep.
+                        if let Some(leader) = self.leader.get() {
+                            leader.superseded(epoch).await;
+                        }
+                        self.ingest_journalled(&accepted, &rollup_rows, &dedup, since, now_ms)
+                            .await?;
+                    }
+                    (stored, _) => stored.map_err(store_error)?,
+                }
+            }
+            EvidencePath::Journal => {
+                self.ingest_journalled(&accepted, &rollup_rows, &dedup, since, now_ms)
+                    .await?;
+            }
+        }
+        report.accepted = accepted.len();
+        metrics::counter!("serin_outcomes_total", "result" => "accepted")
+            .increment(accepted.len() as u64);
+        Ok(())
+    }
+
+    /// Applies every journal row past the cursor under `epoch` (see [`Guardrails::ingest`]).
+    /// `Fenced` when a newer leader exists; other failures are left to the consumer task to
+    /// retry (the direct batch then goes ahead: it cannot wait on them).
+    async fn consume_pending(&self, inner: &mut Inner, epoch: i64) -> Result<(), StoreError> {
+        loop {
+            match self.consume_journal_locked(inner, epoch).await {
+                Ok(n) if n >= JOURNAL_CHUNK_ROWS => {}
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    if let Ok(l) = self.store.leadership().await
+                        && l.epoch != epoch
+                    {
+                        return Err(StoreError::Fenced {
+                            epoch,
+                            current: l.epoch,
+                        });
+                    }
+                    tracing::warn!(error = %e.message, "applying journalled outcomes before a batch failed; the consumer retries");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Where this replica keeps a batch's monitor evidence right now.
+    fn evidence_path(&self) -> EvidencePath {
+        if self.store.backend_name() == "sqlite" {
+            // One server per data directory, leading or not (`--no-release-controller`):
+            // nobody else could hold a newer copy of its monitors.
+            return EvidencePath::Direct(None);
+        }
+        match self.leader.get().and_then(|l| l.epoch()) {
+            Some(epoch) => EvidencePath::Direct(Some(epoch)),
+            None => EvidencePath::Journal,
+        }
+    }
+
+    /// The leader's (and SQLite's) path: judges the batch on copies of the monitors, latches,
+    /// and stores monitors, rollups and dedup keys in one transaction (fenced by `epoch`), and
+    /// only then swaps the copies into memory.
+    #[allow(clippy::too_many_arguments)] // one caller; the batch's parts, already split
+    async fn ingest_direct(
+        &self,
+        inner: &mut Inner,
+        accepted: &[&OutcomeEvent],
+        rollup_rows: &[RollupRow],
+        dedup: &[(String, String)],
+        since: i64,
+        now_ms: i64,
+        epoch: Option<i64>,
+    ) -> Result<Result<(), StoreError>, ApiError> {
+        let mut monitors: HashMap<MonitorKey, MonitorEntry> = HashMap::new();
+        self.observe_batch(inner, accepted, now_ms, &mut monitors)
+            .await?;
+        let latching = latch_all(&mut monitors, now_ms);
+        let mut monitor_rows = Vec::with_capacity(monitors.len());
+        for (key, m) in &monitors {
+            monitor_rows.push(m.row(key)?);
+        }
+        let quarantine = &self.quarantine;
+        let merge = |stored: &RollupRow, delta: &str| merge_rollup(quarantine, stored, delta);
+        let stored = self
+            .while_latching(&latching, async {
+                self.store
+                    .store_outcome_batch(
+                        BatchEvidence::Monitors {
+                            rows: &monitor_rows,
+                            epoch,
+                        },
+                        rollup_rows,
+                        merge,
+                        dedup,
+                        since,
+                        now_ms,
+                    )
+                    .await
+            })
+            .await;
+        if let Err(e) = stored {
+            return Ok(Err(e));
+        }
+        self.commit_monitors(inner, monitors, now_ms, !latching.is_empty());
+        Ok(Ok(()))
+    }
+
+    /// The path of a PostgreSQL replica that does not lead: dedup keys, rollups and the
+    /// accepted events (for the leader to apply) in one transaction; no monitor is written
+    /// from this replica's copy.
+    async fn ingest_journalled(
+        &self,
+        accepted: &[&OutcomeEvent],
+        rollup_rows: &[RollupRow],
+        dedup: &[(String, String)],
+        since: i64,
+        now_ms: i64,
+    ) -> Result<(), ApiError> {
+        let events = encode_events(accepted)?;
+        let quarantine = &self.quarantine;
+        let merge = |stored: &RollupRow, delta: &str| merge_rollup(quarantine, stored, delta);
+        self.store
+            .store_outcome_batch(
+                BatchEvidence::Journal { events: &events },
+                rollup_rows,
+                merge,
+                dedup,
+                since,
+                now_ms,
+            )
+            .await
+            .map_err(store_error)?;
+        metrics::counter!("serin_outcome_journal_appended_total").increment(1);
+        Ok(())
+    }
+
+    /// Applies accepted events to copies of the monitors they touch (taken from memory into
+    /// `monitors` on first touch; created with the agent's thresholds when new). The direct
+    /// path and the journal consumer both judge through here, so a batch counts the same
+    /// whichever replica received it.
+    async fn observe_batch(
+        &self,
+        inner: &mut Inner,
+        accepted: &[&OutcomeEvent],
+        now_ms: i64,
+        monitors: &mut HashMap<MonitorKey, MonitorEntry>,
+    ) -> Result<(), ApiError> {
+        let mut unconfigured: HashSet<(String, String)> = HashSet::new();
+        for e in accepted {
             match e.arm {
                 Arm::Canary => {
                     let mkey = (e.env.clone(), e.agent.clone(), e.bundle.clone());
@@ -539,25 +812,31 @@ impl Guardrails {
                         continue;
                     }
                     if !monitors.contains_key(&mkey) {
+                        let pair = (e.env.clone(), e.agent.clone());
                         let entry = match inner.monitors.get(&mkey) {
                             Some(m) => m.clone(),
-                            None => {
-                                let pair = (e.env.clone(), e.agent.clone());
-                                if unconfigured.contains(&pair) {
-                                    continue;
+                            None if unconfigured.contains(&pair) => continue,
+                            // Begun on another replica (a release started there) or kept by an
+                            // earlier leader: the stored row holds its share schedule and
+                            // evidence so far, which a fresh monitor would overwrite.
+                            None => match self.stored_monitor(inner, &mkey, now_ms).await? {
+                                StoredMonitor::Live(entry) => *entry,
+                                StoredMonitor::Unreadable => continue,
+                                StoredMonitor::Absent => {
+                                    let Some(config) = self.config_for(&e.env, &e.agent).await?
+                                    else {
+                                        unconfigured.insert(pair);
+                                        continue;
+                                    };
+                                    MonitorEntry {
+                                        monitor: Monitor::new(config),
+                                        created_at_ms: now_ms,
+                                        last_canary_ms: now_ms,
+                                        excluded: Arc::default(),
+                                        excluded_before: None,
+                                    }
                                 }
-                                let Some(config) = self.config_for(&e.env, &e.agent).await? else {
-                                    unconfigured.insert(pair);
-                                    continue;
-                                };
-                                MonitorEntry {
-                                    monitor: Monitor::new(config),
-                                    created_at_ms: now_ms,
-                                    last_canary_ms: now_ms,
-                                    excluded: Arc::default(),
-                                    excluded_before: None,
-                                }
-                            }
+                            },
                         };
                         monitors.insert(mkey.clone(), entry);
                     }
@@ -565,7 +844,7 @@ impl Guardrails {
                         && !m.is_excluded(e)
                     {
                         m.monitor.observe(e);
-                        m.last_canary_ms = now_ms;
+                        m.last_canary_ms = m.last_canary_ms.max(now_ms);
                     }
                 }
                 Arm::Stable => {
@@ -596,83 +875,73 @@ impl Guardrails {
                 Arm::Killed => {}
             }
         }
-        // A bound that crossed its bar is latched before the batch is stored, so the `fail`
-        // is durable with the acknowledgement and no later batch can make it go away.
-        // Stamped when latched (not when the batch arrived), and announced before the batch
-        // is stored: a promotion decided before this moment either commits first or sees it.
-        let latch_ms = crate::clock::now_ms().max(now_ms);
-        let mut latching: Vec<MonitorKey> = Vec::new();
-        for (key, m) in monitors.iter_mut() {
-            if m.monitor.latch(latch_ms) {
-                latching.push(key.clone());
-                tracing::warn!(env = %key.0, agent = %key.1, candidate = %key.2, "a guardrail latched fail");
-            }
-        }
-        let latched = !latching.is_empty();
-        if latched {
-            self.latching_set().extend(latching.iter().cloned());
-        }
-        let stored = self
-            .store_batch(inner, monitors, &rollups, &dedup, since, now_ms)
-            .await;
-        if latched {
-            let mut set = self.latching_set();
-            for key in &latching {
-                set.remove(key);
-            }
-        }
-        stored?;
-        report.accepted = accepted.len();
-        metrics::counter!("serin_outcomes_total", "result" => "accepted")
-            .increment(accepted.len() as u64);
-        if latched {
-            // The controller acts on a latched fail now, not at its next periodic tick.
-            self.latches
-                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            self.latched.notify_one();
-        }
         Ok(())
     }
 
-    /// Stores a batch's monitors, rollups and dedup keys in one transaction, then makes
-    /// the monitors visible to readers.
-    async fn store_batch(
+    /// The stored row of a monitor not in memory, when it is recent enough to be live (an
+    /// older one idled out, and a new canary outcome starts fresh evidence as it always has).
+    /// An unreadable row is quarantined.
+    async fn stored_monitor(
+        &self,
+        inner: &mut Inner,
+        key: &MonitorKey,
+        now_ms: i64,
+    ) -> Result<StoredMonitor, ApiError> {
+        let Some(row) = self.store.load_monitor(&key.0, &key.1, &key.2).await? else {
+            return Ok(StoredMonitor::Absent);
+        };
+        if now_ms - row.updated_at_ms > MONITOR_IDLE_MS {
+            return Ok(StoredMonitor::Absent);
+        }
+        match serde_json::from_str::<Monitor>(&row.state) {
+            Ok(monitor) => Ok(StoredMonitor::Live(Box::new(MonitorEntry {
+                monitor,
+                created_at_ms: row.created_at_ms,
+                last_canary_ms: row.updated_at_ms,
+                excluded: Arc::default(),
+                excluded_before: None,
+            }))),
+            Err(e) => {
+                self.quarantine.record(
+                    quarantine::MONITOR,
+                    &quarantine::monitor_key(&key.0, &key.1, &key.2),
+                    &e.to_string(),
+                    &row.state,
+                );
+                inner.quarantined.insert(key.clone());
+                Ok(StoredMonitor::Unreadable)
+            }
+        }
+    }
+
+    /// Runs a store write with `latching` announced as failed (see [`Guardrails::has_failed`]):
+    /// a promotion committed while the write is in flight would come after a fail it never saw.
+    async fn while_latching<T>(
+        &self,
+        latching: &[MonitorKey],
+        write: impl std::future::Future<Output = T>,
+    ) -> T {
+        if latching.is_empty() {
+            return write.await;
+        }
+        self.latching_set().extend(latching.iter().cloned());
+        let out = write.await;
+        let mut set = self.latching_set();
+        for key in latching {
+            set.remove(key);
+        }
+        out
+    }
+
+    /// Swaps stored monitors into memory and the views, and wakes the controller when they
+    /// latched a fail.
+    fn commit_monitors(
         &self,
         inner: &mut Inner,
         monitors: HashMap<MonitorKey, MonitorEntry>,
-        rollups: &HashMap<RollupKey, ArmAggregate>,
-        dedup: &[(String, String)],
-        since: i64,
         now_ms: i64,
-    ) -> Result<(), ApiError> {
-        let mut monitor_rows = Vec::with_capacity(monitors.len());
-        for (key, m) in &monitors {
-            monitor_rows.push(m.row(key)?);
-        }
-        let mut rollup_rows = Vec::with_capacity(rollups.len());
-        for ((env, agent, bundle, arm, minute_ms), agg) in rollups {
-            rollup_rows.push(RollupRow {
-                env: env.clone(),
-                agent: agent.clone(),
-                bundle: bundle.clone(),
-                arm: arm.clone(),
-                minute_ms: *minute_ms,
-                data: serde_json::to_string(agg).map_err(ApiError::internal)?,
-            });
-        }
-        let quarantine = &self.quarantine;
-        let merge = |stored: &RollupRow, delta: &str| merge_rollup(quarantine, stored, delta);
-        match self
-            .store
-            .save_outcome_batch(&monitor_rows, &rollup_rows, merge, dedup, since, now_ms)
-            .await
-        {
-            Ok(()) => {}
-            Err(StoreError::Conflict(m)) => return Err(ApiError::new(ErrorCode::Conflict, m)),
-            Err(e) => return Err(e.into()),
-        }
-
-        // Durable: now it may become visible.
+        latched: bool,
+    ) {
         let fresh: Vec<(MonitorKey, View)> = monitors
             .iter()
             .map(|(k, m)| (k.clone(), (m.last_canary_ms, Arc::new(m.monitor.clone()))))
@@ -682,7 +951,137 @@ impl Guardrails {
             .monitors
             .retain(|_, m| now_ms - m.last_canary_ms <= MONITOR_IDLE_MS);
         self.publish_views(fresh, Some(&inner.monitors));
+        if latched {
+            // The controller acts on a latched fail now, not at its next periodic tick.
+            self.latches
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            self.latched.notify_one();
+        }
+    }
+
+    /// The leader's consumer: applies the journal rows past the stored cursor (one bounded
+    /// chunk, in id order) to its monitors exactly as the direct path would have (one latch per
+    /// journalled batch, judged at the time it was received), then stores the monitors and the
+    /// new cursor in one transaction under `epoch`. Answers how many rows it consumed.
+    pub async fn consume_journal(&self, epoch: i64) -> Result<usize, ApiError> {
+        let mut inner = self.inner.lock().await;
+        self.apply_pending_shares(&mut inner).await?;
+        self.consume_journal_locked(&mut inner, epoch).await
+    }
+
+    async fn consume_journal_locked(
+        &self,
+        inner: &mut Inner,
+        epoch: i64,
+    ) -> Result<usize, ApiError> {
+        let (_, rows) = self
+            .store
+            .journal_pending(JOURNAL_CHUNK_ROWS as i64)
+            .await?;
+        let Some(last) = rows.last().map(|r| r.id) else {
+            return Ok(0);
+        };
+        let mut monitors: HashMap<MonitorKey, MonitorEntry> = HashMap::new();
+        let mut latching: Vec<MonitorKey> = Vec::new();
+        let mut newest_ms = 0;
+        for row in &rows {
+            let events = match decode_events(&row.events) {
+                Ok(events) => events,
+                Err(e) => {
+                    // Skipped, not retried forever: the row stays in the store (until pruned)
+                    // and in the quarantine listing, and the outcomes after it still count.
+                    self.quarantine.record(
+                        quarantine::OUTCOME_JOURNAL,
+                        &row.id.to_string(),
+                        &e.to_string(),
+                        &row.events,
+                    );
+                    continue;
+                }
+            };
+            let accepted: Vec<&OutcomeEvent> = events.iter().collect();
+            self.observe_batch(inner, &accepted, row.received_ms, &mut monitors)
+                .await?;
+            for key in latch_all(&mut monitors, row.received_ms) {
+                if !latching.contains(&key) {
+                    latching.push(key);
+                }
+            }
+            newest_ms = newest_ms.max(row.received_ms);
+        }
+        let mut monitor_rows = Vec::with_capacity(monitors.len());
+        for (key, m) in &monitors {
+            monitor_rows.push(m.row(key)?);
+        }
+        self.while_latching(
+            &latching,
+            self.store.consume_journal(&monitor_rows, last, epoch),
+        )
+        .await?;
+        let now_ms = crate::clock::now_ms().max(newest_ms);
+        self.commit_monitors(inner, monitors, now_ms, !latching.is_empty());
+        metrics::counter!("serin_outcome_journal_consumed_total").increment(rows.len() as u64);
+        Ok(rows.len())
+    }
+
+    /// Consumes the journal until nothing is left past the cursor: a new leader runs this
+    /// before it resumes releases, so no evidence accepted under the old one is left out of
+    /// the verdicts it acts on.
+    pub async fn catch_up_journal(&self, epoch: i64) -> Result<(), ApiError> {
+        while self.consume_journal(epoch).await? >= JOURNAL_CHUNK_ROWS {}
         Ok(())
+    }
+
+    /// On a replica that does not lead: takes the monitor rows written since revision `rev`
+    /// (by the leader, or a command anywhere) into memory and the views, so this replica's
+    /// verdicts are the leader's stored ones, not its own stale copy. Answers the revision
+    /// read up to. The leader's memory is the source of those rows, so it skips this.
+    pub async fn refresh_from_store(&self, rev: i64) -> Result<i64, ApiError> {
+        let changes = self.store.monitors_changed_since(rev).await?;
+        if changes.rows.is_empty() {
+            return Ok(changes.rev);
+        }
+        let now_ms = crate::clock::now_ms();
+        let mut inner = self.inner.lock().await;
+        if self.leader.get().is_some_and(|l| l.is_leader()) {
+            return Ok(changes.rev);
+        }
+        let mut fresh = Vec::new();
+        for row in changes.rows {
+            if now_ms - row.updated_at_ms > MONITOR_IDLE_MS {
+                continue;
+            }
+            let key = (row.env, row.agent, row.candidate);
+            match serde_json::from_str::<Monitor>(&row.state) {
+                Ok(monitor) => {
+                    let entry = inner
+                        .monitors
+                        .entry(key.clone())
+                        .or_insert_with(|| MonitorEntry {
+                            monitor: monitor.clone(),
+                            created_at_ms: row.created_at_ms,
+                            last_canary_ms: row.updated_at_ms,
+                            excluded: Arc::default(),
+                            excluded_before: None,
+                        });
+                    entry.monitor = monitor;
+                    entry.last_canary_ms = row.updated_at_ms;
+                    fresh.push((key, (entry.last_canary_ms, Arc::new(entry.monitor.clone()))));
+                }
+                Err(e) => {
+                    self.quarantine.record(
+                        quarantine::MONITOR,
+                        &quarantine::monitor_key(&key.0, &key.1, &key.2),
+                        &e.to_string(),
+                        &row.state,
+                    );
+                    inner.monitors.remove(&key);
+                    inner.quarantined.insert(key);
+                }
+            }
+        }
+        self.publish_views(fresh, Some(&inner.monitors));
+        Ok(changes.rev)
     }
 
     /// Starts fresh evidence for a release's candidate with the plan's
@@ -1064,5 +1463,39 @@ pub fn batch_events(body: Value) -> Result<Vec<Value>, ApiError> {
             "/events",
             "events must be an array",
         )),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journalled_events_read_back_as_they_were_accepted() {
+        assert_eq!(encode_events(&[]).unwrap(), "[]");
+        assert!(decode_events("[]").unwrap().is_empty());
+        let events: Vec<OutcomeEvent> = (0..3)
+            .map(|i| {
+                let version = [0, 7, u64::MAX][i];
+                let arm = ["stable", "canary", "killed"][i];
+                let at_ms = [i64::MIN, 0, i64::MAX][i];
+                serde_json::from_value(serde_json::json!({
+                    "request_id": format!("r-{i}"), "agent": "support", "env": "prod",
+                    "snapshot_version": version, "bundle": "support@2",
+                    "arm": arm, "latency_ms": 12.5,
+                    "tenant": "ünïcödé \"t\"", "at_ms": at_ms,
+                }))
+                .unwrap()
+            })
+            .collect();
+        let refs: Vec<&OutcomeEvent> = events.iter().collect();
+        assert_eq!(
+            decode_events(&encode_events(&refs).unwrap()).unwrap(),
+            events
+        );
+        // A row that is not an array of events is an error (quarantined), never a panic.
+        assert!(decode_events("{}").is_err());
+        assert!(decode_events("[{\"request_id\": 1}]").is_err());
     }
 }

@@ -35,6 +35,7 @@ pub mod extract;
 pub mod fanout;
 pub mod guardrails;
 pub mod hub;
+pub mod journal;
 pub mod leader;
 mod openapi;
 pub mod quarantine;
@@ -258,6 +259,13 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
     )
     .await?;
     tasks.extend(contention);
+    guardrails.attach_leader(leader.clone());
+    if tokio::runtime::Handle::try_current().is_ok()
+        && let Some(journal) =
+            journal::spawn(config.store.clone(), guardrails.clone(), leader.clone())
+    {
+        tasks.extend(journal);
+    }
     let revocations = revocation::Revocations::new(config.store.clone(), sdks.clone());
     let heartbeat = Arc::new(replicas::Heartbeat::new(
         config.store.clone(),
@@ -352,7 +360,8 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
 }
 
 /// What a replica does on taking the leadership, before its first tick: reads the stored
-/// monitors over its possibly older copies, resumes every active release from the store,
+/// monitors over its possibly older copies, applies the outcomes journalled by replicas that
+/// did not lead, resumes every active release from the store,
 /// and (with replicas) finishes drills whose replica died.
 fn on_elected(
     guardrails: Arc<guardrails::Guardrails>,
@@ -363,6 +372,9 @@ fn on_elected(
         let (guardrails, releases, drills) = (guardrails.clone(), releases.clone(), drills.clone());
         Box::pin(async move {
             guardrails.reload_monitors().await?;
+            // Evidence other replicas journalled up to now is counted before any release is
+            // judged under this epoch.
+            guardrails.catch_up_journal(epoch).await?;
             let resumed = releases.resume_all().await?;
             if resumed > 0 {
                 tracing::info!(releases = resumed, epoch, "resuming active releases");

@@ -27,11 +27,13 @@ pub const RELEASE: &str = "release";
 pub const DRILL: &str = "drill";
 pub const GUARDRAIL_CONFIG: &str = "guardrail_config";
 pub const ROLLUP: &str = "rollup";
+/// An outcome journal row whose events cannot be read (keyed by its id); the leader skips it.
+pub const OUTCOME_JOURNAL: &str = "outcome_journal";
 
 /// One unreadable row.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct QuarantinedRow {
-    /// `monitor`, `release`, `drill`, `guardrail_config` or `rollup`.
+    /// `monitor`, `release`, `drill`, `guardrail_config`, `rollup` or `outcome_journal`.
     pub kind: String,
     /// The row's key: `env/agent/candidate` for a monitor, the id of a release
     /// or drill, `env/agent` for a guardrail config,

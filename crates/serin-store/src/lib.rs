@@ -14,6 +14,9 @@
 //! - **Committed env states are announced.** On PostgreSQL every env-state write also issues
 //!   `pg_notify` on the store's channel (per schema) in its transaction, so it is delivered at
 //!   commit and never for a rolled-back write; [`Store::listen_env_changes`] hears them.
+//! - **Journalled outcomes are applied in id order.** Outcome journal rows are appended under
+//!   the write lock (so they commit in id order) and announced on the per-schema outcome
+//!   channel; only the leader's epoch may store monitors with a new journal cursor.
 //! - Both backends share every query (runtime `sqlx::query*`, `$N` placeholders) and decode only
 //!   `i64`, `String` and `Option<i64>`; schemas live in `migrations/{sqlite,postgres}` and must
 //!   stay in step. The contract suite in `tests/contract.rs` runs every case on both.
@@ -50,5 +53,6 @@ pub use model::{
 };
 pub use store::fanout::{EnvChange, EnvListener};
 pub use store::{
-    BOOTSTRAP_TOKEN_NAME, DEDUP_CHUNK, LeaderSession, MAX_PAGE, SQLITE_FILE_NAME, Store,
+    BOOTSTRAP_TOKEN_NAME, BatchEvidence, DEDUP_CHUNK, JournalListener, JournalMarks, JournalRow,
+    LeaderSession, MAX_PAGE, MonitorChanges, SQLITE_FILE_NAME, Store,
 };

@@ -61,6 +61,8 @@ pub struct Store {
     /// The PostgreSQL channel env-state commits are announced on (None on SQLite, which has
     /// one server per data directory and nobody to tell).
     env_channel: Option<std::sync::Arc<str>>,
+    /// The PostgreSQL channel journalled outcome batches are announced on (None on SQLite).
+    outcome_channel: Option<std::sync::Arc<str>>,
 }
 
 #[derive(Clone, Debug)]
@@ -198,31 +200,76 @@ macro_rules! append_audit_in {
     }};
 }
 
-/// The newest state JSON of `$env` inside the current transaction `$tx` (None for a fresh env);
-/// evaluates to `Option<String>`.
-/// Upserts guardrail monitors inside a transaction (one row per env, agent and candidate).
+/// Upserts guardrail monitors inside a transaction (one row per env, agent and candidate),
+/// stamped with a newly raised `monitors_rev` so replicas that do not lead can read just the
+/// rows changed since they last looked ([`Store::monitors_changed_since`]).
 macro_rules! upsert_monitors_in {
     ($tx:ident, $monitors:expr) => {{
-        for m in $monitors {
-            sqlx::query(
-                "INSERT INTO guardrail_monitors \
-                 (env, agent, candidate, state, created_at_ms, updated_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (env, agent, candidate) DO UPDATE \
-                 SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
+        let monitors: &[MonitorRow] = $monitors;
+        if !monitors.is_empty() {
+            let rev: i64 = sqlx::query_scalar(
+                "UPDATE outcome_journal_cursor SET monitors_rev = monitors_rev + 1 \
+                 WHERE id = 1 RETURNING monitors_rev",
             )
-            .bind(&m.env)
-            .bind(&m.agent)
-            .bind(&m.candidate)
-            .bind(&m.state)
-            .bind(m.created_at_ms)
-            .bind(m.updated_at_ms)
-            .execute(&mut *$tx)
+            .fetch_one(&mut *$tx)
             .await?;
+            for m in monitors {
+                sqlx::query(
+                    "INSERT INTO guardrail_monitors \
+                     (env, agent, candidate, state, created_at_ms, updated_at_ms, rev) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (env, agent, candidate) DO UPDATE \
+                     SET state = excluded.state, updated_at_ms = excluded.updated_at_ms, \
+                     rev = excluded.rev",
+                )
+                .bind(&m.env)
+                .bind(&m.agent)
+                .bind(&m.candidate)
+                .bind(&m.state)
+                .bind(m.created_at_ms)
+                .bind(m.updated_at_ms)
+                .bind(rev)
+                .execute(&mut *$tx)
+                .await?;
+            }
         }
     }};
 }
 
+/// Refuses the current transaction with `Fenced` unless `$epoch` is still the leadership
+/// epoch. Epochs are raised under the same write lock every `with_tx!` holds, so the value read
+/// here cannot change before commit.
+macro_rules! check_epoch_in {
+    ($tx:ident, $epoch:expr) => {{
+        let epoch: i64 = $epoch;
+        let current: i64 = sqlx::query_scalar("SELECT epoch FROM leadership WHERE id = 1")
+            .fetch_one(&mut *$tx)
+            .await?;
+        if current != epoch {
+            return Err(StoreError::Fenced { epoch, current });
+        }
+    }};
+}
+
+/// Appends one journal row (a batch's accepted events as JSON) inside the current write
+/// transaction; evaluates to its id. Every `with_tx!` holds the store's write lock until it
+/// commits, so appends commit in id order: a reader past id `n` never later finds a row below
+/// `n` committing (the order the leader's cursor relies on).
+macro_rules! append_journal_in {
+    ($tx:ident, $received_ms:expr, $events:expr) => {{
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO outcome_journal (received_ms, events) VALUES ($1, $2) RETURNING id",
+        )
+        .bind($received_ms)
+        .bind($events)
+        .fetch_one(&mut *$tx)
+        .await?;
+        id
+    }};
+}
+
+/// The newest state JSON of `$env` inside the current transaction `$tx` (None for a fresh env);
+/// evaluates to `Option<String>`.
 macro_rules! latest_env_state_in {
     ($tx:ident, $env:expr) => {{
         let env: &str = $env;
@@ -603,6 +650,7 @@ impl Store {
         Ok(Store {
             backend: Backend::Sqlite { writer, reader },
             env_channel: None,
+            outcome_channel: None,
         })
     }
 
@@ -621,11 +669,14 @@ impl Store {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        let env_channel = fanout::env_channel(&pool).await?;
-        tracing::debug!(%env_channel, "opened postgres store");
+        let schema = fanout::current_schema(&pool).await?;
+        let env_channel = fanout::channel_for_schema(&schema);
+        let outcome_channel = journal::channel_for_schema(&schema);
+        tracing::debug!(%env_channel, %outcome_channel, "opened postgres store");
         Ok(Store {
             backend: Backend::Postgres(pool),
             env_channel: Some(env_channel.into()),
+            outcome_channel: Some(outcome_channel.into()),
         })
     }
 
@@ -1525,6 +1576,36 @@ impl Store {
             .collect())
     }
 
+    /// One persisted monitor, if stored.
+    pub async fn load_monitor(
+        &self,
+        env: &str,
+        agent: &str,
+        candidate: &str,
+    ) -> Result<Option<MonitorRow>, StoreError> {
+        let row: Option<(String, String, String, String, i64, i64)> = with_read!(self, |db| {
+            sqlx::query_as(
+                "SELECT env, agent, candidate, state, created_at_ms, updated_at_ms \
+                 FROM guardrail_monitors WHERE env = $1 AND agent = $2 AND candidate = $3",
+            )
+            .bind(env)
+            .bind(agent)
+            .bind(candidate)
+            .fetch_optional(db)
+            .await?
+        });
+        Ok(row.map(
+            |(env, agent, candidate, state, created_at_ms, updated_at_ms)| MonitorRow {
+                env,
+                agent,
+                candidate,
+                state,
+                created_at_ms,
+                updated_at_ms,
+            },
+        ))
+    }
+
     /// Writes the monitors and minute rollups a batch of outcomes changed, in one
     /// transaction: the batch is acknowledged only once this returns.
     pub async fn save_outcomes(
@@ -1569,11 +1650,39 @@ impl Store {
         &self,
         monitors: &[MonitorRow],
         rollups: &[RollupRow],
-        mut merge: impl FnMut(&RollupRow, &str) -> String,
+        merge: impl FnMut(&RollupRow, &str) -> String,
         dedup: &[(String, String)],
         dedup_since_ms: i64,
         at_ms: i64,
     ) -> Result<(), StoreError> {
+        self.store_outcome_batch(
+            BatchEvidence::Monitors {
+                rows: monitors,
+                epoch: None,
+            },
+            rollups,
+            merge,
+            dedup,
+            dedup_since_ms,
+            at_ms,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// [`Store::save_outcome_batch`] with the monitor evidence chosen by `evidence`: monitor
+    /// rows (refused whole with `Fenced` when written under an epoch that is no longer the
+    /// current one), or a journal row appended and announced for the leader to apply. Answers
+    /// the journal row's id when one was appended.
+    pub async fn store_outcome_batch(
+        &self,
+        evidence: BatchEvidence<'_>,
+        rollups: &[RollupRow],
+        mut merge: impl FnMut(&RollupRow, &str) -> String,
+        dedup: &[(String, String)],
+        dedup_since_ms: i64,
+        at_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
         let insert_dedup = match self.backend {
             Backend::Sqlite { .. } => {
                 // `WHERE true`: SQLite's documented way to keep an upsert's ON CONFLICT
@@ -1588,7 +1697,14 @@ impl Store {
                  ON CONFLICT (env, request_id) DO NOTHING"
             }
         };
+        let channel = self.outcome_channel.as_deref();
         with_tx!(self, |tx| {
+            if let BatchEvidence::Monitors {
+                epoch: Some(epoch), ..
+            } = evidence
+            {
+                check_epoch_in!(tx, epoch);
+            }
             sqlx::query("DELETE FROM outcome_dedup WHERE seen_at_ms < $1")
                 .bind(dedup_since_ms)
                 .execute(&mut *tx)
@@ -1613,7 +1729,17 @@ impl Store {
                     }
                 }
             }
-            upsert_monitors_in!(tx, monitors);
+            let journalled = match evidence {
+                BatchEvidence::Monitors { rows, .. } => {
+                    upsert_monitors_in!(tx, rows);
+                    None
+                }
+                BatchEvidence::Journal { events } => {
+                    let id = append_journal_in!(tx, at_ms, events);
+                    journal::announce_journal(&mut *tx, channel, id).await?;
+                    Some(id)
+                }
+            };
             for r in rollups {
                 let stored: Option<String> = sqlx::query_scalar(
                     "SELECT data FROM outcome_rollups WHERE env = $1 AND agent = $2 \
@@ -1645,7 +1771,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            Ok(())
+            Ok(journalled)
         })
     }
 
@@ -1932,8 +2058,10 @@ impl Store {
 
 mod envs;
 pub(crate) mod fanout;
+pub(crate) mod journal;
 mod leader;
 mod readiness;
 mod replicas;
 
+pub use journal::{BatchEvidence, JournalListener, JournalMarks, JournalRow, MonitorChanges};
 pub use leader::LeaderSession;

@@ -183,6 +183,11 @@ contract!(
     head_catches_a_row_inserted_in_the_middle,
     head_catches_reordered_rows,
     head_catches_a_truncated_log,
+    journal_appends_read_in_order_past_the_cursor_and_only_the_leader_moves_it,
+    a_fenced_or_duplicate_batch_writes_nothing,
+    consumed_journal_rows_are_pruned_after_their_hour_and_unconsumed_ones_never,
+    monitors_changed_since_returns_only_rows_written_after_a_revision,
+    journal_rows_round_trip_outcome_events_with_empty_and_extreme_values,
 );
 
 // ----- helpers ---------------------------------------------------------------------------------
@@ -3350,4 +3355,319 @@ async fn head_catches_a_truncated_log(t: Ctx) {
     forged[0].actor = "mallory".to_owned();
     rewrite_log(&t, &forged).await;
     assert_eq!(check_head(s, &head).await, Err(1));
+}
+
+// ----- the outcome journal (shared evidence across replicas) --------------------------------
+
+/// Appends one journalled batch the way a replica that does not lead does.
+async fn journal(
+    s: &Store,
+    events: &str,
+    request_ids: &[&str],
+    at_ms: i64,
+) -> Result<Option<i64>, StoreError> {
+    s.store_outcome_batch(
+        serin_store::BatchEvidence::Journal { events },
+        &[rollup_row(60_000, "d")],
+        concat,
+        &ids("prod", request_ids),
+        0,
+        at_ms,
+    )
+    .await
+}
+
+async fn journal_appends_read_in_order_past_the_cursor_and_only_the_leader_moves_it(t: Ctx) {
+    let s = &t.store;
+    assert_eq!(s.journal_pending(10).await.unwrap(), (0, Vec::new()));
+    let first = journal(s, "[1]", &["r1"], 100).await.unwrap().unwrap();
+    let second = journal(s, "[2]", &["r2"], 90).await.unwrap().unwrap();
+    let third = journal(s, "[]", &[], 110).await.unwrap().unwrap();
+    assert!(first < second && second < third, "{first} {second} {third}");
+    // The batch's dedup keys and rollup delta went in with it.
+    assert_eq!(seen(s, "prod", &["r1", "r2"], 0).await.len(), 2);
+    let rollups = s.rollups("prod", "support", 0).await.unwrap();
+    assert_eq!(rollups[0].data, "d+d+d");
+    let (cursor, rows) = s.journal_pending(2).await.unwrap();
+    assert_eq!(cursor, 0);
+    assert_eq!(
+        rows,
+        vec![
+            serin_store::JournalRow {
+                id: first,
+                received_ms: 100,
+                events: "[1]".into()
+            },
+            serin_store::JournalRow {
+                id: second,
+                received_ms: 90,
+                events: "[2]".into()
+            },
+        ]
+    );
+    let mut sessions = Vec::new();
+    let epoch = lead(&t, "a:1", 10, &mut sessions).await;
+    let marks = s.journal_marks().await.unwrap();
+    assert_eq!((marks.consumed, marks.behind), (0, 3));
+    // The leader stores what the first two produced and the cursor, together.
+    s.consume_journal(&[monitor_row("support@2", "after-2")], second, epoch)
+        .await
+        .unwrap();
+    let (cursor, rows) = s.journal_pending(10).await.unwrap();
+    assert_eq!(cursor, second);
+    assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), vec![third]);
+    assert_eq!(s.load_monitors().await.unwrap()[0].state, "after-2");
+    // Under any other epoch neither the monitors nor the cursor move.
+    let err = s
+        .consume_journal(&[monitor_row("support@2", "deposed")], third, epoch + 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Fenced { epoch: e, current } if e == epoch + 1 && current == epoch),
+        "{err}"
+    );
+    assert_eq!(s.journal_pending(10).await.unwrap().0, second);
+    assert_eq!(s.load_monitors().await.unwrap()[0].state, "after-2");
+    // The cursor never moves back.
+    s.consume_journal(&[], first, epoch).await.unwrap();
+    assert_eq!(s.journal_pending(10).await.unwrap().0, second);
+    s.consume_journal(&[], third, epoch).await.unwrap();
+    let marks = s.journal_marks().await.unwrap();
+    assert_eq!((marks.consumed, marks.behind), (third, 0));
+    // Everything survives a reopen.
+    let again = t.reopen().await;
+    assert_eq!(
+        again.journal_pending(10).await.unwrap(),
+        (third, Vec::new())
+    );
+    again.close().await;
+    if t.is_pg() {
+        // Appends are announced to listeners of this store.
+        let mut l = s
+            .listen_outcome_journal("contract-journal")
+            .await
+            .unwrap()
+            .unwrap();
+        journal(s, "[4]", &["r4"], 120).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), l.recv())
+            .await
+            .expect("an append is announced")
+            .unwrap();
+    } else {
+        assert!(
+            s.listen_outcome_journal("contract-journal")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    for session in sessions {
+        session.close().await;
+    }
+}
+
+async fn a_fenced_or_duplicate_batch_writes_nothing(t: Ctx) {
+    let s = &t.store;
+    let mut sessions = Vec::new();
+    let epoch = lead(&t, "a:1", 10, &mut sessions).await;
+    let rows = [monitor_row("support@2", "leader")];
+    s.store_outcome_batch(
+        serin_store::BatchEvidence::Monitors {
+            rows: &rows,
+            epoch: Some(epoch),
+        },
+        &[rollup_row(60_000, "d")],
+        concat,
+        &ids("prod", &["r1"]),
+        0,
+        100,
+    )
+    .await
+    .unwrap();
+    let before = (
+        t.count("outcome_dedup").await,
+        t.count("outcome_journal").await,
+        s.rollups("prod", "support", 0).await.unwrap(),
+    );
+    let stale = [monitor_row("support@2", "deposed")];
+    let err = s
+        .store_outcome_batch(
+            serin_store::BatchEvidence::Monitors {
+                rows: &stale,
+                epoch: Some(epoch - 1),
+            },
+            &[rollup_row(60_000, "d")],
+            concat,
+            &ids("prod", &["r2"]),
+            0,
+            110,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    // A journalled retry of a counted request id is a conflict, and appends nothing.
+    let err = journal(s, "[1]", &["r3", "r1"], 120).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    let after = (
+        t.count("outcome_dedup").await,
+        t.count("outcome_journal").await,
+        s.rollups("prod", "support", 0).await.unwrap(),
+    );
+    assert_eq!(after, before);
+    assert_eq!(s.load_monitors().await.unwrap()[0].state, "leader");
+    for session in sessions {
+        session.close().await;
+    }
+}
+
+async fn consumed_journal_rows_are_pruned_after_their_hour_and_unconsumed_ones_never(t: Ctx) {
+    let s = &t.store;
+    let old = journal(s, "[1]", &["r1"], 1_000).await.unwrap().unwrap();
+    let recent = journal(s, "[2]", &["r2"], 5_000).await.unwrap().unwrap();
+    let unconsumed_old = journal(s, "[3]", &["r3"], 1_000).await.unwrap().unwrap();
+    let mut sessions = Vec::new();
+    let epoch = lead(&t, "a:1", 10, &mut sessions).await;
+    s.consume_journal(&[], recent, epoch).await.unwrap();
+    assert_eq!(s.prune_journal(2_000).await.unwrap(), 1);
+    let left: Vec<i64> = s
+        .journal_pending(10)
+        .await
+        .unwrap()
+        .1
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(left, vec![unconsumed_old]);
+    assert_eq!(t.count("outcome_journal").await, 2);
+    assert_eq!(s.prune_journal(i64::MAX).await.unwrap(), 1);
+    assert_eq!(t.count("outcome_journal").await, 1);
+    // Ids are never reused after a prune, so the cursor cannot skip a new row.
+    let next = journal(s, "[4]", &["r4"], 6_000).await.unwrap().unwrap();
+    assert!(next > unconsumed_old && old < recent);
+    for session in sessions {
+        session.close().await;
+    }
+}
+
+async fn monitors_changed_since_returns_only_rows_written_after_a_revision(t: Ctx) {
+    let s = &t.store;
+    let start = s.monitors_changed_since(0).await.unwrap();
+    assert_eq!((start.rev, start.rows.len()), (0, 0));
+    s.save_outcomes(
+        &[monitor_row("support@2", "a"), monitor_row("support@3", "b")],
+        &[],
+    )
+    .await
+    .unwrap();
+    let first = s.monitors_changed_since(0).await.unwrap();
+    assert_eq!(first.rows.len(), 2);
+    assert!(first.rev > 0);
+    let none = s.monitors_changed_since(first.rev).await.unwrap();
+    assert_eq!((none.rev, none.rows.len()), (first.rev, 0));
+    // Rollups alone raise nothing.
+    s.save_outcomes(&[], &[rollup_row(60_000, "x")])
+        .await
+        .unwrap();
+    assert_eq!(s.journal_marks().await.unwrap().monitors_rev, first.rev);
+    s.save_outcomes(&[monitor_row("support@3", "b2")], &[])
+        .await
+        .unwrap();
+    let changed = s.monitors_changed_since(first.rev).await.unwrap();
+    assert_eq!(
+        changed
+            .rows
+            .iter()
+            .map(|r| (r.candidate.as_str(), r.state.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("support@3", "b2")]
+    );
+    assert_eq!(
+        s.load_monitor("prod", "support", "support@3")
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "b2"
+    );
+    assert!(
+        s.load_monitor("prod", "support", "support@9")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// Outcome events as varied as the format allows: none at all, the smallest, and the largest
+/// numbers, optional fields absent and present, unicode and control characters in strings.
+fn extreme_events(seed: u64) -> Vec<serin_core::outcome::OutcomeEvent> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let count = rng.random_range(0..6);
+    let texts = [
+        "",
+        "a",
+        "ünï\u{0}cödé \"quoted\" \\ / \n\t🦀",
+        &"x".repeat(4096),
+    ];
+    (0..count)
+        .map(|i| {
+            let text = texts[rng.random_range(0..texts.len())];
+            let versions = [0, 1, u64::MAX, i64::MAX as u64];
+            let ats = [None, Some(0), Some(i64::MIN), Some(i64::MAX)];
+            // Only floats serde_json reads back bit for bit without its `float_roundtrip`
+            // feature (ingestion refuses non-finite and absurd values before they get here).
+            let floats = [0.0, 1.5, 123_456.75, 1e15];
+            let arm = ["stable", "canary", "killed"][rng.random_range(0..3)];
+            let mut event = serde_json::json!({
+                "request_id": format!("{text}-{i}"),
+                "agent": text,
+                "env": "prod",
+                "snapshot_version": versions[rng.random_range(0..versions.len())],
+                "bundle": format!("{text}@{i}"),
+                "arm": arm,
+                "latency_ms": floats[rng.random_range(0..floats.len())],
+                "cost_usd": floats[rng.random_range(0..floats.len())],
+                "refused": rng.random_bool(0.5),
+            });
+            if let Some(at) = ats[rng.random_range(0..ats.len())] {
+                event["at_ms"] = at.into();
+            }
+            if rng.random_bool(0.5) {
+                event["tenant"] = text.into();
+                event["user"] = text.into();
+                event["instance"] = text.into();
+                event["trace_id"] = text.into();
+                event["stages"] = serde_json::json!({ text: 0.0, "b": 1e15 });
+            }
+            serde_json::from_value(event).unwrap()
+        })
+        .collect()
+}
+
+async fn journal_rows_round_trip_outcome_events_with_empty_and_extreme_values(t: Ctx) {
+    let s = &t.store;
+    let received = [0, 1, -1, i64::MIN, i64::MAX];
+    for seed in 0..40u64 {
+        let events = extreme_events(seed);
+        let text = serde_json::to_string(&events).unwrap();
+        let at = received[(seed as usize) % received.len()];
+        let id = s
+            .store_outcome_batch(
+                serin_store::BatchEvidence::Journal { events: &text },
+                &[],
+                concat,
+                &[],
+                i64::MIN,
+                at,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let (_, rows) = s.journal_pending(1_000).await.unwrap();
+        let row = rows.iter().find(|r| r.id == id).unwrap();
+        assert_eq!((row.received_ms, row.events.as_str()), (at, text.as_str()));
+        let back: Vec<serin_core::outcome::OutcomeEvent> =
+            serde_json::from_str(&row.events).unwrap();
+        assert_eq!(back, events, "seed {seed}");
+    }
 }

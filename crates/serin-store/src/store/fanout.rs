@@ -32,23 +32,84 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The channel of the store whose connections see `schema` first on their `search_path`.
 pub(crate) fn channel_for_schema(schema: &str) -> String {
-    let plain = format!("{CHANNEL_PREFIX}{schema}");
+    prefixed_channel(CHANNEL_PREFIX, schema)
+}
+
+/// `prefix` then `schema`, or a digest of `schema` when that would pass PostgreSQL's limit.
+pub(crate) fn prefixed_channel(prefix: &str, schema: &str) -> String {
+    let plain = format!("{prefix}{schema}");
     if plain.len() <= MAX_CHANNEL_BYTES {
         return plain;
     }
     let digest = hex::encode(Sha256::digest(schema.as_bytes()));
-    format!("{CHANNEL_PREFIX}{}", digest.get(..40).unwrap_or(&digest))
+    format!("{prefix}{}", digest.get(..40).unwrap_or(&digest))
 }
 
-/// The channel of the store `pool` opens (its connections' current schema).
-pub(crate) async fn env_channel(pool: &PgPool) -> Result<String, StoreError> {
+/// The current schema of the connections `pool` opens, which names the store's channels.
+pub(crate) async fn current_schema(pool: &PgPool) -> Result<String, StoreError> {
     let schema: Option<String> = sqlx::query_scalar("SELECT current_schema()::text")
         .fetch_one(pool)
         .await?;
-    let schema = schema.ok_or_else(|| {
+    schema.ok_or_else(|| {
         StoreError::Invalid("the connection's search_path names no existing schema".into())
-    })?;
-    Ok(channel_for_schema(&schema))
+    })
+}
+
+/// Opens a dedicated session named `application_name` listening on `channel`. Its pool of one
+/// is the listener's own: sqlx's listener reconnects through a pool, and this one keeps the
+/// session off the store's pool, whose connections queries need. It never reconnects by
+/// itself (the caller reconnects with backoff, then catches up by reading the store): a
+/// listener that reconnected silently would hide the gap in which announcements were lost.
+pub(crate) async fn open_listener(
+    pool: &PgPool,
+    application_name: &str,
+    channel: &str,
+) -> Result<PgListener, StoreError> {
+    let options = (*pool.connect_options())
+        .clone()
+        .application_name(application_name);
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await?;
+    let mut listener = PgListener::connect_with(&own).await?;
+    listener.eager_reconnect(false);
+    listener.ignore_pool_close_event(true);
+    listener.listen(channel).await?;
+    Ok(listener)
+}
+
+/// The next notification's payload on `listener`, probing the session when it has been quiet
+/// for a while; an error means the session is gone.
+pub(crate) async fn recv_payload(listener: &mut PgListener) -> Result<String, StoreError> {
+    loop {
+        match tokio::time::timeout(PROBE_WHEN_IDLE, listener.try_recv()).await {
+            Ok(Ok(Some(n))) => return Ok(n.payload().to_owned()),
+            Ok(Ok(None)) => {
+                return Err(StoreError::Unavailable(
+                    "the listener's database session was closed".into(),
+                ));
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_quiet) => {
+                let probe = sqlx::query("SELECT 1").execute(&mut *listener);
+                match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => {
+                        return Err(StoreError::Unavailable(format!(
+                            "the listener's database session did not answer within {} s",
+                            PROBE_TIMEOUT.as_secs()
+                        )));
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn payload(env: &str, version: i64) -> String {
@@ -144,30 +205,8 @@ impl EnvListener {
     /// The next announced change. An error means the session is gone (cut, timed out, or not
     /// answering a probe) and announcements made from now on are not heard by this listener.
     pub async fn recv(&mut self) -> Result<EnvChange, StoreError> {
-        loop {
-            match tokio::time::timeout(PROBE_WHEN_IDLE, self.listener.try_recv()).await {
-                Ok(Ok(Some(n))) => return Ok(EnvChange::parse(n.payload())),
-                Ok(Ok(None)) => {
-                    return Err(StoreError::Unavailable(
-                        "the listener's database session was closed".into(),
-                    ));
-                }
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_quiet) => {
-                    let probe = sqlx::query("SELECT 1").execute(&mut self.listener);
-                    match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return Err(e.into()),
-                        Err(_) => {
-                            return Err(StoreError::Unavailable(format!(
-                                "the listener's database session did not answer within {} s",
-                                PROBE_TIMEOUT.as_secs()
-                            )));
-                        }
-                    }
-                }
-            }
-        }
+        let payload = recv_payload(&mut self.listener).await?;
+        Ok(EnvChange::parse(&payload))
     }
 }
 
@@ -182,25 +221,7 @@ impl Store {
         let (Backend::Postgres(pool), Some(channel)) = (&self.backend, &self.env_channel) else {
             return Ok(None);
         };
-        let options = (*pool.connect_options())
-            .clone()
-            .application_name(application_name);
-        // A pool of one owned by the listener: sqlx's listener reconnects through a pool, and
-        // this one keeps the session off the store's pool, whose connections queries need.
-        let own = PgPoolOptions::new()
-            .max_connections(1)
-            .min_connections(0)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await?;
-        let mut listener = PgListener::connect_with(&own).await?;
-        // Reconnecting is the caller's (with backoff, then a catch-up read); a listener that
-        // reconnected by itself would hide the gap in which announcements were lost.
-        listener.eager_reconnect(false);
-        listener.ignore_pool_close_event(true);
-        listener.listen(channel).await?;
+        let listener = open_listener(pool, application_name, channel).await?;
         Ok(Some(EnvListener {
             listener,
             channel: channel.to_string(),

@@ -8,101 +8,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, Server, copy_dir, sample_bundle};
+use crate::harness::{Replicas, Server, copy_dir, sample_bundle};
 
 /// Controller ticks this often in these tests, so steps move as soon as their gate holds.
 const TICK_MS: &str = "100";
 /// The failover bound of the issue.
 const FAILOVER_BOUND: Duration = Duration::from_secs(5);
-
-/// The test deployment: three replicas (`None` while killed) on one schema.
-struct Replicas {
-    // Declared first so the servers stop before the schema is dropped under them.
-    servers: Vec<Option<Server>>,
-    backend: Backend,
-    admin: String,
-}
-
-impl Replicas {
-    /// Starts three replicas; the first mints the admin token.
-    async fn start() -> Option<Replicas> {
-        let backend = Backend::postgres().await?;
-        let first = Server::start_with(&backend, 0, &["--tick-ms", TICK_MS]);
-        let admin = first.bootstrap_token.clone().unwrap();
-        let mut servers = vec![Some(first)];
-        for _ in 0..2 {
-            servers.push(Some(Server::start_with(
-                &backend,
-                0,
-                &["--tick-ms", TICK_MS],
-            )));
-        }
-        Some(Replicas {
-            servers,
-            backend,
-            admin,
-        })
-    }
-
-    fn restart(&mut self, i: usize) {
-        self.servers[i] = Some(Server::start_with(
-            &self.backend,
-            0,
-            &["--tick-ms", TICK_MS],
-        ));
-    }
-
-    fn server(&self, i: usize) -> &Server {
-        self.servers[i].as_ref().unwrap()
-    }
-
-    fn kill9(&mut self, i: usize) {
-        self.servers[i].take().unwrap().kill9();
-    }
-
-    /// Each live replica's `/readyz` leader object (index, is_leader, epoch).
-    async fn leadership(&self) -> Vec<(usize, bool, i64)> {
-        let mut out = Vec::new();
-        for (i, s) in self.servers.iter().enumerate() {
-            let Some(s) = s else { continue };
-            let (status, body) = s.http("").get("/readyz").await;
-            assert_eq!(status, 200, "{body}");
-            out.push((
-                i,
-                body["leader"]["is_leader"].as_bool().unwrap(),
-                body["leader"]["epoch"].as_i64().unwrap(),
-            ));
-        }
-        out
-    }
-
-    /// Waits until exactly one live replica leads; its index and epoch. (Two may believe
-    /// they lead for a moment, while a deposed one has not yet noticed its lost session:
-    /// the epoch, not this belief, keeps its writes out.)
-    async fn leader(&self, within: Duration) -> (usize, i64) {
-        let deadline = Instant::now() + within;
-        loop {
-            let all = self.leadership().await;
-            let leading: Vec<_> = all.iter().filter(|(_, l, _)| *l).collect();
-            if let [(i, _, epoch)] = leading.as_slice() {
-                return (*i, *epoch);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no single leader within {within:?}: {all:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Opens the deployment's store directly (to find sessions and read rows).
-    async fn store(&self) -> serin_store::Store {
-        match &self.backend {
-            Backend::Postgres(pg) => serin_store::Store::open_postgres(pg.url()).await.unwrap(),
-            Backend::Sqlite(_) => unreachable!("failover runs on PostgreSQL"),
-        }
-    }
-}
 
 static REQUEST: AtomicUsize = AtomicUsize::new(0);
 
@@ -313,7 +224,7 @@ async fn assert_completed_exactly_once(r: &Replicas, at: usize, rel: &Value, pau
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_leader_mid_release_hands_over_within_5s_and_completes_once() {
-    let Some(mut r) = Replicas::start().await else {
+    let Some(mut r) = Replicas::start(3, &["--tick-ms", TICK_MS]).await else {
         return;
     };
     let work = tempfile::tempdir().unwrap();
@@ -386,7 +297,7 @@ async fn transitions(server: &Server, token: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminated_leader_session_moves_leadership_and_the_old_leader_stops_ticking() {
-    let Some(r) = Replicas::start().await else {
+    let Some(r) = Replicas::start(3, &["--tick-ms", TICK_MS]).await else {
         return;
     };
     let work = tempfile::tempdir().unwrap();
@@ -457,7 +368,7 @@ async fn a_terminated_leader_session_moves_leadership_and_the_old_leader_stops_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, about a minute; run on purpose"]
 async fn failover_time_over_many_leader_kills() {
-    let Some(mut r) = Replicas::start().await else {
+    let Some(mut r) = Replicas::start(3, &["--tick-ms", TICK_MS]).await else {
         return;
     };
     let kills: usize = std::env::var("SERIN_FAILOVER_KILLS")

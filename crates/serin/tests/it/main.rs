@@ -13,6 +13,7 @@ mod bundles;
 mod clock;
 mod decisions;
 mod drills;
+mod evidence;
 mod failover;
 mod guardrails;
 mod harness;
