@@ -8,7 +8,8 @@
 //!   owned request strings, as an application would per incoming request;
 //! - `exclusion_list_size`: prebuilt contexts, exclusion lists from 100 to 10,000 entries;
 //! - `sdk_decide`: the call an agent makes (Serin's SDK, documented path and owned path, with
-//!   no flags and with 10), beside the engine with a prebuilt context and yggdrasil building
+//!   no flags and with 10; `sdk_guard_held` decides on a guard taken once, outside the
+//!   loop), beside the engine with a prebuilt context and yggdrasil building
 //!   its context per request, all in one group so the ratios come from one run;
 //! - `snapshot_load`: JSON bytes to a ready engine for a fleet of 100 agents with 100- and
 //!   10,000-tenant lists, for Serin's load path, the parse-then-compile path it replaced and
@@ -148,6 +149,10 @@ fn sdk_decide(c: &mut Criterion) {
         let sdk = sdk::Engine::new(&rules, flags);
         g.bench_with_input(BenchmarkId::new("sdk_documented", flags), &flags, |b, _| {
             cycle_building(b, &reqs, |r| sdk.decide(r, flags > 0));
+        });
+        let held = sdk.router().current().unwrap();
+        g.bench_with_input(BenchmarkId::new("sdk_guard_held", flags), &flags, |b, _| {
+            cycle_building(b, &reqs, |r| sdk.decide_on(&held, r, flags > 0));
         });
         g.bench_with_input(BenchmarkId::new("sdk_owned", flags), &flags, |b, _| {
             cycle_building(b, &reqs, |r| sdk.decide_owned(r));

@@ -127,6 +127,30 @@ pub mod sdk {
             route(d.arm)
         }
 
+        /// The documented call on a guard the caller already holds (taken once per batch):
+        /// what a decision costs once the version is pinned.
+        pub fn decide_on(
+            &self,
+            snap: &::serin_sdk::SnapshotGuard,
+            req: &Request,
+            flags: bool,
+        ) -> Route {
+            let ctx = Context::new(&req.request_id)
+                .user(&req.user)
+                .tenant(&req.tenant);
+            let Ok(d) = snap.decide(&self.agent, &ctx) else {
+                return Route::Killed;
+            };
+            if flags {
+                std::hint::black_box(d.flags().filter(|f| f.on).count());
+            }
+            route(d.arm)
+        }
+
+        pub fn router(&self) -> &Router {
+            &self.router
+        }
+
         /// The owned call: an owned context per request, an owned decision with a flag map.
         pub fn decide_owned(&self, req: &Request) -> Route {
             let ctx = RequestContext {

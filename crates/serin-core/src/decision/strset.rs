@@ -107,8 +107,7 @@ impl StrSetBuilder {
         let mut kept = Vec::with_capacity(members.len());
         for &(start, end, h) in &members {
             let mut i = slot_of(h, mask);
-            loop {
-                let Some(slot) = slots.get_mut(i) else { break };
+            while let Some(slot) = slots.get_mut(i) {
                 if *slot == 0 {
                     kept.push((start, end, h));
                     *slot = u32::try_from(kept.len()).unwrap_or(u32::MAX);
