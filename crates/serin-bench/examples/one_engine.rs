@@ -2,7 +2,14 @@
 //! `valgrind --tool=callgrind` (see `callgrind.sh`): the difference between a run with N
 //! decisions and one with 0, divided by N, is the cost of one decision.
 //!
-//! `one_engine <serin|yggdrasil|launchdarkly> <N> [prebuilt|build] [exclusions]`
+//! `one_engine <engine> <N> [prebuilt|build] [exclusions]`, engine one of
+//! - `serin`, `yggdrasil`, `launchdarkly`: the engines;
+//! - `serin-flags`: Serin's engine deciding and evaluating the agent's 10 flags;
+//! - `sdk`, `sdk-flags`: Serin's SDK, the documented call (`Router::current`, a borrowed
+//!   `Context` from the request's strings, `SnapshotGuard::decide`), without and with
+//!   walking 10 flags; the context is built per request whatever the mode, as it is part of
+//!   the call;
+//! - `sdk-owned`, `sdk-owned-flags`: the owned call (`RequestContext`, `Router::decide`).
 //!
 //! `prebuilt` (default) builds the 4,096 request contexts before deciding; `build` builds
 //! each context inside the loop. `exclusions` defaults to 100.
@@ -20,7 +27,7 @@ mod peers;
 
 use std::hint::black_box;
 
-use peers::{launchdarkly, serin, yggdrasil};
+use peers::{launchdarkly, sdk, serin, yggdrasil};
 use serin_bench::{REQUESTS, Request, Route, RuleSet, requests};
 
 fn run<'r, C>(
@@ -47,8 +54,8 @@ fn run<'r, C>(
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage =
-        "usage: one_engine <serin|yggdrasil|launchdarkly> <N> [prebuilt|build] [exclusions]";
+    let usage = "usage: one_engine <serin|serin-flags|sdk|sdk-flags|sdk-owned|sdk-owned-flags|\
+                 yggdrasil|launchdarkly> <N> [prebuilt|build] [exclusions]";
     let engine = args.get(1).expect(usage).as_str();
     let n: usize = args.get(2).expect(usage).parse().expect(usage);
     let prebuilt = match args.get(3).map(String::as_str) {
@@ -63,6 +70,22 @@ fn main() {
         "serin" => {
             let e = serin::Engine::new(&rules);
             run(n, &reqs, prebuilt, serin::Engine::context, |c| e.decide(c))
+        }
+        "serin-flags" => {
+            let e = serin::Engine::with_flags(&rules, 10);
+            run(n, &reqs, prebuilt, serin::Engine::context, |c| {
+                e.decide_with_flags(c)
+            })
+        }
+        "sdk" | "sdk-flags" => {
+            let flags = engine == "sdk-flags";
+            let e = sdk::Engine::new(&rules, if flags { 10 } else { 0 });
+            run(n, &reqs, prebuilt, |r| r, |r| e.decide(r, flags))
+        }
+        "sdk-owned" | "sdk-owned-flags" => {
+            let flags = if engine == "sdk-owned-flags" { 10 } else { 0 };
+            let e = sdk::Engine::new(&rules, flags);
+            run(n, &reqs, prebuilt, |r| r, |r| e.decide_owned(r))
         }
         "yggdrasil" => {
             let e = yggdrasil::Engine::new(&rules);

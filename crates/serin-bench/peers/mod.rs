@@ -23,11 +23,39 @@ pub mod serin {
 
     impl Engine {
         pub fn new(rules: &RuleSet) -> Engine {
-            let snapshot = serin_bench::serin_snapshot(rules);
+            Engine::with_flags(rules, 0)
+        }
+
+        /// The rule set plus `flags` flags of the agent (`bench_support::reference_flags`).
+        pub fn with_flags(rules: &RuleSet, flags: usize) -> Engine {
+            let snapshot = serin_bench::serin_snapshot_with_flags(rules, flags);
             Engine {
                 snapshot: CompiledSnapshot::compile(snapshot).expect("reference snapshot compiles"),
                 agent: rules.agent.clone(),
             }
+        }
+
+        /// `decide`, then every flag of the agent, as the engine bench does.
+        pub fn decide_with_flags(&self, ctx: &Context<'_>) -> Route {
+            let route = self.decide(ctx);
+            let on = self
+                .snapshot
+                .agent_flags(&self.agent, ctx)
+                .filter(|f| f.on)
+                .count();
+            std::hint::black_box(on);
+            route
+        }
+
+        /// Snapshot JSON to a ready engine, as the SDK loads it.
+        pub fn load(json: &[u8]) -> CompiledSnapshot {
+            CompiledSnapshot::from_json(json).expect("fleet snapshot loads")
+        }
+
+        /// The path the SDK used before `from_json`: JSON into `Snapshot`, then `compile`.
+        pub fn load_parse_then_compile(json: &[u8]) -> CompiledSnapshot {
+            let snapshot = serde_json::from_slice(json).expect("fleet snapshot parses");
+            CompiledSnapshot::compile(snapshot).expect("fleet snapshot compiles")
         }
 
         /// Borrowed: building it is a handful of pointer copies.
@@ -47,6 +75,94 @@ pub mod serin {
                     Arm::Canary => Route::Canary,
                     Arm::Killed => Route::Killed,
                 },
+                Err(_) => Route::Killed,
+            }
+        }
+    }
+}
+
+/// Serin's SDK as an agent calls it: the documented per-request path (`Router::current`,
+/// a borrowed `Context` built from the request's strings, `SnapshotGuard::decide`), and the
+/// owned path (`RequestContext` and `Router::decide`) it replaces in the README.
+pub mod sdk {
+    use super::*;
+    use ::serin_sdk::{Arm, Context, RequestContext, Router};
+
+    pub struct Engine {
+        router: Router,
+        agent: String,
+    }
+
+    fn route(arm: Arm) -> Route {
+        match arm {
+            Arm::Stable => Route::Stable,
+            Arm::Canary => Route::Canary,
+            Arm::Killed => Route::Killed,
+        }
+    }
+
+    impl Engine {
+        pub fn new(rules: &RuleSet, flags: usize) -> Engine {
+            let snapshot = serin_bench::serin_snapshot_with_flags(rules, flags);
+            Engine {
+                router: Router::from_snapshot(snapshot).expect("reference snapshot compiles"),
+                agent: rules.agent.clone(),
+            }
+        }
+
+        /// The README's call; the flags of the agent are walked when `flags` is set.
+        pub fn decide(&self, req: &Request, flags: bool) -> Route {
+            let Ok(snap) = self.router.current() else {
+                return Route::Killed;
+            };
+            let ctx = Context::new(&req.request_id)
+                .user(&req.user)
+                .tenant(&req.tenant);
+            let Ok(d) = snap.decide(&self.agent, &ctx) else {
+                return Route::Killed;
+            };
+            if flags {
+                std::hint::black_box(d.flags().filter(|f| f.on).count());
+            }
+            route(d.arm)
+        }
+
+        /// The documented call on a guard the caller already holds (taken once per batch):
+        /// what a decision costs once the version is pinned.
+        pub fn decide_on(
+            &self,
+            snap: &::serin_sdk::SnapshotGuard,
+            req: &Request,
+            flags: bool,
+        ) -> Route {
+            let ctx = Context::new(&req.request_id)
+                .user(&req.user)
+                .tenant(&req.tenant);
+            let Ok(d) = snap.decide(&self.agent, &ctx) else {
+                return Route::Killed;
+            };
+            if flags {
+                std::hint::black_box(d.flags().filter(|f| f.on).count());
+            }
+            route(d.arm)
+        }
+
+        pub fn router(&self) -> &Router {
+            &self.router
+        }
+
+        /// The owned call: an owned context per request, an owned decision with a flag map.
+        pub fn decide_owned(&self, req: &Request) -> Route {
+            let ctx = RequestContext {
+                user: Some(req.user.clone()),
+                tenant: Some(req.tenant.clone()),
+                ..RequestContext::new(req.request_id.clone())
+            };
+            match self.router.decide(&self.agent, &ctx) {
+                Ok(d) => {
+                    std::hint::black_box(d.flags.len());
+                    route(d.arm)
+                }
                 Err(_) => Route::Killed,
             }
         }
@@ -78,6 +194,15 @@ pub mod yggdrasil {
                 kill: rules.kill_flag(),
                 release: rules.release_flag(),
             }
+        }
+
+        /// `ClientFeatures` JSON to a ready engine, as the Unleash SDKs apply a new version.
+        pub fn load(json: &[u8]) -> EngineState {
+            let features: ClientFeatures = serde_json::from_slice(json).expect("ClientFeatures");
+            let state = EngineState::default();
+            let warnings = state.apply_client_features(features);
+            assert!(warnings.is_none(), "yggdrasil warnings: {warnings:?}");
+            state
         }
 
         /// Owned strings and a properties map: this is where the per-request cost lies.
@@ -138,6 +263,11 @@ pub mod launchdarkly {
                 kill: rules.kill_flag(),
                 release: rules.release_flag(),
             }
+        }
+
+        /// The flags JSON (key to flag) to a store, as the LaunchDarkly SDK applies a `put`.
+        pub fn load(json: &[u8]) -> Flags {
+            Flags(serde_json::from_slice(json).expect("LaunchDarkly flags"))
         }
 
         /// A `user` context keyed by the user, with a `tenant` attribute.

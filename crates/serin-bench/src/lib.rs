@@ -128,6 +128,78 @@ pub fn serin_snapshot(rules: &RuleSet) -> Snapshot {
     snapshot
 }
 
+/// [`serin_snapshot`] plus `flags` flags of the agent (`bench_support::reference_flags`: ten
+/// shapes, from a plain boolean to deny lists and rules), for the rows "with 10 flags".
+pub fn serin_snapshot_with_flags(rules: &RuleSet, flags: usize) -> Snapshot {
+    let mut snapshot = serin_snapshot(rules);
+    snapshot.flags = reference::reference_flags(&rules.agent, flags)
+        .into_iter()
+        .map(|f| (f.key.clone(), f))
+        .collect();
+    snapshot
+}
+
+/// `agents` rule sets like the reference one, for agents `agent-000`, ..., each with its own
+/// release id and an exclusion list of `exclusions` tenants: what an SDK loads for a fleet.
+pub fn fleet(agents: usize, exclusions: usize) -> Vec<RuleSet> {
+    let excluded = reference::excluded_tenants(exclusions);
+    (0..agents)
+        .map(|i| RuleSet {
+            agent: format!("agent-{i:03}"),
+            release: format!("r-{i}"),
+            canary_percent: CANARY_PERCENT,
+            killed: false,
+            excluded_tenants: excluded.clone(),
+        })
+        .collect()
+}
+
+/// A fleet as Serin snapshot JSON: one agent per rule set (stable, previous, release) with
+/// its three bundles, as `GET /v1/envs/{env}/snapshot` sends it.
+pub fn serin_fleet_json(fleet: &[RuleSet]) -> Vec<u8> {
+    let mut snapshot = reference::reference_snapshot(0, 0);
+    snapshot.agents.clear();
+    snapshot.bundles.clear();
+    let weight = serin_core::decision::Percent::from_basis_points(CANARY_PERCENT * 100)
+        .unwrap_or(serin_core::decision::Percent::ZERO);
+    for rules in fleet {
+        let mut routing = reference::agent_routing(&rules.agent, &rules.release, weight, 0);
+        routing.killed = rules.killed;
+        if let Some(release) = routing.release.as_mut() {
+            release.exclude_tenants = rules.excluded_tenants.clone();
+        }
+        snapshot.agents.insert(rules.agent.clone(), routing);
+        for n in 1..=3 {
+            snapshot.bundles.insert(
+                format!("{}@{n}", rules.agent),
+                reference::bundle(&rules.agent, n),
+            );
+        }
+    }
+    serde_json::to_vec(&snapshot).unwrap_or_default()
+}
+
+/// A fleet as one Unleash `ClientFeatures` document (two toggles per agent).
+pub fn unleash_fleet_json(fleet: &[RuleSet]) -> Vec<u8> {
+    let features: Vec<Value> = fleet
+        .iter()
+        .flat_map(|rules| match unleash_features_json(rules) {
+            Value::Object(mut doc) => match doc.remove("features") {
+                Some(Value::Array(f)) => f,
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        })
+        .collect();
+    serde_json::to_vec(&json!({"version": 2, "features": features})).unwrap_or_default()
+}
+
+/// A fleet as LaunchDarkly flags by key (two flags per agent), the `flags` of a `put`.
+pub fn launchdarkly_fleet_json(fleet: &[RuleSet]) -> Vec<u8> {
+    let flags: BTreeMap<String, Value> = fleet.iter().flat_map(launchdarkly_flags_json).collect();
+    serde_json::to_vec(&flags).unwrap_or_default()
+}
+
 /// The rule set as an Unleash `ClientFeatures` document (`GET /api/client/features`):
 ///
 /// - `<agent>-kill`, a `kill-switch` toggle, enabled = killed;

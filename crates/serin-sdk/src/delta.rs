@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use serin_core::decision::{CompileError, CompiledSnapshot, Snapshot};
+use serin_core::decision::{CompileError, CompiledSnapshot, LoadError, Snapshot};
 
 /// Why an event could not be completed; the stream task then fetches the
 /// full snapshot.
@@ -17,6 +17,24 @@ pub enum MergeError {
     MissingBundle { id: String },
     #[error("does not compile: {0}")]
     Compile(#[from] CompileError),
+    /// The event is not snapshot JSON.
+    #[error("unreadable: {0}")]
+    Json(serde_json::Error),
+}
+
+/// [`merge_snapshot`] from the event's JSON, as the stream task does it: the event is read
+/// straight into the compiled form ([`CompiledSnapshot::from_json_update`]), with the
+/// bundles it does not carry shared with `current`. Same result as parsing it into a
+/// [`Snapshot`] and calling [`merge_snapshot`], at a fraction of the cost.
+pub fn merge_json(
+    current: Option<&CompiledSnapshot>,
+    json: &[u8],
+) -> Result<CompiledSnapshot, MergeError> {
+    CompiledSnapshot::from_json_update(json, current).map_err(|e| match e {
+        LoadError::Json(e) => MergeError::Json(e),
+        LoadError::Compile(CompileError::MissingBundle { id }) => MergeError::MissingBundle { id },
+        LoadError::Compile(e) => MergeError::Compile(e),
+    })
 }
 
 /// Fills in the bundles `event` does not carry from `current` (the snapshot

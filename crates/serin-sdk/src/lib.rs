@@ -20,45 +20,48 @@
 //!
 //! ```no_run
 //! # #[cfg(feature = "client")]
-//! # async fn run() -> Result<(), serin_sdk::SdkError> {
-//! use serin_sdk::{RequestContext, Serin};
+//! # async fn run(request_id: &str, user: &str, tenant: &str) -> Result<(), serin_sdk::SdkError> {
+//! use serin_sdk::{Context, Serin};
 //!
 //! let serin = Serin::builder("http://127.0.0.1:7070", "serin_...", "prod")
 //!     .cache_dir("/var/cache/my-agent")
 //!     .start()
 //!     .await?;
-//! let mut ctx = RequestContext::new("r-1");
-//! ctx.user = Some("u-42".into());
-//! let decision = serin.decide("support", &ctx)?;
-//! if let Some(bundle) = decision.bundle_contents() {
+//!
+//! // Per request: no allocation, no lock, no wait for a writer.
+//! let snap = serin.current()?;
+//! let ctx = Context::new(request_id).user(user).tenant(tenant);
+//! let d = snap.decide("support", &ctx)?;
+//! if let Some(bundle) = d.bundle_contents() {
 //!     // run the agent with bundle.prompt, bundle.model, bundle.tools ...
 //! #   let _ = bundle;
 //! }
+//! for flag in d.flags() {
+//!     // flag.key ("support.tone"), flag.value, flag.on, flag.reason
+//! #   let _ = flag;
+//! }
+//! // d.arm, d.snapshot_version, d.reason_code(), d.explain() (formatted only when shown)
 //! # Ok(()) }
 //! ```
 //!
-//! # The zero-copy path
+//! # Deciding without allocating
 //!
-//! [`Serin::decide`] returns an owned [`SdkDecision`] (it clones the bundle
-//! reference and collects the agent's flags into a map). In a hot loop, take
-//! the snapshot once and decide on it directly; that borrows everything and
-//! allocates nothing per decision:
+//! [`Serin::current`] (or [`Router::current`]) returns a [`SnapshotGuard`] on the
+//! version served right now, and [`SnapshotGuard::decide`] an [`SdkDecisionRef`] that
+//! borrows from it and from the [`Context`]: the bundle, the release id and the flag values
+//! are references into the snapshot, flags are evaluated as they are read, and the reason
+//! text is formatted only when displayed. Nothing is allocated, whatever the size of the
+//! tenant lists or the number of flags. Over [`CompiledSnapshot::decide`] itself it adds
+//! taking the version (an `arc_swap` guard) and a wider result: about 220 instructions per
+//! decision, lost in the noise once flags are read (the figures are in
+//! `crates/serin-bench/README.md`).
 //!
-//! ```no_run
-//! # fn run(serin: &serin_sdk::Router, contexts: &[serin_sdk::RequestContext]) {
-//! if let Some(snapshot) = serin.snapshot() {
-//!     for ctx in contexts {
-//!         if let Ok(d) = snapshot.decide("support", &ctx.as_context()) {
-//!             let _ = (d.arm, d.bundle, d.snapshot_version, d.reason);
-//!         }
-//!     }
-//! }
-//! # }
-//! ```
+//! A guard keeps its version alive, and unchanged, while newer ones are swapped in; take
+//! one per request (or per batch) and drop it. [`Router::health`] tells staleness.
 //!
-//! A snapshot taken this way stays valid (and unchanged) for as long as it is
-//! held, even while a newer one is swapped in; check [`Router::health`] for
-//! staleness.
+//! [`Serin::decide`] / [`Router::decide`] with a [`RequestContext`] are the owned form
+//! (an [`SdkDecision`] with its own strings and a flag map, about ten allocations): for
+//! keeping or sending a decision, not for the request path.
 
 mod delta;
 mod error;
@@ -69,13 +72,13 @@ mod client;
 
 use serde::{Deserialize, Serialize};
 
-pub use delta::{MergeError, merge_snapshot, referenced_bundles};
+pub use delta::{MergeError, merge_json, merge_snapshot, referenced_bundles};
 pub use error::SdkError;
-pub use router::{Health, Router, SdkDecision};
+pub use router::{Health, Router, SdkDecision, SdkDecisionRef, SnapshotGuard};
 pub use serin_core::bundle::Bundle;
 pub use serin_core::decision::{
     Arm, BundleRef, CompileError, CompiledSnapshot, Context, DecideError, Decision, FlagEvaluation,
-    FlagReason, Reason, Snapshot,
+    FlagReason, LoadError, Reason, Snapshot,
 };
 pub use serin_core::outcome::{
     ErrorClass, EvalSample, OutcomeError, OutcomeEvent, Tokens, ToolCalls,
@@ -87,8 +90,9 @@ pub use client::{Config, OutcomeStats, Serin, SerinBuilder};
 /// What the agent knows about one request; every field but `request_id` is
 /// optional and only used by rules that name it.
 ///
-/// This is the owned form (easy to build, to store and to send over the wire);
-/// [`RequestContext::as_context`] borrows it as the engine's [`Context`].
+/// This is the owned form (easy to store and to send over the wire); per request, build
+/// a borrowed [`Context`] instead (`Context::new(id).user(u)`), or borrow this one with
+/// [`RequestContext::as_context`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestContext {
     pub request_id: String,

@@ -9,7 +9,9 @@ use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use serde_json::Value;
 use serin_core::bundle::Bundle;
-use serin_core::decision::{Arm, BundleRef, CompiledSnapshot, Reason, Snapshot};
+use serin_core::decision::{
+    Arm, BundleRef, CompiledSnapshot, Context, Decision, FlagEvaluation, Reason, Snapshot,
+};
 
 use crate::{AsContext, SdkError};
 
@@ -257,6 +259,37 @@ impl Router {
         self.state.current()
     }
 
+    /// The snapshot served right now, for deciding without allocating: this is the
+    /// documented per-request path.
+    ///
+    /// ```
+    /// # fn run(router: &serin_sdk::Router) -> Result<(), serin_sdk::SdkError> {
+    /// use serin_sdk::Context;
+    ///
+    /// let snap = router.current()?;
+    /// let d = snap.decide("support", &Context::new("r-1").user("u-42").tenant("acme"))?;
+    /// let _ = (d.arm, d.bundle_contents(), d.reason_code(), d.snapshot_version);
+    /// for flag in d.flags() {
+    ///     let _ = (flag.key, flag.value);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Taking it is a few atomic operations and never waits for a writer; the guard keeps
+    /// its version alive (and unchanged) while a newer one is swapped in. Hold one per
+    /// request, not for the life of the process: a held guard keeps an old version's
+    /// memory.
+    pub fn current(&self) -> Result<SnapshotGuard, SdkError> {
+        let guard = self.state.current.load();
+        if guard.is_none() {
+            return Err(SdkError::NoSnapshot);
+        }
+        Ok(SnapshotGuard {
+            guard,
+            freshness: self.state.freshness(),
+        })
+    }
+
     /// The version served right now.
     pub fn snapshot_version(&self) -> Option<u64> {
         self.state.version()
@@ -265,8 +298,9 @@ impl Router {
     /// Decides which bundle serves `agent` for this request. `ctx` is a
     /// `&RequestContext` or a `&Context`.
     ///
-    /// Allocates the owned result (bundle reference, reason text, flag map);
-    /// see the crate docs for the allocation-free path.
+    /// Allocates the owned result (bundle reference, reason text, flag map), about ten
+    /// allocations per call: convenient to keep or send elsewhere, but per request prefer
+    /// [`Router::current`] and [`SnapshotGuard::decide`], which allocate nothing.
     pub fn decide<C: AsContext + ?Sized>(
         &self,
         agent: &str,
@@ -283,20 +317,16 @@ impl Router {
             decision.reason,
             decision.release.map(str::to_owned),
         );
-        let explained = decision.explain(&ctx);
+        let reason_text = Explained {
+            decision,
+            tenant: ctx.tenant,
+            freshness,
+        }
+        .to_string();
         let flags = snapshot
             .agent_flags(agent, &ctx)
             .map(|f| (f.key.to_owned(), f.value.clone()))
             .collect();
-        let reason_text = match freshness {
-            Freshness::Fresh => explained,
-            Freshness::FromCache => format!(
-                "{explained} (stale: snapshot v{snapshot_version} loaded from the disk cache, server not reached yet)"
-            ),
-            Freshness::Disconnected => format!(
-                "{explained} (stale: snapshot stream disconnected, serving last known v{snapshot_version})"
-            ),
-        };
         Ok(SdkDecision {
             arm,
             bundle,
@@ -323,5 +353,168 @@ impl Router {
             reports_failed: self.state.reports_failed.load(Ordering::Relaxed),
             last_error: self.state.last_error(),
         }
+    }
+}
+
+/// The reason in words, with the staleness said when it applies.
+struct Explained<'d> {
+    decision: Decision<'d>,
+    tenant: Option<&'d str>,
+    freshness: Freshness,
+}
+
+impl std::fmt::Display for Explained<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.decision.explained(self.tenant))?;
+        let v = self.decision.snapshot_version;
+        match self.freshness {
+            Freshness::Fresh => Ok(()),
+            Freshness::FromCache => write!(
+                f,
+                " (stale: snapshot v{v} loaded from the disk cache, server not reached yet)"
+            ),
+            Freshness::Disconnected => write!(
+                f,
+                " (stale: snapshot stream disconnected, serving last known v{v})"
+            ),
+        }
+    }
+}
+
+/// The snapshot being served, held for one request (or a batch): see [`Router::current`].
+///
+/// `Send`, so it may be held across an `.await`, though holding it long keeps an old
+/// version alive.
+pub struct SnapshotGuard {
+    guard: arc_swap::Guard<Option<Arc<CompiledSnapshot>>>,
+    freshness: Freshness,
+}
+
+impl std::fmt::Debug for SnapshotGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotGuard")
+            .field("version", &self.version())
+            .field("stale", &self.stale())
+            .finish()
+    }
+}
+
+impl SnapshotGuard {
+    /// Decides which bundle serves `agent` for this request, borrowing everything from this
+    /// snapshot and `ctx`: no allocation, whatever the list sizes and flags (an unknown agent
+    /// is an error, and only building that error allocates).
+    pub fn decide<'a>(
+        &'a self,
+        agent: &'a str,
+        ctx: &Context<'a>,
+    ) -> Result<SdkDecisionRef<'a>, SdkError> {
+        // `current` only hands out guards holding a snapshot.
+        let snapshot = self.guard.as_deref().ok_or(SdkError::NoSnapshot)?;
+        let decision = snapshot.decide(agent, ctx)?;
+        Ok(SdkDecisionRef {
+            arm: decision.arm,
+            bundle: decision.bundle,
+            snapshot_version: decision.snapshot_version,
+            reason: decision.reason,
+            release: decision.release,
+            stale: self.freshness.stale(),
+            snapshot,
+            agent,
+            ctx: *ctx,
+            freshness: self.freshness,
+        })
+    }
+
+    /// The compiled snapshot itself (flag lookups by key, bundles by id).
+    pub fn compiled(&self) -> Option<&CompiledSnapshot> {
+        self.guard.as_deref()
+    }
+
+    /// An owned handle on this version, to keep beyond the request.
+    pub fn to_arc(&self) -> Option<Arc<CompiledSnapshot>> {
+        (*self.guard).clone()
+    }
+
+    pub fn version(&self) -> Option<u64> {
+        self.guard.as_deref().map(CompiledSnapshot::version)
+    }
+
+    /// Loaded from the disk cache and not yet confirmed, or the stream is down.
+    pub fn stale(&self) -> bool {
+        self.freshness.stale()
+    }
+}
+
+/// One routing decision borrowed from a [`SnapshotGuard`]: what [`SdkDecision`] says, but
+/// with the bundle, the release and the flags by reference and the reason text formatted
+/// only when asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct SdkDecisionRef<'a> {
+    /// Which side of a release the request lands on.
+    pub arm: Arm,
+    /// The bundle to run; `None` when the agent is killed.
+    pub bundle: Option<&'a BundleRef>,
+    /// The snapshot the decision was made from; report it in the outcome event.
+    pub snapshot_version: u64,
+    /// The engine's reason (stable `code()`, human `Display`).
+    pub reason: Reason,
+    /// The release in progress, if the decision looked at one.
+    pub release: Option<&'a str>,
+    /// Made from a snapshot loaded from disk, or while the stream is down.
+    pub stale: bool,
+    snapshot: &'a CompiledSnapshot,
+    agent: &'a str,
+    ctx: Context<'a>,
+    freshness: Freshness,
+}
+
+impl<'a> SdkDecisionRef<'a> {
+    /// The stable code of the reason (`release_canary`, ...).
+    pub fn reason_code(&self) -> &'static str {
+        self.reason.code()
+    }
+
+    /// The reason in words, naming the release and tenant and saying so when the decision
+    /// is stale; formatted when displayed, so it costs nothing until then.
+    pub fn explain(&self) -> impl std::fmt::Display + '_ {
+        Explained {
+            decision: Decision {
+                arm: self.arm,
+                bundle: self.bundle,
+                snapshot_version: self.snapshot_version,
+                reason: self.reason,
+                release: self.release,
+            },
+            tenant: self.ctx.tenant,
+            freshness: self.freshness,
+        }
+    }
+
+    /// [`SdkDecisionRef::explain`] as a `String` (allocates).
+    pub fn reason_text(&self) -> String {
+        self.explain().to_string()
+    }
+
+    /// The full contents of the chosen bundle (prompt, model, tools, ...).
+    pub fn bundle_contents(&self) -> Option<&'a Bundle> {
+        self.bundle.and_then(|b| self.snapshot.bundle(&b.id))
+    }
+
+    /// The flags of this agent (keys `<agent>.…`) evaluated for this request, in key order.
+    /// Evaluated as the iterator is walked; allocates nothing.
+    pub fn flags(&self) -> impl Iterator<Item = FlagEvaluation<'a>> + '_ {
+        self.snapshot.agent_flags(self.agent, &self.ctx)
+    }
+
+    /// One flag of this agent by its full key (`support.tone`), evaluated for this request;
+    /// `None` for an unknown key or another agent's flag.
+    pub fn flag(&self, key: &str) -> Option<FlagEvaluation<'a>> {
+        key.strip_prefix(self.agent)?.strip_prefix('.')?;
+        self.snapshot.flag(key, &self.ctx)
+    }
+
+    /// The snapshot this decision was made from.
+    pub fn snapshot(&self) -> &'a CompiledSnapshot {
+        self.snapshot
     }
 }

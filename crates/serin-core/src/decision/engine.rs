@@ -7,14 +7,18 @@
 //! under the release id and lands on the candidate iff its bucket is below the weight; no
 //! release → the stable.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use super::bucket::{bucket, in_share};
 use super::flags::{CompiledFlag, FlagError, FlagEvaluation};
-use super::model::{AgentRouting, Arm, BundleRef, Context, Percent, Snapshot, Stickiness};
+use super::model::{
+    AgentRouting, Arm, BundleRef, Context, Flag, Percent, ReleaseRouting, Snapshot, Stickiness,
+};
 use super::strset::StrSet;
 use crate::bundle::Bundle;
 
@@ -185,13 +189,19 @@ impl Decision<'_> {
     /// The reason as a sentence naming the release and tenant:
     /// `user bucket 317 < 500 (5%) of release r-12: canary`. Allocates.
     pub fn explain(&self, ctx: &Context<'_>) -> String {
+        self.explained(ctx.tenant).to_string()
+    }
+
+    /// [`Decision::explain`] without the `String`: formats when displayed, so a caller that
+    /// never shows the reason never pays for it.
+    pub fn explained<'d>(&'d self, tenant: Option<&'d str>) -> impl fmt::Display + 'd {
         struct Explained<'a>(&'a Decision<'a>, Option<&'a str>);
         impl fmt::Display for Explained<'_> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 self.0.reason.write(f, self.0.release, self.1)
             }
         }
-        Explained(self, ctx.tenant).to_string()
+        Explained(self, tenant)
     }
 }
 
@@ -211,20 +221,22 @@ pub(crate) fn unit_key<'c>(by: Stickiness, ctx: &Context<'c>) -> (&'c str, bool)
 }
 
 #[derive(Debug)]
-struct CompiledRelease {
-    id: String,
-    candidate: BundleRef,
-    weight: Percent,
-    stickiness: Stickiness,
-    excluded: StrSet,
+pub(super) struct CompiledRelease {
+    pub(super) id: String,
+    pub(super) candidate: BundleRef,
+    pub(super) weight: Percent,
+    pub(super) stickiness: Stickiness,
+    pub(super) excluded: StrSet,
 }
 
 #[derive(Debug)]
-struct CompiledAgent {
-    stable: Option<BundleRef>,
-    release: Option<CompiledRelease>,
-    killed: bool,
-    killed_tenants: StrSet,
+pub(super) struct CompiledAgent {
+    pub(super) stable: Option<BundleRef>,
+    /// Not used to decide; kept so the wire snapshot can be rebuilt from the compiled one.
+    pub(super) previous: Option<BundleRef>,
+    pub(super) release: Option<CompiledRelease>,
+    pub(super) killed: bool,
+    pub(super) killed_tenants: StrSet,
 }
 
 impl CompiledAgent {
@@ -236,6 +248,7 @@ impl CompiledAgent {
         }
         Ok(CompiledAgent {
             stable: r.stable.clone(),
+            previous: r.previous.clone(),
             release: r.release.as_ref().map(|rel| CompiledRelease {
                 id: rel.id.clone(),
                 candidate: rel.candidate.clone(),
@@ -247,18 +260,102 @@ impl CompiledAgent {
             killed_tenants: StrSet::new(&r.killed_tenants),
         })
     }
+
+    /// The bundles this agent's routing can pick: stable, previous stable, candidate.
+    pub(super) fn referenced(&self) -> impl Iterator<Item = &BundleRef> {
+        [
+            self.stable.as_ref(),
+            self.previous.as_ref(),
+            self.release.as_ref().map(|r| &r.candidate),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// The wire form again, for [`CompiledSnapshot::snapshot`] on a snapshot read from JSON.
+    fn routing(&self) -> AgentRouting {
+        AgentRouting {
+            stable: self.stable.clone(),
+            previous: self.previous.clone(),
+            release: self.release.as_ref().map(|r| ReleaseRouting {
+                id: r.id.clone(),
+                candidate: r.candidate.clone(),
+                weight: r.weight,
+                stickiness: r.stickiness,
+                exclude_tenants: r.excluded.iter().map(str::to_owned).collect(),
+            }),
+            killed: self.killed,
+            killed_tenants: self.killed_tenants.iter().map(str::to_owned).collect(),
+        }
+    }
+}
+
+/// Compiled flags and their indexes.
+#[derive(Debug, Default)]
+pub(super) struct CompiledFlags {
+    flags: Vec<CompiledFlag>,
+    flag_index: FxHashMap<String, usize>,
+    /// Indices into `flags` of the keys `<agent>.…`, in key order.
+    agent_flags: FxHashMap<String, Vec<usize>>,
+}
+
+impl CompiledFlags {
+    pub(super) fn new(defs: &BTreeMap<String, Flag>) -> Result<CompiledFlags, CompileError> {
+        let mut flags = Vec::with_capacity(defs.len());
+        let mut flag_index = FxHashMap::with_capacity_and_hasher(defs.len(), Default::default());
+        let mut agent_flags: FxHashMap<String, Vec<usize>> = FxHashMap::default();
+        for (key, flag) in defs {
+            if *key != flag.key {
+                return Err(CompileError::FlagKeyMismatch {
+                    key: key.clone(),
+                    flag_key: flag.key.clone(),
+                });
+            }
+            let compiled = CompiledFlag::new(flag).map_err(CompileError::InvalidFlag)?;
+            let i = flags.len();
+            if let Some((prefix, _)) = compiled.key().split_once('.') {
+                agent_flags.entry(prefix.to_owned()).or_default().push(i);
+            }
+            flag_index.insert(key.clone(), i);
+            flags.push(compiled);
+        }
+        Ok(CompiledFlags {
+            flags,
+            flag_index,
+            agent_flags,
+        })
+    }
+}
+
+/// What a compiled snapshot was built from, and so where its bundles, flag definitions and
+/// wire form live.
+#[derive(Debug)]
+enum Source {
+    /// [`CompiledSnapshot::compile`]: the server's owned snapshot, kept as is.
+    Owned(Snapshot),
+    /// [`CompiledSnapshot::from_json`]: only what deciding cannot do without; the wire form
+    /// is rebuilt on first demand (the SDK's disk cache, tests), never on the load path.
+    Parsed(Parsed),
+}
+
+#[derive(Debug)]
+pub(super) struct Parsed {
+    pub(super) env: String,
+    pub(super) published_at_ms: i64,
+    pub(super) flags: BTreeMap<String, Flag>,
+    /// Shared with the previous version when a stream update does not carry them again.
+    pub(super) bundles: BTreeMap<String, Arc<Bundle>>,
+    pub(super) rebuilt: OnceLock<Snapshot>,
 }
 
 /// A snapshot prepared for deciding: built once per version, then shared by every request
 /// (`Send + Sync`; swap whole instances to apply a new version).
 #[derive(Debug)]
 pub struct CompiledSnapshot {
-    snapshot: Snapshot,
+    version: u64,
     agents: FxHashMap<String, CompiledAgent>,
-    flags: Vec<CompiledFlag>,
-    flag_index: FxHashMap<String, usize>,
-    /// Indices into `flags` of the keys `<agent>.…`, in key order.
-    agent_flags: FxHashMap<String, Vec<usize>>,
+    flags: CompiledFlags,
+    source: Source,
 }
 
 impl CompiledSnapshot {
@@ -284,49 +381,83 @@ impl CompiledSnapshot {
             }
             agents.insert(name.clone(), CompiledAgent::new(name, routing)?);
         }
-        let mut flags = Vec::with_capacity(snapshot.flags.len());
-        let mut flag_index =
-            FxHashMap::with_capacity_and_hasher(snapshot.flags.len(), Default::default());
-        let mut agent_flags: FxHashMap<String, Vec<usize>> = FxHashMap::default();
-        for (key, flag) in &snapshot.flags {
-            if *key != flag.key {
-                return Err(CompileError::FlagKeyMismatch {
-                    key: key.clone(),
-                    flag_key: flag.key.clone(),
-                });
-            }
-            let compiled = CompiledFlag::new(flag).map_err(CompileError::InvalidFlag)?;
-            let i = flags.len();
-            if let Some((prefix, _)) = compiled.key().split_once('.') {
-                agent_flags.entry(prefix.to_owned()).or_default().push(i);
-            }
-            flag_index.insert(key.clone(), i);
-            flags.push(compiled);
-        }
+        let flags = CompiledFlags::new(&snapshot.flags)?;
         Ok(CompiledSnapshot {
-            snapshot,
+            version: snapshot.version,
             agents,
             flags,
-            flag_index,
-            agent_flags,
+            source: Source::Owned(snapshot),
         })
     }
 
+    /// Assembles a snapshot read from JSON (see `load.rs`), already checked there.
+    pub(super) fn parsed(
+        version: u64,
+        agents: FxHashMap<String, CompiledAgent>,
+        flags: CompiledFlags,
+        parsed: Parsed,
+    ) -> CompiledSnapshot {
+        CompiledSnapshot {
+            version,
+            agents,
+            flags,
+            source: Source::Parsed(parsed),
+        }
+    }
+
     pub fn version(&self) -> u64 {
-        self.snapshot.version
+        self.version
     }
 
     pub fn env(&self) -> &str {
-        &self.snapshot.env
+        match &self.source {
+            Source::Owned(s) => &s.env,
+            Source::Parsed(p) => &p.env,
+        }
     }
 
-    /// The snapshot this was compiled from.
+    /// The snapshot this was compiled from. For one read with
+    /// [`CompiledSnapshot::from_json`] it is rebuilt (and kept) on the first call, which
+    /// copies every list and bundle: not for the request path.
     pub fn snapshot(&self) -> &Snapshot {
-        &self.snapshot
+        match &self.source {
+            Source::Owned(s) => s,
+            Source::Parsed(p) => p.rebuilt.get_or_init(|| {
+                let mut agents: Vec<(&String, &CompiledAgent)> = self.agents.iter().collect();
+                agents.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                Snapshot {
+                    env: p.env.clone(),
+                    version: self.version,
+                    published_at_ms: p.published_at_ms,
+                    agents: agents
+                        .into_iter()
+                        .map(|(name, a)| (name.clone(), a.routing()))
+                        .collect(),
+                    flags: p.flags.clone(),
+                    bundles: p
+                        .bundles
+                        .iter()
+                        .map(|(id, b)| (id.clone(), Bundle::clone(b)))
+                        .collect(),
+                }
+            }),
+        }
     }
 
     pub fn bundle(&self, id: &str) -> Option<&Bundle> {
-        self.snapshot.bundles.get(id)
+        match &self.source {
+            Source::Owned(s) => s.bundles.get(id),
+            Source::Parsed(p) => p.bundles.get(id).map(|b| &**b),
+        }
+    }
+
+    /// A bundle to carry into the next version: shared when this snapshot was read from
+    /// JSON, copied once when it was compiled from an owned snapshot.
+    pub(super) fn shared_bundle(&self, id: &str) -> Option<Arc<Bundle>> {
+        match &self.source {
+            Source::Owned(s) => s.bundles.get(id).map(|b| Arc::new(b.clone())),
+            Source::Parsed(p) => p.bundles.get(id).cloned(),
+        }
     }
 
     /// Routes one request of `agent`. Allocates nothing unless it returns an error.
@@ -340,7 +471,7 @@ impl CompiledSnapshot {
                 agent: agent.to_owned(),
             });
         };
-        let version = self.snapshot.version;
+        let version = self.version;
         let killed = |reason| Decision {
             arm: Arm::Killed,
             bundle: None,
@@ -422,8 +553,8 @@ impl CompiledSnapshot {
 
     /// Evaluates one flag; `None` if the snapshot has no flag `key`. Allocates nothing.
     pub fn flag<'s>(&'s self, key: &str, ctx: &Context<'_>) -> Option<FlagEvaluation<'s>> {
-        let i = *self.flag_index.get(key)?;
-        self.flags.get(i).map(|f| f.evaluate(ctx))
+        let i = *self.flags.flag_index.get(key)?;
+        self.flags.flags.get(i).map(|f| f.evaluate(ctx))
     }
 
     /// Evaluates every flag whose key starts with `<agent>.`, in key order. Allocates nothing.
@@ -435,11 +566,12 @@ impl CompiledSnapshot {
     where
         's: 'c,
     {
-        self.agent_flags
+        self.flags
+            .agent_flags
             .get(agent)
             .map_or(&[][..], Vec::as_slice)
             .iter()
-            .filter_map(move |&i| self.flags.get(i))
+            .filter_map(move |&i| self.flags.flags.get(i))
             .map(move |f| f.evaluate(ctx))
     }
 }

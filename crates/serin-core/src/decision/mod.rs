@@ -7,11 +7,13 @@
 //! - [`EnvState::apply`]: the commands that change an env's control state.
 //! - [`validate_flag`]: what makes a flag definition acceptable.
 //! - [`CompiledSnapshot`]: the hot path, `decide` and flag evaluation without allocating.
+//! - [`CompiledSnapshot::from_json`]: snapshot JSON straight into the compiled form (the SDK).
 
 mod bucket;
 mod commands;
 mod engine;
 mod flags;
+mod load;
 mod model;
 mod servable;
 mod strset;
@@ -26,5 +28,6 @@ pub use flags::{
     FlagError, FlagEvaluation, FlagReason, MAX_DESCRIPTION_CHARS, MAX_FLAGS, MAX_LIST_VALUE_BYTES,
     MAX_LIST_VALUES, MAX_RULES, MAX_VALUE_BYTES, MAX_VALUE_DEPTH, validate_flag, value_depth,
 };
+pub use load::LoadError;
 pub use model::*;
 pub use servable::{ServeError, servable};

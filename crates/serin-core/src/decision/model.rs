@@ -345,6 +345,50 @@ pub struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
+    /// A request with only its id; add attributes with the builder methods, which copy
+    /// pointers and nothing else:
+    /// `Context::new(request_id).user(user).tenant(tenant)`.
+    pub const fn new(request_id: &'a str) -> Context<'a> {
+        Context {
+            request_id,
+            user: None,
+            tenant: None,
+            workload: None,
+            instance: None,
+            region: None,
+        }
+    }
+
+    #[must_use]
+    pub const fn user(mut self, user: &'a str) -> Context<'a> {
+        self.user = Some(user);
+        self
+    }
+
+    #[must_use]
+    pub const fn tenant(mut self, tenant: &'a str) -> Context<'a> {
+        self.tenant = Some(tenant);
+        self
+    }
+
+    #[must_use]
+    pub const fn workload(mut self, workload: &'a str) -> Context<'a> {
+        self.workload = Some(workload);
+        self
+    }
+
+    #[must_use]
+    pub const fn instance(mut self, instance: &'a str) -> Context<'a> {
+        self.instance = Some(instance);
+        self
+    }
+
+    #[must_use]
+    pub const fn region(mut self, region: &'a str) -> Context<'a> {
+        self.region = Some(region);
+        self
+    }
+
     pub fn attribute(&self, a: Attribute) -> Option<&'a str> {
         match a {
             Attribute::User => self.user,

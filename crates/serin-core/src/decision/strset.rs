@@ -1,7 +1,8 @@
 //! An immutable set of strings built in one go: the bytes of every member in one arena and an
-//! open-addressing table of indices, so building it makes three allocations whatever its size
-//! (a `HashSet<String>` makes one per member) and a lookup is one hash and, on a hit, one
-//! byte comparison, whatever its size.
+//! open-addressing table of indices, so building it makes a handful of allocations whatever its
+//! size (a `HashSet<String>` makes one per member) and a lookup is one hash and, on a hit, one
+//! byte comparison, whatever its size. It can be read straight from a JSON array, which is how
+//! the SDK loads tenant lists without a `String` per tenant.
 
 use std::hash::Hasher;
 
@@ -24,40 +25,17 @@ fn hash(s: &str) -> u64 {
 }
 
 impl StrSet {
-    /// Builds the set; `members` must be distinct (they come from a `BTreeSet`).
-    pub(crate) fn new<'a, I>(members: I) -> StrSet
+    /// Builds the set from `members`; duplicates are kept once.
+    pub(crate) fn new<I>(members: I) -> StrSet
     where
-        I: IntoIterator<Item = &'a String>,
-        I::IntoIter: ExactSizeIterator,
+        I: IntoIterator,
+        I::Item: AsRef<str>,
     {
-        let iter = members.into_iter();
-        let n = iter.len();
-        if n == 0 {
-            return StrSet::default();
+        let mut b = StrSetBuilder::default();
+        for m in members {
+            b.push(m.as_ref());
         }
-        let mut set = StrSet {
-            // One pass over the members (a `BTreeSet` is slow to walk); ids are short.
-            arena: String::with_capacity(n * 16),
-            members: Vec::with_capacity(n),
-            slots: vec![0; (2 * n).next_power_of_two()],
-        };
-        let mask = set.slots.len() - 1;
-        for s in iter {
-            let h = hash(s);
-            let start = set.arena.len();
-            set.arena.push_str(s);
-            set.members.push((start, set.arena.len(), h));
-            let entry = u32::try_from(set.members.len()).unwrap_or(u32::MAX);
-            let mut i = slot_of(h, mask);
-            while let Some(slot) = set.slots.get_mut(i) {
-                if *slot == 0 {
-                    *slot = entry;
-                    break;
-                }
-                i = (i + 1) & mask;
-            }
-        }
-        set
+        b.finish()
     }
 
     #[inline]
@@ -92,6 +70,110 @@ impl StrSet {
     }
 }
 
+impl StrSet {
+    /// The members in the order they were added (duplicates skipped).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        self.members
+            .iter()
+            .filter_map(|&(start, end, _)| self.arena.get(start..end))
+    }
+}
+
+/// Collects members into the arena first and builds the table once their number is known,
+/// so a list read from JSON goes straight into the set: one copy of each string into the
+/// arena, no `String` per member, no intermediate collection.
+#[derive(Default)]
+pub(crate) struct StrSetBuilder {
+    arena: String,
+    members: Vec<(usize, usize, u64)>,
+}
+
+impl StrSetBuilder {
+    pub(crate) fn push(&mut self, s: &str) {
+        let start = self.arena.len();
+        self.arena.push_str(s);
+        self.members.push((start, self.arena.len(), hash(s)));
+    }
+
+    pub(crate) fn finish(self) -> StrSet {
+        let StrSetBuilder { arena, members } = self;
+        if members.is_empty() {
+            return StrSet::default();
+        }
+        let mut slots = vec![0u32; (2 * members.len()).next_power_of_two()];
+        let mask = slots.len() - 1;
+        // Only the first of equal members gets a slot; later ones stay unreferenced in the
+        // arena, so a list with duplicates behaves like the set it denotes.
+        let mut kept = Vec::with_capacity(members.len());
+        for &(start, end, h) in &members {
+            let mut i = slot_of(h, mask);
+            while let Some(slot) = slots.get_mut(i) {
+                if *slot == 0 {
+                    kept.push((start, end, h));
+                    *slot = u32::try_from(kept.len()).unwrap_or(u32::MAX);
+                    break;
+                }
+                let same = (*slot as usize)
+                    .checked_sub(1)
+                    .and_then(|m| kept.get(m))
+                    .is_some_and(|&(s, e, mh): &(usize, usize, u64)| {
+                        mh == h && arena.get(s..e) == arena.get(start..end)
+                    });
+                if same {
+                    break;
+                }
+                i = (i + 1) & mask;
+            }
+        }
+        StrSet {
+            arena,
+            members: kept,
+            slots,
+        }
+    }
+}
+
+/// A JSON array of strings read straight into a set (see [`StrSetBuilder`]).
+impl<'de> serde::Deserialize<'de> for StrSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<StrSet, D::Error> {
+        struct Seq;
+        impl<'de> serde::de::Visitor<'de> for Seq {
+            type Value = StrSet;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of strings")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<StrSet, A::Error> {
+                let mut b = StrSetBuilder::default();
+                while seq.next_element_seed(Push(&mut b))?.is_some() {}
+                Ok(b.finish())
+            }
+        }
+        struct Push<'b>(&'b mut StrSetBuilder);
+        impl<'de> serde::de::DeserializeSeed<'de> for Push<'_> {
+            type Value = ();
+            fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+                d.deserialize_str(self)
+            }
+        }
+        impl<'de> serde::de::Visitor<'de> for Push<'_> {
+            type Value = ();
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            // Borrowed or unescaped into a scratch buffer, the text is copied into the arena
+            // at once, so no member is ever allocated on its own.
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<(), E> {
+                self.0.push(s);
+                Ok(())
+            }
+        }
+        d.deserialize_seq(Seq)
+    }
+}
+
 /// The high bits of an Fx hash are the well-mixed ones.
 #[inline]
 fn slot_of(h: u64, mask: usize) -> usize {
@@ -123,5 +205,19 @@ mod tests {
         let set = StrSet::new(&odd);
         assert!(set.contains("") && set.contains("é") && set.contains("a\u{0}b"));
         assert!(!set.contains("a"));
+    }
+
+    #[test]
+    fn reads_a_json_array_and_keeps_duplicates_once() {
+        let set: StrSet = serde_json::from_str(r#"["b", "a", "b", "c\u0041", ""]"#).unwrap();
+        let mut members: Vec<&str> = set.iter().collect();
+        members.sort_unstable();
+        assert_eq!(members, ["", "a", "b", "cA"]);
+        assert!(set.contains("cA") && set.contains("b") && !set.contains("c"));
+        assert!(serde_json::from_str::<StrSet>("[1]").is_err());
+        assert!(serde_json::from_str::<StrSet>("null").is_err());
+        assert!(serde_json::from_str::<StrSet>(r#"["a""#).is_err());
+        let empty: StrSet = serde_json::from_str("[]").unwrap();
+        assert!(empty.is_empty() && !empty.contains(""));
     }
 }

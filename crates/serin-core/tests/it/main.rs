@@ -14,6 +14,7 @@ mod decision_bucket;
 mod decision_commands;
 mod decision_engine;
 mod decision_flags;
+mod decision_load;
 mod diff;
 mod digest;
 mod fuzz_corpus;

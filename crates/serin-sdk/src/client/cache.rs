@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serin_core::decision::{CompiledSnapshot, Snapshot};
+use serin_core::decision::{CompiledSnapshot, LoadError, Snapshot};
 use tokio::sync::watch;
 
 /// Reads and compiles the cache file; `None` (with a warning) when it is
@@ -20,24 +20,22 @@ pub(super) fn load(path: &Path, env: &str) -> Option<CompiledSnapshot> {
             return None;
         }
     };
-    let snapshot: Snapshot = match serde_json::from_slice(&bytes) {
+    let snapshot = match CompiledSnapshot::from_json(&bytes) {
         Ok(s) => s,
-        Err(e) => {
+        Err(e @ LoadError::Json(_)) => {
             tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable snapshot cache");
             return None;
         }
-    };
-    if snapshot.env != env {
-        tracing::warn!(path = %path.display(), cached = %snapshot.env, env, "ignoring a snapshot cache of another env");
-        return None;
-    }
-    match CompiledSnapshot::compile(snapshot) {
-        Ok(c) => Some(c),
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "ignoring a snapshot cache that does not compile");
-            None
+            return None;
         }
+    };
+    if snapshot.env() != env {
+        tracing::warn!(path = %path.display(), cached = %snapshot.env(), env, "ignoring a snapshot cache of another env");
+        return None;
     }
+    Some(snapshot)
 }
 
 /// Writes `snapshot` to `path` atomically: a reader sees the old file or the

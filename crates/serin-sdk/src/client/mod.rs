@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::router::State;
-use crate::{AsContext, Health, Router, SdkDecision, SdkError};
+use crate::{AsContext, Health, Router, SdkDecision, SdkError, SnapshotGuard};
 
 pub use recorder::OutcomeStats;
 
@@ -353,12 +353,19 @@ impl Serin {
         self.router.snapshot()
     }
 
+    /// The snapshot served right now, to decide on without allocating; see
+    /// [`Router::current`].
+    pub fn current(&self) -> Result<SnapshotGuard, SdkError> {
+        self.router.current()
+    }
+
     /// See [`Router::snapshot_version`].
     pub fn snapshot_version(&self) -> Option<u64> {
         self.router.snapshot_version()
     }
 
-    /// See [`Router::decide`].
+    /// The owned form of a decision; see [`Router::decide`], and [`Serin::current`] for
+    /// the per-request path.
     pub fn decide<C: AsContext + ?Sized>(
         &self,
         agent: &str,

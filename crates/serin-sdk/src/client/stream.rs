@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use eventsource_stream::{Event, Eventsource as _};
 use futures_util::StreamExt as _;
-use serin_core::decision::{CompiledSnapshot, Snapshot};
+use serin_core::decision::CompiledSnapshot;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Config;
-use crate::delta::merge_snapshot;
+use crate::delta::{MergeError, merge_json};
 use crate::router::State;
 
 /// The SSE event type carrying a snapshot.
@@ -180,43 +180,58 @@ impl Task {
             tracing::debug!(id, served, "ignoring a snapshot event that is not newer");
             return Ok(());
         }
-        let snapshot = match serde_json::from_str::<Snapshot>(&event.data) {
-            Ok(s) => s,
-            Err(e) => {
+        // Read straight into the compiled form, bundles it does not carry shared with the
+        // snapshot served: the SDK's whole cost of applying a version.
+        let current = self.state.current();
+        let compiled = match merge_json(current.as_deref(), event.data.as_bytes()) {
+            Ok(c) => c,
+            Err(MergeError::Json(e)) => {
                 tracing::warn!(error = %e, "unreadable snapshot event; fetching the full snapshot");
                 return self.fetch_full().await;
             }
+            Err(why) => {
+                // As before the fast path: a snapshot of another env is refused and an old
+                // one ignored whether or not it would compile.
+                #[derive(serde::Deserialize)]
+                struct Header {
+                    env: String,
+                    version: u64,
+                }
+                if let Ok(h) = serde_json::from_str::<Header>(&event.data) {
+                    if h.env != self.config.env {
+                        return Err(format!(
+                            "the stream sent a snapshot of env {:?}, expected {:?}",
+                            h.env, self.config.env
+                        ));
+                    }
+                    if served.is_some_and(|s| h.version <= s) {
+                        tracing::debug!(
+                            version = h.version,
+                            "ignoring a snapshot that is not newer"
+                        );
+                        return Ok(());
+                    }
+                }
+                tracing::info!(event = %event.id, why = %why, "fetching the full snapshot");
+                return self.fetch_full().await;
+            }
         };
-        if snapshot.env != self.config.env {
+        if compiled.env() != self.config.env {
             return Err(format!(
                 "the stream sent a snapshot of env {:?}, expected {:?}",
-                snapshot.env, self.config.env
+                compiled.env(),
+                self.config.env
             ));
         }
-        if served.is_some_and(|s| snapshot.version <= s) {
+        if served.is_some_and(|s| compiled.version() <= s) {
             tracing::debug!(
-                version = snapshot.version,
+                version = compiled.version(),
                 "ignoring a snapshot that is not newer"
             );
             return Ok(());
         }
-        let version = snapshot.version;
-        match self.complete(snapshot) {
-            Ok(compiled) => {
-                self.apply(compiled);
-                Ok(())
-            }
-            Err(why) => {
-                tracing::info!(version, why = %why, "fetching the full snapshot");
-                self.fetch_full().await
-            }
-        }
-    }
-
-    /// Completes an event from the snapshot served (see [`merge_snapshot`]).
-    fn complete(&self, snapshot: Snapshot) -> Result<CompiledSnapshot, String> {
-        let current = self.state.current();
-        merge_snapshot(current.as_deref(), snapshot).map_err(|e| e.to_string())
+        self.apply(compiled);
+        Ok(())
     }
 
     /// `GET /v1/envs/{env}/snapshot`: the whole snapshot with every bundle.
@@ -235,27 +250,29 @@ impl Task {
             let body = error_body(response, self.config.request_timeout).await;
             return Err(format!("GET {url}: {status}{body}"));
         }
-        let snapshot: Snapshot = response
-            .json()
+        let body = response
+            .bytes()
             .await
             .map_err(|e| format!("GET {url}: unreadable snapshot: {e}"))?;
-        if snapshot.env != self.config.env {
+        let current = self.state.current();
+        let compiled = merge_json(current.as_deref(), &body).map_err(|e| match e {
+            MergeError::Json(e) => format!("GET {url}: unreadable snapshot: {e}"),
+            e => format!("GET {url}: full snapshot: {e}"),
+        })?;
+        if compiled.env() != self.config.env {
             return Err(format!(
                 "GET {url}: snapshot of env {:?}, expected {:?}",
-                snapshot.env, self.config.env
+                compiled.env(),
+                self.config.env
             ));
         }
         if self
             .state
             .version()
-            .is_some_and(|served| snapshot.version <= served)
+            .is_some_and(|served| compiled.version() <= served)
         {
             return Ok(());
         }
-        let version = snapshot.version;
-        let compiled = self
-            .complete(snapshot)
-            .map_err(|e| format!("full snapshot v{version}: {e}"))?;
         self.apply(compiled);
         Ok(())
     }

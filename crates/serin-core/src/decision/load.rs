@@ -1,0 +1,178 @@
+//! Snapshot JSON straight into a [`CompiledSnapshot`], the SDK's load path.
+//!
+//! [`CompiledSnapshot::compile`] takes the owned [`Snapshot`](super::Snapshot), whose tenant
+//! lists are `BTreeSet<String>`: one allocation and a tree insertion per tenant, then a second
+//! copy into the compiled hash set. That was most of an SDK's cost of applying a version. Here
+//! the lists are read from the JSON text directly into the compiled sets (one copy of the
+//! bytes, see `strset.rs`), and nothing else is built for the agents. Flags and bundles are
+//! read into their owned types, as before: flags need the full definition to be validated,
+//! bundles are handed out whole.
+//!
+//! The wire types below mirror `AgentRouting` and `ReleaseRouting` field for field, with the
+//! same defaults and `deny_unknown_fields`, so both paths accept and refuse the same
+//! documents and decide identically (`tests/it/decision_load.rs` checks it on random ones).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use rustc_hash::FxHashMap;
+use serde::Deserialize;
+
+use super::engine::{
+    CompileError, CompiledAgent, CompiledFlags, CompiledRelease, CompiledSnapshot, Parsed,
+};
+use super::model::{BundleRef, Flag, Percent, Stickiness};
+use super::strset::StrSet;
+use crate::bundle::Bundle;
+
+/// Why snapshot JSON could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a snapshot: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireRelease {
+    id: String,
+    candidate: BundleRef,
+    weight: Percent,
+    #[serde(default)]
+    stickiness: Stickiness,
+    #[serde(default)]
+    exclude_tenants: StrSet,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireAgent {
+    stable: Option<BundleRef>,
+    previous: Option<BundleRef>,
+    #[serde(default)]
+    release: Option<WireRelease>,
+    #[serde(default)]
+    killed: bool,
+    #[serde(default)]
+    killed_tenants: StrSet,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireSnapshot {
+    env: String,
+    version: u64,
+    published_at_ms: i64,
+    #[serde(default)]
+    agents: BTreeMap<String, WireAgent>,
+    #[serde(default)]
+    flags: BTreeMap<String, Flag>,
+    #[serde(default)]
+    bundles: BTreeMap<String, Bundle>,
+}
+
+impl CompiledSnapshot {
+    /// Reads snapshot JSON (the body of `GET /v1/envs/{env}/snapshot`, a disk cache file)
+    /// into a compiled snapshot. Accepts exactly what `serde_json` into [`Snapshot`] followed by
+    /// [`CompiledSnapshot::compile`] accepts, and decides the same, at a fraction of the cost.
+    ///
+    /// [`Snapshot`]: super::Snapshot
+    pub fn from_json(json: &[u8]) -> Result<CompiledSnapshot, LoadError> {
+        load(json, None, false)
+    }
+
+    /// Reads a stream event, which may carry only the bundles new since the previous one:
+    /// the others are taken from `current` (shared, not copied, when `current` was itself
+    /// read from JSON), and bundles nothing references any more are dropped. A bundle
+    /// neither carries is [`CompileError::MissingBundle`]; the SDK then fetches the full
+    /// snapshot.
+    pub fn from_json_update(
+        json: &[u8],
+        current: Option<&CompiledSnapshot>,
+    ) -> Result<CompiledSnapshot, LoadError> {
+        load(json, current, true)
+    }
+}
+
+fn load(
+    json: &[u8],
+    current: Option<&CompiledSnapshot>,
+    update: bool,
+) -> Result<CompiledSnapshot, LoadError> {
+    let wire: WireSnapshot = serde_json::from_slice(json)?;
+    let mut bundles: BTreeMap<String, Arc<Bundle>> = wire
+        .bundles
+        .into_iter()
+        .map(|(id, b)| (id, Arc::new(b)))
+        .collect();
+    let mut agents = FxHashMap::with_capacity_and_hasher(wire.agents.len(), Default::default());
+    for (name, a) in wire.agents {
+        let agent = CompiledAgent {
+            stable: a.stable,
+            previous: a.previous,
+            release: a.release.map(|r| CompiledRelease {
+                id: r.id,
+                candidate: r.candidate,
+                weight: r.weight,
+                stickiness: r.stickiness,
+                excluded: r.exclude_tenants,
+            }),
+            killed: a.killed,
+            killed_tenants: a.killed_tenants,
+        };
+        // Bundles first, then the release: `compile`'s order, so both paths name the same
+        // problem.
+        check_bundles(agent.referenced(), &mut bundles, current, update)?;
+        if agent.release.is_some() && agent.stable.is_none() {
+            return Err(CompileError::ReleaseWithoutStable { agent: name }.into());
+        }
+        agents.insert(name, agent);
+    }
+    if update {
+        let referenced: rustc_hash::FxHashSet<&str> = agents
+            .values()
+            .flat_map(CompiledAgent::referenced)
+            .map(|b| b.id.as_str())
+            .collect();
+        bundles.retain(|id, _| referenced.contains(id.as_str()));
+    }
+    let flags = CompiledFlags::new(&wire.flags)?;
+    Ok(CompiledSnapshot::parsed(
+        wire.version,
+        agents,
+        flags,
+        Parsed {
+            env: wire.env,
+            published_at_ms: wire.published_at_ms,
+            flags: wire.flags,
+            bundles,
+            rebuilt: OnceLock::new(),
+        },
+    ))
+}
+
+/// Every bundle in `refs` is carried, or (for an update) taken from `current`.
+fn check_bundles<'a>(
+    refs: impl Iterator<Item = &'a BundleRef>,
+    bundles: &mut BTreeMap<String, Arc<Bundle>>,
+    current: Option<&CompiledSnapshot>,
+    update: bool,
+) -> Result<(), CompileError> {
+    for b in refs {
+        if bundles.contains_key(&b.id) {
+            continue;
+        }
+        match current
+            .filter(|_| update)
+            .and_then(|c| c.shared_bundle(&b.id))
+        {
+            Some(have) => {
+                bundles.insert(b.id.clone(), have);
+            }
+            None => return Err(CompileError::MissingBundle { id: b.id.clone() }),
+        }
+    }
+    Ok(())
+}
