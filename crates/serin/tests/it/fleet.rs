@@ -149,6 +149,22 @@ async fn a_drill_through_one_replica_waits_for_the_sdks_on_every_replica() {
     let error = d["error"].as_str().unwrap();
     assert!(error.contains("silent") && error.contains(&on), "{d:#}");
     assert_eq!(stable(&cli), "support@2");
+    // The human form names the replica too.
+    let out = deployer.run(&[
+        "drill",
+        "rollback",
+        "support",
+        "--env",
+        "prod",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(
+        out.stdout
+            .contains(&format!("lagging: silent (on replica {on})")),
+        "{out:#?}"
+    );
 
     // Once its stream closes, the other replicas stop counting it.
     drop(silent);
