@@ -463,27 +463,19 @@ impl SdkRegistry {
         }
     }
 
-    /// Writes the entries changed since the last flush (and, with
-    /// `refresh`, every connected one) to the fleet table in one
-    /// transaction; on failure they stay marked for the next flush.
-    /// A no-op while not sharing.
-    pub async fn flush(&self, refresh: bool) -> Result<usize, StoreError> {
+    /// Writes the entries changed since the last flush to the fleet table in
+    /// one transaction (on failure they stay marked for the next flush), then
+    /// with `refresh` marks every connected row of this replica seen now (one
+    /// statement, however large the fleet). Answers the rows written. A
+    /// no-op while not sharing.
+    pub async fn flush(&self, refresh: bool) -> Result<u64, StoreError> {
         let Some(fleet) = self.fleet.get() else {
             return Ok(0);
         };
         let now_ms = clock::now_ms();
         let (keys, rows) = {
             let mut inner = self.lock();
-            let mut keys = std::mem::take(&mut inner.dirty);
-            if refresh {
-                for (env, m) in &inner.envs {
-                    for (id, e) in m {
-                        if e.streams > 0 {
-                            keys.insert((env.clone(), id.clone()));
-                        }
-                    }
-                }
-            }
+            let keys = std::mem::take(&mut inner.dirty);
             let rows: Vec<SdkInstanceRow> = keys
                 .iter()
                 .filter_map(|(env, id)| {
@@ -511,17 +503,22 @@ impl SdkRegistry {
                 .collect();
             (keys, rows)
         };
-        if rows.is_empty() {
-            return Ok(0);
-        }
         let stale = now_ms.saturating_sub(ttl_ms(CONNECTED_TTL));
-        match fleet.store.publish_sdk_instances(&rows, stale).await {
-            Ok(()) => Ok(rows.len()),
-            Err(e) => {
-                self.lock().dirty.extend(keys);
-                Err(e)
-            }
+        if let Err(e) = fleet.store.publish_sdk_instances(&rows, stale).await {
+            self.lock().dirty.extend(keys);
+            return Err(e);
         }
+        let mut written = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+        if refresh {
+            // After the changed rows, so a stream closed before this flush
+            // is already written closed and is not vouched for again.
+            let refreshed = fleet
+                .store
+                .refresh_sdk_instances(&fleet.replica_id, now_ms)
+                .await?;
+            written = written.saturating_add(refreshed);
+        }
+        Ok(written)
     }
 
     /// Flushes every [`FLUSH_EVERY`], refreshes connected rows every
@@ -1369,15 +1366,19 @@ mod tests {
                 replica: Some("other".into()),
             }]
         );
-        // Only changed entries are flushed; a refresh rewrites the connected ones.
+        // Only changed entries are flushed; a refresh vouches for the
+        // connected rows of this replica only.
         assert_eq!(r.flush(false).await.unwrap(), 1);
         assert_eq!(r.flush(false).await.unwrap(), 0);
+        let before = store.sdk_instance("prod", "a").await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
         assert_eq!(r.flush(true).await.unwrap(), 1);
         let row = store.sdk_instance("prod", "a").await.unwrap().unwrap();
         assert_eq!(
             (row.replica_id.as_str(), row.applied_version),
             ("me", Some(2))
         );
+        assert!(row.last_seen_ms > before.last_seen_ms);
         // Another token may not take an id held on another replica; revoking frees it.
         assert!(r.check_fleet_owner("prod", "b", "mallory").await.is_err());
         r.check_fleet_owner("prod", "b", "t").await.unwrap();

@@ -3749,6 +3749,23 @@ async fn sdk_instances_upsert_list_expire_forget_and_prune(t: Ctx) {
     );
     assert_eq!(s.sdk_instance("prod", "zz").await.unwrap(), None);
 
+    // A refresh marks only the given replica's connected rows seen, in every env.
+    assert_eq!(s.refresh_sdk_instances("r1", 3_500).await.unwrap(), 2);
+    assert_eq!(s.refresh_sdk_instances("nobody", 3_500).await.unwrap(), 0);
+    assert_eq!(
+        s.sdk_instance("prod", "a")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen_ms,
+        3_500
+    );
+    assert_eq!(
+        s.sdk_instance("prod", "b").await.unwrap(),
+        Some(late_close.clone())
+    );
+    assert_eq!(s.refresh_sdk_instances("r2", 3_600).await.unwrap(), 0);
+
     // A negative version is refused, and nothing of the batch is written.
     let bad = serin_store::SdkInstanceRow {
         applied_version: Some(-1),

@@ -160,6 +160,23 @@ impl Store {
         Ok(row.map(sdk_row))
     }
 
+    /// Marks every connected row of `replica_id` seen at `now_ms` (its streams are still open),
+    /// in one statement whatever the fleet's size; how many.
+    pub async fn refresh_sdk_instances(
+        &self,
+        replica_id: &str,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        Ok(execute_plain!(
+            self,
+            sqlx::query(
+                "UPDATE sdk_instances SET last_seen_ms = $1 WHERE replica_id = $2 AND connected = 1"
+            )
+            .bind(now_ms)
+            .bind(replica_id)
+        ))
+    }
+
     /// Deletes every row of a token (it was revoked); how many.
     pub async fn forget_sdk_token(&self, token_id: &str) -> Result<u64, StoreError> {
         Ok(execute_plain!(
