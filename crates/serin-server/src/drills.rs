@@ -58,6 +58,19 @@ pub struct SdkConfirmation {
     pub after_ms: f64,
 }
 
+/// One SDK still behind when a leg timed out, and where it is connected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SdkLaggard {
+    pub instance: String,
+    /// The replica its stream is on (`GET /v1/system/replicas`); absent on a
+    /// single-node server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// The version it serves, as far as the server knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_version: Option<u64>,
+}
+
 /// One direction of a drill: rollback or roll-forward.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DrillLeg {
@@ -65,7 +78,8 @@ pub struct DrillLeg {
     pub version: u64,
     /// From the start of the transaction to its commit.
     pub commit_ms: f64,
-    /// SDKs connected to this server when the leg was published.
+    /// SDKs connected when the leg was published: to this server, and on
+    /// PostgreSQL to any live replica.
     pub sdks: usize,
     pub confirmed: usize,
     /// Until the last SDK confirmed (until the publish when none confirmed).
@@ -74,6 +88,9 @@ pub struct DrillLeg {
     pub p50_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lagging: Vec<String>,
+    /// The entries of `lagging`, each with its replica and applied version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub laggards: Vec<SdkLaggard>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disconnected: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -210,8 +227,17 @@ fn leg(version: i64, commit: Duration, published: Duration, wait: AppliedWait) -
     let duration_ms = afters.iter().copied().fold(ms(published), f64::max);
     let p50_ms = median(&mut afters);
     confirmations.truncate(MAX_LISTED);
-    let mut lagging: Vec<String> = wait.lagging.into_iter().map(|l| l.instance).collect();
-    lagging.truncate(MAX_LISTED);
+    let mut laggards: Vec<SdkLaggard> = wait
+        .lagging
+        .into_iter()
+        .map(|l| SdkLaggard {
+            instance: l.instance,
+            replica: l.replica,
+            applied_version: l.applied_version,
+        })
+        .collect();
+    laggards.truncate(MAX_LISTED);
+    let lagging: Vec<String> = laggards.iter().map(|l| l.instance.clone()).collect();
     let mut disconnected = wait.disconnected;
     disconnected.truncate(MAX_LISTED);
     DrillLeg {
@@ -222,6 +248,7 @@ fn leg(version: i64, commit: Duration, published: Duration, wait: AppliedWait) -
         duration_ms,
         p50_ms,
         lagging,
+        laggards,
         disconnected,
         confirmations,
     }
@@ -361,18 +388,31 @@ impl Drills {
         };
         if record.outcome == DrillOutcome::Inconclusive {
             record.error = Some(format!(
-                "no SDK was connected to env {} on this server to confirm both legs, so nothing \
-                 was measured and this drill is not evidence (the env was rolled back and \
-                 forward all the same); connect the agent's SDKs to this server and run it again",
+                "no SDK was connected to env {} (on this server, or on PostgreSQL on any live \
+                 replica) to confirm both legs, so nothing was measured and this drill is not \
+                 evidence (the env was rolled back and forward all the same); connect the \
+                 agent's SDKs and run it again",
                 record.env
             ));
         }
         if record.error.is_none() && !(back_ok && forward_ok) {
-            let lagging: Vec<&str> = record
+            let lagging: Vec<String> = record
                 .rollback
                 .iter()
                 .chain(record.forward.iter())
-                .flat_map(|l| l.lagging.iter().map(String::as_str))
+                .flat_map(|l| {
+                    l.lagging.iter().map(|i| {
+                        match l
+                            .laggards
+                            .iter()
+                            .find(|g| &g.instance == i)
+                            .and_then(|g| g.replica.as_deref())
+                        {
+                            Some(r) => format!("{i} (on replica {r})"),
+                            None => i.clone(),
+                        }
+                    })
+                })
                 .collect();
             record.error = Some(format!(
                 "{} SDK(s) did not confirm within {} ms: {}",
@@ -682,6 +722,7 @@ mod tests {
                 duration_ms: rollback_ms,
                 p50_ms: Some(rollback_ms),
                 lagging: vec![],
+                laggards: vec![],
                 disconnected: vec![],
                 confirmations: vec![],
             }),

@@ -274,7 +274,13 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         leader.clone(),
         sdks.clone(),
     ));
+    if !single_node {
+        // Several replicas serve one fleet: publish this one's SDK instances
+        // and read the others' (SQLite's single server keeps them in memory).
+        sdks.share(config.store.clone(), heartbeat.identity.id.clone());
+    }
     if tokio::runtime::Handle::try_current().is_ok() {
+        tasks.extend(sdks.clone().spawn_flusher());
         tasks.push(heartbeat.clone().spawn());
         tasks.push(revocations.spawn_poller());
         tasks.extend(fanout::spawn_listener(

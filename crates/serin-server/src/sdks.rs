@@ -8,8 +8,17 @@
 //! opened with `Last-Event-ID: V` counts as having applied V (the SDK already
 //! serves it, and the server sends nothing until the next change).
 //!
-//! Everything here is in memory and per replica: it describes live
-//! connections, which a restart ends anyway. Entries without an open stream
+//! The registry itself is in memory and per replica: it describes live
+//! connections, which a restart ends anyway. On PostgreSQL, where several
+//! replicas serve one fleet, each replica also publishes its entries to the
+//! store's `sdk_instances` table ([`SdkRegistry::share`]), and the reads that
+//! describe the fleet ([`SdkRegistry::list_fleet`],
+//! [`SdkRegistry::wait_applied`]) add the other replicas' rows to the local
+//! entries. Writes are coalesced: requests only mark an entry changed, and a
+//! background flusher ([`SdkRegistry::spawn_flusher`]) writes the changed
+//! entries every [`FLUSH_EVERY`] in one transaction, and refreshes the rows
+//! of connected entries every [`REFRESH_EVERY`] so the others can tell a live
+//! stream from one whose replica died ([`CONNECTED_TTL`]). Entries without an open stream
 //! are kept [`RETAIN_AFTER_DISCONNECT`] after they were last seen, so
 //! operators can see recently gone SDKs, and are pruned lazily. The number of
 //! entries is bounded ([`MAX_INSTANCES`]) so a buggy client minting instance
@@ -27,6 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::{Serialize, Serializer};
+use serin_store::{SdkInstanceRow, Store, StoreError};
 use tokio::sync::watch;
 use utoipa::ToSchema;
 
@@ -46,6 +56,26 @@ pub const RETAIN_AFTER_DISCONNECT: Duration = Duration::from_secs(10 * 60);
 /// Expired entries are swept at most this often (and whenever the registry is
 /// full), so a busy registry does not walk every entry on each request.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
+
+/// How often a sharing replica writes its changed entries to the fleet table. A remote
+/// apply reaches a waiting drill within this plus [`REMOTE_POLL`].
+pub const FLUSH_EVERY: Duration = Duration::from_millis(150);
+
+/// How often a sharing replica rewrites the rows of its connected entries, so the other
+/// replicas know the streams are still open.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
+
+/// A connected row not refreshed for this long belongs to a replica that stopped (crashed or
+/// cut off): its instance counts as disconnected. Six refreshes, so a slow store or a paused
+/// flusher does not make a live SDK vanish.
+pub const CONNECTED_TTL: Duration = Duration::from_secs(30);
+
+/// How often a drill waiting on SDKs of other replicas reads their rows.
+pub const REMOTE_POLL: Duration = Duration::from_millis(50);
+
+/// How often a sharing replica deletes rows older than the retention (every replica does;
+/// the delete is idempotent and hits an index).
+const PRUNE_ROWS_EVERY: Duration = Duration::from_secs(60);
 
 const CONNECTED_GAUGE: &str = "serin_sdk_instances_connected";
 
@@ -101,8 +131,13 @@ pub struct SdkInstance {
     pub applied_version: Option<u64>,
     /// Unix ms when `applied_version` was first reported.
     pub applied_at_ms: Option<i64>,
-    /// Unix ms of the last connect, disconnect or report.
+    /// Unix ms of the last connect, disconnect or report (for an instance
+    /// on another replica: when that replica last vouched for it).
     pub last_seen_ms: i64,
+    /// The id of the replica the instance's stream and reports reach
+    /// (`GET /v1/system/replicas`); absent on a single-node (SQLite) server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 /// What [`SdkRegistry::wait_applied`] found. Every list is sorted by instance.
@@ -135,6 +170,8 @@ pub struct Lagging {
     pub instance: String,
     /// What it serves, as far as the server knows.
     pub applied_version: Option<u64>,
+    /// The replica it is connected to (None on a single-node server).
+    pub replica: Option<String>,
 }
 
 fn as_millis_f64<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -150,10 +187,21 @@ pub struct SdkRegistry {
     max_instances: usize,
     max_per_token: usize,
     retain: Duration,
+    /// Set on PostgreSQL: where entries are published, and as whom.
+    fleet: std::sync::OnceLock<Fleet>,
+}
+
+#[derive(Debug)]
+struct Fleet {
+    store: Store,
+    replica_id: String,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// (env, instance) of the entries changed since the last flush; kept only
+    /// while sharing.
+    dirty: BTreeSet<(String, String)>,
     /// env → instance → entry; the inner map is ordered so listings are sorted.
     envs: HashMap<String, BTreeMap<String, Entry>>,
     len: usize,
@@ -218,7 +266,7 @@ impl Entry {
         self.streams == 0 && now.saturating_duration_since(self.seen) >= retain
     }
 
-    fn view(&self, instance: &str) -> SdkInstance {
+    fn view(&self, instance: &str, replica: Option<&String>) -> SdkInstance {
         SdkInstance {
             instance: instance.to_owned(),
             token_id: self.owner.clone(),
@@ -230,6 +278,7 @@ impl Entry {
             applied_version: self.applied_version,
             applied_at_ms: self.applied_at_ms,
             last_seen_ms: self.last_seen_ms,
+            replica: replica.cloned(),
         }
     }
 }
@@ -339,6 +388,16 @@ impl Inner {
     }
 }
 
+fn ttl_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Whether another replica's row describes an open stream: it says so, and
+/// its replica refreshed it within [`CONNECTED_TTL`].
+fn row_connected(row: &SdkInstanceRow, now_ms: i64) -> bool {
+    row.connected && row.last_seen_ms >= now_ms.saturating_sub(ttl_ms(CONNECTED_TTL))
+}
+
 /// Who asks for which instance of which env.
 struct Key<'a> {
     env: &'a str,
@@ -382,6 +441,214 @@ impl SdkRegistry {
             max_instances,
             max_per_token,
             retain,
+            fleet: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Publishes this registry to the fleet table of `store` as replica
+    /// `replica_id` from now on, and reads the other replicas' rows there
+    /// (PostgreSQL). Only the first call counts.
+    pub fn share(&self, store: Store, replica_id: String) {
+        let _ = self.fleet.set(Fleet { store, replica_id });
+    }
+
+    /// This replica's id when sharing.
+    fn me(&self) -> Option<String> {
+        self.fleet.get().map(|f| f.replica_id.clone())
+    }
+
+    fn mark(&self, inner: &mut Inner, env: &str, instance: &str) {
+        if self.fleet.get().is_some() {
+            inner.dirty.insert((env.to_owned(), instance.to_owned()));
+        }
+    }
+
+    /// Writes the entries changed since the last flush to the fleet table in
+    /// one transaction (on failure they stay marked for the next flush), then
+    /// with `refresh` marks every connected row of this replica seen now (one
+    /// statement, however large the fleet). Answers the rows written. A
+    /// no-op while not sharing.
+    pub async fn flush(&self, refresh: bool) -> Result<u64, StoreError> {
+        let Some(fleet) = self.fleet.get() else {
+            return Ok(0);
+        };
+        let now_ms = clock::now_ms();
+        let (keys, rows) = {
+            let mut inner = self.lock();
+            let keys = std::mem::take(&mut inner.dirty);
+            let rows: Vec<SdkInstanceRow> = keys
+                .iter()
+                .filter_map(|(env, id)| {
+                    let e = inner.envs.get(env)?.get(id)?;
+                    Some(SdkInstanceRow {
+                        env: env.clone(),
+                        instance: id.clone(),
+                        replica_id: fleet.replica_id.clone(),
+                        token_id: e.owner.clone(),
+                        sdk: e.sdk.clone(),
+                        connected: e.streams > 0,
+                        applied_version: e
+                            .applied_version
+                            .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+                        applied_at_ms: e.applied_at_ms,
+                        // A connected row is vouched for now; a closed one ages
+                        // from its last sighting, like the local entry.
+                        last_seen_ms: if e.streams > 0 {
+                            now_ms
+                        } else {
+                            e.last_seen_ms
+                        },
+                    })
+                })
+                .collect();
+            (keys, rows)
+        };
+        let stale = now_ms.saturating_sub(ttl_ms(CONNECTED_TTL));
+        if let Err(e) = fleet.store.publish_sdk_instances(&rows, stale).await {
+            self.lock().dirty.extend(keys);
+            return Err(e);
+        }
+        let mut written = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+        if refresh {
+            // After the changed rows, so a stream closed before this flush
+            // is already written closed and is not vouched for again.
+            let refreshed = fleet
+                .store
+                .refresh_sdk_instances(&fleet.replica_id, now_ms)
+                .await?;
+            written = written.saturating_add(refreshed);
+        }
+        Ok(written)
+    }
+
+    /// Flushes every [`FLUSH_EVERY`], refreshes connected rows every
+    /// [`REFRESH_EVERY`] and prunes rows past the retention now and then,
+    /// until aborted. `None` while not sharing.
+    pub fn spawn_flusher(self: Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        self.fleet.get()?;
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(FLUSH_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut refresh_at = Instant::now();
+            let mut prune_at = Instant::now();
+            loop {
+                tick.tick().await;
+                let now = Instant::now();
+                let refresh = now >= refresh_at;
+                if refresh {
+                    refresh_at = now + REFRESH_EVERY;
+                }
+                if let Err(e) = self.flush(refresh).await {
+                    tracing::warn!(error = %e, "could not publish SDK instances to the fleet table; retrying");
+                }
+                if now >= prune_at {
+                    prune_at = now + PRUNE_ROWS_EVERY;
+                    if let Some(fleet) = self.fleet.get() {
+                        let cutoff = clock::now_ms().saturating_sub(ttl_ms(self.retain));
+                        match fleet.store.prune_sdk_instances(cutoff).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::debug!(rows = n, "pruned gone SDK instances"),
+                            Err(e) => tracing::debug!(error = %e, "could not prune SDK instances"),
+                        }
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Refuses `owner` an instance id that another token holds on another
+    /// replica (its row seen within the retention). Cheap: one primary-key
+    /// read, and none when the id is known here already (the local check
+    /// then decides) or while not sharing.
+    pub async fn check_fleet_owner(
+        &self,
+        env: &str,
+        instance: &str,
+        owner: &str,
+    ) -> Result<(), crate::error::ApiError> {
+        let Some(fleet) = self.fleet.get() else {
+            return Ok(());
+        };
+        let known = self
+            .lock()
+            .envs
+            .get(env)
+            .is_some_and(|m| m.contains_key(instance));
+        if known {
+            return Ok(());
+        }
+        let Some(row) = fleet.store.sdk_instance(env, instance).await? else {
+            return Ok(());
+        };
+        let fresh = row.last_seen_ms >= clock::now_ms().saturating_sub(ttl_ms(self.retain));
+        if fresh && row.replica_id != fleet.replica_id && row.token_id != owner {
+            return Err(Refused::NotOwner {
+                env: env.to_owned(),
+                instance: instance.to_owned(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Every instance of `env` seen within the retention on any replica:
+    /// this registry's entries, plus (while sharing) the other replicas'
+    /// rows, sorted by instance. Where both know an instance, this
+    /// replica's entry wins.
+    pub async fn list_fleet(&self, env: &str) -> Result<Vec<SdkInstance>, StoreError> {
+        let mut local = self.list(env);
+        let Some(fleet) = self.fleet.get() else {
+            return Ok(local);
+        };
+        let now_ms = clock::now_ms();
+        let rows = fleet
+            .store
+            .fleet_sdk_instances(env, now_ms.saturating_sub(ttl_ms(self.retain)))
+            .await?;
+        let known: BTreeSet<String> = local.iter().map(|v| v.instance.clone()).collect();
+        for row in rows {
+            if row.replica_id == fleet.replica_id || known.contains(&row.instance) {
+                continue;
+            }
+            let connected = row_connected(&row, now_ms);
+            local.push(SdkInstance {
+                instance: row.instance,
+                token_id: row.token_id,
+                sdk: row.sdk,
+                connected,
+                streams: u32::from(connected),
+                connected_since_ms: None,
+                last_sent_version: None,
+                applied_version: row.applied_version.and_then(|v| u64::try_from(v).ok()),
+                applied_at_ms: row.applied_at_ms,
+                last_seen_ms: row.last_seen_ms,
+                replica: Some(row.replica_id),
+            });
+        }
+        local.sort_by(|a, b| a.instance.cmp(&b.instance));
+        Ok(local)
+    }
+
+    /// The other replicas' rows of `env` seen within the retention, by
+    /// instance; `None` while not sharing or when the read failed (logged).
+    async fn remote_rows(&self, env: &str) -> Option<BTreeMap<String, SdkInstanceRow>> {
+        let fleet = self.fleet.get()?;
+        let now_ms = clock::now_ms();
+        match fleet
+            .store
+            .fleet_sdk_instances(env, now_ms.saturating_sub(ttl_ms(self.retain)))
+            .await
+        {
+            Ok(rows) => Some(
+                rows.into_iter()
+                    .filter(|r| r.replica_id != fleet.replica_id)
+                    .map(|r| (r.instance.clone(), r))
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(env, error = %e, "could not read the other replicas' SDK instances");
+                None
+            }
         }
     }
 
@@ -428,9 +695,11 @@ impl SdkRegistry {
             }
             entry.streams = entry.streams.saturating_add(1);
             entry.touch(now, now_ms);
-            applied
+            let applied = applied
                 .filter(|v| *v >= 1)
-                .is_some_and(|v| entry.apply(v, now, now_ms))
+                .is_some_and(|v| entry.apply(v, now, now_ms));
+            self.mark(&mut inner, env, instance);
+            applied
         };
         if applied {
             self.bump();
@@ -458,6 +727,7 @@ impl SdkRegistry {
                 metrics::gauge!(CONNECTED_GAUGE).decrement(1.0);
             }
             entry.touch(now, now_ms);
+            self.mark(&mut inner, env, instance);
         }
         self.bump();
     }
@@ -496,7 +766,9 @@ impl SdkRegistry {
             if sdk.is_some() {
                 entry.sdk = sdk;
             }
-            entry.apply(version, now, now_ms)
+            let applied = entry.apply(version, now, now_ms);
+            self.mark(&mut inner, env, instance);
+            applied
         };
         if applied {
             self.bump();
@@ -532,6 +804,19 @@ impl SdkRegistry {
             }
             removed
         };
+        // Every replica sees the revocation (and runs this); the delete is
+        // idempotent. Entries it had marked are gone, so no flush writes
+        // them back.
+        if let Some(fleet) = self.fleet.get()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let (store, owner) = (fleet.store.clone(), owner.to_owned());
+            rt.spawn(async move {
+                if let Err(e) = store.forget_sdk_token(&owner).await {
+                    tracing::warn!(token = owner, error = %e, "could not delete a revoked token's SDK instances");
+                }
+            });
+        }
         if removed > 0 {
             self.bump();
         }
@@ -546,6 +831,7 @@ impl SdkRegistry {
     /// Every instance of `env` seen within the retention, sorted by instance.
     pub fn list(&self, env: &str) -> Vec<SdkInstance> {
         let now = Instant::now();
+        let me = self.me();
         let mut inner = self.lock();
         inner.prune_if_due(now, self.retain);
         inner
@@ -554,7 +840,7 @@ impl SdkRegistry {
             .map(|m| {
                 m.iter()
                     .filter(|(_, e)| !e.expired(now, self.retain))
-                    .map(|(id, e)| e.view(id))
+                    .map(|(id, e)| e.view(id, me.as_ref()))
                     .collect()
             })
             .unwrap_or_default()
@@ -589,7 +875,11 @@ impl SdkRegistry {
     /// from the call). Each confirmation's `after` is measured from `since`
     /// (typically the moment the change was published), saturating at zero.
     ///
-    /// Wakes only when an apply or a disconnect is recorded; it never polls.
+    /// Local applies and disconnects wake the wait at once. While sharing, the
+    /// instances connected to other replicas count too: their rows are read
+    /// every [`REMOTE_POLL`] while any of them is pending, their `after` comes
+    /// from the wall clock (millisecond precision, and subject to clock skew
+    /// between hosts), and a laggard is reported with its replica.
     pub async fn wait_applied(
         &self,
         env: &str,
@@ -600,19 +890,39 @@ impl SdkRegistry {
         let deadline = tokio::time::Instant::now()
             .checked_add(timeout)
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365));
+        let since_ms = clock::now_ms()
+            .saturating_sub(i64::try_from(since.elapsed().as_millis()).unwrap_or(i64::MAX));
+        let me = self.me();
+        let wanted = i64::try_from(version).unwrap_or(i64::MAX);
         // Subscribe before the first look, so no change can slip between.
         let mut rx = self.changed.subscribe();
-        let waited_for = self.connected(env);
-        let mut pending: BTreeSet<String> = waited_for.iter().cloned().collect();
+        let mut pending: BTreeMap<String, Option<String>> = self
+            .connected(env)
+            .into_iter()
+            .map(|id| (id, me.clone()))
+            .collect();
+        let mut remote = self.remote_rows(env).await.unwrap_or_default();
+        let now_ms = clock::now_ms();
+        for (id, row) in &remote {
+            if row_connected(row, now_ms) && !pending.contains_key(id) {
+                pending.insert(id.clone(), Some(row.replica_id.clone()));
+            }
+        }
+        let waited_for: Vec<String> = pending.keys().cloned().collect();
         let mut confirmed = Vec::new();
         let mut disconnected = Vec::new();
         loop {
             rx.borrow_and_update();
+            let now_ms = clock::now_ms();
             {
                 let inner = self.lock();
                 let entries = inner.envs.get(env);
-                pending.retain(|id| match entries.and_then(|m| m.get(id)) {
-                    Some(e) if e.applied_version.is_some_and(|v| v >= version) => {
+                pending.retain(|id, replica| {
+                    let local = entries.and_then(|m| m.get(id));
+                    let row = remote.get(id);
+                    if let Some(e) =
+                        local.filter(|e| e.applied_version.is_some_and(|v| v >= version))
+                    {
                         let after = e
                             .applied_at
                             .map_or(Duration::ZERO, |t| t.saturating_duration_since(since));
@@ -620,20 +930,42 @@ impl SdkRegistry {
                             instance: id.clone(),
                             after,
                         });
-                        false
+                        return false;
                     }
-                    Some(e) if e.streams > 0 => true,
-                    _ => {
-                        disconnected.push(id.clone());
-                        false
+                    if let Some(r) = row.filter(|r| r.applied_version.is_some_and(|v| v >= wanted))
+                    {
+                        let after_ms = r.applied_at_ms.map_or(0, |t| t.saturating_sub(since_ms));
+                        confirmed.push(Confirmation {
+                            instance: id.clone(),
+                            after: Duration::from_millis(u64::try_from(after_ms).unwrap_or(0)),
+                        });
+                        return false;
                     }
+                    if local.is_some_and(|e| e.streams > 0) {
+                        *replica = me.clone();
+                        return true;
+                    }
+                    if let Some(r) = row.filter(|r| row_connected(r, now_ms)) {
+                        *replica = Some(r.replica_id.clone());
+                        return true;
+                    }
+                    disconnected.push(id.clone());
+                    false
                 });
             }
             if pending.is_empty() {
                 break;
             }
+            let remote_pending = pending.values().any(|r| r.is_some() && *r != me);
             tokio::select! {
                 changed = rx.changed() => if changed.is_err() { break },
+                () = tokio::time::sleep(REMOTE_POLL), if remote_pending => {
+                    // Keep the last rows when a read fails: a store hiccup
+                    // must not turn pending instances into disconnected ones.
+                    if let Some(rows) = self.remote_rows(env).await {
+                        remote = rows;
+                    }
+                }
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
@@ -642,11 +974,22 @@ impl SdkRegistry {
             let entries = inner.envs.get(env);
             pending
                 .into_iter()
-                .map(|id| Lagging {
-                    applied_version: entries
-                        .and_then(|m| m.get(&id))
-                        .and_then(|e| e.applied_version),
-                    instance: id,
+                .map(|(id, replica)| {
+                    let applied_version = if replica.is_some() && replica != me {
+                        remote
+                            .get(&id)
+                            .and_then(|r| r.applied_version)
+                            .and_then(|v| u64::try_from(v).ok())
+                    } else {
+                        entries
+                            .and_then(|m| m.get(&id))
+                            .and_then(|e| e.applied_version)
+                    };
+                    Lagging {
+                        applied_version,
+                        instance: id,
+                        replica,
+                    }
                 })
                 .collect()
         };
@@ -782,11 +1125,13 @@ mod tests {
             [
                 Lagging {
                     instance: "a".into(),
-                    applied_version: Some(4)
+                    applied_version: Some(4),
+                    replica: None,
                 },
                 Lagging {
                     instance: "b".into(),
-                    applied_version: None
+                    applied_version: None,
+                    replica: None,
                 }
             ]
         );
@@ -937,5 +1282,107 @@ mod tests {
         let r = Arc::new(SdkRegistry::with_limits(10, 1, Duration::ZERO));
         r.report_applied("prod", "a", "t", 1, None).unwrap();
         r.report_applied("prod", "b", "t", 1, None).unwrap();
+    }
+
+    fn remote(instance: &str, replica: &str, applied: Option<i64>, seen_ms: i64) -> SdkInstanceRow {
+        SdkInstanceRow {
+            env: "prod".into(),
+            instance: instance.into(),
+            replica_id: replica.into(),
+            token_id: "t".into(),
+            sdk: None,
+            connected: true,
+            applied_version: applied,
+            applied_at_ms: applied.map(|_| clock::now_ms()),
+            last_seen_ms: seen_ms,
+        }
+    }
+
+    // The shared path on a SQLite store: the table is the same on both
+    // backends, and the server only chooses to share on PostgreSQL.
+    #[tokio::test]
+    async fn a_shared_registry_waits_for_other_replicas_and_names_their_laggards() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("data")).await.unwrap();
+        let r = registry();
+        r.share(store.clone(), "me".into());
+        let _a = r.connect("prod", "a", "t", Some(1)).unwrap();
+        r.flush(false).await.unwrap();
+        let now = clock::now_ms();
+        let dead = now - ttl_ms(CONNECTED_TTL) - 1;
+        store
+            .publish_sdk_instances(
+                &[
+                    remote("b", "other", Some(1), now),
+                    remote("c", "other", Some(1), now),
+                    remote("dead", "gone", Some(1), dead),
+                ],
+                0,
+            )
+            .await
+            .unwrap();
+        // The list covers both replicas; a row its replica stopped refreshing is not connected.
+        let listed = r.list_fleet("prod").await.unwrap();
+        let seen: Vec<_> = listed
+            .iter()
+            .map(|v| (v.instance.as_str(), v.replica.as_deref(), v.connected))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("a", Some("me"), true),
+                ("b", Some("other"), true),
+                ("c", Some("other"), true),
+                ("dead", Some("gone"), false)
+            ]
+        );
+        let since = Instant::now();
+        let waiter = {
+            let r = r.clone();
+            tokio::spawn(async move {
+                r.wait_applied("prod", 2, since, Duration::from_millis(800))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r.report_applied("prod", "a", "t", 2, None).unwrap();
+        store
+            .publish_sdk_instances(&[remote("b", "other", Some(2), clock::now_ms())], 0)
+            .await
+            .unwrap();
+        let w = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(w.waited_for, ["a", "b", "c"]);
+        let confirmed: Vec<_> = w.confirmed.iter().map(|c| c.instance.as_str()).collect();
+        assert_eq!(confirmed, ["a", "b"]);
+        assert!(w.confirmed[1].after >= Duration::from_millis(50), "{w:?}");
+        assert_eq!(
+            w.lagging,
+            [Lagging {
+                instance: "c".into(),
+                applied_version: Some(1),
+                replica: Some("other".into()),
+            }]
+        );
+        // Only changed entries are flushed; a refresh vouches for the
+        // connected rows of this replica only.
+        assert_eq!(r.flush(false).await.unwrap(), 1);
+        assert_eq!(r.flush(false).await.unwrap(), 0);
+        let before = store.sdk_instance("prod", "a").await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(r.flush(true).await.unwrap(), 1);
+        let row = store.sdk_instance("prod", "a").await.unwrap().unwrap();
+        assert_eq!(
+            (row.replica_id.as_str(), row.applied_version),
+            ("me", Some(2))
+        );
+        assert!(row.last_seen_ms > before.last_seen_ms);
+        // Another token may not take an id held on another replica; revoking frees it.
+        assert!(r.check_fleet_owner("prod", "b", "mallory").await.is_err());
+        r.check_fleet_owner("prod", "b", "t").await.unwrap();
+        r.check_fleet_owner("prod", "new", "mallory").await.unwrap();
+        store.close().await;
     }
 }

@@ -49,7 +49,8 @@ pub use model::{
     AgentSummary, AuditEntry, AuditLeaf, AuditVerification, BundleSummary, DrillRow, DrillWrite,
     EnvRecord, EnvStateChange, EnvSummary, EvalRow, EvidenceRow, IssuedToken, Leadership,
     MonitorRow, NewAudit, NewBundle, NewNotification, NotificationRow, PolicyRow, PutBundle,
-    ReleaseRow, ReleaseWrite, ReplicaRow, RollupRow, StoredBundle, StoredEnvState, TokenInfo,
+    ReleaseRow, ReleaseWrite, ReplicaRow, RollupRow, SdkInstanceRow, StoredBundle, StoredEnvState,
+    TokenInfo,
 };
 pub use store::fanout::{EnvChange, EnvListener};
 pub use store::{

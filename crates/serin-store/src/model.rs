@@ -421,3 +421,23 @@ pub struct ReplicaRow {
     /// When it marked itself gone on shutdown.
     pub gone_ms: Option<i64>,
 }
+
+/// One SDK instance as a replica publishes it to the shared fleet table (`sdk_instances`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SdkInstanceRow {
+    pub env: String,
+    pub instance: String,
+    /// The replica whose registry holds the instance (the one its stream or reports reach).
+    pub replica_id: String,
+    /// The token the instance belongs to.
+    pub token_id: String,
+    /// What the SDK calls itself, from its reports.
+    pub sdk: Option<String>,
+    /// At least one snapshot stream is open on `replica_id`.
+    pub connected: bool,
+    /// Non-negative; the store refuses a negative one.
+    pub applied_version: Option<i64>,
+    pub applied_at_ms: Option<i64>,
+    /// When `replica_id` last vouched for the row (refreshed while connected).
+    pub last_seen_ms: i64,
+}

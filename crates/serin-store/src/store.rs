@@ -2062,6 +2062,7 @@ pub(crate) mod journal;
 mod leader;
 mod readiness;
 mod replicas;
+mod sdk_instances;
 
 pub use journal::{BatchEvidence, JournalListener, JournalMarks, JournalRow, MonitorChanges};
 pub use leader::LeaderSession;

@@ -155,6 +155,8 @@ contract!(
     watches_come_due_in_order_end_and_survive_reopen,
     leadership_epochs_grow_by_one_per_leader_and_survive_reopen,
     replica_heartbeats_upsert_list_mark_gone_and_prune,
+    sdk_instances_upsert_list_expire_forget_and_prune,
+    sdk_instance_rows_round_trip_extreme_values,
     replica_rows_round_trip_extreme_values,
     a_write_under_a_superseded_epoch_is_refused_and_writes_nothing,
     a_write_from_a_stale_revision_is_refused_and_writes_nothing,
@@ -3670,4 +3672,190 @@ async fn journal_rows_round_trip_outcome_events_with_empty_and_extreme_values(t:
             serde_json::from_str(&row.events).unwrap();
         assert_eq!(back, events, "seed {seed}");
     }
+}
+
+fn sdk_row(env: &str, instance: &str, replica: &str, seen: i64) -> serin_store::SdkInstanceRow {
+    serin_store::SdkInstanceRow {
+        env: env.into(),
+        instance: instance.into(),
+        replica_id: replica.into(),
+        token_id: "tok".into(),
+        sdk: Some("serin-rust/0.1.0".into()),
+        connected: true,
+        applied_version: Some(3),
+        applied_at_ms: Some(seen - 1),
+        last_seen_ms: seen,
+    }
+}
+
+async fn sdk_instances_upsert_list_expire_forget_and_prune(t: Ctx) {
+    let s = &t.store;
+    assert!(s.fleet_sdk_instances("prod", 0).await.unwrap().is_empty());
+    let a = sdk_row("prod", "a", "r1", 1_000);
+    let mut b = sdk_row("prod", "b", "r2", 2_000);
+    let dev = sdk_row("dev", "a", "r1", 1_000);
+    s.publish_sdk_instances(&[b.clone(), a.clone(), dev.clone()], 0)
+        .await
+        .unwrap();
+    s.publish_sdk_instances(&[], 0).await.unwrap();
+    assert_eq!(
+        s.fleet_sdk_instances("prod", 0).await.unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+    // Rows not seen since the cutoff are left out (expired).
+    assert_eq!(
+        s.fleet_sdk_instances("prod", 1_001).await.unwrap(),
+        vec![b.clone()]
+    );
+
+    // Only the published (changed) rows are rewritten; the others keep what they held.
+    b.applied_version = Some(9);
+    b.applied_at_ms = Some(2_500);
+    b.sdk = None;
+    b.last_seen_ms = 2_600;
+    s.publish_sdk_instances(std::slice::from_ref(&b), 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.fleet_sdk_instances("prod", 0).await.unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+
+    // b moved to r3: r3's open stream replaces r2's row, and r2's late close does not hide it
+    // while r3 keeps it fresh; once r3's row is stale, the close is taken.
+    let moved = serin_store::SdkInstanceRow {
+        replica_id: "r3".into(),
+        last_seen_ms: 3_000,
+        ..b.clone()
+    };
+    s.publish_sdk_instances(std::slice::from_ref(&moved), 0)
+        .await
+        .unwrap();
+    let late_close = serin_store::SdkInstanceRow {
+        connected: false,
+        last_seen_ms: 3_100,
+        ..b.clone()
+    };
+    s.publish_sdk_instances(std::slice::from_ref(&late_close), 2_000)
+        .await
+        .unwrap();
+    assert_eq!(s.sdk_instance("prod", "b").await.unwrap(), Some(moved));
+    s.publish_sdk_instances(std::slice::from_ref(&late_close), 3_001)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.sdk_instance("prod", "b").await.unwrap(),
+        Some(late_close.clone())
+    );
+    assert_eq!(s.sdk_instance("prod", "zz").await.unwrap(), None);
+
+    // A refresh marks only the given replica's connected rows seen, in every env.
+    assert_eq!(s.refresh_sdk_instances("r1", 3_500).await.unwrap(), 2);
+    assert_eq!(s.refresh_sdk_instances("nobody", 3_500).await.unwrap(), 0);
+    assert_eq!(
+        s.sdk_instance("prod", "a")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen_ms,
+        3_500
+    );
+    assert_eq!(
+        s.sdk_instance("prod", "b").await.unwrap(),
+        Some(late_close.clone())
+    );
+    assert_eq!(s.refresh_sdk_instances("r2", 3_600).await.unwrap(), 0);
+
+    // A negative version is refused, and nothing of the batch is written.
+    let bad = serin_store::SdkInstanceRow {
+        applied_version: Some(-1),
+        ..sdk_row("prod", "c", "r1", 4_000)
+    };
+    let err = s
+        .publish_sdk_instances(&[sdk_row("prod", "d", "r1", 4_000), bad], 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    assert_eq!(s.fleet_sdk_instances("prod", 0).await.unwrap().len(), 2);
+    // Operational state: nothing audited.
+    assert_eq!(t.count("audit").await, 0);
+
+    // Revoking a token deletes its rows, in every env.
+    let other = serin_store::SdkInstanceRow {
+        token_id: "other".into(),
+        ..sdk_row("prod", "e", "r1", 4_000)
+    };
+    s.publish_sdk_instances(std::slice::from_ref(&other), 0)
+        .await
+        .unwrap();
+    assert_eq!(s.forget_sdk_token("tok").await.unwrap(), 3);
+    assert_eq!(s.forget_sdk_token("tok").await.unwrap(), 0);
+    assert_eq!(
+        s.fleet_sdk_instances("prod", 0).await.unwrap(),
+        vec![other.clone()]
+    );
+
+    // Pruning deletes only rows last seen before the cutoff, and survives a reopen.
+    s.publish_sdk_instances(std::slice::from_ref(&dev), 0)
+        .await
+        .unwrap();
+    assert_eq!(s.prune_sdk_instances(1_000).await.unwrap(), 0);
+    assert_eq!(s.prune_sdk_instances(1_001).await.unwrap(), 1);
+    let again = t.reopen().await;
+    assert_eq!(
+        again.fleet_sdk_instances("prod", 0).await.unwrap(),
+        vec![other]
+    );
+    assert!(
+        again
+            .fleet_sdk_instances("dev", 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    again.close().await;
+}
+
+async fn sdk_instance_rows_round_trip_extreme_values(t: Ctx) {
+    let s = &t.store;
+    let max = serin_store::SdkInstanceRow {
+        env: "e-\u{1F980}-'\"; DROP TABLE sdk_instances; --".into(),
+        instance: "i\u{00E9}-\u{2603}".repeat(60),
+        replica_id: String::new(),
+        token_id: "t\\n\"".into(),
+        sdk: Some("s".repeat(500)),
+        connected: true,
+        applied_version: Some(i64::MAX),
+        applied_at_ms: Some(i64::MIN),
+        last_seen_ms: i64::MAX,
+    };
+    let min = serin_store::SdkInstanceRow {
+        env: max.env.clone(),
+        instance: String::new(),
+        replica_id: "r".into(),
+        token_id: String::new(),
+        sdk: None,
+        connected: false,
+        applied_version: Some(0),
+        applied_at_ms: None,
+        last_seen_ms: i64::MIN,
+    };
+    let none = serin_store::SdkInstanceRow {
+        instance: "n".into(),
+        applied_version: None,
+        applied_at_ms: Some(i64::MAX),
+        last_seen_ms: 0,
+        ..min.clone()
+    };
+    s.publish_sdk_instances(&[max.clone(), min.clone(), none.clone()], i64::MIN)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.fleet_sdk_instances(&max.env, i64::MIN).await.unwrap(),
+        vec![min.clone(), max.clone(), none]
+    );
+    assert_eq!(
+        s.sdk_instance(&max.env, &max.instance).await.unwrap(),
+        Some(max)
+    );
 }

@@ -453,7 +453,18 @@ fn render_drill(d: &Value) {
             ms_text(&leg["commit_ms"])
         ));
         for l in leg["lagging"].as_array().into_iter().flatten() {
-            out::line(&format!("    lagging: {}", text(l)));
+            // Older servers send only the ids; newer ones also say which
+            // replica each laggard's stream is on.
+            let replica = leg["laggards"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|g| g["instance"] == *l)
+                .and_then(|g| g["replica"].as_str());
+            match replica {
+                Some(r) => out::line(&format!("    lagging: {} (on replica {r})", text(l))),
+                None => out::line(&format!("    lagging: {}", text(l))),
+            }
         }
     }
     if !d["error"].is_null() {

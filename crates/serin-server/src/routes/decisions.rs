@@ -269,6 +269,12 @@ async fn stream_snapshot(
     // Registered after the subscription succeeded, so a refused stream never
     // shows up as connected.
     let up_to_date = resume_from.filter(|id| *id == current.version);
+    if let Some(instance) = query.instance.as_deref() {
+        state
+            .sdks
+            .check_fleet_owner(&env, instance, &auth.caller.token_id)
+            .await?;
+    }
     let registered = query
         .instance
         .as_deref()

@@ -114,6 +114,10 @@ async fn post_applied(
             ),
         ));
     }
+    state
+        .sdks
+        .check_fleet_owner(&report.env, &report.instance, &auth.caller.token_id)
+        .await?;
     state.sdks.report_applied(
         &report.env,
         &report.instance,
@@ -132,7 +136,7 @@ pub struct SdksResponse {
     pub instances: Vec<SdkInstance>,
 }
 
-/// The SDK instances following the env on this replica (and those gone in
+/// The SDK instances following the env on any replica (and those gone in
 /// the last 10 minutes), each with the version last sent to it and the
 /// version it reports serving, next to the env's current version.
 #[utoipa::path(get, path = "/v1/envs/{env}/sdks", tag = "decisions",
@@ -147,6 +151,6 @@ async fn list_sdks(
     let version = state.hub.current(&env).await?.version;
     Ok(Json(SdksResponse {
         version,
-        instances: state.sdks.list(&env),
+        instances: state.sdks.list_fleet(&env).await?,
     }))
 }

@@ -9,7 +9,7 @@ use serin_sdk::Serin;
 use crate::harness::{Backend, Cli, Server, push_two_bundles};
 
 /// support@1 then support@2 deployed in prod: the stack is [1, 2].
-fn two_stables(cli: &Cli, work: &std::path::Path) {
+pub(crate) fn two_stables(cli: &Cli, work: &std::path::Path) {
     push_two_bundles(cli, work);
     for n in ["1", "2"] {
         cli.run(&[
@@ -19,7 +19,7 @@ fn two_stables(cli: &Cli, work: &std::path::Path) {
     }
 }
 
-async fn sdk(server: &Server, token: &str, instance: &str) -> Serin {
+pub(crate) async fn sdk(server: &Server, token: &str, instance: &str) -> Serin {
     Serin::builder(server.url.clone(), token.to_owned(), "prod")
         .instance(instance)
         .backoff(Duration::from_millis(50), Duration::from_millis(250))
@@ -29,7 +29,7 @@ async fn sdk(server: &Server, token: &str, instance: &str) -> Serin {
         .unwrap()
 }
 
-fn stable(server_cli: &Cli) -> String {
+pub(crate) fn stable(server_cli: &Cli) -> String {
     let out = server_cli
         .run(&["snapshot", "--env", "prod", "--output", "json"])
         .ok();

@@ -15,6 +15,7 @@ mod decisions;
 mod drills;
 mod evidence;
 mod failover;
+mod fleet;
 mod guardrails;
 mod harness;
 mod hostile_audit;
