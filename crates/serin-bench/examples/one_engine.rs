@@ -10,6 +10,8 @@
 //!   walking 10 flags; the context is built per request whatever the mode, as it is part of
 //!   the call;
 //! - `sdk-owned`, `sdk-owned-flags`: the owned call (`RequestContext`, `Router::decide`).
+//! - `load`, `load-launchdarkly`: N loads of the 100-agent fleet snapshot (`snapshot_load`
+//!   in `benches/decide_peers.rs`) instead of decisions, to profile the load path.
 //!
 //! `prebuilt` (default) builds the 4,096 request contexts before deciding; `build` builds
 //! each context inside the loop. `exclusions` defaults to 100.
@@ -55,7 +57,7 @@ fn run<'r, C>(
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: one_engine <serin|serin-flags|sdk|sdk-flags|sdk-owned|sdk-owned-flags|\
-                 yggdrasil|launchdarkly> <N> [prebuilt|build] [exclusions]";
+                 yggdrasil|launchdarkly|load|load-launchdarkly> <N> [prebuilt|build] [exclusions]";
     let engine = args.get(1).expect(usage).as_str();
     let n: usize = args.get(2).expect(usage).parse().expect(usage);
     let prebuilt = match args.get(3).map(String::as_str) {
@@ -64,6 +66,23 @@ fn main() {
         Some(_) => panic!("{usage}"),
     };
     let exclusions: usize = args.get(4).map_or(100, |s| s.parse().expect(usage));
+    if engine == "load" || engine == "load-launchdarkly" {
+        let fleet = serin_bench::fleet(100, exclusions);
+        let json = if engine == "load" {
+            serin_bench::serin_fleet_json(&fleet)
+        } else {
+            serin_bench::launchdarkly_fleet_json(&fleet)
+        };
+        for _ in 0..n {
+            if engine == "load" {
+                drop(black_box(serin::Engine::load(black_box(&json))));
+            } else {
+                drop(black_box(launchdarkly::Engine::load(black_box(&json))));
+            }
+        }
+        println!("{engine}: {n} loads");
+        return;
+    }
     let rules = RuleSet::with_exclusions(exclusions);
     let reqs = requests(REQUESTS);
     let canary = match engine {

@@ -101,7 +101,15 @@ fn load(
     current: Option<&CompiledSnapshot>,
     update: bool,
 ) -> Result<CompiledSnapshot, LoadError> {
-    let wire: WireSnapshot = serde_json::from_slice(json)?;
+    // Validating the UTF-8 of the whole document in one pass and parsing it as `str` is much
+    // cheaper than `from_slice`, which validates each string on its own: with 10,000 short
+    // tenant ids per snapshot, that per-call overhead was a fifth of the load (callgrind). A
+    // document that is not UTF-8 goes through `from_slice` to be refused with the same error
+    // as the parse-then-compile path.
+    let wire: WireSnapshot = match std::str::from_utf8(json) {
+        Ok(text) => serde_json::from_str(text)?,
+        Err(_) => serde_json::from_slice(json)?,
+    };
     let mut bundles: BTreeMap<String, Arc<Bundle>> = wire
         .bundles
         .into_iter()

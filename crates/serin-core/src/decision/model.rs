@@ -127,26 +127,42 @@ impl Serialize for Percent {
 
 impl<'de> Deserialize<'de> for Percent {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Percent, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            Number(f64),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Text(s) => Percent::parse(&s).map_err(serde::de::Error::custom),
-            Raw::Number(n) => {
-                let bp = n * 100.0;
-                if !(0.0..=10_000.0).contains(&bp) || (bp - bp.round()).abs() > 1e-6 {
-                    return Err(serde::de::Error::custom(PercentError {
-                        input: n.to_string(),
-                    }));
-                }
-                // In range and integral: the cast is exact.
-                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                Percent::from_basis_points(bp.round() as u32).map_err(serde::de::Error::custom)
+        // A visitor rather than an untagged enum of text or number: untagged enums buffer
+        // every value into serde's `Content` before trying each variant.
+        struct Raw;
+        impl serde::de::Visitor<'_> for Raw {
+            type Value = Percent;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a percentage, as text such as \"12.5%\" or a number")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Percent, E> {
+                Percent::parse(s).map_err(E::custom)
+            }
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Percent, E> {
+                from_number(n).map_err(E::custom)
+            }
+            // Integers are read as the untagged `f64` variant did: converted, then checked.
+            #[allow(clippy::cast_precision_loss)]
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Percent, E> {
+                from_number(n as f64).map_err(E::custom)
+            }
+            #[allow(clippy::cast_precision_loss)]
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Percent, E> {
+                from_number(n as f64).map_err(E::custom)
             }
         }
+        fn from_number(n: f64) -> Result<Percent, PercentError> {
+            let bp = n * 100.0;
+            if !(0.0..=10_000.0).contains(&bp) || (bp - bp.round()).abs() > 1e-6 {
+                return Err(PercentError {
+                    input: n.to_string(),
+                });
+            }
+            // In range and integral: the cast is exact.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Percent::from_basis_points(bp.round() as u32)
+        }
+        d.deserialize_any(Raw)
     }
 }
 

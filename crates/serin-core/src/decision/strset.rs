@@ -4,6 +4,7 @@
 //! byte comparison, whatever its size. It can be read straight from a JSON array, which is how
 //! the SDK loads tenant lists without a `String` per tenant.
 
+use std::cell::Cell;
 use std::hash::Hasher;
 
 use rustc_hash::FxHasher;
@@ -97,39 +98,59 @@ impl StrSetBuilder {
 
     pub(crate) fn finish(self) -> StrSet {
         let StrSetBuilder { arena, members } = self;
-        if members.is_empty() {
+        build(arena, &members)
+    }
+
+    /// As [`finish`](Self::finish), leaving the builder's buffers to be reused: the set gets
+    /// an exactly sized copy of the arena.
+    fn finish_copy(&self) -> StrSet {
+        if self.members.is_empty() {
             return StrSet::default();
         }
-        let mut slots = vec![0u32; (2 * members.len()).next_power_of_two()];
-        let mask = slots.len() - 1;
-        // Only the first of equal members gets a slot; later ones stay unreferenced in the
-        // arena, so a list with duplicates behaves like the set it denotes.
-        let mut kept = Vec::with_capacity(members.len());
-        for &(start, end, h) in &members {
-            let mut i = slot_of(h, mask);
-            while let Some(slot) = slots.get_mut(i) {
-                if *slot == 0 {
-                    kept.push((start, end, h));
-                    *slot = u32::try_from(kept.len()).unwrap_or(u32::MAX);
-                    break;
-                }
-                let same = (*slot as usize)
-                    .checked_sub(1)
-                    .and_then(|m| kept.get(m))
-                    .is_some_and(|&(s, e, mh): &(usize, usize, u64)| {
-                        mh == h && arena.get(s..e) == arena.get(start..end)
-                    });
-                if same {
-                    break;
-                }
-                i = (i + 1) & mask;
+        build(self.arena.as_str().to_owned(), &self.members)
+    }
+}
+
+/// Largest arena the scratch builder keeps between lists (a few hundred tenant ids).
+const SCRATCH_KEEP_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: Cell<StrSetBuilder> = Cell::new(StrSetBuilder::default());
+}
+
+fn build(arena: String, members: &[(usize, usize, u64)]) -> StrSet {
+    if members.is_empty() {
+        return StrSet::default();
+    }
+    let mut slots = vec![0u32; (2 * members.len()).next_power_of_two()];
+    let mask = slots.len() - 1;
+    // Only the first of equal members gets a slot; later ones stay unreferenced in the
+    // arena, so a list with duplicates behaves like the set it denotes.
+    let mut kept = Vec::with_capacity(members.len());
+    for &(start, end, h) in members {
+        let mut i = slot_of(h, mask);
+        while let Some(slot) = slots.get_mut(i) {
+            if *slot == 0 {
+                kept.push((start, end, h));
+                *slot = u32::try_from(kept.len()).unwrap_or(u32::MAX);
+                break;
             }
+            let same = (*slot as usize)
+                .checked_sub(1)
+                .and_then(|m| kept.get(m))
+                .is_some_and(|&(s, e, mh): &(usize, usize, u64)| {
+                    mh == h && arena.get(s..e) == arena.get(start..end)
+                });
+            if same {
+                break;
+            }
+            i = (i + 1) & mask;
         }
-        StrSet {
-            arena,
-            members: kept,
-            slots,
-        }
+    }
+    StrSet {
+        arena,
+        members: kept,
+        slots,
     }
 }
 
@@ -146,9 +167,24 @@ impl<'de> serde::Deserialize<'de> for StrSet {
                 self,
                 mut seq: A,
             ) -> Result<StrSet, A::Error> {
-                let mut b = StrSetBuilder::default();
-                while seq.next_element_seed(Push(&mut b))?.is_some() {}
-                Ok(b.finish())
+                // The lists are read into a per-thread scratch builder that keeps its
+                // capacity, then copied once into exactly sized buffers: growing a fresh
+                // builder member by member cost a dozen reallocations per list.
+                let mut b = SCRATCH.with(Cell::take);
+                b.arena.clear();
+                b.members.clear();
+                let read = loop {
+                    match seq.next_element_seed(Push(&mut b)) {
+                        Ok(Some(())) => {}
+                        Ok(None) => break Ok(b.finish_copy()),
+                        Err(e) => break Err(e),
+                    }
+                };
+                // A huge list's buffers are not worth pinning to the thread for good.
+                if b.arena.capacity() <= SCRATCH_KEEP_BYTES {
+                    SCRATCH.with(|c| c.set(b));
+                }
+                read
             }
         }
         struct Push<'b>(&'b mut StrSetBuilder);
