@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use serin_sdk::Serin;
 
-use crate::harness::{Backend, Cli, Server, push_two_bundles};
+use crate::harness::{Backend, Cli, Server, push_two_bundles, start_release};
 
 /// support@1 then support@2 deployed in prod: the stack is [1, 2].
 pub(crate) fn two_stables(cli: &Cli, work: &std::path::Path) {
@@ -200,24 +200,12 @@ async fn a_drill_is_confirmed_by_every_sdk_timed_recorded_and_seen_by_readiness(
     drop(silent);
 
     // Drills are refused while a release is active.
-    let plan = work.path().join("plan.yaml");
-    std::fs::write(
-        &plan,
-        "steps:\n  - canary: {weight: 5%, min_duration: 1h}\n",
-    )
-    .unwrap();
-    cli.run(&[
-        "release",
-        "start",
-        "support",
-        "--env",
-        "prod",
-        "--bundle",
+    start_release(
+        &cli,
+        work.path(),
         "1",
-        "--plan",
-        plan.to_str().unwrap(),
-    ])
-    .ok();
+        "steps:\n  - canary: {weight: 5%, min_duration: 1h}\n",
+    );
     let out = deployer.run(&["drill", "rollback", "support", "--env", "prod"]);
     assert_eq!(out.code, 1, "{out:#?}");
     assert!(out.stderr.contains("release"), "{}", out.stderr);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Replicas, Server, push_two_bundles};
+use crate::harness::{Replicas, Server, push_two_bundles, stable_then_release};
 
 /// Controller ticks this often, so a latched fail is acted on at once either way.
 const FLAGS: &[&str] = &["--tick-ms", "100"];
@@ -24,29 +24,12 @@ async fn deployment(n: usize, work: &std::path::Path) -> Option<(Replicas, usize
     s.create_env(&r.admin, "prod", true);
     let cli = s.cli(&r.admin);
     push_two_bundles(&cli, work);
-    cli.run(&[
-        "deploy", "support", "--env", "prod", "--bundle", "1", "--force", "--reason", "initial",
-    ])
-    .ok();
-    let plan = work.join("plan.yaml");
-    std::fs::write(
-        &plan,
+    stable_then_release(
+        &cli,
+        work,
         "steps:\n  - canary: {weight: 50%, min_duration: 1h, min_requests: 100000}\n\
          guardrails:\n  error_rate: {max_increase: 2pp}\n  settings: {min_requests: 100}\n",
-    )
-    .unwrap();
-    cli.run(&[
-        "release",
-        "start",
-        "support",
-        "--env",
-        "prod",
-        "--bundle",
-        "2",
-        "--plan",
-        plan.to_str().unwrap(),
-    ])
-    .ok();
+    );
     let (_, snap) = s.http(&r.admin).get("/v1/envs/prod/snapshot").await;
     let version = snap["version"].as_u64().unwrap();
     Some((r, leader, version))

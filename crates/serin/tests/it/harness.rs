@@ -253,6 +253,35 @@ pub fn push_two_bundles(cli: &Cli, work: &Path) {
     assert!(out.stdout.contains("support@2"), "{}", out.stdout);
 }
 
+/// Writes `plan_yaml` to `work/plan.yaml` and starts a release of support@`bundle` in prod
+/// with it (the CLI must succeed).
+pub fn start_release(cli: &Cli, work: &Path, bundle: &str, plan_yaml: impl AsRef<str>) -> Output {
+    let plan = work.join("plan.yaml");
+    std::fs::write(&plan, plan_yaml.as_ref()).unwrap();
+    cli.run(&[
+        "release",
+        "start",
+        "support",
+        "--env",
+        "prod",
+        "--bundle",
+        bundle,
+        "--plan",
+        plan.to_str().unwrap(),
+    ])
+    .ok()
+}
+
+/// support@1 deployed to prod (forced past readiness), then a release of support@2 under
+/// `plan_yaml`: the setup most release tests share. Expects both bundles pushed.
+pub fn stable_then_release(cli: &Cli, work: &Path, plan_yaml: impl AsRef<str>) -> Output {
+    cli.run(&[
+        "deploy", "support", "--env", "prod", "--bundle", "1", "--force", "--reason", "initial",
+    ])
+    .ok();
+    start_release(cli, work, "2", plan_yaml)
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

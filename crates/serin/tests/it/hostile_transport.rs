@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{Backend, Server, files_json, push_two_bundles, sample_bundle};
+use crate::harness::{
+    Backend, Server, files_json, push_two_bundles, sample_bundle, stable_then_release,
+};
 
 /// Opens `n` connections that each send half a request line and then stall.
 async fn half_sent(port: u16, n: usize) -> Vec<TcpStream> {
@@ -383,33 +385,16 @@ async fn a_webhook_that_always_fails_is_given_up_after_its_attempts_and_never_re
     let cli = server.cli(&admin);
     let work = tempfile::tempdir().unwrap();
     push_two_bundles(&cli, work.path());
-    cli.run(&[
-        "deploy", "support", "--env", "prod", "--bundle", "1", "--force", "--reason", "initial",
-    ])
-    .ok();
-    let plan = work.path().join("plan.yaml");
-    std::fs::write(
-        &plan,
+    stable_then_release(
+        &cli,
+        work.path(),
         format!(
             "steps:\n  - canary: {{weight: 5%, min_duration: 1h, min_requests: 100}}\n\
              promotion: manual\non_failure: rollback\n\
              guardrails:\n  error_rate: {{max: 5%}}\n  settings: {{min_requests: 100}}\n\
              notify: [{{webhook: \"{hook}\"}}]\n"
         ),
-    )
-    .unwrap();
-    cli.run(&[
-        "release",
-        "start",
-        "support",
-        "--env",
-        "prod",
-        "--bundle",
-        "2",
-        "--plan",
-        plan.to_str().unwrap(),
-    ])
-    .ok();
+    );
     cli.run(&[
         "release", "abort", "support", "--env", "prod", "--reason", "test",
     ])

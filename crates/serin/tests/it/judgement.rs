@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, Cli, Server, push_two_bundles};
+use crate::harness::{Backend, Cli, Server, push_two_bundles, stable_then_release};
 
 fn event(id: &str, arm: &str, version: u64, tenant: &str, error: bool) -> Value {
     let bundle = if arm == "canary" {
@@ -33,31 +33,14 @@ async fn setup(work: &std::path::Path) -> (Backend, Server, String, Cli) {
     server.create_envs(&admin);
     let cli = server.cli(&admin);
     push_two_bundles(&cli, work);
-    cli.run(&[
-        "deploy", "support", "--env", "prod", "--bundle", "1", "--force", "--reason", "initial",
-    ])
-    .ok();
-    let plan = work.join("plan.yaml");
-    std::fs::write(
-        &plan,
+    stable_then_release(
+        &cli,
+        work,
         "steps:\n  - canary: {weight: 50%, min_duration: 1h, min_requests: 100000}\n\
          \x20 - canary: {weight: 100%, min_duration: 1h, min_requests: 100000}\n\
          exclude_tenants: [bigcorp]\n\
          guardrails:\n  error_rate: {max_increase: 2pp}\n  settings: {min_requests: 100}\n",
-    )
-    .unwrap();
-    cli.run(&[
-        "release",
-        "start",
-        "support",
-        "--env",
-        "prod",
-        "--bundle",
-        "2",
-        "--plan",
-        plan.to_str().unwrap(),
-    ])
-    .ok();
+    );
     (backend, server, admin, cli)
 }
 
@@ -180,31 +163,14 @@ async fn a_post_promotion_checkpoint_that_finds_a_breach_rolls_back_within_its_w
     server.create_envs(&admin);
     let cli = server.cli(&admin);
     push_two_bundles(&cli, work.path());
-    cli.run(&[
-        "deploy", "support", "--env", "prod", "--bundle", "1", "--force", "--reason", "initial",
-    ])
-    .ok();
-    let plan = work.path().join("plan.yaml");
-    std::fs::write(
-        &plan,
+    stable_then_release(
+        &cli,
+        work.path(),
         "steps:\n  - canary: {weight: 50%, min_duration: 1s, min_requests: 500}\n\
          promotion: auto\n\
          guardrails:\n  error_rate: {max_increase: 2pp}\n  settings: {min_requests: 100}\n\
          watch: {checkpoints: [1h, 2h], rollback_within: 90m, min_requests: 100}\n",
-    )
-    .unwrap();
-    cli.run(&[
-        "release",
-        "start",
-        "support",
-        "--env",
-        "prod",
-        "--bundle",
-        "2",
-        "--plan",
-        plan.to_str().unwrap(),
-    ])
-    .ok();
+    );
     let v = version(&server, &admin).await;
     let mut events = Vec::new();
     for i in 0..700 {
@@ -295,32 +261,15 @@ async fn a_holdback_keeps_a_control_so_a_regression_at_the_final_step_still_roll
     server.create_envs(&admin);
     let cli = server.cli(&admin);
     push_two_bundles(&cli, work.path());
-    cli.run(&[
-        "deploy", "support", "--env", "prod", "--bundle", "1", "--force", "--reason", "initial",
-    ])
-    .ok();
-    let plan = work.path().join("plan.yaml");
-    std::fs::write(
-        &plan,
+    stable_then_release(
+        &cli,
+        work.path(),
         "steps:\n  - canary: {weight: 50%, min_duration: 1s, min_requests: 200, require: no_fail}\n\
          \x20 - canary: {weight: 100%, min_duration: 1h, min_requests: 100000}\n\
          holdback: 5%\n\
          promotion: auto\n\
          guardrails:\n  error_rate: {max_increase: 2pp}\n  settings: {min_requests: 100}\n",
-    )
-    .unwrap();
-    cli.run(&[
-        "release",
-        "start",
-        "support",
-        "--env",
-        "prod",
-        "--bundle",
-        "2",
-        "--plan",
-        plan.to_str().unwrap(),
-    ])
-    .ok();
+    );
     let v = version(&server, &admin).await;
     let mut events = Vec::new();
     for i in 0..300 {
