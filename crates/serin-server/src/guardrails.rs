@@ -193,6 +193,26 @@ fn latch_all(monitors: &mut HashMap<MonitorKey, MonitorEntry>, at_ms: i64) -> Ve
     latching
 }
 
+/// Sets aside a monitor whose stored row cannot be read: recorded for operators, out of
+/// memory, and never replaced by fresh evidence until a new release of the candidate (see the
+/// module docs).
+fn quarantine_monitor(
+    registry: &Quarantine,
+    inner: &mut Inner,
+    key: MonitorKey,
+    error: &dyn std::fmt::Display,
+    state: &str,
+) {
+    registry.record(
+        quarantine::MONITOR,
+        &quarantine::monitor_key(&key.0, &key.1, &key.2),
+        &error.to_string(),
+        state,
+    );
+    inner.monitors.remove(&key);
+    inner.quarantined.insert(key);
+}
+
 /// A batch's accepted events as a journal row stores them.
 pub fn encode_events(events: &[&OutcomeEvent]) -> Result<String, ApiError> {
     serde_json::to_string(events).map_err(ApiError::internal)
@@ -268,15 +288,13 @@ impl Guardrails {
             let monitor: Monitor = match serde_json::from_str(&row.state) {
                 Ok(m) => m,
                 Err(e) => {
-                    quarantine.record(
-                        quarantine::MONITOR,
-                        &quarantine::monitor_key(&row.env, &row.agent, &row.candidate),
-                        &e.to_string(),
+                    quarantine_monitor(
+                        &quarantine,
+                        &mut inner,
+                        (row.env, row.agent, row.candidate),
+                        &e,
                         &row.state,
                     );
-                    inner
-                        .quarantined
-                        .insert((row.env, row.agent, row.candidate));
                     continue;
                 }
             };
@@ -902,13 +920,7 @@ impl Guardrails {
                 excluded_before: None,
             }))),
             Err(e) => {
-                self.quarantine.record(
-                    quarantine::MONITOR,
-                    &quarantine::monitor_key(&key.0, &key.1, &key.2),
-                    &e.to_string(),
-                    &row.state,
-                );
-                inner.quarantined.insert(key.clone());
+                quarantine_monitor(&self.quarantine, inner, key.clone(), &e, &row.state);
                 Ok(StoredMonitor::Unreadable)
             }
         }
@@ -1069,14 +1081,7 @@ impl Guardrails {
                     fresh.push((key, (entry.last_canary_ms, Arc::new(entry.monitor.clone()))));
                 }
                 Err(e) => {
-                    self.quarantine.record(
-                        quarantine::MONITOR,
-                        &quarantine::monitor_key(&key.0, &key.1, &key.2),
-                        &e.to_string(),
-                        &row.state,
-                    );
-                    inner.monitors.remove(&key);
-                    inner.quarantined.insert(key);
+                    quarantine_monitor(&self.quarantine, &mut inner, key, &e, &row.state);
                 }
             }
         }
@@ -1230,7 +1235,6 @@ impl Guardrails {
         exposure: Option<Exposure>,
     ) -> Result<(), ApiError> {
         let key = key.clone();
-        let (env, agent, candidate) = (key.0.as_str(), key.1.as_str(), key.2.as_str());
         let Some(exposure) = exposure else {
             inner.pinned.remove(&key);
             return Ok(());
@@ -1260,13 +1264,7 @@ impl Guardrails {
                         excluded_before: None,
                     },
                     Err(e) => {
-                        self.quarantine.record(
-                            quarantine::MONITOR,
-                            &quarantine::monitor_key(env, agent, candidate),
-                            &e.to_string(),
-                            &row.state,
-                        );
-                        inner.quarantined.insert(key);
+                        quarantine_monitor(&self.quarantine, inner, key, &e, &row.state);
                         return Ok(());
                     }
                 }
@@ -1324,14 +1322,7 @@ impl Guardrails {
                     }
                 }
                 Err(e) => {
-                    self.quarantine.record(
-                        quarantine::MONITOR,
-                        &quarantine::monitor_key(&key.0, &key.1, &key.2),
-                        &e.to_string(),
-                        &row.state,
-                    );
-                    inner.monitors.remove(&key);
-                    inner.quarantined.insert(key);
+                    quarantine_monitor(&self.quarantine, &mut inner, key, &e, &row.state);
                 }
             }
         }
