@@ -29,6 +29,23 @@ pub(crate) async fn sdk(server: &Server, token: &str, instance: &str) -> Serin {
         .unwrap()
 }
 
+/// `serin drill rollback support --env prod --timeout T --output json`: its exit code and report.
+pub(crate) fn drill_json(cli: &Cli, timeout: &str) -> (i32, Value) {
+    let out = cli.run(&[
+        "drill",
+        "rollback",
+        "support",
+        "--env",
+        "prod",
+        "--timeout",
+        timeout,
+        "--output",
+        "json",
+    ]);
+    let d = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:#?}"));
+    (out.code, d)
+}
+
 pub(crate) fn stable(server_cli: &Cli) -> String {
     let out = server_cli
         .run(&["snapshot", "--env", "prod", "--output", "json"])
@@ -55,19 +72,8 @@ async fn a_drill_is_confirmed_by_every_sdk_timed_recorded_and_seen_by_readiness(
     assert_eq!(stable(&cli), "support@2");
 
     let deployer = server.cli(&server.token(&admin, "deployer").await);
-    let out = deployer.run(&[
-        "drill",
-        "rollback",
-        "support",
-        "--env",
-        "prod",
-        "--timeout",
-        "10s",
-        "--output",
-        "json",
-    ]);
-    assert_eq!(out.code, 0, "{out:#?}");
-    let d: Value = serde_json::from_str(&out.stdout).unwrap();
+    let (code, d) = drill_json(&deployer, "10s");
+    assert_eq!(code, 0, "{d:#}");
     assert_eq!(d["outcome"], "succeeded", "{d:#}");
     assert_eq!(
         (d["from"].as_str(), d["to"].as_str()),
@@ -180,19 +186,8 @@ async fn a_drill_is_confirmed_by_every_sdk_timed_recorded_and_seen_by_readiness(
         .await
         .unwrap();
     assert_eq!(silent.status(), 200);
-    let out = deployer.run(&[
-        "drill",
-        "rollback",
-        "support",
-        "--env",
-        "prod",
-        "--timeout",
-        "1s",
-        "--output",
-        "json",
-    ]);
-    assert_eq!(out.code, 1, "{out:#?}");
-    let d: Value = serde_json::from_str(&out.stdout).unwrap();
+    let (code, d) = drill_json(&deployer, "1s");
+    assert_eq!(code, 1, "{d:#}");
     assert_eq!(d["outcome"], "failed", "{d:#}");
     assert_eq!(d["rollback"]["lagging"], json!(["silent"]), "{d:#}");
     assert!(d["error"].as_str().unwrap().contains("silent"), "{d:#}");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::drills::{sdk, stable, two_stables};
+use crate::drills::{drill_json, sdk, stable, two_stables};
 use crate::harness::{Replicas, Server};
 
 /// Waits until `server` lists exactly `want` as the connected instances of prod (each other
@@ -68,19 +68,8 @@ async fn a_drill_through_one_replica_waits_for_the_sdks_on_every_replica() {
 
     // The drill runs on replica 0 and is confirmed by all three SDKs, on three replicas.
     let deployer = s0.cli(&s0.token(&r.admin, "deployer").await);
-    let out = deployer.run(&[
-        "drill",
-        "rollback",
-        "support",
-        "--env",
-        "prod",
-        "--timeout",
-        "10s",
-        "--output",
-        "json",
-    ]);
-    assert_eq!(out.code, 0, "{out:#?}");
-    let d: Value = serde_json::from_str(&out.stdout).unwrap();
+    let (code, d) = drill_json(&deployer, "10s");
+    assert_eq!(code, 0, "{d:#}");
     assert_eq!(d["outcome"], "succeeded", "{d:#}");
     for leg in ["rollback", "forward"] {
         assert_eq!(d[leg]["sdks"], 3, "{leg}: {d:#}");
@@ -124,19 +113,8 @@ async fn a_drill_through_one_replica_waits_for_the_sdks_on_every_replica() {
     let listed = wait_connected(s0, &r.admin, &["fleet-a", "fleet-b", "fleet-c", "silent"]).await;
     let on = replica_of(&listed, "silent").to_owned();
     assert_eq!(on, replica_of(&from0, "fleet-b"));
-    let out = deployer.run(&[
-        "drill",
-        "rollback",
-        "support",
-        "--env",
-        "prod",
-        "--timeout",
-        "2s",
-        "--output",
-        "json",
-    ]);
-    assert_eq!(out.code, 1, "{out:#?}");
-    let d: Value = serde_json::from_str(&out.stdout).unwrap();
+    let (code, d) = drill_json(&deployer, "2s");
+    assert_eq!(code, 1, "{d:#}");
     assert_eq!(d["outcome"], "failed", "{d:#}");
     assert_eq!(d["rollback"]["sdks"], 4, "{d:#}");
     assert_eq!(d["rollback"]["confirmed"], 3, "{d:#}");
