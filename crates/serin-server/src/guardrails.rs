@@ -639,26 +639,15 @@ impl Guardrails {
         let rollup_rows = rollup_rows(&rollups)?;
         match self.evidence_path() {
             EvidencePath::Direct(epoch) => {
-                let stored = match epoch {
-                    // Batches journalled before this one was received are applied first, so a
-                    // client sending batches one after another to several replicas has them
-                    // judged in the order it sent them, as on one replica.
-                    Some(epoch) => match self.consume_pending(inner, epoch).await {
-                        Ok(()) => {
-                            self.ingest_direct(
-                                inner,
-                                &accepted,
-                                &rollup_rows,
-                                &dedup,
-                                since,
-                                now_ms,
-                                Some(epoch),
-                            )
-                            .await?
-                        }
-                        Err(e) => Err(e),
-                    },
-                    None => {
+                // Batches journalled before this one was received are applied first, so a
+                // client sending batches one after another to several replicas has them judged
+                // in the order it sent them, as on one replica.
+                let consumed = match epoch {
+                    Some(epoch) => self.consume_pending(inner, epoch).await,
+                    None => Ok(()),
+                };
+                let stored = match consumed {
+                    Ok(()) => {
                         self.ingest_direct(
                             inner,
                             &accepted,
@@ -666,10 +655,11 @@ impl Guardrails {
                             &dedup,
                             since,
                             now_ms,
-                            None,
+                            epoch,
                         )
                         .await?
                     }
+                    Err(e) => Err(e),
                 };
                 match (stored, epoch) {
                     (Err(StoreError::Fenced { .. }), Some(epoch)) => {
