@@ -121,6 +121,10 @@ struct ReleaseResult {
     requests: u64,
     outcomes_posted: u64,
     stuck: bool,
+    /// For a stuck release, its live view when the bench gave up (release with its step and
+    /// gate, verdicts), so a stuck release can be diagnosed after the store is gone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stuck_view: Option<Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -716,6 +720,7 @@ async fn finish(server: &Embedded, watches: &Watches, run: Run) -> anyhow::Resul
         requests: run.requests,
         outcomes_posted: run.outcomes_posted,
         stuck: run.stuck,
+        stuck_view: run.stuck.then_some(v),
     })
 }
 
@@ -923,4 +928,46 @@ fn print_human(r: &Report) {
         "{} outcomes posted in {:.1} s",
         s.outcomes_posted, s.wall_s
     ));
+    for rel in r.releases.iter().filter(|x| x.stuck) {
+        let Some(v) = &rel.stuck_view else { continue };
+        let missing: Vec<&str> = v["gate"]["missing"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let pending: Vec<String> = v["verdicts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|x| x["status"] != "pass")
+            .map(|x| {
+                format!(
+                    "{} {} (e {}, canary {} vs control {})",
+                    x["guardrail"].as_str().unwrap_or("?"),
+                    x["status"].as_str().unwrap_or("?"),
+                    x["statistic"],
+                    x["canary"]["value"],
+                    x["control"]["value"]
+                )
+            })
+            .collect();
+        out::line(&format!(
+            "stuck: {} ({}) at step {} after {} requests; gate missing: {}; not passing: {}",
+            rel.agent,
+            rel.release,
+            v["release"]["step"],
+            rel.requests,
+            if missing.is_empty() {
+                "-".to_owned()
+            } else {
+                missing.join("; ")
+            },
+            if pending.is_empty() {
+                "-".to_owned()
+            } else {
+                pending.join("; ")
+            },
+        ));
+    }
 }

@@ -76,7 +76,11 @@
 //! The gate needs every bound to pass, an intersection-union test, so each runs at the whole
 //! `alpha`, not a Bonferroni share. A bound without a margin (`max_increase: 0`, a ratio of
 //! 1, `max: 0%`, `min: 100%`) can never be shown harmless; it passes on the absence of a
-//! `fail` once the minimum sample is reached, and says so.
+//! `fail` once the minimum sample is reached, and says so, except while the canary looks
+//! worse and its e-value is at least `sqrt(bar)`: then it is `pending` until the test fails or
+//! the evidence falls back. Under identical arms Ville's inequality puts the chance of ever
+//! reaching `sqrt(bar)` at `1/sqrt(bar)`, so such holds are rare and short, while a real
+//! regression crosses that point before it crosses the bar.
 //!
 //! **Latching.** [`Monitor::latch`] records each bound's first crossing of either bar with
 //! the evidence at that moment. An anytime-valid test rejects at its first crossing, so what

@@ -894,11 +894,14 @@ impl Monitor {
                 }
             }
             // Zero tolerance: no margin to show, so `pass` is the absence of a fail, unless
-            // the canary looks worse *and* the evidence of harm has grown past its start
-            // (e > 1): then the gate waits for the test to fail or fall back. Waiting on the
-            // point estimate alone would hold identical arms for as long as a random walk
-            // keeps its sign (arcsine law: often the whole release).
-            None if suspicious && ln_e > 0.0 => {
+            // the canary looks worse *and* the evidence of harm is halfway to the bar on the
+            // log scale (e >= sqrt(bar)): then the gate waits for the test to fail or fall
+            // back. By Ville's inequality identical arms reach that point with probability at
+            // most 1/sqrt(bar) (4% per bound at the SPEC alpha), while a real regression
+            // passes through it on its way to the bar. Holding on the point estimate alone,
+            // or on any e > 1, held identical arms for as long as a random walk keeps its
+            // sign (arcsine law: often the whole release).
+            None if suspicious && ln_e >= ln_bar / 2.0 => {
                 (VerdictStatus::Pending, ln_e, ln_bar, drift_needs())
             }
             None => (VerdictStatus::Pass, ln_e, ln_bar, None),

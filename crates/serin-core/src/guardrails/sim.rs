@@ -730,7 +730,7 @@ pub fn sim_threads() -> usize {
 
 /// The detection report: `runs` seeded A/A runs and `runs` runs of each power scenario over
 /// the full ramp, judged with [`GuardrailConfig::no_regression`] (any degradation is a
-/// violation), alpha 1%.
+/// violation), at its alpha (0.1%).
 pub fn detect_report(runs: usize, seed: u64) -> Result<DetectReport, SimError> {
     detect_report_with(runs, seed, Scenario::full_ramp())
 }

@@ -3,7 +3,7 @@
 use serin_core::decision::Arm;
 use serin_core::guardrails::sim::{ArmModel, Scenario, sample_events};
 use serin_core::guardrails::{
-    ArmAggregate, GuardrailConfig, Monitor, Points, Share, VerdictStatus, burn_rate,
+    ArmAggregate, GuardrailConfig, Monitor, Points, Share, Verdict, VerdictStatus, burn_rate,
 };
 use serin_core::outcome::{ErrorClass, EvalSample, OutcomeError, OutcomeEvent, ToolCalls};
 
@@ -772,8 +772,11 @@ fn zero_tolerance_bounds_have_no_margin_to_show() {
 #[test]
 fn zero_tolerance_passes_identical_arms_unless_evidence_of_harm_grows() {
     // Holding a zero-tolerance bound while the canary merely *looks* worse would hold
-    // identical arms about half the time, for as long as a random walk keeps its sign.
+    // identical arms about half the time, for as long as a random walk keeps its sign;
+    // holding on any e > 1 still held some for most of a release. The hold starts halfway
+    // to the bar (e >= sqrt(bar)), which identical arms rarely reach (Ville).
     let config = GuardrailConfig::no_regression();
+    let halfway = |v: &Verdict| v.statistic >= v.statistic_threshold.sqrt();
     let (mut total, mut pending) = (0, 0);
     for seed in 0..30 {
         let m = feed(&config, ArmModel::baseline(), 4_000, seed);
@@ -782,32 +785,31 @@ fn zero_tolerance_passes_identical_arms_unless_evidence_of_harm_grows() {
             if v.status == VerdictStatus::Pending {
                 pending += 1;
                 assert!(
-                    v.statistic > 1.0,
-                    "pending without growing evidence: {v:#?}"
+                    halfway(&v),
+                    "pending without evidence halfway to the bar: {v:#?}"
                 );
             }
         }
     }
     assert!(
-        pending * 10 <= total,
+        pending * 50 <= total,
         "{pending} of {total} verdicts pending"
     );
 
-    // A real regression too small to fail yet is held, not passed, while its evidence grows.
-    let worse = model(|m| m.error_rate *= 1.5);
+    // A real regression too small to fail yet is held, not passed, once its evidence is
+    // halfway to the bar.
+    let worse = model(|m| m.error_rate *= 2.0);
     let mut held = 0;
     for seed in 0..20 {
-        let m = feed(&config, worse.clone(), 1_500, 100 + seed);
+        let m = feed(&config, worse.clone(), 3_000, 100 + seed);
         let v = &m.verdicts()[0];
         assert_eq!(v.guardrail, "error_rate.max_ratio", "{v:#?}");
-        if v.status == VerdictStatus::Pending {
-            held += 1;
-        }
-        if v.status == VerdictStatus::Pass {
-            assert!(
-                v.statistic <= 1.0 || v.canary.value <= v.control.value,
-                "{v:#?}"
-            );
+        match v.status {
+            VerdictStatus::Pending => held += 1,
+            VerdictStatus::Pass => {
+                assert!(!halfway(v) || v.canary.value <= v.control.value, "{v:#?}")
+            }
+            VerdictStatus::Fail => {}
         }
     }
     assert!(held > 0, "a growing regression was never held");

@@ -74,7 +74,10 @@ fn detect_report_smoke() {
 fn run_without_share_hint(sc: &Scenario, seed: u64) -> Option<u64> {
     use serin_core::guardrails::Monitor;
     use serin_core::guardrails::sim::sample_events;
-    let mut m = Monitor::new(GuardrailConfig::no_regression());
+    // At alpha 1%, the budget the assertions below are written against.
+    let mut config = GuardrailConfig::no_regression();
+    config.settings.alpha = serin_core::guardrails::Share::from_fraction(0.01);
+    let mut m = Monitor::new(config);
     for (k, &(share, n)) in sc.ramp.iter().enumerate() {
         let events = sample_events(sc, run_seed(seed, k as u64), n as usize, share);
         for (i, e) in events.iter().enumerate() {
