@@ -36,6 +36,7 @@ mod audit;
 mod dir_lock;
 mod error;
 mod model;
+pub mod scratch;
 mod store;
 mod token;
 

@@ -23,8 +23,6 @@
 //! # Ok(()) }
 //! ```
 
-use sqlx::Connection;
-
 use crate::StoreError;
 
 /// Env var with the admin URL of the test database.
@@ -62,23 +60,25 @@ impl TestPostgres {
         if postgres_skipped() {
             return Ok(None);
         }
-        let base_url = base_url();
-        let schema = format!("serin_t_{}", hex::encode(rand::random::<[u8; 8]>()));
-        let mut conn = sqlx::PgConnection::connect(&base_url)
+        TestPostgres::create_at(&base_url()).await.map(Some)
+    }
+
+    /// A fresh schema in the database at `base_url` (e.g. a private cluster a test runs).
+    pub async fn create_at(base_url: &str) -> Result<TestPostgres, StoreError> {
+        let base_url = base_url.to_owned();
+        let created = crate::scratch::create_schema(&base_url, "serin_t")
             .await
-            .map_err(|e| unreachable(&e))?;
-        // The name is generated from hex digits only: safe to splice.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&mut conn)
-            .await?;
-        conn.close().await.ok();
-        let url = with_search_path(&base_url, &schema);
-        Ok(Some(TestPostgres {
+            .map_err(|e| match e {
+                StoreError::Unavailable(m) => unreachable_msg(&m),
+                other => other,
+            })?;
+        let (schema, url) = (created.schema, created.url);
+        Ok(TestPostgres {
             base_url,
             schema,
             url,
             cleaned: false,
-        }))
+        })
     }
 
     /// Connection URL confined to this schema; pass it to `Store::open_postgres` or
@@ -120,24 +120,20 @@ impl Drop for TestPostgres {
 
 /// `base` with `options=-c search_path=<schema>` appended (URL-encoded).
 pub fn with_search_path(base: &str, schema: &str) -> String {
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}options=-c%20search_path%3D{schema}")
+    crate::scratch::with_search_path(base, schema)
 }
 
 async fn drop_schema(base_url: &str, schema: &str) -> Result<(), StoreError> {
-    let mut conn = sqlx::PgConnection::connect(base_url)
-        .await
-        .map_err(|e| unreachable(&e))?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE"
-    )))
-    .execute(&mut conn)
-    .await?;
-    conn.close().await.ok();
-    Ok(())
+    crate::scratch::ScratchSchema {
+        base_url: base_url.to_owned(),
+        schema: schema.to_owned(),
+        url: String::new(),
+    }
+    .drop_schema()
+    .await
 }
 
-fn unreachable(e: &sqlx::Error) -> StoreError {
+fn unreachable_msg(e: &str) -> StoreError {
     StoreError::Unavailable(format!(
         "cannot reach the test PostgreSQL ({DATABASE_URL_ENV}, default {DEFAULT_DATABASE_URL}): \
          {e}; set {SKIP_POSTGRES_ENV}=1 to skip PostgreSQL tests"

@@ -1,8 +1,5 @@
-//! `serin bench propagation`: how fast a rollback reaches every connected
-//! subscriber. Starts an embedded server on a temporary SQLite store, opens N
-//! snapshot streams over loopback, then alternates deploy/rollback and times,
-//! per change, the gap between the change's HTTP response and the moment the
-//! last subscriber has received the new snapshot version.
+//! `serin bench ingest` and the embedded server the in-process benchmarks share
+//! (`serin bench propagation` runs real server processes: `bench_propagation`).
 
 // `serde_json::Value["key"]` yields Null for a missing key; it cannot panic.
 #![allow(clippy::indexing_slicing)]
@@ -11,20 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 use serin_core::bundle::Limits;
 use serin_server::ServerConfig;
 use serin_store::Store;
-use tokio::sync::mpsc;
 
 use crate::out;
-
-pub struct PropagationArgs {
-    pub subscribers: usize,
-    pub rollbacks: usize,
-    pub output_json: bool,
-}
 
 fn bundle_files(revision: u32) -> Value {
     json!({
@@ -33,7 +22,7 @@ fn bundle_files(revision: u32) -> Value {
     })
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -148,160 +137,8 @@ impl Embedded {
     }
 }
 
-pub async fn propagation(args: PropagationArgs) -> anyhow::Result<()> {
-    let server = Embedded::start(args.subscribers + 16).await?;
-    let base = server.base.clone();
-    let admin = server.admin.clone();
-
-    // Each subscriber reports (its index, version, arrival instant).
-    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Instant)>();
-    let mut tasks = Vec::with_capacity(args.subscribers);
-    let sub_client = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()?;
-    for _ in 0..args.subscribers {
-        let tx = tx.clone();
-        let url = format!("{base}/v1/envs/dev/snapshot/stream");
-        let c = sub_client.clone();
-        let token = admin.clone();
-        tasks.push(tokio::spawn(async move {
-            let Ok(resp) = c.get(url).bearer_auth(token).send().await else {
-                return;
-            };
-            let mut body = resp.bytes_stream();
-            let mut buf = String::new();
-            while let Some(Ok(chunk)) = body.next().await {
-                buf.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buf.find("\n\n") {
-                    let event: String = buf.drain(..end + 2).collect();
-                    if let Some(id) = event
-                        .lines()
-                        .find_map(|l| l.strip_prefix("id:"))
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                    {
-                        let _ = tx.send((id, Instant::now()));
-                    }
-                }
-            }
-        }));
-    }
-    drop(tx);
-    // Wait until every subscriber has its first snapshot.
-    let mut connected = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while connected < args.subscribers {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, rx.recv()).await {
-            Ok(Some(_)) => connected += 1,
-            _ => {
-                return Err(anyhow!(
-                    "only {connected} of {} subscribers connected",
-                    args.subscribers
-                ));
-            }
-        }
-    }
-
-    let mut last_client_ms = Vec::new();
-    let mut all_ms = Vec::new();
-    for i in 0..args.rollbacks {
-        // Alternate: rollback to bundle 1, then redeploy bundle 2.
-        let v = if i % 2 == 0 {
-            server
-                .post(
-                    "/v1/envs/dev/agents/bench/rollback",
-                    json!({ "reason": "bench" }),
-                )
-                .await?
-        } else {
-            server
-                .post("/v1/envs/dev/agents/bench/deploy", json!({ "bundle": 2 }))
-                .await?
-        };
-        let acked = Instant::now();
-        let version = v["version"]
-            .as_u64()
-            .context("change answered no version")?;
-        let mut got = 0;
-        let mut worst = Duration::ZERO;
-        let deadline = acked + Duration::from_secs(30);
-        while got < args.subscribers {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, rx.recv()).await {
-                Ok(Some((id, at))) if id == version => {
-                    got += 1;
-                    let lag = at.saturating_duration_since(acked);
-                    all_ms.push(lag.as_secs_f64() * 1e3);
-                    worst = worst.max(lag);
-                }
-                Ok(Some(_)) => {}
-                _ => {
-                    return Err(anyhow!(
-                        "change {i}: only {got} of {} subscribers saw v{version}",
-                        args.subscribers
-                    ));
-                }
-            }
-        }
-        last_client_ms.push(worst.as_secs_f64() * 1e3);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    for t in tasks {
-        t.abort();
-    }
-    server.stop().await;
-
-    last_client_ms.sort_by(f64::total_cmp);
-    all_ms.sort_by(f64::total_cmp);
-    let report = json!({
-        "subscribers": args.subscribers,
-        "changes": args.rollbacks,
-        "last_subscriber_ms": {
-            "p50": percentile(&last_client_ms, 50.0),
-            "p99": percentile(&last_client_ms, 99.0),
-            "max": last_client_ms.last().copied().unwrap_or(f64::NAN),
-        },
-        "any_subscriber_ms": {
-            "p50": percentile(&all_ms, 50.0),
-            "p99": percentile(&all_ms, 99.0),
-        },
-        "target_p99_ms": target_ms(args.subscribers),
-    });
-    if args.output_json {
-        out::json(&report);
-    } else {
-        out::line(&format!(
-            "{} subscribers, {} rollbacks/redeploys over loopback",
-            args.subscribers, args.rollbacks
-        ));
-        out::line(&format!(
-            "ack -> last subscriber has it: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (target p99 <= {} ms)",
-            report["last_subscriber_ms"]["p50"]
-                .as_f64()
-                .unwrap_or(f64::NAN),
-            report["last_subscriber_ms"]["p99"]
-                .as_f64()
-                .unwrap_or(f64::NAN),
-            report["last_subscriber_ms"]["max"]
-                .as_f64()
-                .unwrap_or(f64::NAN),
-            target_ms(args.subscribers),
-        ));
-        out::line(&format!(
-            "ack -> any one subscriber: p50 {:.1} ms, p99 {:.1} ms",
-            report["any_subscriber_ms"]["p50"]
-                .as_f64()
-                .unwrap_or(f64::NAN),
-            report["any_subscriber_ms"]["p99"]
-                .as_f64()
-                .unwrap_or(f64::NAN),
-        ));
-    }
-    Ok(())
-}
-
 /// TARGETS.md: p99 <= 50 ms with 1,000 subscribers, <= 150 ms with 10,000.
-fn target_ms(subscribers: usize) -> u32 {
+pub(crate) fn target_ms(subscribers: usize) -> u32 {
     if subscribers <= 1000 { 50 } else { 150 }
 }
 

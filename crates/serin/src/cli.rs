@@ -535,14 +535,26 @@ pub enum FlagCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Rollback propagation: change acknowledged -> every stream subscriber has it.
+    /// Rollback propagation: change acknowledged -> every stream subscriber has it, on
+    /// real server processes (their memory reported too); with --database-url across
+    /// --replicas replicas, then on one replica as the baseline.
     Propagation {
-        /// Concurrent snapshot-stream subscribers.
+        /// Concurrent snapshot-stream subscribers, split evenly over the replicas.
         #[arg(long, default_value_t = 1000)]
         subscribers: usize,
         /// Rollbacks (alternating with redeploys) to time.
         #[arg(long, default_value_t = 40)]
         rollbacks: usize,
+        /// PostgreSQL to run the replicas on (in a private schema, dropped afterwards);
+        /// without it one server runs on a temporary SQLite store.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Server processes sharing the store (more than 1 needs --database-url).
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
+        /// Agents deployed (in env `fleet`) before reading the servers' idle memory.
+        #[arg(long, default_value_t = 100)]
+        agents: usize,
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Human)]
         output: Output,
     },

@@ -151,11 +151,17 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<()> {
         Command::Bench(crate::cli::BenchCommand::Propagation {
             subscribers,
             rollbacks,
+            database_url,
+            replicas,
+            agents,
             output,
         }) => {
-            crate::bench::propagation(crate::bench::PropagationArgs {
+            crate::bench_propagation::propagation(crate::bench_propagation::PropagationArgs {
                 subscribers,
                 rollbacks,
+                replicas,
+                database_url,
+                agents,
                 output_json: output == Output::Json,
             })
             .await

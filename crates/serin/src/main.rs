@@ -10,6 +10,7 @@ use clap::Parser;
 mod audit;
 mod bench;
 mod bench_judge;
+mod bench_propagation;
 mod bundle_dir;
 mod cli;
 mod client;

@@ -250,6 +250,13 @@ pub struct ReplicaHealth {
     pub caught_up: bool,
     /// The envs served here whose published version is behind the store's newest.
     pub behind: Vec<String>,
+    /// PostgreSQL only (absent on SQLite, or when the store could not be read): outcome
+    /// batches accepted by any replica and not yet applied to the guardrail monitors by the
+    /// leader (rows of the shared outcome journal, so the same figure on every replica).
+    /// Informational like `caught_up`: it stays above 0 while no replica leads, and the
+    /// verdicts any replica shows lag by these batches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal_behind: Option<i64>,
 }
 
 /// Readiness: the store answers a query, plus this replica's fan-out state, and whether it
@@ -275,6 +282,12 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Ready>
     } else {
         (false, Vec::new())
     };
+    // SQLite judges every batch as it arrives: it has no journal to be behind on.
+    let journal_behind = if ok && state.store.backend_name() == "postgres" {
+        state.store.journal_marks().await.ok().map(|m| m.behind)
+    } else {
+        None
+    };
     (
         status,
         axum::Json(Ready {
@@ -286,6 +299,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Ready>
                 listener_connected: state.replica.listener_connected(),
                 caught_up,
                 behind,
+                journal_behind,
             },
             leader: state.leader.status(),
         }),

@@ -72,3 +72,75 @@ fn a_margin_scenario_needs_guardrails_with_a_margin() {
     assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("needs a margin"), "{}", out.stderr);
 }
+
+/// `bench propagation` on real server processes: every subscriber gets every change, and each
+/// server's memory is read from outside it. With PostgreSQL: spread over two replicas, then
+/// the one-replica baseline, in one run.
+#[test]
+fn propagation_times_changes_across_replicas_then_on_one_and_reads_server_memory() {
+    let sqlite = run_cli(
+        &[
+            "bench",
+            "propagation",
+            "--subscribers",
+            "10",
+            "--rollbacks",
+            "4",
+            "--agents",
+            "2",
+            "-o",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(sqlite.code, 0, "{}{}", sqlite.stdout, sqlite.stderr);
+    let v: serde_json::Value = serde_json::from_str(&sqlite.stdout).unwrap();
+    assert_eq!(v["store"], "sqlite");
+    assert_eq!(v["phases"].as_array().unwrap().len(), 1, "{v}");
+    assert!(v["rss_mb"]["idle"][0].as_f64().unwrap() > 1.0, "{v}");
+
+    if serin_store::testing::postgres_skipped() {
+        return;
+    }
+    // The bench makes (and drops) its own schema in the test database.
+    let base = serin_store::testing::base_url();
+    let pg = run_cli(
+        &[
+            "bench",
+            "propagation",
+            "--subscribers",
+            "10",
+            "--rollbacks",
+            "4",
+            "--agents",
+            "2",
+            "--replicas",
+            "2",
+            "--database-url",
+            &base,
+            "-o",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(pg.code, 0, "{}{}", pg.stdout, pg.stderr);
+    let v: serde_json::Value = serde_json::from_str(&pg.stdout).unwrap();
+    assert_eq!(v["store"], "postgres");
+    let phases = v["phases"].as_array().unwrap();
+    assert_eq!(
+        phases[0]["subscribers_per_replica"],
+        serde_json::json!([5, 5])
+    );
+    assert_eq!(
+        phases[1]["subscribers_per_replica"],
+        serde_json::json!([10])
+    );
+    for p in phases {
+        assert!(
+            p["last_subscriber_ms"]["max"].as_f64().unwrap() >= 0.0,
+            "{p}"
+        );
+        assert!(p["rss_connected_mb"][0].as_f64().unwrap() > 1.0, "{p}");
+    }
+    assert_eq!(v["rss_mb"]["idle"].as_array().unwrap().len(), 2, "{v}");
+}

@@ -236,3 +236,90 @@ fn same_verdict(a: &Value, b: &Value) -> bool {
         && close(&a["control"]["value"], &b["control"]["value"])
         && close(&a["statistic"], &b["statistic"])
 }
+
+/// A counter from `server`'s `/metrics` (0 when absent).
+async fn counter(server: &Server, token: &str, name: &str) -> f64 {
+    let resp = server
+        .http(token)
+        .req(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap();
+    let text = resp.text().await.unwrap();
+    text.lines()
+        .filter(|l| l.split([' ', '{']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The leader is frozen (SIGSTOP) so it cannot apply what a replica that does not lead
+/// journals, and is then SIGKILLed with every row of a regression still pending. The next
+/// leader applies them before it acts, rolls the release back on them, and counts each once:
+/// it applies exactly the rows sent, and the fail latches on the canary requests one replica
+/// judging the same stream directly latches on (a row applied twice or lost would move that
+/// by a whole batch of 50).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_rows_pending_when_the_leader_is_sigkilled_are_applied_once_by_the_next_leader() {
+    let Some(one) = canary_n_at_rollback(1).await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let (mut r, leader, version) = deployment(3, work.path()).await.unwrap();
+    let (_, epoch) = r.leader(AGREE_WITHIN).await;
+    let via = (0..3).find(|i| *i != leader).unwrap();
+    let pid = r.server(leader).pid().to_string();
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    const BATCHES: usize = 12;
+    for k in 0..BATCHES {
+        let body = post(r.server(via), &r.admin, &batch(k, version, 4)).await;
+        assert_eq!(body["accepted"], 100, "{body}");
+    }
+    // Every replica's readiness shows the batches waiting for a leader.
+    let (_, ready) = r.server(via).http("").get("/readyz").await;
+    assert_eq!(ready["replica"]["journal_behind"], BATCHES, "{ready}");
+    r.kill9(leader);
+    let (new, new_epoch) = r.leader(Duration::from_secs(5)).await;
+    assert_eq!(new_epoch, epoch + 1, "one election");
+
+    let rolled_back = wait_release(r.server(new), &r.admin, "rollback", |v| {
+        v["release"]["phase"] == "rolled_back"
+    })
+    .await;
+    let fail = error_rate(&rolled_back);
+    assert_eq!(fail["status"], "fail", "{rolled_back}");
+    let n = fail["canary"]["n"].as_u64().unwrap();
+    assert!(
+        n.abs_diff(one) < 50,
+        "latched on {n} canary requests after the failover, {one} on one replica"
+    );
+    let consumed = counter(
+        r.server(new),
+        &r.admin,
+        "serin_outcome_journal_consumed_total",
+    )
+    .await;
+    assert_eq!(
+        consumed, BATCHES as f64,
+        "each journalled batch applied once"
+    );
+    // The replica that took the outcomes shows the leader's rollback too.
+    wait_release(
+        r.server(via),
+        &r.admin,
+        "the rollback on the ingesting replica",
+        |v| v["release"]["phase"] == "rolled_back",
+    )
+    .await;
+    let (_, snap) = r
+        .server(via)
+        .http(&r.admin)
+        .get("/v1/envs/prod/snapshot")
+        .await;
+    assert!(snap["agents"]["support"]["release"].is_null(), "{snap}");
+    let (_, ready) = r.server(via).http("").get("/readyz").await;
+    assert_eq!(ready["replica"]["journal_behind"], 0, "{ready}");
+}

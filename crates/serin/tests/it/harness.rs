@@ -488,19 +488,23 @@ impl Replicas {
     /// Starts `n` replicas with `extra` flags; the first mints the admin token. None when
     /// PostgreSQL tests are skipped.
     pub async fn start(n: usize, extra: &[&str]) -> Option<Replicas> {
-        let backend = Backend::postgres().await?;
+        Some(Replicas::start_on(Backend::postgres().await?, n, extra))
+    }
+
+    /// Starts `n` replicas on `backend` (a schema of another PostgreSQL, say).
+    pub fn start_on(backend: Backend, n: usize, extra: &[&str]) -> Replicas {
         let first = Server::start_with(&backend, 0, extra);
         let admin = first.bootstrap_token.clone().unwrap();
         let mut servers = vec![Some(first)];
         for _ in 1..n {
             servers.push(Some(Server::start_with(&backend, 0, extra)));
         }
-        Some(Replicas {
+        Replicas {
             servers,
             backend,
             admin,
             extra: extra.iter().map(|a| (*a).to_owned()).collect(),
-        })
+        }
     }
 
     pub fn restart(&mut self, i: usize) {

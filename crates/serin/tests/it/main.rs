@@ -27,6 +27,7 @@ mod hostile_persist;
 mod hostile_transport;
 mod http_errors;
 mod judgement;
+mod pg_restart;
 mod readiness;
 mod readme;
 mod releases;

@@ -129,6 +129,7 @@ async fn a_kill_committed_on_one_replica_reaches_an_sdk_on_another_within_two_se
     assert_eq!(ready["replica"]["backend"], "postgres", "{ready}");
     assert_eq!(ready["replica"]["listener_connected"], true, "{ready}");
     assert_eq!(ready["replica"]["behind"], json!([]), "{ready}");
+    assert_eq!(ready["replica"]["journal_behind"], 0, "{ready}");
     drop(r.sdk);
     r.b.stop();
     r.a.stop();
@@ -246,6 +247,10 @@ async fn a_second_server_on_the_same_sqlite_data_dir_is_refused_and_the_first_ke
     assert!(
         body["replica"].get("listener_connected").is_none(),
         "SQLite has no listener: {body}"
+    );
+    assert!(
+        body["replica"].get("journal_behind").is_none(),
+        "SQLite has no outcome journal: {body}"
     );
     first
         .cli(&admin)
