@@ -901,7 +901,10 @@ impl Monitor {
             // passes through it on its way to the bar. Holding on the point estimate alone,
             // or on any e > 1, held identical arms for as long as a random walk keeps its
             // sign (arcsine law: often the whole release).
-            None if suspicious && ln_e >= ln_bar / 2.0 => {
+            // Without control traffic (a final step routing everything to canary, no
+            // holdback) the evidence can no longer move, so a hold would never end: the
+            // bound then passes on the absence of a fail.
+            None if suspicious && ln_e >= ln_bar / 2.0 && self.share.is_none_or(|s| s < 1.0) => {
                 (VerdictStatus::Pending, ln_e, ln_bar, drift_needs())
             }
             None => (VerdictStatus::Pass, ln_e, ln_bar, None),

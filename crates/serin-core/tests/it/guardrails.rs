@@ -816,6 +816,25 @@ fn zero_tolerance_passes_identical_arms_unless_evidence_of_harm_grows() {
 }
 
 #[test]
+fn a_zero_tolerance_hold_ends_when_no_control_traffic_can_resolve_it() {
+    // At a final step routing everything to canary (no holdback) a hold could never end:
+    // a release once stayed at its last step for 900,000 canary requests that way.
+    let config = GuardrailConfig::no_regression();
+    let worse = model(|m| m.error_rate *= 2.0);
+    let mut m = (100..200)
+        .map(|seed| feed(&config, worse.clone(), 3_000, seed))
+        .find(|m| m.verdicts()[0].status == VerdictStatus::Pending)
+        .expect("some seed holds the error bound");
+    m.set_canary_share(1.0);
+    let v = &m.verdicts()[0];
+    assert_eq!(v.guardrail, "error_rate.max_ratio");
+    assert_eq!(v.status, VerdictStatus::Pass, "{v:#?}");
+    // With control traffic again (a holdback) the hold is back.
+    m.set_canary_share(0.95);
+    assert_eq!(m.verdicts()[0].status, VerdictStatus::Pending);
+}
+
+#[test]
 fn a_shadow_bound_is_judged_and_reported_but_never_gates() {
     let config =
         parse("error_rate: {max_increase: 2pp}\nrefusal_rate: {max_ratio: 1.2, shadow: true}")
