@@ -505,7 +505,7 @@ impl Guardrails {
         let mut valid: Vec<(usize, OutcomeEvent)> = Vec::with_capacity(events.len());
         // The newest snapshot of each env of the batch (almost always one), read once per
         // batch rather than once per event, and again only for an event naming a newer one.
-        let mut snapshots: Vec<(String, Arc<crate::hub::Published>)> = Vec::new();
+        let mut snapshots: HashMap<String, Arc<crate::hub::Published>> = HashMap::new();
         for (index, parsed) in events.into_iter().enumerate() {
             let event = match parsed {
                 ParsedEvent::Event(event) => event,
@@ -518,20 +518,21 @@ impl Guardrails {
                 reject(report, rejection(index, &event, e.code, &e.field, e.reason));
                 continue;
             }
-            let slot = match snapshots.iter().position(|(env, _)| *env == event.env) {
-                Some(slot) => slot,
-                None => {
-                    let snapshot = self.hub.current(&event.env).await?;
-                    snapshots.push((event.env.clone(), snapshot));
-                    snapshots.len() - 1
-                }
+            let cached = snapshots.get(event.env.as_str()).cloned();
+            let mut changed = cached.is_none();
+            let mut snapshot = match cached {
+                Some(snapshot) => snapshot,
+                None => self.hub.current(&event.env).await?,
             };
-            if event.snapshot_version > snapshots[slot].1.version {
+            if event.snapshot_version > snapshot.version {
                 // Another replica may have committed it before this one's poller saw it.
                 self.hub.refresh_env(&event.env).await?;
-                snapshots[slot].1 = self.hub.current(&event.env).await?;
+                snapshot = self.hub.current(&event.env).await?;
+                changed = true;
             }
-            let snapshot = &snapshots[slot].1;
+            if changed {
+                snapshots.insert(event.env.clone(), Arc::clone(&snapshot));
+            }
             if event.snapshot_version > snapshot.version {
                 // Its routing weight is unknown, so it could not be judged exactly.
                 let reason = format!(

@@ -33,6 +33,8 @@ use super::{MAX_BATCH_EVENTS, Rejection};
 use crate::error::{ApiError, ErrorCode};
 
 /// One event of a batch, as read.
+// Nearly every event is the large variant: boxing it would be one more allocation per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum ParsedEvent {
     Event(OutcomeEvent),
