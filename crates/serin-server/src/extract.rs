@@ -25,6 +25,20 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// A JSON body's bytes, not yet parsed, for a route that reads them itself (outcome batches);
+/// refused as [`ApiJson`] refuses a body that is not JSON or could not be read.
+#[derive(Debug)]
+pub struct JsonBytes(pub Bytes);
+
+impl FromRequest<AppState> for JsonBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -41,10 +55,10 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
                 "the body must be JSON: send Content-Type: application/json",
             ));
         }
-        let bytes = Bytes::from_request(req, state)
+        Bytes::from_request(req, state)
             .await
-            .map_err(bytes_rejection)?;
-        parse_json(&bytes).map(ApiJson)
+            .map(JsonBytes)
+            .map_err(bytes_rejection)
     }
 }
 

@@ -33,7 +33,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::Value;
 use serin_core::decision::Arm;
 use serin_core::guardrails::{ArmAggregate, GuardrailConfig, Monitor};
 use serin_core::outcome::{EventLimits, OutcomeEvent};
@@ -43,6 +42,10 @@ use tokio::sync::Mutex;
 use crate::error::{ApiError, ErrorCode};
 use crate::hub::Hub;
 use crate::quarantine::{self, Quarantine};
+
+mod batch;
+
+pub use batch::{ParsedEvent, parse_batch};
 
 /// A monitor stops taking control traffic (and leaves memory) after this long
 /// without a canary outcome; its persisted evidence stays readable.
@@ -62,7 +65,8 @@ pub const INSTANCE_EVENTS_PER_SECOND: u32 = 50_000;
 pub const MAX_BATCH_EVENTS: usize = 10_000;
 
 type MonitorKey = (String, String, String);
-type RollupKey = (String, String, String, String, i64);
+/// env, agent, bundle, arm (of the batch's minute), borrowed from the batch's events.
+type RollupKey<'a> = (&'a str, &'a str, &'a str, &'static str);
 
 #[derive(Debug, Clone)]
 struct MonitorEntry {
@@ -120,7 +124,6 @@ struct Inner {
     quarantined: HashSet<MonitorKey>,
     /// instance -> (second, events accepted in it)
     instance_rate: HashMap<String, (i64, u32)>,
-    known_bundles: HashSet<String>,
 }
 
 #[derive(Debug)]
@@ -130,6 +133,9 @@ pub struct Guardrails {
     limits: EventLimits,
     quarantine: Arc<Quarantine>,
     inner: Mutex<Inner>,
+    /// Bundles found to exist (see [`Guardrails::bundle_exists`]); its own lock, because
+    /// events are checked before `inner` is taken.
+    known_bundles: std::sync::Mutex<HashSet<String>>,
     /// Woken when a batch latches a `fail` (see [`Guardrails::latched`]).
     latched: Arc<tokio::sync::Notify>,
     /// The committed state of every monitor in memory, for readers: the release
@@ -223,15 +229,18 @@ pub fn decode_events(text: &str) -> Result<Vec<OutcomeEvent>, serde_json::Error>
     serde_json::from_str(text)
 }
 
-fn rollup_rows(rollups: &HashMap<RollupKey, ArmAggregate>) -> Result<Vec<RollupRow>, ApiError> {
+fn rollup_rows(
+    rollups: &HashMap<RollupKey<'_>, ArmAggregate>,
+    minute_ms: i64,
+) -> Result<Vec<RollupRow>, ApiError> {
     let mut rows = Vec::with_capacity(rollups.len());
-    for ((env, agent, bundle, arm, minute_ms), agg) in rollups {
+    for ((env, agent, bundle, arm), agg) in rollups {
         rows.push(RollupRow {
-            env: env.clone(),
-            agent: agent.clone(),
-            bundle: bundle.clone(),
-            arm: arm.clone(),
-            minute_ms: *minute_ms,
+            env: (*env).to_owned(),
+            agent: (*agent).to_owned(),
+            bundle: (*bundle).to_owned(),
+            arm: (*arm).to_owned(),
+            minute_ms,
             data: serde_json::to_string(agg).map_err(ApiError::internal)?,
         });
     }
@@ -320,6 +329,7 @@ impl Guardrails {
             limits: EventLimits::DEFAULT,
             quarantine,
             inner: Mutex::new(inner),
+            known_bundles: std::sync::Mutex::new(HashSet::new()),
             latched: Arc::new(tokio::sync::Notify::new()),
             views: std::sync::RwLock::new(views),
             pending_shares: std::sync::Mutex::new(Vec::new()),
@@ -402,8 +412,10 @@ impl Guardrails {
         }
     }
 
-    async fn bundle_exists(&self, inner: &mut Inner, id: &str) -> Result<bool, ApiError> {
-        if inner.known_bundles.contains(id) {
+    /// Whether bundle `agent@N` exists. Remembered once found: every event names its bundle,
+    /// and a store read per event would cost more than all its other checks.
+    async fn bundle_exists(&self, id: &str) -> Result<bool, ApiError> {
+        if self.known_bundles_set().contains(id) {
             return Ok(true);
         }
         let Some((agent, n)) = id.split_once('@') else {
@@ -414,101 +426,40 @@ impl Guardrails {
         };
         let found = self.store.get_bundle(agent, n).await?.is_some();
         if found {
-            inner.known_bundles.insert(id.to_owned());
+            self.known_bundles_set().insert(id.to_owned());
         }
         Ok(found)
     }
 
+    fn known_bundles_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        match self.known_bundles.lock() {
+            Ok(s) => s,
+            // Inserting a name cannot leave the set half-changed.
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
     /// Validates, deduplicates, aggregates and persists a batch.
-    pub async fn ingest(&self, events: Vec<Value>, now_ms: i64) -> Result<IngestReport, ApiError> {
+    ///
+    /// Each event is checked against shared, read-only state (its own fields, the env's
+    /// snapshot, the agent, the bundle) before `inner` is taken: concurrent batches wait for
+    /// one another only to deduplicate, aggregate and store, which need the monitors.
+    pub async fn ingest(
+        &self,
+        events: Vec<ParsedEvent>,
+        now_ms: i64,
+    ) -> Result<IngestReport, ApiError> {
         let mut report = IngestReport {
             accepted: 0,
             duplicates: 0,
             rejected: 0,
             errors: Vec::new(),
         };
+        let valid = self.admit(events, now_ms, &mut report).await?;
         let mut inner = self.inner.lock().await;
+        // Still before judging anything: an exposure is noted before its version is published,
+        // so every exposure of a version an event above was admitted under is queued by now.
         self.apply_pending_shares(&mut inner).await?;
-        let mut valid: Vec<(usize, OutcomeEvent)> = Vec::with_capacity(events.len());
-        for (index, raw) in events.into_iter().enumerate() {
-            let request_id = raw
-                .get("request_id")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let event: OutcomeEvent = match crate::extract::parse_value(raw) {
-                Ok(e) => e,
-                Err(e) => {
-                    let field = e.field.clone().unwrap_or_else(|| "/".into());
-                    reject(
-                        &mut report,
-                        Rejection {
-                            index,
-                            request_id,
-                            code: "invalid_event".into(),
-                            field: format!(
-                                "/events/{index}{}",
-                                if field == "/" { "" } else { &field }
-                            ),
-                            reason: e.message,
-                        },
-                    );
-                    continue;
-                }
-            };
-            if let Err(e) = event.validate(now_ms, &self.limits) {
-                reject(
-                    &mut report,
-                    rejection(index, &event, e.code, &e.field, e.reason),
-                );
-                continue;
-            }
-            let mut snapshot = self.hub.current(&event.env).await?;
-            if event.snapshot_version > snapshot.version {
-                // Another replica may have committed it before this one's poller saw it.
-                self.hub.refresh_env(&event.env).await?;
-                snapshot = self.hub.current(&event.env).await?;
-            }
-            if event.snapshot_version > snapshot.version {
-                // Its routing weight is unknown, so it could not be judged exactly.
-                let reason = format!(
-                    "snapshot version {} is newer than env {}'s newest ({})",
-                    event.snapshot_version, event.env, snapshot.version
-                );
-                reject(
-                    &mut report,
-                    rejection(
-                        index,
-                        &event,
-                        "unknown_snapshot_version",
-                        "/snapshot_version",
-                        reason,
-                    ),
-                );
-                continue;
-            }
-            if !snapshot
-                .compiled
-                .snapshot()
-                .agents
-                .contains_key(&event.agent)
-            {
-                let reason = format!("agent {} is not routed in env {}", event.agent, event.env);
-                reject(
-                    &mut report,
-                    rejection(index, &event, "unknown_agent", "/agent", reason),
-                );
-                continue;
-            }
-            if !self.bundle_exists(&mut inner, &event.bundle).await? {
-                let reason = format!("no bundle {}", event.bundle);
-                reject(
-                    &mut report,
-                    rejection(index, &event, "unknown_bundle", "/bundle", reason),
-                );
-                continue;
-            }
-            valid.push((index, event));
-        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -543,6 +494,89 @@ impl Guardrails {
         }
     }
 
+    /// The events of a batch that may be counted, each with its index; the others are
+    /// rejected into `report`, in order.
+    async fn admit(
+        &self,
+        events: Vec<ParsedEvent>,
+        now_ms: i64,
+        report: &mut IngestReport,
+    ) -> Result<Vec<(usize, OutcomeEvent)>, ApiError> {
+        let mut valid: Vec<(usize, OutcomeEvent)> = Vec::with_capacity(events.len());
+        // The newest snapshot of each env of the batch (almost always one), read once per
+        // batch rather than once per event, and again only for an event naming a newer one.
+        let mut snapshots: HashMap<String, Arc<crate::hub::Published>> = HashMap::new();
+        for (index, parsed) in events.into_iter().enumerate() {
+            let event = match parsed {
+                ParsedEvent::Event(event) => event,
+                ParsedEvent::Unreadable { rejection, .. } => {
+                    reject(report, rejection);
+                    continue;
+                }
+            };
+            if let Err(e) = event.validate(now_ms, &self.limits) {
+                reject(report, rejection(index, &event, e.code, &e.field, e.reason));
+                continue;
+            }
+            let cached = snapshots.get(event.env.as_str()).cloned();
+            let mut changed = cached.is_none();
+            let mut snapshot = match cached {
+                Some(snapshot) => snapshot,
+                None => self.hub.current(&event.env).await?,
+            };
+            if event.snapshot_version > snapshot.version {
+                // Another replica may have committed it before this one's poller saw it.
+                self.hub.refresh_env(&event.env).await?;
+                snapshot = self.hub.current(&event.env).await?;
+                changed = true;
+            }
+            if changed {
+                snapshots.insert(event.env.clone(), Arc::clone(&snapshot));
+            }
+            if event.snapshot_version > snapshot.version {
+                // Its routing weight is unknown, so it could not be judged exactly.
+                let reason = format!(
+                    "snapshot version {} is newer than env {}'s newest ({})",
+                    event.snapshot_version, event.env, snapshot.version
+                );
+                reject(
+                    report,
+                    rejection(
+                        index,
+                        &event,
+                        "unknown_snapshot_version",
+                        "/snapshot_version",
+                        reason,
+                    ),
+                );
+                continue;
+            }
+            if !snapshot
+                .compiled
+                .snapshot()
+                .agents
+                .contains_key(&event.agent)
+            {
+                let reason = format!("agent {} is not routed in env {}", event.agent, event.env);
+                reject(
+                    report,
+                    rejection(index, &event, "unknown_agent", "/agent", reason),
+                );
+                continue;
+            }
+            if !self.bundle_exists(&event.bundle).await? {
+                let reason = format!("no bundle {}", event.bundle);
+                reject(
+                    report,
+                    rejection(index, &event, "unknown_bundle", "/bundle", reason),
+                );
+                continue;
+            }
+            valid.push((index, event));
+        }
+        Ok(valid)
+    }
+
     /// Deduplicates (against the store and within the batch), rate limits,
     /// aggregates and persists validated events. `Conflict` when another
     /// writer recorded some of their request ids meanwhile; nothing is written
@@ -555,51 +589,57 @@ impl Guardrails {
         now_ms: i64,
     ) -> Result<(), ApiError> {
         let since = now_ms - DEDUP_WINDOW_MS;
-        let mut by_env: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut by_env: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (_, e) in valid {
             by_env
                 .entry(e.env.as_str())
                 .or_default()
-                .push(e.request_id.clone());
+                .push(e.request_id.as_str());
         }
-        let mut seen: HashSet<(String, String)> = HashSet::new();
+        // Owned here so that `seen` can borrow them beside the batch's own ids.
+        let mut counted: Vec<(&str, Vec<String>)> = Vec::with_capacity(by_env.len());
         for (env, ids) in &by_env {
-            for id in self.store.seen_request_ids(env, ids, since).await? {
-                seen.insert(((*env).to_owned(), id));
-            }
+            counted.push((*env, self.store.seen_request_ids(env, ids, since).await?));
+        }
+        let mut seen: HashSet<(&str, &str)> =
+            HashSet::with_capacity(valid.len() + counted.iter().map(|c| c.1.len()).sum::<usize>());
+        for (env, ids) in &counted {
+            seen.extend(ids.iter().map(|id| (*env, id.as_str())));
         }
         let second = now_ms.div_euclid(1000);
         if inner.instance_rate.len() > MAX_RATE_INSTANCES / 2 {
             inner.instance_rate.retain(|_, (s, _)| *s == second);
         }
         let mut accepted: Vec<&OutcomeEvent> = Vec::with_capacity(valid.len());
-        let mut dedup: Vec<(String, String)> = Vec::with_capacity(valid.len());
+        let mut dedup: Vec<(&str, &str)> = Vec::with_capacity(valid.len());
         for (index, event) in valid {
-            let key = (event.env.clone(), event.request_id.clone());
-            if !seen.insert(key.clone()) {
+            let key = (event.env.as_str(), event.request_id.as_str());
+            if !seen.insert(key) {
                 report.duplicates += 1;
                 metrics::counter!("serin_outcomes_total", "result" => "duplicate").increment(1);
                 continue;
             }
             if let Some(instance) = &event.instance {
-                let known = inner.instance_rate.contains_key(instance);
-                if !known && inner.instance_rate.len() >= MAX_RATE_INSTANCES {
-                    let reason = format!(
-                        "over {MAX_RATE_INSTANCES} instances reported this second; retry shortly"
-                    );
-                    report.errors.push(rejection(
-                        *index,
-                        event,
-                        "rate_limited",
-                        "/instance",
-                        reason,
-                    ));
-                    continue;
+                if !inner.instance_rate.contains_key(instance) {
+                    if inner.instance_rate.len() >= MAX_RATE_INSTANCES {
+                        let reason = format!(
+                            "over {MAX_RATE_INSTANCES} instances reported this second; retry shortly"
+                        );
+                        report.errors.push(rejection(
+                            *index,
+                            event,
+                            "rate_limited",
+                            "/instance",
+                            reason,
+                        ));
+                        continue;
+                    }
+                    // Cloned only for an instance new to the map, not once per event.
+                    inner.instance_rate.insert(instance.clone(), (second, 0));
                 }
-                let slot = inner
-                    .instance_rate
-                    .entry(instance.clone())
-                    .or_insert((second, 0));
+                let Some(slot) = inner.instance_rate.get_mut(instance) else {
+                    continue;
+                };
                 if slot.0 != second {
                     *slot = (second, 0);
                 }
@@ -625,18 +665,19 @@ impl Guardrails {
             return Ok(());
         }
         let minute = now_ms - now_ms.rem_euclid(60_000);
-        let mut rollups: HashMap<RollupKey, ArmAggregate> = HashMap::new();
+        let mut rollups: HashMap<RollupKey<'_>, ArmAggregate> = HashMap::new();
         for e in &accepted {
-            let rkey = (
-                e.env.clone(),
-                e.agent.clone(),
-                e.bundle.clone(),
-                arm_name(e.arm).to_owned(),
-                minute,
-            );
-            rollups.entry(rkey).or_default().record(e);
+            rollups
+                .entry((
+                    e.env.as_str(),
+                    e.agent.as_str(),
+                    e.bundle.as_str(),
+                    arm_name(e.arm),
+                ))
+                .or_default()
+                .record(e);
         }
-        let rollup_rows = rollup_rows(&rollups)?;
+        let rollup_rows = rollup_rows(&rollups, minute)?;
         match self.evidence_path() {
             EvidencePath::Direct(epoch) => {
                 // Batches journalled before this one was received are applied first, so a
@@ -732,7 +773,7 @@ impl Guardrails {
         inner: &mut Inner,
         accepted: &[&OutcomeEvent],
         rollup_rows: &[RollupRow],
-        dedup: &[(String, String)],
+        dedup: &[(&str, &str)],
         since: i64,
         now_ms: i64,
         epoch: Option<i64>,
@@ -778,7 +819,7 @@ impl Guardrails {
         &self,
         accepted: &[&OutcomeEvent],
         rollup_rows: &[RollupRow],
-        dedup: &[(String, String)],
+        dedup: &[(&str, &str)],
         since: i64,
         now_ms: i64,
     ) -> Result<(), ApiError> {
@@ -812,22 +853,34 @@ impl Guardrails {
         monitors: &mut HashMap<MonitorKey, MonitorEntry>,
     ) -> Result<(), ApiError> {
         let mut unconfigured: HashSet<(String, String)> = HashSet::new();
+        // The monitor key of the last canary event: a batch is mostly one agent's, so the key
+        // is built (three strings) when it changes rather than once per event.
+        let mut canary_key: MonitorKey = Default::default();
+        // The monitors a stable outcome of (env, agent, bundle) counts towards, worked out
+        // once per batch rather than per event by scanning every monitor. Forgotten whenever a
+        // monitor joins the batch's copies, so a stable outcome counts towards exactly the
+        // monitors known when it is observed, as it always has.
+        let mut stable_targets: HashMap<(&str, &str, &str), Vec<MonitorKey>> = HashMap::new();
         for e in accepted {
             match e.arm {
                 Arm::Canary => {
-                    let mkey = (e.env.clone(), e.agent.clone(), e.bundle.clone());
-                    if inner.quarantined.contains(&mkey) {
+                    if canary_key.0 != e.env || canary_key.1 != e.agent || canary_key.2 != e.bundle
+                    {
+                        canary_key = (e.env.clone(), e.agent.clone(), e.bundle.clone());
+                    }
+                    let mkey = &canary_key;
+                    if inner.quarantined.contains(mkey) {
                         continue;
                     }
-                    if !monitors.contains_key(&mkey) {
+                    if !monitors.contains_key(mkey) {
                         let pair = (e.env.clone(), e.agent.clone());
-                        let entry = match inner.monitors.get(&mkey) {
+                        let entry = match inner.monitors.get(mkey) {
                             Some(m) => m.clone(),
                             None if unconfigured.contains(&pair) => continue,
                             // Begun on another replica (a release started there) or kept by an
                             // earlier leader: the stored row holds its share schedule and
                             // evidence so far, which a fresh monitor would overwrite.
-                            None => match self.stored_monitor(inner, &mkey, now_ms).await? {
+                            None => match self.stored_monitor(inner, mkey, now_ms).await? {
                                 StoredMonitor::Live(entry) => *entry,
                                 StoredMonitor::Unreadable => continue,
                                 StoredMonitor::Absent => {
@@ -847,8 +900,9 @@ impl Guardrails {
                             },
                         };
                         monitors.insert(mkey.clone(), entry);
+                        stable_targets.clear();
                     }
-                    if let Some(m) = monitors.get_mut(&mkey)
+                    if let Some(m) = monitors.get_mut(mkey)
                         && !m.is_excluded(e)
                     {
                         m.monitor.observe(e);
@@ -856,24 +910,28 @@ impl Guardrails {
                     }
                 }
                 Arm::Stable => {
-                    let keys: Vec<MonitorKey> = inner
-                        .monitors
-                        .keys()
-                        .chain(monitors.keys())
-                        .filter(|(env, agent, cand)| {
-                            env == &e.env && agent == &e.agent && cand != &e.bundle
-                        })
-                        .cloned()
-                        .collect::<HashSet<_>>()
-                        .into_iter()
-                        .collect();
-                    for mkey in keys {
-                        if !monitors.contains_key(&mkey)
-                            && let Some(m) = inner.monitors.get(&mkey)
+                    let keys = stable_targets
+                        .entry((e.env.as_str(), e.agent.as_str(), e.bundle.as_str()))
+                        .or_insert_with(|| {
+                            inner
+                                .monitors
+                                .keys()
+                                .chain(monitors.keys())
+                                .filter(|(env, agent, cand)| {
+                                    env == &e.env && agent == &e.agent && cand != &e.bundle
+                                })
+                                .cloned()
+                                .collect::<HashSet<_>>()
+                                .into_iter()
+                                .collect()
+                        });
+                    for mkey in keys.iter() {
+                        if !monitors.contains_key(mkey)
+                            && let Some(m) = inner.monitors.get(mkey)
                         {
                             monitors.insert(mkey.clone(), m.clone());
                         }
-                        if let Some(m) = monitors.get_mut(&mkey)
+                        if let Some(m) = monitors.get_mut(mkey)
                             && !m.is_excluded(e)
                         {
                             m.monitor.observe(e);
@@ -1406,44 +1464,6 @@ fn arm_name(arm: Arm) -> &'static str {
         Arm::Stable => "stable",
         Arm::Canary => "canary",
         Arm::Killed => "killed",
-    }
-}
-
-/// Splits a body `{"events": [...]}` into raw events, refusing oversized batches.
-pub fn batch_events(body: Value) -> Result<Vec<Value>, ApiError> {
-    let Value::Object(mut map) = body else {
-        return Err(ApiError::field(
-            ErrorCode::InvalidField,
-            "/",
-            "the body must be {\"events\": [...]}",
-        ));
-    };
-    if let Some(k) = map.keys().find(|k| k.as_str() != "events") {
-        return Err(ApiError::field(
-            ErrorCode::InvalidField,
-            format!("/{k}"),
-            format!("unknown field `{k}`; the body is {{\"events\": [...]}}"),
-        ));
-    }
-    match map.remove("events") {
-        Some(Value::Array(events)) => {
-            if events.len() > MAX_BATCH_EVENTS {
-                return Err(ApiError::field(
-                    ErrorCode::InvalidField,
-                    "/events",
-                    format!(
-                        "{} events in one batch; send at most {MAX_BATCH_EVENTS}",
-                        events.len()
-                    ),
-                ));
-            }
-            Ok(events)
-        }
-        _ => Err(ApiError::field(
-            ErrorCode::InvalidField,
-            "/events",
-            "events must be an array",
-        )),
     }
 }
 

@@ -1679,7 +1679,7 @@ impl Store {
         evidence: BatchEvidence<'_>,
         rollups: &[RollupRow],
         mut merge: impl FnMut(&RollupRow, &str) -> String,
-        dedup: &[(String, String)],
+        dedup: &[(impl AsRef<str>, impl AsRef<str>)],
         dedup_since_ms: i64,
         at_ms: i64,
     ) -> Result<Option<i64>, StoreError> {
@@ -1711,7 +1711,7 @@ impl Store {
                 .await?;
             let mut by_env: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
             for (env, id) in dedup {
-                by_env.entry(env.as_str()).or_default().push(id.as_str());
+                by_env.entry(env.as_ref()).or_default().push(id.as_ref());
             }
             for (env, ids) in &by_env {
                 for chunk in ids.chunks(DEDUP_CHUNK) {
@@ -1780,7 +1780,7 @@ impl Store {
     pub async fn seen_request_ids(
         &self,
         env: &str,
-        request_ids: &[String],
+        request_ids: &[impl AsRef<str>],
         since_ms: i64,
     ) -> Result<Vec<String>, StoreError> {
         let sql = match self.backend {
@@ -1794,7 +1794,7 @@ impl Store {
             }
         };
         let mut seen = Vec::new();
-        let ids: Vec<&str> = request_ids.iter().map(String::as_str).collect();
+        let ids: Vec<&str> = request_ids.iter().map(AsRef::as_ref).collect();
         for chunk in ids.chunks(DEDUP_CHUNK) {
             let array = json_array(chunk)?;
             let rows: Vec<String> = with_read!(self, |db| {

@@ -3658,7 +3658,7 @@ async fn journal_rows_round_trip_outcome_events_with_empty_and_extreme_values(t:
                 serin_store::BatchEvidence::Journal { events: &text },
                 &[],
                 concat,
-                &[],
+                &ids("prod", &[]),
                 i64::MIN,
                 at,
             )

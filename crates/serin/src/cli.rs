@@ -564,7 +564,8 @@ pub enum BenchCommand {
         events: usize,
         #[arg(long, default_value_t = 1000)]
         batch: usize,
-        #[arg(long, default_value_t = 4)]
+        /// Concurrent clients, each sending one batch at a time.
+        #[arg(long, visible_alias = "clients", default_value_t = 4)]
         concurrency: usize,
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Human)]
         output: Output,

@@ -86,7 +86,11 @@ pub struct OutcomeEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_ms: Option<i64>,
     pub latency_ms: f64,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "unique_stages"
+    )]
     pub stages: BTreeMap<String, f64>,
     #[serde(default)]
     pub cost_usd: f64,
@@ -100,6 +104,38 @@ pub struct OutcomeEvent {
     pub refused: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<EvalSample>,
+}
+
+/// Stage timings, refusing a stage named twice. A map would keep the last one silently; the
+/// server reads events straight from the request bytes, and two readers of one body must never
+/// see different events (the server refuses any repeated key in a body).
+fn unique_stages<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, f64>, D::Error> {
+    struct Stages;
+    impl<'de> serde::de::Visitor<'de> for Stages {
+        type Value = BTreeMap<String, f64>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            // As the standard map visitor says, so a rejection reads as it always has.
+            f.write_str("a map")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((name, ms)) = map.next_entry::<String, f64>()? {
+                if out.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!("duplicate key {name:?}")));
+                }
+                out.insert(name, ms);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Stages)
 }
 
 /// Why an event was refused; `field` is a JSON pointer inside the event.

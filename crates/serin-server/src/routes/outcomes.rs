@@ -13,8 +13,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, Auth, DeployAccess, OutcomeAccess, ReadAccess};
-use crate::guardrails::{IngestReport, batch_events};
+use crate::extract::{
+    ApiJson, ApiPath, ApiQuery, Auth, DeployAccess, JsonBytes, OutcomeAccess, ReadAccess,
+};
+use crate::guardrails::{IngestReport, ParsedEvent, parse_batch};
 use crate::{AppState, clock};
 
 /// Outcome batches are bounded: 10,000 events of a few hundred bytes each.
@@ -46,9 +48,10 @@ pub struct OutcomeBatch {
 async fn post_outcomes(
     State(state): State<AppState>,
     _auth: Auth<OutcomeAccess>,
-    ApiJson(body): ApiJson<Value>,
+    JsonBytes(body): JsonBytes,
 ) -> ApiResult<Json<IngestReport>> {
-    let events = batch_events(body)?;
+    let events = parse_batch(&body)?;
+    drop(body);
     check_event_envs(&state, &events).await?;
     Ok(Json(
         state.guardrails.ingest(events, clock::now_ms()).await?,
@@ -58,15 +61,16 @@ async fn post_outcomes(
 /// An event naming an env that does not exist refuses the whole batch with 404 (naming the
 /// event), so an SDK configured with a mistyped env learns it from its first report instead of
 /// having every event dropped one by one. Malformed env names are left to per-event validation.
-async fn check_event_envs(state: &AppState, events: &[Value]) -> ApiResult<()> {
-    let mut seen = std::collections::BTreeSet::new();
+async fn check_event_envs(state: &AppState, events: &[ParsedEvent]) -> ApiResult<()> {
+    let mut seen: Vec<&str> = Vec::new();
     for (i, e) in events.iter().enumerate() {
-        let Some(env) = e.get("env").and_then(Value::as_str) else {
+        let Some(env) = e.env() else {
             continue;
         };
-        if slug::validate_env(env).is_err() || !seen.insert(env.to_owned()) {
+        if seen.contains(&env) || slug::validate_env(env).is_err() {
             continue;
         }
+        seen.push(env);
         state.envs.require(env, &format!("/events/{i}/env")).await?;
     }
     Ok(())

@@ -234,6 +234,122 @@ async fn bad_outcomes_are_refused_one_by_one_with_reasons() {
     assert!(text.contains("invalid_latency"), "{text}");
 }
 
+/// Events are read straight from the body's bytes: a batch mixing good and malformed events
+/// answers each bad one by its index and field (nested fields too) and counts the rest, and a
+/// fault of the body anywhere (a repeated key, a number out of range) still refuses the batch.
+#[tokio::test]
+async fn malformed_events_are_named_by_field_and_body_faults_refuse_the_batch() {
+    let (_backend, server, admin, _work) = setup().await;
+    let http = server.http(&admin);
+    let good = |i| event(i, "stable", "support@1", false);
+    let mut nested = good(1);
+    nested["tokens"] = json!({"input": "many"});
+    let mut as_array = good(2);
+    as_array["tool_calls"] = json!([2, 0]);
+    // A `[` in a string is no array: counted.
+    let mut bracket = good(3);
+    bracket["request_id"] = json!("stable-[3]");
+    let not_an_object = json!(["stable-4", "support"]);
+    let mut bad_stage = good(5);
+    bad_stage["stages"] = json!({"llm": "slow"});
+    let batch =
+        json!({"events": [good(0), nested, as_array, bracket, not_an_object, bad_stage, good(6)]});
+    let (status, body) = http.post("/v1/outcomes", &batch).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["accepted"].as_u64(), body["rejected"].as_u64()),
+        (Some(3), Some(4)),
+        "{body}"
+    );
+    let errors: Vec<(&str, &str, Option<&str>)> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["code"].as_str().unwrap(),
+                e["field"].as_str().unwrap(),
+                e["request_id"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            ("invalid_event", "/events/1/tokens/input", Some("stable-1")),
+            ("invalid_event", "/events/2/tool_calls", Some("stable-2")),
+            ("invalid_event", "/events/4", None),
+            ("invalid_event", "/events/5/stages/llm", Some("stable-5")),
+        ],
+        "{body}"
+    );
+    assert!(
+        body["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("/tokens/input: invalid type: string \"many\""),
+        "{body}"
+    );
+
+    let raw = |text: String| {
+        http.send(
+            http.req(reqwest::Method::POST, "/v1/outcomes")
+                .header("content-type", "application/json")
+                .body(text),
+        )
+    };
+    let text = good(10).to_string();
+    // A key named twice refuses the whole body, wherever it is.
+    let twice = text.replacen(
+        "\"agent\":\"support\"",
+        "\"agent\":\"support\",\"agent\":\"support\"",
+        1,
+    );
+    assert_ne!(twice, text);
+    let (status, body) = raw(format!("{{\"events\":[{},{twice}]}}", good(11))).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid_field")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["field"]
+            .as_str()
+            .unwrap()
+            .starts_with("/events/1"),
+        "{body}"
+    );
+    let stage_twice = text.replacen("\"llm\":600.0", "\"llm\":600.0,\"llm\":1.0", 1);
+    assert_ne!(stage_twice, text);
+    let (status, body) = raw(format!("{{\"events\":[{stage_twice}]}}")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid_field")),
+        "{body}"
+    );
+    let huge = text.replacen("\"cost_usd\":0.01", "\"cost_usd\":1e400", 1);
+    assert_ne!(huge, text);
+    let (status, body) = raw(format!("{{\"events\":[{huge}]}}")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_json")),
+        "{body}"
+    );
+    let (status, body) = raw(format!("{{\"events\":[{text}]}} and more")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_json")),
+        "{body}"
+    );
+    // None of the refused bodies counted anything.
+    let (status, body) = raw(format!("{{\"events\":[{text}]}}")).await;
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sdk_records_outcomes_in_the_background_and_drops_rather_than_blocks() {
     let (_backend, server, admin, _work) = setup().await;
