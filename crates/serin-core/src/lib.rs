@@ -19,11 +19,12 @@ pub mod audit;
 pub mod auth;
 pub mod bundle;
 pub mod catalog;
-pub mod decision;
 pub mod guardrails;
-pub mod outcome;
 pub mod pins;
 pub mod pointer;
 pub mod readiness;
 pub mod release;
-pub mod slug;
+
+// The decision engine, the outcome event and names live in `serin-engine`, the light crate
+// every SDK embeds; they keep their paths here.
+pub use serin_engine::{decision, outcome, slug};

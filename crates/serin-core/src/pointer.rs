@@ -2,7 +2,7 @@
 
 /// Escapes one pointer segment: `~` as `~0`, `/` as `~1`.
 pub fn escape(segment: &str) -> String {
-    segment.replace('~', "~0").replace('/', "~1")
+    serin_engine::bundle::json::escape_token(segment)
 }
 
 /// `/a/0/b` from the path serde_path_to_error reports; empty for the root.

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use serin_core::decision::{CompileError, CompiledSnapshot, LoadError, Snapshot};
+use serin_engine::decision::{CompileError, CompiledSnapshot, LoadError, Snapshot};
 
 /// Why an event could not be completed; the stream task then fetches the
 /// full snapshot.

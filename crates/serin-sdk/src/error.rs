@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serin_core::decision::{CompileError, DecideError};
+use serin_engine::decision::{CompileError, DecideError};
 
 /// Why the SDK could not start or could not decide.
 #[derive(Debug, thiserror::Error)]

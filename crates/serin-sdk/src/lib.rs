@@ -75,12 +75,12 @@ use serde::{Deserialize, Serialize};
 pub use delta::{MergeError, merge_json, merge_snapshot, referenced_bundles};
 pub use error::SdkError;
 pub use router::{Health, Router, SdkDecision, SdkDecisionRef, SnapshotGuard};
-pub use serin_core::bundle::Bundle;
-pub use serin_core::decision::{
+pub use serin_engine::bundle::Bundle;
+pub use serin_engine::decision::{
     Arm, BundleRef, CompileError, CompiledSnapshot, Context, DecideError, Decision, FlagEvaluation,
     FlagReason, LoadError, Reason, Snapshot,
 };
-pub use serin_core::outcome::{
+pub use serin_engine::outcome::{
     ErrorClass, EvalSample, OutcomeError, OutcomeEvent, Tokens, ToolCalls,
 };
 

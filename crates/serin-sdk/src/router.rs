@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use serde_json::Value;
-use serin_core::bundle::Bundle;
-use serin_core::decision::{
+use serin_engine::bundle::Bundle;
+use serin_engine::decision::{
     Arm, BundleRef, CompiledSnapshot, Context, Decision, FlagEvaluation, Reason, Snapshot,
 };
 

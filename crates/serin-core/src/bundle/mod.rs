@@ -22,9 +22,7 @@
 
 mod budget;
 mod diff;
-mod json;
 mod manifest;
-mod model;
 mod problem;
 mod validate;
 
@@ -40,11 +38,15 @@ pub use manifest::{
     MANIFEST_FILE, ManifestPaths, PartialManifestPaths, manifest_paths, partial_manifest_paths,
 };
 pub(crate) use manifest::{yaml_location, yaml_message};
-pub use model::{
+// The bundle's model and canonical form live in `serin-engine` (an SDK serves bundles);
+// reading, validating and diffing them stay here.
+pub use problem::{Problem, Severity, Validation};
+use serin_engine::bundle as model;
+use serin_engine::bundle::json;
+pub use serin_engine::bundle::{
     Bundle, BundleDecodeError, Digest, DigestParseError, Example, Message, MessageRole, Metadata,
     ModelSpec, Tool, ToolCall,
 };
-pub use problem::{Problem, Severity, Validation};
 pub use validate::validate;
 
 use crate::catalog::ModelCatalog;

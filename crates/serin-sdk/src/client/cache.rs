@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serin_core::decision::{CompiledSnapshot, LoadError, Snapshot};
+use serin_engine::decision::{CompiledSnapshot, LoadError, Snapshot};
 use tokio::sync::watch;
 
 /// Reads and compiles the cache file; `None` (with a warning) when it is

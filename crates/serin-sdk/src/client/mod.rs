@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serin_core::decision::CompiledSnapshot;
-use serin_core::outcome::OutcomeEvent;
+use serin_engine::decision::CompiledSnapshot;
+use serin_engine::outcome::OutcomeEvent;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -410,9 +410,9 @@ impl Serin {
 }
 
 fn validate(mut config: Config) -> Result<Config, SdkError> {
-    serin_core::slug::validate_env(&config.env)
+    serin_engine::slug::validate_env(&config.env)
         .map_err(|e| SdkError::InvalidConfig(format!("env: {e}")))?;
-    serin_core::slug::validate_instance(&config.instance)
+    serin_engine::slug::validate_instance(&config.instance)
         .map_err(|e| SdkError::InvalidConfig(format!("instance: {e}")))?;
     let trimmed = config.server.trim().trim_end_matches('/').to_owned();
     let url = reqwest::Url::parse(&trimmed)

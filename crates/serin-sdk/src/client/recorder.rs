@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
-use serin_core::outcome::OutcomeEvent;
+use serin_engine::outcome::OutcomeEvent;
 use tokio::sync::{mpsc, watch};
 
 use super::Config;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use eventsource_stream::{Event, Eventsource as _};
 use futures_util::StreamExt as _;
-use serin_core::decision::CompiledSnapshot;
+use serin_engine::decision::CompiledSnapshot;
 use tokio::sync::watch;
 use tokio::time::Instant;
 

@@ -47,12 +47,19 @@ pub const MAX_FLAGS: usize = 1_000;
 
 /// Why a flag definition was refused: the offending field as a JSON pointer into the flag
 /// object, and a sentence naming the flag.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FlagError {
     pointer: String,
     message: String,
 }
+
+impl std::fmt::Display for FlagError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for FlagError {}
 
 impl FlagError {
     fn new(pointer: impl Into<String>, message: impl Into<String>) -> FlagError {

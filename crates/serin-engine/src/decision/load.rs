@@ -26,12 +26,41 @@ use super::strset::StrSet;
 use crate::bundle::Bundle;
 
 /// Why snapshot JSON could not be loaded.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum LoadError {
-    #[error("not a snapshot: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error(transparent)]
-    Compile(#[from] CompileError),
+    Json(serde_json::Error),
+    Compile(CompileError),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Json(e) => write!(f, "not a snapshot: {e}"),
+            LoadError::Compile(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Json(e) => Some(e),
+            // Transparent: the compile error is this error's own message.
+            LoadError::Compile(e) => e.source(),
+        }
+    }
+}
+
+impl From<serde_json::Error> for LoadError {
+    fn from(e: serde_json::Error) -> LoadError {
+        LoadError::Json(e)
+    }
+}
+
+impl From<CompileError> for LoadError {
+    fn from(e: CompileError) -> LoadError {
+        LoadError::Compile(e)
+    }
 }
 
 #[derive(Deserialize)]

@@ -2,6 +2,7 @@
 //! [`EnvState`] or says, in a sentence naming what it concerns, why it cannot apply.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use super::flags::{FlagError, MAX_FLAGS, MAX_LIST_VALUES, validate_flag};
 use super::model::{
@@ -101,55 +102,123 @@ fn scope(tenant: Option<&String>) -> String {
 }
 
 /// Why a command does not apply. Every message is a sentence naming what it concerns.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CommandError {
-    #[error("{0}.")]
     InvalidAgent(SlugError),
-    #[error("Bundle {bundle} belongs to another agent than {agent}.")]
-    ForeignBundle { agent: String, bundle: String },
-    #[error("{bundle} is already the stable of {agent} in this env.")]
-    AlreadyStable { agent: String, bundle: String },
-    #[error(
-        "{agent} has release {release} in progress in this env; finish or roll it back before deploying."
-    )]
-    ReleaseInProgress { agent: String, release: String },
-    #[error("{agent} has no previous stable to roll back to in this env.")]
-    NothingToRollBackTo { agent: String },
-    #[error("{agent} is already killed{} in this env.", scope(tenant.as_ref()))]
+    ForeignBundle {
+        agent: String,
+        bundle: String,
+    },
+    AlreadyStable {
+        agent: String,
+        bundle: String,
+    },
+    ReleaseInProgress {
+        agent: String,
+        release: String,
+    },
+    NothingToRollBackTo {
+        agent: String,
+    },
     AlreadyKilled {
         agent: String,
         tenant: Option<String>,
     },
-    #[error("{agent} is not killed{} in this env.", scope(tenant.as_ref()))]
     NotKilled {
         agent: String,
         tenant: Option<String>,
     },
-    #[error("{0}")]
     InvalidFlag(FlagError),
-    #[error("Flag {key} does not exist in this env.")]
-    UnknownFlag { key: String },
+    UnknownFlag {
+        key: String,
+    },
     /// The agent is not routed in this env (nothing deployed, nothing killed).
-    #[error("no agent {agent} in this env{}", suggestion(nearest.as_deref()))]
     UnknownAgent {
         agent: String,
         nearest: Option<String>,
     },
-    #[error("This env already has {MAX_FLAGS} flags; delete one before adding {key}.")]
-    TooManyFlags { key: String },
-    #[error(
-        "{agent} is already killed for {MAX_KILLED_TENANTS} tenants in this env; kill the whole agent instead."
-    )]
-    TooManyKilledTenants { agent: String },
-    #[error("{agent} has no stable in this env; deploy one before starting a release.")]
-    NoStable { agent: String },
-    #[error("Release {release} of {agent} has the stable {bundle} as its candidate.")]
+    TooManyFlags {
+        key: String,
+    },
+    TooManyKilledTenants {
+        agent: String,
+    },
+    NoStable {
+        agent: String,
+    },
     CandidateIsStable {
         agent: String,
         release: String,
         bundle: String,
     },
 }
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandError::InvalidAgent(e) => write!(f, "{e}."),
+            CommandError::ForeignBundle { agent, bundle } => {
+                write!(f, "Bundle {bundle} belongs to another agent than {agent}.")
+            }
+            CommandError::AlreadyStable { agent, bundle } => {
+                write!(f, "{bundle} is already the stable of {agent} in this env.")
+            }
+            CommandError::ReleaseInProgress { agent, release } => write!(
+                f,
+                "{agent} has release {release} in progress in this env; finish or roll it back before deploying."
+            ),
+            CommandError::NothingToRollBackTo { agent } => {
+                write!(
+                    f,
+                    "{agent} has no previous stable to roll back to in this env."
+                )
+            }
+            CommandError::AlreadyKilled { agent, tenant } => write!(
+                f,
+                "{agent} is already killed{} in this env.",
+                scope(tenant.as_ref())
+            ),
+            CommandError::NotKilled { agent, tenant } => {
+                write!(
+                    f,
+                    "{agent} is not killed{} in this env.",
+                    scope(tenant.as_ref())
+                )
+            }
+            CommandError::InvalidFlag(e) => write!(f, "{e}"),
+            CommandError::UnknownFlag { key } => {
+                write!(f, "Flag {key} does not exist in this env.")
+            }
+            CommandError::UnknownAgent { agent, nearest } => write!(
+                f,
+                "no agent {agent} in this env{}",
+                suggestion(nearest.as_deref())
+            ),
+            CommandError::TooManyFlags { key } => write!(
+                f,
+                "This env already has {MAX_FLAGS} flags; delete one before adding {key}."
+            ),
+            CommandError::TooManyKilledTenants { agent } => write!(
+                f,
+                "{agent} is already killed for {MAX_KILLED_TENANTS} tenants in this env; kill the whole agent instead."
+            ),
+            CommandError::NoStable { agent } => write!(
+                f,
+                "{agent} has no stable in this env; deploy one before starting a release."
+            ),
+            CommandError::CandidateIsStable {
+                agent,
+                release,
+                bundle,
+            } => write!(
+                f,
+                "Release {release} of {agent} has the stable {bundle} as its candidate."
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
 
 fn suggestion(nearest: Option<&str>) -> String {
     match nearest {

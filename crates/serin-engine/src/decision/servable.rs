@@ -8,16 +8,44 @@ use super::model::{EnvState, Snapshot};
 use crate::bundle::Bundle;
 
 /// Why a state cannot be served, with the step that failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServeError {
-    #[error("the snapshot of env {env} cannot be encoded as JSON: {cause}")]
-    Encode { env: String, cause: String },
+    Encode {
+        env: String,
+        cause: String,
+    },
     /// Encoded, but an SDK's parser would refuse it (nesting beyond its recursion limit).
-    #[error("the snapshot of env {env} could not be read back by an SDK: {cause}")]
-    Decode { env: String, cause: String },
-    #[error("the snapshot of env {env} does not compile: {cause}")]
-    Compile { env: String, cause: CompileError },
+    Decode {
+        env: String,
+        cause: String,
+    },
+    Compile {
+        env: String,
+        cause: CompileError,
+    },
 }
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServeError::Encode { env, cause } => {
+                write!(
+                    f,
+                    "the snapshot of env {env} cannot be encoded as JSON: {cause}"
+                )
+            }
+            ServeError::Decode { env, cause } => write!(
+                f,
+                "the snapshot of env {env} could not be read back by an SDK: {cause}"
+            ),
+            ServeError::Compile { env, cause } => {
+                write!(f, "the snapshot of env {env} does not compile: {cause}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
 
 /// Builds the snapshot of `state` exactly as the hub publishes it, encodes it, parses the
 /// encoding back the way SDKs do, and compiles what was parsed. `bundles` must hold every

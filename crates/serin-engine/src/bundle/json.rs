@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 /// Serialises `value` with object keys sorted (by their UTF-8 bytes) and no whitespace.
-pub(crate) fn to_canonical_string(value: &Value) -> String {
+pub fn to_canonical_string(value: &Value) -> String {
     let mut out = String::new();
     write_canonical(&mut out, value);
     out
@@ -69,12 +69,12 @@ fn write_string(out: &mut String, s: &str) {
 }
 
 /// Escapes one JSON pointer reference token (RFC 6901).
-pub(crate) fn escape_token(token: &str) -> String {
-    crate::pointer::escape(token)
+pub fn escape_token(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
 }
 
 /// Appends a reference token to a pointer.
-pub(crate) fn join(pointer: &str, token: &str) -> String {
+pub fn join(pointer: &str, token: &str) -> String {
     format!("{pointer}/{}", escape_token(token))
 }
 

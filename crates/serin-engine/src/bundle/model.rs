@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+#[cfg(feature = "digest")]
 use sha2::{Digest as _, Sha256};
 
 use super::json;
@@ -148,11 +149,32 @@ pub struct Metadata {
 }
 
 /// Why [`Bundle::from_canonical_json`] failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum BundleDecodeError {
     /// The text is not JSON of the bundle's shape.
-    #[error("invalid bundle JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
+}
+
+impl fmt::Display for BundleDecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BundleDecodeError::Json(e) => write!(f, "invalid bundle JSON: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BundleDecodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BundleDecodeError::Json(e) => Some(e),
+        }
+    }
+}
+
+impl From<serde_json::Error> for BundleDecodeError {
+    fn from(e: serde_json::Error) -> BundleDecodeError {
+        BundleDecodeError::Json(e)
+    }
 }
 
 impl Bundle {
@@ -165,7 +187,8 @@ impl Bundle {
         json::to_canonical_string(&self.canonical_value())
     }
 
-    /// `sha256:` over the bytes of [`Bundle::canonical_json`].
+    /// `sha256:` over the bytes of [`Bundle::canonical_json`] (feature `digest`).
+    #[cfg(feature = "digest")]
     pub fn digest(&self) -> Digest {
         let hash = Sha256::digest(self.canonical_json().as_bytes());
         Digest(format!("sha256:{}", hex::encode(hash)))
@@ -250,7 +273,7 @@ impl Bundle {
     }
 }
 
-pub(crate) fn example_value(example: &Example) -> Value {
+pub fn example_value(example: &Example) -> Value {
     let mut obj = Map::new();
     obj.insert("name".into(), Value::String(example.name.clone()));
     let messages = example
@@ -282,7 +305,7 @@ pub(crate) fn example_value(example: &Example) -> Value {
     Value::Object(obj)
 }
 
-pub(crate) fn tool_value(tool: &Tool) -> Value {
+pub fn tool_value(tool: &Tool) -> Value {
     let mut obj = Map::new();
     obj.insert("name".into(), Value::String(tool.name.clone()));
     obj.insert(
@@ -294,7 +317,7 @@ pub(crate) fn tool_value(tool: &Tool) -> Value {
 }
 
 /// Replaces every CRLF with LF.
-pub(crate) fn normalize_newlines(s: &str) -> String {
+pub fn normalize_newlines(s: &str) -> String {
     if s.contains("\r\n") {
         s.replace("\r\n", "\n")
     } else {
@@ -308,9 +331,20 @@ pub(crate) fn normalize_newlines(s: &str) -> String {
 pub struct Digest(String);
 
 /// A string that is not `sha256:<64 lowercase hex>`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid digest {0:?}: expected \"sha256:\" followed by 64 lowercase hex digits")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DigestParseError(pub String);
+
+impl fmt::Display for DigestParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid digest {:?}: expected \"sha256:\" followed by 64 lowercase hex digits",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for DigestParseError {}
 
 impl Digest {
     /// The full text, `sha256:...`.

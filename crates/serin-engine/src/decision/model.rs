@@ -39,11 +39,22 @@ pub enum Stickiness {
 pub struct Percent(u16);
 
 /// Why a value could not be read as a percentage.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{input:?} is not a percentage between 0% and 100% with at most two decimals")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PercentError {
     pub input: String,
 }
+
+impl fmt::Display for PercentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} is not a percentage between 0% and 100% with at most two decimals",
+            self.input
+        )
+    }
+}
+
+impl std::error::Error for PercentError {}
 
 impl Percent {
     pub const ZERO: Percent = Percent(0);

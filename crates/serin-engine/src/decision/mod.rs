@@ -19,6 +19,7 @@ mod servable;
 mod strset;
 
 #[doc(hidden)]
+#[cfg(feature = "digest")]
 pub mod bench_support;
 
 pub use bucket::{bucket, in_share};

@@ -71,14 +71,27 @@ impl SlugKind {
 }
 
 /// A name that does not match its pattern.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{} {:?} is invalid: must match {}", kind.as_str(), value, kind.pattern())]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SlugError {
     /// Which kind of name it was.
     pub kind: SlugKind,
     /// The rejected input, verbatim.
     pub value: String,
 }
+
+impl std::fmt::Display for SlugError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {:?} is invalid: must match {}",
+            self.kind.as_str(),
+            self.value,
+            self.kind.pattern()
+        )
+    }
+}
+
+impl std::error::Error for SlugError {}
 
 fn check(kind: SlugKind, s: &str) -> Result<(), SlugError> {
     let mut chars = s.chars();

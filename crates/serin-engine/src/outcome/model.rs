@@ -139,14 +139,21 @@ fn unique_stages<'de, D: serde::Deserializer<'de>>(
 }
 
 /// Why an event was refused; `field` is a JSON pointer inside the event.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
-#[error("{field}: {reason}")]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EventRejection {
     pub field: String,
     /// Stable snake_case code for counting (`invalid_latency`, `stale_timestamp`...).
     pub code: &'static str,
     pub reason: String,
 }
+
+impl std::fmt::Display for EventRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for EventRejection {}
 
 /// Bounds on what an event may claim; anything outside is refused, so one
 /// bad client cannot poison a window.

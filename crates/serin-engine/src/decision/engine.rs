@@ -23,26 +23,57 @@ use super::strset::StrSet;
 use crate::bundle::Bundle;
 
 /// Why a snapshot cannot be served.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CompileError {
-    #[error("snapshot references bundle {id} but does not carry it")]
     MissingBundle { id: String },
-    #[error("{0}")]
     InvalidFlag(FlagError),
-    #[error("snapshot lists flag {flag_key} under the key {key}")]
     FlagKeyMismatch { key: String, flag_key: String },
-    #[error("{agent} has a release in progress but no stable bundle")]
     ReleaseWithoutStable { agent: String },
 }
 
+impl fmt::Display for CompileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CompileError::MissingBundle { id } => {
+                write!(f, "snapshot references bundle {id} but does not carry it")
+            }
+            CompileError::InvalidFlag(e) => write!(f, "{e}"),
+            CompileError::FlagKeyMismatch { key, flag_key } => {
+                write!(f, "snapshot lists flag {flag_key} under the key {key}")
+            }
+            CompileError::ReleaseWithoutStable { agent } => {
+                write!(f, "{agent} has a release in progress but no stable bundle")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CompileError {}
+
 /// Why a request could not be routed. Constructing one allocates (the error path only).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DecideError {
-    #[error("agent {agent} is not known in this env")]
     UnknownAgent { agent: String },
-    #[error("{agent} has no stable bundle in this env; deploy one first")]
     NoStable { agent: String },
 }
+
+impl fmt::Display for DecideError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecideError::UnknownAgent { agent } => {
+                write!(f, "agent {agent} is not known in this env")
+            }
+            DecideError::NoStable { agent } => {
+                write!(
+                    f,
+                    "{agent} has no stable bundle in this env; deploy one first"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for DecideError {}
 
 /// Which unit a share was computed over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
