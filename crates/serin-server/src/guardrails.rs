@@ -620,33 +620,28 @@ impl Guardrails {
                 continue;
             }
             if let Some(instance) = &event.instance {
-                if !inner.instance_rate.contains_key(instance) {
-                    if inner.instance_rate.len() >= MAX_RATE_INSTANCES {
-                        let reason = format!(
-                            "over {MAX_RATE_INSTANCES} instances reported this second; retry shortly"
-                        );
-                        report.errors.push(rejection(
-                            *index,
-                            event,
-                            "rate_limited",
-                            "/instance",
-                            reason,
-                        ));
-                        continue;
+                let limited = if let Some(slot) = inner.instance_rate.get_mut(instance) {
+                    if slot.0 != second {
+                        *slot = (second, 0);
                     }
+                    if slot.1 >= INSTANCE_EVENTS_PER_SECOND {
+                        Some(format!(
+                            "instance {instance} sent over {INSTANCE_EVENTS_PER_SECOND} events this second"
+                        ))
+                    } else {
+                        slot.1 += 1;
+                        None
+                    }
+                } else if inner.instance_rate.len() >= MAX_RATE_INSTANCES {
+                    Some(format!(
+                        "over {MAX_RATE_INSTANCES} instances reported this second; retry shortly"
+                    ))
+                } else {
                     // Cloned only for an instance new to the map, not once per event.
-                    inner.instance_rate.insert(instance.clone(), (second, 0));
-                }
-                let Some(slot) = inner.instance_rate.get_mut(instance) else {
-                    continue;
+                    inner.instance_rate.insert(instance.clone(), (second, 1));
+                    None
                 };
-                if slot.0 != second {
-                    *slot = (second, 0);
-                }
-                if slot.1 >= INSTANCE_EVENTS_PER_SECOND {
-                    let reason = format!(
-                        "instance {instance} sent over {INSTANCE_EVENTS_PER_SECOND} events this second"
-                    );
+                if let Some(reason) = limited {
                     report.errors.push(rejection(
                         *index,
                         event,
@@ -656,7 +651,6 @@ impl Guardrails {
                     ));
                     continue;
                 }
-                slot.1 += 1;
             }
             dedup.push(key);
             accepted.push(event);
