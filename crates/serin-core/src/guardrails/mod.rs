@@ -33,8 +33,7 @@
 //! snapshot version the outcome was routed under (see "Exact exposure" below; a monitor told
 //! only [`Monitor::set_canary_share`] uses the weight in force on arrival, and without either
 //! the arrival mix estimates it and validity is approximate). Tool calls and eval samples use
-//! their own exposure share within their routing epoch, shrunk towards the request share (exact only if canary's calls per
-//! request and eval sampling match control's, approximately otherwise).
+//! their own exposure share within their routing epoch.
 //!
 //! `max_increase` / `max_decrease` by `d > 0` points: canary's own trials against the moving
 //! null rate `p0 = U + d`, `U` an upper confidence bound of control's rate (Bernstein-type,
@@ -89,11 +88,19 @@
 //!
 //! **Exact exposure.** [`Monitor::set_canary_share_from`] records the canary's routing share
 //! from each snapshot version on, and every outcome is judged within the routing epoch of the
-//! version it carries (`snapshot_version`), at canary's share of that epoch's requests so far
-//! shrunk towards the weight (100 pseudo-requests), with tool-call and eval exposure counted
-//! the same way. The realized share, not the weight: with sticky users of uneven volume one
-//! heavy user in canary can double its share of requests, and under "identical arms" the
-//! events follow the requests, not the weight.
+//! version it carries (`snapshot_version`), at canary's share of that epoch's requests so far,
+//! with tool-call and eval exposure counted the same way. The realized share, not the weight:
+//! with sticky users of uneven volume one heavy user in canary can double its share of
+//! requests (or, in a lumpy fleet, carry most of them), and under "identical arms" the events
+//! follow the requests, not the weight. The weight does not even serve as a prior: an estimate
+//! pulled towards a 25% weight while one user sent 85% of the epoch to canary made identical
+//! arms look different for hundreds of requests. Instead an epoch's events are not judged
+//! until each arm has 50 draws in it (requests; eval samples; tool calls counted as the
+//! requests they came in, since one request's calls share its arm), and afterwards each test
+//! bets against the share moved one standard error towards its own conservative side: up for
+//! `fail` (canary's events then look no more frequent than they are), down for `pass`. The
+//! share is estimated, so this validity is approximate; `serin bench judge` checks it end to
+//! end, including a population where one user sends 84% of the traffic.
 //! Outcomes that arrive late or in large batches after a step change therefore cannot shift
 //! the observed canary share. Outcomes from versions before the release routed anything are
 //! counted ([`Monitor::unattributed`]) and never judged.

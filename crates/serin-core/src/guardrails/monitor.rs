@@ -143,8 +143,12 @@ const LATENCY_Q: f64 = 0.95;
 const COST_Q: f64 = 0.5;
 /// Control requests before the reference quantiles are first taken.
 const REF_MIN: u64 = 100;
-/// Pseudo-exposure pulling the tool-call / eval exposure share towards the request share.
+/// Pseudo-exposure pulling the tool-call / eval exposure share towards the request share
+/// (only where no routing epoch is known).
 const SHARE_PRIOR: f64 = 100.0;
+/// Draws of each arm a routing epoch must have seen before its events are judged: until
+/// then canary's share of the epoch is too uncertain to bet against.
+const SHARE_BURN_IN: f64 = 50.0;
 
 /// One bound's running test.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -316,6 +320,53 @@ impl Exposure {
         // Counts → f64: exact below 2^53.
         (self.canary as f64 + prior * weight) / ((self.canary + self.control) as f64 + weight)
     }
+
+    /// Canary's share of this exposure, moved one standard error towards the conservative
+    /// side of each test, when the units come in arm-homogeneous clusters of `cluster` on
+    /// average (the tool calls of one request): the counts are scaled down to the number of
+    /// independent draws they stand for. Skipped while either arm has fewer than
+    /// [`SHARE_BURN_IN`] draws.
+    fn band(&self, cluster: f64) -> Band {
+        let k = cluster.max(1.0);
+        // Counts → f64: exact below 2^53.
+        let c = self.canary as f64 / k;
+        let n = (self.canary + self.control) as f64 / k;
+        if c < SHARE_BURN_IN || n - c < SHARE_BURN_IN {
+            return Band {
+                lo: 0.0,
+                hi: 1.0,
+                skip: true,
+            };
+        }
+        let p = c / n;
+        let se = (p * (1.0 - p) / n).sqrt();
+        Band {
+            lo: (p - se).max(0.0),
+            hi: (p + se).min(1.0),
+            skip: false,
+        }
+    }
+}
+
+/// Canary's exposure share for the two directions of an event-conditional test: the `fail`
+/// test bets against the high end (under "no harm" canary's events are then at most about
+/// as frequent as it assumes), the `pass` test against the low end; `skip` leaves the event
+/// out of both (a choice made before the event is seen, so the tests stay valid).
+#[derive(Clone, Copy, Debug)]
+struct Band {
+    lo: f64,
+    hi: f64,
+    skip: bool,
+}
+
+impl Band {
+    fn point(s: f64) -> Band {
+        Band {
+            lo: s,
+            hi: s,
+            skip: false,
+        }
+    }
 }
 
 /// Sequential comparison of canary against control for one release.
@@ -349,6 +400,11 @@ pub struct Monitor {
     /// Exposure of requests, tool calls and eval samples per entry of `shares`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     epochs: BTreeMap<u64, [Exposure; 3]>,
+    /// Requests with at least one tool call per entry of `shares`: how many independent
+    /// draws the tool-call exposure stands for. Monitors stored before it read as empty
+    /// (one draw per call).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    epoch_tool_requests: BTreeMap<u64, Exposure>,
     /// Outcomes routed under a version older than the first of `shares` (before the release
     /// routed anything): counted, never judged.
     #[serde(default)]
@@ -459,6 +515,7 @@ impl Monitor {
             tests,
             shares: BTreeMap::new(),
             epochs: BTreeMap::new(),
+            epoch_tool_requests: BTreeMap::new(),
             unattributed: 0,
         }
     }
@@ -472,6 +529,22 @@ impl Monitor {
         } else {
             self.alpha_each
         }
+    }
+
+    /// Canary's share of routing epoch `version`'s requests, tool calls and eval samples.
+    fn bands(&self, version: u64) -> [Band; 3] {
+        let seg = self.epochs.get(&version).copied().unwrap_or_default();
+        let tool_requests = self
+            .epoch_tool_requests
+            .get(&version)
+            .map_or(0, |e| e.canary + e.control);
+        let calls = seg[1].canary + seg[1].control;
+        let cluster = if tool_requests == 0 {
+            1.0
+        } else {
+            calls as f64 / tool_requests as f64 // counts → f64
+        };
+        [seg[0].band(1.0), seg[1].band(cluster), seg[2].band(1.0)]
     }
 
     /// Outcomes routed before the release routed anything (never judged).
@@ -561,33 +634,30 @@ impl Monitor {
                 }
             }
         };
-        // Within a routing epoch, canary's share of the requests seen so far, shrunk towards
-        // the routing weight: with sticky users of uneven volume the requests a weight routes
-        // are not that weight (one heavy user can be a tenth of all traffic), and the tests
-        // condition on the exposure the arms really had.
-        let rho = match epoch {
-            Some((v, weight)) => self
-                .epochs
-                .get(&v)
-                .map_or(weight, |seg| seg[0].share(weight, SHARE_PRIOR)),
-            None => self.request_share(),
-        };
-        // Tool calls and eval samples: their own exposure share within the routing epoch the
-        // event belongs to (or since the last share change); without a known share, the
-        // (conservative) request share.
-        let (rho_tools, rho_evals) = match epoch {
-            Some((v, _)) => {
-                let seg = self.epochs.get(&v).copied().unwrap_or_default();
-                (
-                    seg[1].share(rho, SHARE_PRIOR),
-                    seg[2].share(rho, SHARE_PRIOR),
-                )
+        // Within a routing epoch, canary's share of the requests (tool calls, eval samples)
+        // the epoch routed, from those seen so far. The share, not the weight: with sticky
+        // users of uneven volume the requests a weight routes are not that weight (one heavy
+        // user can be most of the traffic), and under "identical arms" the events follow the
+        // requests. Nothing pulls it towards the weight, and nothing is judged before it
+        // settles: a test that bets against a share below the true one gains evidence from
+        // no difference at all (an early estimate pulled towards a 25% weight while one user
+        // sent 85% of the epoch's requests to canary rolled back 30% of identical releases).
+        let [rho, rho_tools, rho_evals] = match epoch {
+            Some((v, _)) => self.bands(v),
+            None => {
+                // Without a known share per version: the weight in force (or an upper bound
+                // of the recent mix), with tool-call and eval exposure pulled towards it.
+                let rho = self.request_share();
+                let (tools, evals) = if self.share.is_some() {
+                    (
+                        self.seg_tools.share(rho, SHARE_PRIOR),
+                        self.seg_evals.share(rho, SHARE_PRIOR),
+                    )
+                } else {
+                    (rho, rho)
+                };
+                [Band::point(rho), Band::point(tools), Band::point(evals)]
             }
-            None if self.share.is_some() => (
-                self.seg_tools.share(rho, SHARE_PRIOR),
-                self.seg_evals.share(rho, SHARE_PRIOR),
-            ),
-            None => (rho, rho),
         };
         let lat_ref = self.latency_ref;
         let cost_ref = self.cost_ref;
@@ -650,9 +720,11 @@ impl Monitor {
                         e.refused
                     };
                     if hit {
-                        t.cond.event(canary, rho, t.lambda0());
-                        if can_pass {
-                            t.ni.event(canary, rho, t.lambda0());
+                        if !rho.skip {
+                            t.cond.event(canary, rho.hi, t.lambda0());
+                        }
+                        if can_pass && !rho.skip {
+                            t.ni.event(canary, rho.lo, t.lambda0());
                         }
                     }
                     t.tally(arm, u64::from(hit), 1);
@@ -673,7 +745,9 @@ impl Monitor {
                     if t.limit <= 0.0 {
                         // No tolerance: the exact event-conditional test with λ0 = 1.
                         for _ in 0..hits.min(1000) {
-                            t.cond.event(canary, share, 1.0);
+                            if !share.skip {
+                                t.cond.event(canary, share.hi, 1.0);
+                            }
                         }
                     } else if canary {
                         let past = t.canary_rate();
@@ -715,9 +789,11 @@ impl Monitor {
                         };
                         let hit = v > cut;
                         if hit {
-                            t.cond.event(canary, rho, 1.0);
-                            if can_pass {
-                                t.ni.event(canary, rho, 1.0);
+                            if !rho.skip {
+                                t.cond.event(canary, rho.hi, 1.0);
+                            }
+                            if can_pass && !rho.skip {
+                                t.ni.event(canary, rho.lo, 1.0);
                             }
                         }
                         t.tally(arm, u64::from(hit), 1);
@@ -735,6 +811,12 @@ impl Monitor {
             let seg = self.epochs.entry(v).or_default();
             seg[0].add(canary, 1);
             seg[1].add(canary, tools);
+            if tools > 0 {
+                self.epoch_tool_requests
+                    .entry(v)
+                    .or_default()
+                    .add(canary, 1);
+            }
             if e.eval.is_some() {
                 seg[2].add(canary, 1);
             }
