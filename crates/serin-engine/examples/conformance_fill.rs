@@ -4,7 +4,7 @@
 //!
 //! `cargo run -p serin-engine --example conformance_fill`
 
-#![allow(clippy::print_stdout)]
+#![allow(clippy::print_stdout, clippy::indexing_slicing)]
 
 use std::path::Path;
 

@@ -1,7 +1,12 @@
 //! Runs every conformance vector (`testdata/conformance/*.json`) through the engine and
 //! compares with the committed expectations, which are never regenerated here.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::path::{Path, PathBuf};
 

@@ -288,3 +288,17 @@ def test_fork_restarts_background_work(client: serin.Client, deployed: Tuple[Ser
     os.close(r)
     assert os.waitstatus_to_exitcode(status) == 0, report
     wait_for("parent killed too", lambda: decide(client).arm == "killed")
+
+
+def test_example_agent_loop_runs(deployed: Tuple[Server, str], tmp_path: pathlib.Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    server, token = deployed
+    env = dict(os.environ, SERIN_SERVER=server.url, SERIN_TOKEN=token, SERIN_ENV="dev", HOME=str(tmp_path))
+    out = subprocess.run([sys.executable, str(REPO / "examples/python/agent_loop.py")], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "support@1" in out.stdout and "outcomes:" in out.stdout
