@@ -345,6 +345,21 @@ impl Decision {
         }
     }
 
+    /// The decision as plain data (bundle by id), for logs and JSON.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("agent", &self.agent)?;
+        d.set_item("arm", arm_name(self.arm))?;
+        d.set_item("bundle", self.bundle.as_ref().map(|b| b.id.as_str()))?;
+        d.set_item("reason", self.reason.code())?;
+        d.set_item("release", self.release.as_deref())?;
+        d.set_item("snapshot_version", self.snapshot_version)?;
+        d.set_item("stale", self.stale)?;
+        d.set_item("flags", self.flags(py)?)?;
+        d.set_item("context", self.context(py)?)?;
+        Ok(d)
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Decision(agent={:?}, arm={:?}, bundle={}, reason={:?}, snapshot_version={}, stale={})",

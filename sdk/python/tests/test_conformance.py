@@ -66,6 +66,10 @@ def test_bundle_contents_match_the_snapshot() -> None:
     assert killed.bundle is None and killed.arm == "killed" and killed.reason == "kill_switch"
     assert "kill switch" in killed.reason_text
     assert not killed.stale
+    assert killed.to_dict() == {"agent": "support", "arm": "killed", "bundle": None, "reason": "kill_switch",
+                                "release": None, "snapshot_version": 7, "stale": False, "flags": {},
+                                "context": {"request_id": "r-1"}}
+    assert repr(killed).startswith('Decision(agent="support", arm="killed", bundle=None')
 
 
 def test_golden_bucketing() -> None:
