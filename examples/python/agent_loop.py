@@ -12,11 +12,12 @@ import os
 import random
 import time
 import uuid
+from typing import Any, Dict
 
 import serin
 
 
-def fake_model(model: dict, prompt: str, question: str, tone: str) -> str:
+def fake_model(model: Dict[str, Any], prompt: str, question: str, tone: str) -> str:
     """Pretends to call `model` with the bundle's prompt; fails now and then."""
     time.sleep(random.uniform(0.01, 0.05))
     if random.random() < 0.02:
