@@ -11,6 +11,7 @@
 mod bench;
 mod bundles;
 mod clock;
+mod conformance_http;
 mod decisions;
 mod drills;
 mod evidence;
@@ -28,6 +29,7 @@ mod hostile_transport;
 mod http_errors;
 mod judgement;
 mod pg_restart;
+mod python_sdk;
 mod readiness;
 mod readme;
 mod releases;
