@@ -1462,6 +1462,22 @@ fn arm_name(arm: Arm) -> &'static str {
     }
 }
 
+/// Accepted events name an agent with bundles and a registered env (both checked before
+/// acceptance), so these labels stay bounded by what is deployed.
+fn count_accepted(accepted: &[&OutcomeEvent]) {
+    let mut counts: std::collections::BTreeMap<(&str, &str, &'static str), u64> =
+        std::collections::BTreeMap::new();
+    for e in accepted {
+        *counts
+            .entry((&e.agent, &e.env, arm_name(e.arm)))
+            .or_default() += 1;
+    }
+    for ((agent, env, arm), n) in counts {
+        metrics::counter!("serin_outcomes_accepted_total", "agent" => agent.to_owned(), "env" => env.to_owned(), "arm" => arm)
+            .increment(n);
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -1493,21 +1509,5 @@ mod tests {
         // A row that is not an array of events is an error (quarantined), never a panic.
         assert!(decode_events("{}").is_err());
         assert!(decode_events("[{\"request_id\": 1}]").is_err());
-    }
-}
-
-/// Accepted events name an agent with bundles and a registered env (both checked before
-/// acceptance), so these labels stay bounded by what is deployed.
-fn count_accepted(accepted: &[&OutcomeEvent]) {
-    let mut counts: std::collections::BTreeMap<(&str, &str, &'static str), u64> =
-        std::collections::BTreeMap::new();
-    for e in accepted {
-        *counts
-            .entry((&e.agent, &e.env, arm_name(e.arm)))
-            .or_default() += 1;
-    }
-    for ((agent, env, arm), n) in counts {
-        metrics::counter!("serin_outcomes_accepted_total", "agent" => agent.to_owned(), "env" => env.to_owned(), "arm" => arm)
-            .increment(n);
     }
 }
