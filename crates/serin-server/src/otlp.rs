@@ -415,12 +415,10 @@ fn convert_trace(trace_id: &[u8], items: &[Item<'_>], prices: Prices<'_>, out: &
         .enumerate()
         .map(|(i, it)| (it.span.span_id.as_slice(), i))
         .collect();
-    // Each span's nearest Serin root above it (a root is its own).
-    let mut owner: Vec<Option<usize>> = vec![None; items.len()];
+    // Each Serin root's spans: the ones whose nearest Serin root above is it.
     let mut children: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, it) in items.iter().enumerate() {
         if it.is_serin_root() {
-            owner[i] = Some(i);
             children.entry(i).or_default();
             continue;
         }
@@ -448,7 +446,6 @@ fn convert_trace(trace_id: &[u8], items: &[Item<'_>], prices: Prices<'_>, out: &
         }
         match found {
             Some(root) => {
-                owner[i] = Some(root);
                 children.entry(root).or_default().push(i);
             }
             None if missing_parent => out.reject(

@@ -159,7 +159,11 @@ async fn post_traces(
     let mut events = Vec::with_capacity(conv.events.len());
     let mut spans_of = Vec::with_capacity(conv.events.len());
     for (value, spans) in std::mem::take(&mut conv.events) {
-        let env = value["env"].as_str().unwrap_or_default().to_owned();
+        let env = value
+            .get("env")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         if serin_core::slug::validate_env(&env).is_err()
             || state.envs.require(&env, "serin.env").await.is_err()
         {
