@@ -44,6 +44,28 @@ pub struct SnapshotInfo {
     pub family: String,
     /// When it was released, if known.
     pub released: Option<Date>,
+    /// What it costs, if the catalog says (the built-in one does not: prices change more
+    /// often than Serin ships). OTLP ingestion prices token usage with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price: Option<Price>,
+}
+
+/// A model's price in micro-USD per million tokens (integers, so the catalog stays `Eq`);
+/// written in the catalog as USD per million tokens: `price: {input: 3.0, output: 15.0}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Price {
+    pub input_micro_usd_per_mtok: u64,
+    pub output_micro_usd_per_mtok: u64,
+}
+
+impl Price {
+    /// USD for one token of input and of output.
+    pub fn per_token_usd(&self) -> (f64, f64) {
+        (
+            self.input_micro_usd_per_mtok as f64 / 1e12,
+            self.output_micro_usd_per_mtok as f64 / 1e12,
+        )
+    }
 }
 
 /// What a model id is, according to the catalog and the naming rules in the module docs.
@@ -166,6 +188,20 @@ struct RawSnapshot {
     id: String,
     #[serde(default)]
     released: Option<String>,
+    #[serde(default)]
+    price: Option<RawPrice>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrice {
+    input: f64,
+    output: f64,
+}
+
+/// USD per million tokens into micro-USD, refusing what no model costs.
+fn micro_usd(usd: f64) -> Option<u64> {
+    (usd.is_finite() && (0.0..=1_000_000.0).contains(&usd)).then(|| (usd * 1e6).round() as u64)
 }
 
 impl ModelCatalog {
@@ -224,6 +260,24 @@ impl ModelCatalog {
                         )
                     }
                 };
+                let price = match &snapshot.price {
+                    None => None,
+                    Some(p) => match (micro_usd(p.input), micro_usd(p.output)) {
+                        (Some(i), Some(o)) => Some(Price {
+                            input_micro_usd_per_mtok: i,
+                            output_micro_usd_per_mtok: o,
+                        }),
+                        _ => {
+                            return Err(CatalogError::Yaml {
+                                location: None,
+                                message: format!(
+                                    "{entry}: price of {} must be USD per million tokens between 0 and 1000000",
+                                    snapshot.id
+                                ),
+                            });
+                        }
+                    },
+                };
                 let key = (provider.clone(), snapshot.id.clone());
                 if catalog.snapshots.contains_key(&key) {
                     return Err(CatalogError::Duplicate {
@@ -239,6 +293,7 @@ impl ModelCatalog {
                         id: snapshot.id.clone(),
                         family: family.family.clone(),
                         released,
+                        price,
                     },
                 );
             }
@@ -428,6 +483,22 @@ mod tests {
             .unwrap();
         assert_eq!(info.family, "claude-opus");
         assert_eq!(info.released, Some(jiff::civil::date(2026, 1, 8)));
+    }
+
+    #[test]
+    fn a_catalog_may_price_a_snapshot_per_million_tokens() {
+        let yaml = "models:\n  - provider: acme\n    family: m\n    snapshots:\n      - {id: m-20260101, price: {input: 3.0, output: 15.0}}\n";
+        let catalog = ModelCatalog::from_yaml(yaml).unwrap();
+        let price = catalog
+            .snapshot("acme", "m-20260101")
+            .unwrap()
+            .price
+            .unwrap();
+        assert_eq!(price.input_micro_usd_per_mtok, 3_000_000);
+        let (i, o) = price.per_token_usd();
+        assert!((i - 3e-6).abs() < 1e-15 && (o - 15e-6).abs() < 1e-15);
+        let bad = yaml.replace("3.0", "-1.0");
+        assert!(ModelCatalog::from_yaml(&bad).is_err());
     }
 
     fn status(catalog: &ModelCatalog, provider: &str, id: &str) -> String {

@@ -718,6 +718,7 @@ impl Guardrails {
         report.accepted = accepted.len();
         metrics::counter!("serin_outcomes_total", "result" => "accepted")
             .increment(accepted.len() as u64);
+        count_accepted(&accepted);
         Ok(())
     }
 
@@ -1458,6 +1459,22 @@ fn arm_name(arm: Arm) -> &'static str {
         Arm::Stable => "stable",
         Arm::Canary => "canary",
         Arm::Killed => "killed",
+    }
+}
+
+/// Accepted events name an agent with bundles and a registered env (both checked before
+/// acceptance), so these labels stay bounded by what is deployed.
+fn count_accepted(accepted: &[&OutcomeEvent]) {
+    let mut counts: std::collections::BTreeMap<(&str, &str, &'static str), u64> =
+        std::collections::BTreeMap::new();
+    for e in accepted {
+        *counts
+            .entry((&e.agent, &e.env, arm_name(e.arm)))
+            .or_default() += 1;
+    }
+    for ((agent, env, arm), n) in counts {
+        metrics::counter!("serin_outcomes_accepted_total", "agent" => agent.to_owned(), "env" => env.to_owned(), "arm" => arm)
+            .increment(n);
     }
 }
 

@@ -38,6 +38,7 @@ pub mod hub;
 pub mod journal;
 pub mod leader;
 mod openapi;
+pub mod otlp;
 pub mod quarantine;
 pub mod readiness;
 pub mod releases;
@@ -47,6 +48,7 @@ pub mod revocation;
 mod routes;
 pub mod sdks;
 pub mod servable;
+pub mod telemetry;
 pub mod transport;
 pub mod watch;
 
@@ -121,6 +123,10 @@ pub struct ServerConfig {
 /// keeps a hostile client from making the server buffer megabytes.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
+/// OFREP contexts are small, but a client sending a 1 MB targeting key should hear
+/// `INVALID_CONTEXT` in the protocol's shape rather than a bare 413.
+pub const OFREP_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 /// A bundle push carries the files as JSON strings; escaping can inflate text,
 /// so the body may be up to twice the bundle's total size limit.
 pub fn bundle_body_limit(limits: &Limits) -> usize {
@@ -134,7 +140,9 @@ fn api_router(limits: &Limits) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::base())
         .merge(routes::bundles::router().layer(DefaultBodyLimit::max(bundle_body_limit(limits))))
         .merge(routes::decisions::router())
+        .merge(routes::ofrep::router().layer(DefaultBodyLimit::max(OFREP_BODY_LIMIT)))
         .merge(routes::outcomes::router())
+        .merge(routes::traces::router())
         .merge(routes::releases::router())
         .merge(routes::readiness::router())
         .merge(routes::sdks::router())
@@ -169,6 +177,7 @@ fn metrics_handle() -> PrometheusHandle {
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 ])
                 .and_then(|b| b.install_recorder())
+                .inspect(|_| telemetry::describe())
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
         })
         .clone()
@@ -553,11 +562,121 @@ async fn record_metrics(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
+    let seen = RequestLog::of(&req, &route);
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
+    let status_code = resp.status().as_u16();
+    let status = status_code.to_string();
     let elapsed: Duration = start.elapsed();
+    tracing::info!(
+        target: "serin::request",
+        method = %method,
+        route = %route,
+        status = status_code,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        token = seen.token.as_deref().unwrap_or(""),
+        agent = seen.agent.as_deref().unwrap_or(""),
+        env = seen.env.as_deref().unwrap_or(""),
+        "request"
+    );
     metrics::counter!("serin_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
     metrics::histogram!("serin_http_request_duration_seconds", "method" => method, "route" => route)
         .record(elapsed.as_secs_f64());
     resp
+}
+
+/// What the request log says about who asked and about what, read before the handler runs.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct RequestLog {
+    /// The token's public id (`serin_<id>_<secret>`): never the secret.
+    token: Option<String>,
+    agent: Option<String>,
+    env: Option<String>,
+}
+
+impl RequestLog {
+    fn of(req: &Request, template: &str) -> RequestLog {
+        let token = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(token_id);
+        // Path parameters by position in the template; only well-formed names are logged,
+        // so a hostile path cannot write arbitrary text into the log.
+        let mut agent = None;
+        let mut env = None;
+        for (t, seg) in template.split('/').zip(req.uri().path().split('/')) {
+            match t {
+                "{agent}" if serin_core::slug::validate_agent(seg).is_ok() => {
+                    agent = Some(seg.to_owned())
+                }
+                "{env}" if serin_core::slug::validate_env(seg).is_ok() => {
+                    env = Some(seg.to_owned())
+                }
+                _ => {}
+            }
+        }
+        if env.is_none() {
+            env = req
+                .headers()
+                .get(routes::ofrep::ENV_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .filter(|e| serin_core::slug::validate_env(e).is_ok())
+                .map(str::to_owned);
+        }
+        RequestLog { token, agent, env }
+    }
+}
+
+/// The id part of `Bearer serin_<id>_<secret>`, or `malformed`.
+fn token_id(header: &str) -> Option<String> {
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))?
+        .trim();
+    let id = token
+        .strip_prefix("serin_")
+        .and_then(|rest| rest.split_once('_'))
+        .map(|(id, _)| id)
+        .filter(|id| {
+            !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+        });
+    Some(id.unwrap_or("malformed").to_owned())
+}
+
+#[cfg(test)]
+mod request_log_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_request_log_names_the_token_id_never_its_secret() {
+        assert_eq!(
+            token_id("Bearer serin_abc123_s3cr3t").as_deref(),
+            Some("abc123")
+        );
+        assert_eq!(token_id("Bearer s3cr3t").as_deref(), Some("malformed"));
+        assert_eq!(token_id("Basic x"), None);
+        let req = Request::builder()
+            .uri("/v1/envs/prod/agents/support/kill")
+            .header("authorization", "Bearer serin_abc123_s3cr3t")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let seen = RequestLog::of(&req, "/v1/envs/{env}/agents/{agent}/kill");
+        assert_eq!(
+            seen,
+            RequestLog {
+                token: Some("abc123".into()),
+                agent: Some("support".into()),
+                env: Some("prod".into())
+            }
+        );
+        let hostile = Request::builder()
+            .uri("/v1/envs/BAD%0Aline/snapshot")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert_eq!(
+            RequestLog::of(&hostile, "/v1/envs/{env}/snapshot").env,
+            None
+        );
+    }
 }

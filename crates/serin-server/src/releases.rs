@@ -627,6 +627,15 @@ impl Releases {
         Ok(self.store.active_release(env, agent).await?.is_some())
     }
 
+    /// The agent's active release; `None` also when its row is unreadable (quarantined).
+    pub async fn active(&self, env: &str, agent: &str) -> Result<Option<Release>, ApiError> {
+        Ok(self
+            .store
+            .active_release(env, agent)
+            .await?
+            .and_then(|row| self.read(&row)))
+    }
+
     /// The active release, or the newest one.
     pub async fn current(&self, env: &str, agent: &str) -> Result<ReleaseView, ApiError> {
         let row = match self.store.active_release(env, agent).await? {
@@ -936,9 +945,18 @@ impl Releases {
             self.hub.publish(stored).await?;
         }
         self.guardrails.flush_shares();
-        metrics::counter!("serin_release_transitions_total", "phase" => next.phase.as_str())
+        metrics::counter!("serin_release_transitions_total", "agent" => next.agent.clone(), "env" => next.env.clone(), "phase" => next.phase.as_str())
             .increment(1);
-        tracing::info!(release = %next.id, phase = next.phase.as_str(), step = next.step, "release transition");
+        tracing::info!(
+            release = %next.id,
+            agent = %next.agent,
+            env = %next.env,
+            action = "release_transition",
+            phase = next.phase.as_str(),
+            step = next.step,
+            reason = next.failure.as_ref().map(|f| f.guardrail.as_str()).unwrap_or(""),
+            "routing changed"
+        );
         Ok(next.clone())
     }
 }

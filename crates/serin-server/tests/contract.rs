@@ -122,6 +122,9 @@ async fn call(
     if let Some(t) = token {
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
+    if path.starts_with("/ofrep/") {
+        req = req.header("serin-env", "dev");
+    }
     let body = match payload {
         Payload::None => Body::empty(),
         Payload::Json(v) => {
@@ -277,6 +280,16 @@ fn table() -> Vec<(&'static str, &'static str, Payload)> {
             Json(json!({"flag": {"on": false, "off": true}, "reason": "try"})),
         ),
         ("GET", "/v1/envs/{env}/flags", None),
+        (
+            "POST",
+            "/ofrep/v1/evaluate/flags/{key}",
+            Json(json!({"context": {"targetingKey": "u-1", "tenant": "acme"}})),
+        ),
+        (
+            "POST",
+            "/ofrep/v1/evaluate/flags",
+            Json(json!({"context": {"targetingKey": "u-1"}})),
+        ),
         ("GET", "/v1/envs/{env}/flags/{key}", None),
         ("DELETE", "/v1/envs/{env}/flags/{key}", None),
         (
@@ -356,6 +369,7 @@ fn table() -> Vec<(&'static str, &'static str, Payload)> {
             Json(json!({"force": true, "reason": "enough"})),
         ),
         ("POST", "/v1/outcomes", Json(json!({"events": [event]}))),
+        ("POST", "/v1/traces", Json(json!({"resourceSpans": []}))),
         ("GET", "/v1/envs/{env}/agents/{agent}/release/report", None),
         (
             "POST",
@@ -483,7 +497,14 @@ impl Recorder<'_> {
             self.failures.push(format!("undocumented status: {what}"));
         }
         if a.status >= 400 {
-            if let Err(e) = error_shape(&a) {
+            let shape = if template.starts_with("/ofrep/") && a.body.get("errorCode").is_some() {
+                ofrep_error_shape(&a)
+            } else if template == "/v1/traces" && a.body["code"].is_i64() {
+                otlp_error_shape(&a)
+            } else {
+                error_shape(&a)
+            };
+            if let Err(e) = shape {
                 self.failures
                     .push(format!("not the error shape ({e}): {what}"));
             }
@@ -532,6 +553,43 @@ const CODES: &[(&str, u16)] = &[
     ("internal", 500),
     ("unavailable", 503),
 ];
+
+/// OFREP's own error answers: 400 with one of its codes, 404 `FLAG_NOT_FOUND`.
+fn ofrep_error_shape(a: &Answer) -> Result<(), String> {
+    let code = a.body["errorCode"]
+        .as_str()
+        .ok_or("errorCode is not a string")?;
+    let want = match code {
+        "FLAG_NOT_FOUND" => 404,
+        "PARSE_ERROR" | "TARGETING_KEY_MISSING" | "INVALID_CONTEXT" | "GENERAL" => 400,
+        other => return Err(format!("unknown OFREP code {other}")),
+    };
+    if want != a.status {
+        return Err(format!("OFREP code {code} promises {want}"));
+    }
+    if a.body["errorDetails"].as_str().is_none_or(|m| m.is_empty()) {
+        return Err("empty errorDetails".into());
+    }
+    Ok(())
+}
+
+/// OTLP/HTTP failures: a `google.rpc.Status` with a gRPC code fitting the HTTP status.
+fn otlp_error_shape(a: &Answer) -> Result<(), String> {
+    let code = a.body["code"].as_i64().ok_or("code is not an integer")?;
+    let fits = match a.status {
+        400 | 415 => code == 3,
+        413 | 429 => code == 8,
+        503 => code == 14,
+        _ => false,
+    };
+    if !fits {
+        return Err(format!("gRPC code {code} does not fit status {}", a.status));
+    }
+    if a.body["message"].as_str().is_none_or(|m| m.is_empty()) {
+        return Err("empty message".into());
+    }
+    Ok(())
+}
 
 fn error_shape(a: &Answer) -> Result<(), String> {
     if a.status == 503 && a.body.get("error").is_none() {
@@ -676,7 +734,9 @@ async fn every_status_a_route_answers_is_documented_and_every_body_matches_its_s
         for name in params(template) {
             // `GET /v1/envs/{env}/flags/{key}` looks a malformed key up and
             // answers 404 (documented); only the writes validate it.
-            let lookup_only = *method == "GET" && template.ends_with("/flags/{key}");
+            // OFREP looks keys up too: a key that names nothing is FLAG_NOT_FOUND.
+            let lookup_only = (*method == "GET" && template.ends_with("/flags/{key}"))
+                || template.starts_with("/ofrep/");
             let mut values: Vec<(String, bool)> = malformed_params(&name)
                 .iter()
                 .filter(|_| !(lookup_only && name == "key"))
@@ -737,7 +797,9 @@ async fn every_status_a_route_answers_is_documented_and_every_body_matches_its_s
         }
         for b in &bad {
             let a = rec.run(method, template, &path, admin, b).await;
-            if a.status < 400 && *template != "/v1/outcomes" {
+            // Both ingest routes answer 200 to a body whose items are bad (each item is
+            // judged on its own), and OTLP receivers must ignore unknown fields.
+            if a.status < 400 && !matches!(*template, "/v1/outcomes" | "/v1/traces") {
                 rec.failures.push(format!(
                     "bad body {b:?} accepted: {method} {path} -> {}: {}",
                     a.status, a.body

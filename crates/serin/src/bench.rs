@@ -45,13 +45,13 @@ pub(crate) struct Embedded {
     /// The CLI's API client, as the admin.
     client: crate::client::Client,
     /// Raw HTTP, for sending pre-serialized bodies.
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Embedded {
-    async fn start(max_streams: usize) -> anyhow::Result<Embedded> {
+    pub(crate) async fn start(max_streams: usize) -> anyhow::Result<Embedded> {
         let e = Embedded::bare(max_streams, Duration::from_millis(500)).await?;
         for rev in 1..=2 {
             e.post(
@@ -159,7 +159,7 @@ pub struct IngestArgs {
     pub output_json: bool,
 }
 
-fn outcome(i: usize, canary: bool) -> Value {
+pub(crate) fn outcome(i: usize, canary: bool) -> Value {
     json!({
         "request_id": format!("r-{i}"), "agent": "bench", "env": "dev", "snapshot_version": 2,
         "bundle": if canary { "bench@1" } else { "bench@2" },

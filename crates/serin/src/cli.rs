@@ -558,6 +558,25 @@ pub enum BenchCommand {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Human)]
         output: Output,
     },
+    /// The interop endpoints beside their native twins, in one run: OFREP single and bulk
+    /// evaluation latency against POST /v1/decide, and OTLP trace ingestion (spans/s and
+    /// outcomes/s) against POST /v1/outcomes with the same outcomes.
+    Interop {
+        /// Evaluations per kind (single, bulk, decide).
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        /// Outcomes to ingest per path (each is 3 spans over OTLP).
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// Outcomes per batch (per export for OTLP).
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Concurrent clients.
+        #[arg(long, visible_alias = "clients", default_value_t = 4)]
+        concurrency: usize,
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
     /// Outcome ingestion throughput through POST /v1/outcomes.
     Ingest {
         #[arg(long, default_value_t = 200_000)]

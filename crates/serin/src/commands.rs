@@ -95,6 +95,22 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<()> {
             })
             .await
         }
+        Command::Bench(crate::cli::BenchCommand::Interop {
+            requests,
+            events,
+            batch,
+            concurrency,
+            output,
+        }) => {
+            crate::bench_interop::run(crate::bench_interop::Args {
+                requests,
+                events,
+                batch,
+                concurrency,
+                output_json: output == Output::Json,
+            })
+            .await
+        }
         Command::Bench(crate::cli::BenchCommand::Detect { runs, seed, output }) => {
             let report = serin_core::guardrails::sim::detect_report(runs.max(1), seed)?;
             if output == Output::Json {

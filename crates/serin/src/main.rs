@@ -9,6 +9,7 @@ use clap::Parser;
 
 mod audit;
 mod bench;
+mod bench_interop;
 mod bench_judge;
 mod bench_propagation;
 mod bundle_dir;

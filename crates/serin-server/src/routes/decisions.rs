@@ -477,7 +477,11 @@ async fn decide(
     check_request(&req)?;
     state.envs.require(&req.env, "/env").await?;
     let published = state.hub.current(&req.env).await?;
-    Ok(Json(decide_with(&published.compiled, &req, true)?))
+    let started = std::time::Instant::now();
+    let answer = decide_with(&published.compiled, &req, true)?;
+    metrics::histogram!("serin_decide_duration_seconds", "env" => req.env.clone(), "route" => "decide")
+        .record(started.elapsed().as_secs_f64());
+    Ok(Json(answer))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -697,7 +701,16 @@ async fn apply(
         .as_ref()
         .and_then(|a| env_state.routing().get(a).cloned())
         .unwrap_or_default();
-    tracing::info!(env, version = stored.version, action, actor = %caller.actor(), "routing changed");
+    let reason = details.get("reason").and_then(Value::as_str).unwrap_or("");
+    tracing::info!(
+        env,
+        agent = agent.as_deref().unwrap_or(""),
+        version = stored.version,
+        action,
+        reason,
+        actor = %caller.actor(),
+        "routing changed"
+    );
     Ok(ChangeResponse {
         env: env.to_owned(),
         agent,
@@ -1041,6 +1054,17 @@ async fn put_flag(
     require_env(&state, &env).await?;
     slug::validate_flag_key(&key)
         .map_err(|e| ApiError::field(ErrorCode::BadRequest, "key", e.to_string()))?;
+    if key.starts_with(crate::routes::ofrep::AGENT_FLAG_PREFIX) {
+        // OFREP clients read agents' routing under these keys; a flag there would shadow it.
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "key",
+            format!(
+                "flag keys starting with {} are reserved for agents' routing over OFREP",
+                crate::routes::ofrep::AGENT_FLAG_PREFIX
+            ),
+        ));
+    }
     if let Some(r) = &req.reason {
         check_reason(r, "/reason")?;
     }

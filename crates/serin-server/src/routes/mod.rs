@@ -3,9 +3,11 @@
 pub mod audit;
 pub mod bundles;
 pub mod decisions;
+pub mod ofrep;
 pub mod outcomes;
 pub mod readiness;
 pub mod releases;
 pub mod sdks;
 pub mod system;
 pub mod tokens;
+pub mod traces;

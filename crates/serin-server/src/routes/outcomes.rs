@@ -53,9 +53,11 @@ async fn post_outcomes(
     let events = parse_batch(&body)?;
     drop(body);
     check_event_envs(&state, &events).await?;
-    Ok(Json(
-        state.guardrails.ingest(events, clock::now_ms()).await?,
-    ))
+    let started = std::time::Instant::now();
+    let report = state.guardrails.ingest(events, clock::now_ms()).await?;
+    metrics::histogram!("serin_ingest_duration_seconds", "source" => "outcomes")
+        .record(started.elapsed().as_secs_f64());
+    Ok(Json(report))
 }
 
 /// An event naming an env that does not exist refuses the whole batch with 404 (naming the

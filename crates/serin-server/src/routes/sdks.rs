@@ -125,6 +125,15 @@ async fn post_applied(
         report.version,
         report.sdk,
     )?;
+    // Propagation is timed to the version this replica serves: an older report says
+    // nothing about how fast the current one travelled.
+    if let Ok(current) = state.hub.current(&report.env).await
+        && current.version == report.version
+    {
+        let published_ms = current.compiled.snapshot().published_at_ms;
+        let secs = (crate::clock::now_ms() - published_ms).max(0) as f64 / 1000.0;
+        metrics::histogram!("serin_propagation_seconds", "env" => report.env.clone()).record(secs);
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

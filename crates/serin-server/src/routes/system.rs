@@ -315,10 +315,9 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Ready>
     security(("bearer" = ["viewer"]))
 )]
 async fn metrics(State(state): State<AppState>, _auth: Auth<ReadAccess>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    let mut text = state.metrics.render();
+    text.push_str(&crate::telemetry::render_state(&state).await);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 /// This document.

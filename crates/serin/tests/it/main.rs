@@ -27,6 +27,7 @@ mod hostile_names;
 mod hostile_persist;
 mod hostile_transport;
 mod http_errors;
+mod interop;
 mod judgement;
 mod pg_restart;
 mod python_sdk;
