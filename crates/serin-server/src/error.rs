@@ -160,7 +160,7 @@ pub struct ErrorDetail {
     pub details: Option<Value>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,

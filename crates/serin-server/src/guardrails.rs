@@ -29,7 +29,7 @@
 //! abort and rollback still work) until an operator starts a new release of
 //! that candidate, which replaces the row. Outcomes keep counting in rollups.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -156,10 +156,32 @@ pub struct Guardrails {
     /// committed meanwhile would come after the fail it never saw, so the controller
     /// treats these as failed already (see [`Guardrails::has_failed`]).
     latching: std::sync::Mutex<HashSet<MonitorKey>>,
+    /// Checked batches waiting to be stored (see [`Guardrails::ingest`]).
+    queue: std::sync::Mutex<VecDeque<Queued>>,
     /// Who leads, once the app has started the election: on PostgreSQL it decides whether a
     /// batch goes to this replica's monitors or to the journal (until set: the journal, which
     /// is always safe).
     leader: std::sync::OnceLock<Arc<crate::leader::Leader>>,
+}
+
+/// Events stored per transaction at most by group commit (a single batch larger than this,
+/// up to [`MAX_BATCH_EVENTS`], still goes alone).
+pub const GROUP_EVENTS: usize = 20_000;
+
+/// A checked batch waiting for its group's store write.
+#[derive(Debug)]
+struct Queued {
+    valid: Vec<(usize, OutcomeEvent)>,
+    now_ms: i64,
+    done: tokio::sync::oneshot::Sender<Result<Tally, ApiError>>,
+}
+
+/// What the store write made of one queued batch.
+#[derive(Debug, Default)]
+struct Tally {
+    accepted: usize,
+    duplicates: usize,
+    errors: Vec<Rejection>,
 }
 
 /// A committed monitor and when its candidate last had a canary outcome.
@@ -230,17 +252,16 @@ pub fn decode_events(text: &str) -> Result<Vec<OutcomeEvent>, serde_json::Error>
 }
 
 fn rollup_rows(
-    rollups: &HashMap<RollupKey<'_>, ArmAggregate>,
-    minute_ms: i64,
+    rollups: &HashMap<(i64, RollupKey<'_>), ArmAggregate>,
 ) -> Result<Vec<RollupRow>, ApiError> {
     let mut rows = Vec::with_capacity(rollups.len());
-    for ((env, agent, bundle, arm), agg) in rollups {
+    for ((minute_ms, (env, agent, bundle, arm)), agg) in rollups {
         rows.push(RollupRow {
             env: (*env).to_owned(),
             agent: (*agent).to_owned(),
             bundle: (*bundle).to_owned(),
             arm: (*arm).to_owned(),
-            minute_ms,
+            minute_ms: *minute_ms,
             data: serde_json::to_string(agg).map_err(ApiError::internal)?,
         });
     }
@@ -336,6 +357,7 @@ impl Guardrails {
             latches: std::sync::atomic::AtomicU64::new(0),
             latching: std::sync::Mutex::new(HashSet::new()),
             leader: std::sync::OnceLock::new(),
+            queue: std::sync::Mutex::new(VecDeque::new()),
         })
     }
 
@@ -444,8 +466,15 @@ impl Guardrails {
     /// Each event is checked against shared, read-only state (its own fields, the env's
     /// snapshot, the agent, the bundle) before `inner` is taken: concurrent batches wait for
     /// one another only to deduplicate, aggregate and store, which need the monitors.
+    ///
+    /// Group commit: a checked batch joins a queue, and whoever takes `inner` next stores
+    /// every queued batch (up to [`GROUP_EVENTS`] events) in one transaction, judging them
+    /// one after another in arrival order exactly as if each had been stored alone. With
+    /// many clients sending small batches, one fsync then covers many of them instead of
+    /// each waiting for its own. The group is stored by a task of its own, so a client that
+    /// hangs up never cancels the write other batches wait on.
     pub async fn ingest(
-        &self,
+        self: &Arc<Self>,
         events: Vec<ParsedEvent>,
         now_ms: i64,
     ) -> Result<IngestReport, ApiError> {
@@ -456,23 +485,85 @@ impl Guardrails {
             errors: Vec::new(),
         };
         let valid = self.admit(events, now_ms, &mut report).await?;
+        if valid.is_empty() {
+            return Ok(report);
+        }
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.queue().push_back(Queued {
+            valid,
+            now_ms,
+            done,
+        });
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.commit_queued().await });
+        let tally = answer
+            .await
+            .map_err(|_| ApiError::internal("the batch's store write was interrupted"))??;
+        report.accepted = tally.accepted;
+        report.duplicates = tally.duplicates;
+        for r in tally.errors {
+            reject(&mut report, r);
+        }
+        Ok(report)
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Queued>> {
+        match self.queue.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Takes `inner` and stores the batches queued by then (see [`Guardrails::ingest`]).
+    /// Every queued batch spawned one of these after queueing and each stores at least one
+    /// batch while any is queued, so none is left behind.
+    async fn commit_queued(&self) {
         let mut inner = self.inner.lock().await;
+        let group: Vec<Queued> = {
+            let mut queue = self.queue();
+            let mut events = 0;
+            let mut n = 0;
+            for q in queue.iter() {
+                if n > 0 && events + q.valid.len() > GROUP_EVENTS {
+                    break;
+                }
+                events += q.valid.len();
+                n += 1;
+            }
+            queue.drain(..n).collect()
+        };
+        if group.is_empty() {
+            return;
+        }
+        metrics::histogram!("serin_outcome_group_batches").record(group.len() as f64);
+        let outcome = self.commit_group(&mut inner, &group).await;
+        drop(inner);
+        match outcome {
+            Ok(tallies) => {
+                for (q, tally) in group.into_iter().zip(tallies) {
+                    let _ = q.done.send(Ok(tally));
+                }
+            }
+            Err(e) => {
+                for q in group {
+                    let _ = q.done.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    async fn commit_group(
+        &self,
+        inner: &mut Inner,
+        group: &[Queued],
+    ) -> Result<Vec<Tally>, ApiError> {
         // Still before judging anything: an exposure is noted before its version is published,
         // so every exposure of a version an event above was admitted under is queued by now.
-        self.apply_pending_shares(&mut inner).await?;
+        self.apply_pending_shares(inner).await?;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut tried = IngestReport {
-                accepted: 0,
-                duplicates: 0,
-                rejected: 0,
-                errors: Vec::new(),
-            };
-            match self
-                .ingest_valid(&mut inner, &valid, &mut tried, now_ms)
-                .await
-            {
+            match self.ingest_valid(inner, group).await {
                 Err(ApiError {
                     code: ErrorCode::Conflict,
                     ..
@@ -481,15 +572,7 @@ impl Guardrails {
                     // look again, and they count as duplicates.
                     continue;
                 }
-                Err(e) => return Err(e),
-                Ok(()) => {
-                    report.accepted = tried.accepted;
-                    report.duplicates = tried.duplicates;
-                    for r in tried.errors {
-                        reject(&mut report, r);
-                    }
-                    return Ok(report);
-                }
+                other => return other,
             }
         }
     }
@@ -577,20 +660,22 @@ impl Guardrails {
         Ok(valid)
     }
 
-    /// Deduplicates (against the store and within the batch), rate limits,
-    /// aggregates and persists validated events. `Conflict` when another
-    /// writer recorded some of their request ids meanwhile; nothing is written
-    /// then.
+    /// Deduplicates (against the store and within and across the group's batches, in
+    /// order), rate limits, aggregates and persists validated batches in one transaction.
+    /// `Conflict` when another writer recorded some of their request ids meanwhile; nothing
+    /// is written then.
     async fn ingest_valid(
         &self,
         inner: &mut Inner,
-        valid: &[(usize, OutcomeEvent)],
-        report: &mut IngestReport,
-        now_ms: i64,
-    ) -> Result<(), ApiError> {
-        let since = now_ms - DEDUP_WINDOW_MS;
+        group: &[Queued],
+    ) -> Result<Vec<Tally>, ApiError> {
+        let oldest_ms = group.iter().map(|q| q.now_ms).min().unwrap_or_default();
+        let newest_ms = group.iter().map(|q| q.now_ms).max().unwrap_or_default();
+        // The oldest batch's window: an id seen just inside it counts as a duplicate for the
+        // whole group, the careful side.
+        let since = oldest_ms - DEDUP_WINDOW_MS;
         let mut by_env: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (_, e) in valid {
+        for (_, e) in group.iter().flat_map(|q| &q.valid) {
             by_env
                 .entry(e.env.as_str())
                 .or_default()
@@ -601,48 +686,34 @@ impl Guardrails {
         for (env, ids) in &by_env {
             counted.push((*env, self.store.seen_request_ids(env, ids, since).await?));
         }
+        let events: usize = group.iter().map(|q| q.valid.len()).sum();
         let mut seen: HashSet<(&str, &str)> =
-            HashSet::with_capacity(valid.len() + counted.iter().map(|c| c.1.len()).sum::<usize>());
+            HashSet::with_capacity(events + counted.iter().map(|c| c.1.len()).sum::<usize>());
         for (env, ids) in &counted {
             seen.extend(ids.iter().map(|id| (*env, id.as_str())));
         }
-        let second = now_ms.div_euclid(1000);
         if inner.instance_rate.len() > MAX_RATE_INSTANCES / 2 {
-            inner.instance_rate.retain(|_, (s, _)| *s == second);
+            let second = oldest_ms.div_euclid(1000);
+            inner.instance_rate.retain(|_, (s, _)| *s >= second);
         }
-        let mut accepted: Vec<&OutcomeEvent> = Vec::with_capacity(valid.len());
-        let mut dedup: Vec<(&str, &str)> = Vec::with_capacity(valid.len());
-        for (index, event) in valid {
-            let key = (event.env.as_str(), event.request_id.as_str());
-            if !seen.insert(key) {
-                report.duplicates += 1;
-                metrics::counter!("serin_outcomes_total", "result" => "duplicate").increment(1);
-                continue;
-            }
-            if let Some(instance) = &event.instance {
-                let limited = if let Some(slot) = inner.instance_rate.get_mut(instance) {
-                    if slot.0 != second {
-                        *slot = (second, 0);
-                    }
-                    if slot.1 >= INSTANCE_EVENTS_PER_SECOND {
-                        Some(format!(
-                            "instance {instance} sent over {INSTANCE_EVENTS_PER_SECOND} events this second"
-                        ))
-                    } else {
-                        slot.1 += 1;
-                        None
-                    }
-                } else if inner.instance_rate.len() >= MAX_RATE_INSTANCES {
-                    Some(format!(
-                        "over {MAX_RATE_INSTANCES} instances reported this second; retry shortly"
-                    ))
-                } else {
-                    // Cloned only for an instance new to the map, not once per event.
-                    inner.instance_rate.insert(instance.clone(), (second, 1));
-                    None
-                };
-                if let Some(reason) = limited {
-                    report.errors.push(rejection(
+        let mut tallies: Vec<Tally> = Vec::with_capacity(group.len());
+        let mut accepted: Vec<Vec<&OutcomeEvent>> = Vec::with_capacity(group.len());
+        let mut dedup: Vec<(&str, &str)> = Vec::with_capacity(events);
+        let mut rollups: HashMap<(i64, RollupKey<'_>), ArmAggregate> = HashMap::new();
+        for q in group {
+            let mut tally = Tally::default();
+            let mut batch: Vec<&OutcomeEvent> = Vec::with_capacity(q.valid.len());
+            let second = q.now_ms.div_euclid(1000);
+            let minute = q.now_ms - q.now_ms.rem_euclid(60_000);
+            for (index, event) in &q.valid {
+                let key = (event.env.as_str(), event.request_id.as_str());
+                if !seen.insert(key) {
+                    tally.duplicates += 1;
+                    metrics::counter!("serin_outcomes_total", "result" => "duplicate").increment(1);
+                    continue;
+                }
+                if let Some(reason) = self.rate_limited(inner, event, second) {
+                    tally.errors.push(rejection(
                         *index,
                         event,
                         "rate_limited",
@@ -651,27 +722,34 @@ impl Guardrails {
                     ));
                     continue;
                 }
+                dedup.push(key);
+                rollups
+                    .entry((
+                        minute,
+                        (
+                            event.env.as_str(),
+                            event.agent.as_str(),
+                            event.bundle.as_str(),
+                            arm_name(event.arm),
+                        ),
+                    ))
+                    .or_default()
+                    .record(event);
+                batch.push(event);
             }
-            dedup.push(key);
-            accepted.push(event);
+            tally.accepted = batch.len();
+            tallies.push(tally);
+            accepted.push(batch);
         }
-        if accepted.is_empty() {
-            return Ok(());
+        if dedup.is_empty() {
+            return Ok(tallies);
         }
-        let minute = now_ms - now_ms.rem_euclid(60_000);
-        let mut rollups: HashMap<RollupKey<'_>, ArmAggregate> = HashMap::new();
-        for e in &accepted {
-            rollups
-                .entry((
-                    e.env.as_str(),
-                    e.agent.as_str(),
-                    e.bundle.as_str(),
-                    arm_name(e.arm),
-                ))
-                .or_default()
-                .record(e);
-        }
-        let rollup_rows = rollup_rows(&rollups, minute)?;
+        let rollup_rows = rollup_rows(&rollups)?;
+        let batches: Vec<(&[&OutcomeEvent], i64)> = accepted
+            .iter()
+            .zip(group)
+            .map(|(a, q)| (a.as_slice(), q.now_ms))
+            .collect();
         match self.evidence_path() {
             EvidencePath::Direct(epoch) => {
                 // Batches journalled before this one was received are applied first, so a
@@ -685,11 +763,11 @@ impl Guardrails {
                     Ok(()) => {
                         self.ingest_direct(
                             inner,
-                            &accepted,
+                            &batches,
                             &rollup_rows,
                             &dedup,
                             since,
-                            now_ms,
+                            newest_ms,
                             epoch,
                         )
                         .await?
@@ -704,22 +782,48 @@ impl Guardrails {
                         if let Some(leader) = self.leader.get() {
                             leader.superseded(epoch).await;
                         }
-                        self.ingest_journalled(&accepted, &rollup_rows, &dedup, since, now_ms)
+                        self.ingest_journalled(&batches, &rollup_rows, &dedup, since, newest_ms)
                             .await?;
                     }
                     (stored, _) => stored.map_err(store_error)?,
                 }
             }
             EvidencePath::Journal => {
-                self.ingest_journalled(&accepted, &rollup_rows, &dedup, since, now_ms)
+                self.ingest_journalled(&batches, &rollup_rows, &dedup, since, newest_ms)
                     .await?;
             }
         }
-        report.accepted = accepted.len();
+        let all: Vec<&OutcomeEvent> = accepted.iter().flatten().copied().collect();
         metrics::counter!("serin_outcomes_total", "result" => "accepted")
-            .increment(accepted.len() as u64);
-        count_accepted(&accepted);
-        Ok(())
+            .increment(all.len() as u64);
+        count_accepted(&all);
+        Ok(tallies)
+    }
+
+    /// Why `event` is refused by its instance's rate limit, if it is; counts it otherwise.
+    fn rate_limited(&self, inner: &mut Inner, event: &OutcomeEvent, second: i64) -> Option<String> {
+        let instance = event.instance.as_ref()?;
+        if let Some(slot) = inner.instance_rate.get_mut(instance) {
+            if slot.0 != second {
+                *slot = (second, 0);
+            }
+            if slot.1 >= INSTANCE_EVENTS_PER_SECOND {
+                Some(format!(
+                    "instance {instance} sent over {INSTANCE_EVENTS_PER_SECOND} events this second"
+                ))
+            } else {
+                slot.1 += 1;
+                None
+            }
+        } else if inner.instance_rate.len() >= MAX_RATE_INSTANCES {
+            Some(format!(
+                "over {MAX_RATE_INSTANCES} instances reported this second; retry shortly"
+            ))
+        } else {
+            // Cloned only for an instance new to the map, not once per event.
+            inner.instance_rate.insert(instance.clone(), (second, 1));
+            None
+        }
     }
 
     /// Applies every journal row past the cursor under `epoch` (see [`Guardrails::ingest`]).
@@ -759,14 +863,15 @@ impl Guardrails {
         }
     }
 
-    /// The leader's (and SQLite's) path: judges the batch on copies of the monitors, latches,
-    /// and stores monitors, rollups and dedup keys in one transaction (fenced by `epoch`), and
-    /// only then swaps the copies into memory.
-    #[allow(clippy::too_many_arguments)] // one caller; the batch's parts, already split
+    /// The leader's (and SQLite's) path: judges the batches on copies of the monitors, one
+    /// after another, latching after each as if it had been stored alone, and stores
+    /// monitors, rollups and dedup keys in one transaction (fenced by `epoch`), and only then
+    /// swaps the copies into memory.
+    #[allow(clippy::too_many_arguments)] // one caller; the group's parts, already split
     async fn ingest_direct(
         &self,
         inner: &mut Inner,
-        accepted: &[&OutcomeEvent],
+        batches: &[(&[&OutcomeEvent], i64)],
         rollup_rows: &[RollupRow],
         dedup: &[(&str, &str)],
         since: i64,
@@ -774,9 +879,16 @@ impl Guardrails {
         epoch: Option<i64>,
     ) -> Result<Result<(), StoreError>, ApiError> {
         let mut monitors: HashMap<MonitorKey, MonitorEntry> = HashMap::new();
-        self.observe_batch(inner, accepted, now_ms, &mut monitors)
-            .await?;
-        let latching = latch_all(&mut monitors, now_ms);
+        let mut latching: Vec<MonitorKey> = Vec::new();
+        for (accepted, at_ms) in batches {
+            self.observe_batch(inner, accepted, *at_ms, &mut monitors)
+                .await?;
+            for key in latch_all(&mut monitors, *at_ms) {
+                if !latching.contains(&key) {
+                    latching.push(key);
+                }
+            }
+        }
         let mut monitor_rows = Vec::with_capacity(monitors.len());
         for (key, m) in &monitors {
             monitor_rows.push(m.row(key)?);
@@ -809,16 +921,18 @@ impl Guardrails {
 
     /// The path of a PostgreSQL replica that does not lead: dedup keys, rollups and the
     /// accepted events (for the leader to apply) in one transaction; no monitor is written
-    /// from this replica's copy.
+    /// from this replica's copy. A group's batches go in as one journal row, which the
+    /// leader judges as one batch received at the newest of their times.
     async fn ingest_journalled(
         &self,
-        accepted: &[&OutcomeEvent],
+        batches: &[(&[&OutcomeEvent], i64)],
         rollup_rows: &[RollupRow],
         dedup: &[(&str, &str)],
         since: i64,
         now_ms: i64,
     ) -> Result<(), ApiError> {
-        let events = encode_events(accepted)?;
+        let all: Vec<&OutcomeEvent> = batches.iter().flat_map(|b| b.0.iter().copied()).collect();
+        let events = encode_events(&all)?;
         let quarantine = &self.quarantine;
         let merge = |stored: &RollupRow, delta: &str| merge_rollup(quarantine, stored, delta);
         self.store

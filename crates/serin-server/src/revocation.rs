@@ -23,6 +23,7 @@
 //! instance ids ([`SdkRegistry::forget_token`]).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -41,8 +42,13 @@ pub struct Revocations {
     store: Store,
     sdks: Arc<SdkRegistry>,
     inner: Mutex<Inner>,
-    /// The newest snapshot version a pre-send check ran for.
-    checked_for: tokio::sync::Mutex<u64>,
+    /// The newest snapshot version a pre-send check has finished for. Streams wait on it
+    /// together: with 10,000 streams woken by one version, a lock taken in turn by each
+    /// made them a queue of 10,000 wakeups, one after another, before the last could send.
+    checked_for: watch::Sender<u64>,
+    /// The newest snapshot version a pre-send check has started for, so that one stream
+    /// starts it and the rest only wait.
+    checking_for: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -61,7 +67,8 @@ impl Revocations {
             store,
             sdks,
             inner: Mutex::new(Inner::default()),
-            checked_for: tokio::sync::Mutex::new(0),
+            checked_for: watch::channel(0).0,
+            checking_for: AtomicU64::new(0),
         })
     }
 
@@ -147,20 +154,35 @@ impl Revocations {
     }
 
     /// Polls once per published snapshot `version`, before any stream sends
-    /// it: the first stream woken by the version asks the store, the others
-    /// wait for that answer. So a revocation committed anywhere before a
+    /// it: the first stream woken by the version starts the check, the others
+    /// wait for its answer. So a revocation committed anywhere before a
     /// change was published keeps that change from every revoked stream, at
     /// the cost of one count query per version.
-    pub async fn check_before_sending(&self, version: u64) {
-        let mut checked = self.checked_for.lock().await;
-        if *checked >= version {
+    pub async fn check_before_sending(self: &Arc<Self>, version: u64) {
+        if *self.checked_for.borrow() >= version {
             return;
         }
-        if let Err(e) = self.poll().await {
-            tracing::warn!(error = %e.message, "token revocation check failed");
+        if self.checking_for.fetch_max(version, Ordering::AcqRel) < version {
+            // Its own task: the stream that happened to start the check may be dropped
+            // (its client gone) while the others still wait for the answer.
+            let this = Arc::clone(self);
+            tokio::spawn(async move {
+                if let Err(e) = this.poll().await {
+                    tracing::warn!(error = %e.message, "token revocation check failed");
+                }
+                // Not retried per stream on failure: the poller tries again shortly.
+                this.checked_for.send_if_modified(|checked| {
+                    let newer = *checked < version;
+                    if newer {
+                        *checked = version;
+                    }
+                    newer
+                });
+            });
         }
-        // Not retried per stream on failure: the poller tries again shortly.
-        *checked = version;
+        let mut rx = self.checked_for.subscribe();
+        // The sender lives in `self`, which the caller holds, so this cannot fail.
+        let _ = rx.wait_for(|checked| *checked >= version).await;
     }
 
     /// Polls every [`POLL_EVERY`] until this is dropped.

@@ -407,3 +407,67 @@ async fn the_sdk_records_outcomes_in_the_background_and_drops_rather_than_blocks
     );
     sdk.shutdown().await;
 }
+
+/// Group commit stores concurrent batches together; each must still be answered for its own
+/// events, and a request id sent in two batches of one group must count once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_sharing_request_ids_count_each_id_once_and_answer_for_their_own_events()
+{
+    let (_backend, server, admin, _work) = setup().await;
+    let sdk = server.token(&admin, "sdk").await;
+    let http = server.http(&sdk);
+    const BATCHES: usize = 24;
+    const PER: usize = 40;
+    let mut tasks = Vec::new();
+    for b in 0..BATCHES {
+        // Batch b holds ids b*20 .. b*20+40: every id but the first and last 20 is in two
+        // batches, so sending them all at once puts pairs of overlapping batches in a group.
+        let mut events: Vec<Value> = (b * 20..b * 20 + PER)
+            .map(|i| event(i, "stable", "support@1", false))
+            .collect();
+        let mut bad = event(100_000 + b, "stable", "support@1", false);
+        bad["latency_ms"] = json!(-1);
+        events.insert(b % PER, bad);
+        let req = http
+            .req(reqwest::Method::POST, "/v1/outcomes")
+            .json(&json!({ "events": events }));
+        tasks.push(tokio::spawn(async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut accepted = 0;
+    let mut duplicates = 0;
+    for (b, t) in tasks.into_iter().enumerate() {
+        let (status, body) = t.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        accepted += body["accepted"].as_u64().unwrap();
+        duplicates += body["duplicates"].as_u64().unwrap();
+        assert_eq!(body["rejected"], 1, "{body}");
+        // The rejection names this batch's own position of its bad event.
+        assert_eq!(
+            body["errors"][0]["field"],
+            format!("/events/{}/latency_ms", b % PER),
+            "{body}"
+        );
+        assert_eq!(
+            body["accepted"].as_u64().unwrap() + body["duplicates"].as_u64().unwrap(),
+            PER as u64,
+            "{body}"
+        );
+    }
+    let unique = ((BATCHES - 1) * 20 + PER) as u64;
+    assert_eq!(accepted, unique, "each request id counted once");
+    assert_eq!(duplicates, (BATCHES * PER) as u64 - unique);
+    // Everything was stored: sent again, all of it is a duplicate.
+    let again: Vec<Value> = (0..unique as usize)
+        .map(|i| event(i, "stable", "support@1", false))
+        .collect();
+    let (status, body) = http.post("/v1/outcomes", &json!({ "events": again })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["accepted"].as_u64(), body["duplicates"].as_u64()),
+        (Some(0), Some(unique)),
+        "{body}"
+    );
+}
