@@ -35,7 +35,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serin_core::decision::Arm;
 use serin_core::guardrails::{ArmAggregate, GuardrailConfig, Monitor};
-use serin_core::outcome::{EventLimits, OutcomeEvent};
+use serin_core::outcome::{EventLimits, OutcomeEvent, OutcomeWindow};
 use serin_store::{BatchEvidence, MonitorRow, RollupRow, Store, StoreError};
 use tokio::sync::Mutex;
 
@@ -168,10 +168,20 @@ pub struct Guardrails {
 /// up to [`MAX_BATCH_EVENTS`], still goes alone).
 pub const GROUP_EVENTS: usize = 20_000;
 
+/// One queued batch's accepted outcomes, as a group's store write judges them.
+#[derive(Clone, Copy)]
+struct Batch<'a> {
+    events: &'a [&'a OutcomeEvent],
+    windows: &'a [&'a OutcomeWindow],
+    at_ms: i64,
+}
+
 /// A checked batch waiting for its group's store write.
 #[derive(Debug)]
 struct Queued {
     valid: Vec<(usize, OutcomeEvent)>,
+    /// Outcome windows (their own route; a queued batch holds events or windows).
+    windows: Vec<(usize, OutcomeWindow)>,
     now_ms: i64,
     done: tokio::sync::oneshot::Sender<Result<Tally, ApiError>>,
 }
@@ -181,7 +191,25 @@ struct Queued {
 struct Tally {
     accepted: usize,
     duplicates: usize,
+    /// Requests the accepted windows stood for.
+    requests: u64,
     errors: Vec<Rejection>,
+}
+
+impl Queued {
+    fn len(&self) -> usize {
+        self.valid.len() + self.windows.len()
+    }
+
+    /// Events and window requests, for the group's size bound.
+    fn weight(&self) -> usize {
+        self.valid.len()
+            + self
+                .windows
+                .iter()
+                .map(|(_, w)| usize::try_from(w.requests()).unwrap_or(usize::MAX))
+                .sum::<usize>()
+    }
 }
 
 /// A committed monitor and when its candidate last had a canary outcome.
@@ -251,6 +279,36 @@ pub fn decode_events(text: &str) -> Result<Vec<OutcomeEvent>, serde_json::Error>
     serde_json::from_str(text)
 }
 
+/// A journal row with outcome windows: `{"events": [...], "windows": [...]}`. Rows of events
+/// alone stay the bare array every earlier version wrote and reads.
+#[derive(Serialize, serde::Deserialize)]
+struct JournalRow<E, W> {
+    events: E,
+    windows: W,
+}
+
+/// A group's accepted events and windows as one journal row (see [`JournalRow`]).
+pub fn encode_journal(
+    events: &[&OutcomeEvent],
+    windows: &[&OutcomeWindow],
+) -> Result<String, ApiError> {
+    if windows.is_empty() {
+        return encode_events(events);
+    }
+    serde_json::to_string(&JournalRow { events, windows }).map_err(ApiError::internal)
+}
+
+/// A journal row's events and windows, in either form.
+pub fn decode_journal(
+    text: &str,
+) -> Result<(Vec<OutcomeEvent>, Vec<OutcomeWindow>), serde_json::Error> {
+    if text.trim_start().starts_with('[') {
+        return Ok((decode_events(text)?, Vec::new()));
+    }
+    let row: JournalRow<Vec<OutcomeEvent>, Vec<OutcomeWindow>> = serde_json::from_str(text)?;
+    Ok((row.events, row.windows))
+}
+
 fn rollup_rows(
     rollups: &HashMap<(i64, RollupKey<'_>), ArmAggregate>,
 ) -> Result<Vec<RollupRow>, ApiError> {
@@ -288,6 +346,31 @@ pub struct Rejection {
     /// JSON pointer inside the request body.
     pub field: String,
     pub reason: String,
+}
+
+/// What happened to a body of outcome windows.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct WindowReport {
+    /// Windows counted.
+    pub accepted: usize,
+    /// Windows whose id was already counted in their env (a retry).
+    pub duplicates: usize,
+    pub rejected: usize,
+    /// Requests the accepted windows stood for.
+    pub requests: u64,
+    /// The first 100 rejections, with reasons.
+    pub errors: Vec<Rejection>,
+}
+
+impl WindowReport {
+    fn reject(&mut self, r: Rejection) {
+        metrics::counter!("serin_outcome_windows_total", "result" => "rejected", "code" => r.code.clone())
+            .increment(1);
+        self.rejected += 1;
+        if self.errors.len() < 100 {
+            self.errors.push(r);
+        }
+    }
 }
 
 /// What happened to a batch.
@@ -489,22 +572,133 @@ impl Guardrails {
             return Ok(report);
         }
         let (done, answer) = tokio::sync::oneshot::channel();
-        self.queue().push_back(Queued {
-            valid,
-            now_ms,
-            done,
-        });
-        let this = Arc::clone(self);
-        tokio::spawn(async move { this.commit_queued().await });
-        let tally = answer
-            .await
-            .map_err(|_| ApiError::internal("the batch's store write was interrupted"))??;
+        let tally = self
+            .enqueue(
+                Queued {
+                    valid,
+                    windows: Vec::new(),
+                    now_ms,
+                    done,
+                },
+                answer,
+            )
+            .await?;
         report.accepted = tally.accepted;
         report.duplicates = tally.duplicates;
         for r in tally.errors {
             reject(&mut report, r);
         }
         Ok(report)
+    }
+
+    /// Validates, deduplicates (by window id, per env), aggregates and persists outcome
+    /// windows: [`Guardrails::ingest`] for windows, through the same group commit.
+    pub async fn ingest_windows(
+        self: &Arc<Self>,
+        windows: Vec<OutcomeWindow>,
+        now_ms: i64,
+    ) -> Result<WindowReport, ApiError> {
+        let mut report = WindowReport::default();
+        let valid = self.admit_windows(windows, now_ms, &mut report).await?;
+        if valid.is_empty() {
+            return Ok(report);
+        }
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let tally = self
+            .enqueue(
+                Queued {
+                    valid: Vec::new(),
+                    windows: valid,
+                    now_ms,
+                    done,
+                },
+                answer,
+            )
+            .await?;
+        report.accepted = tally.accepted;
+        report.duplicates = tally.duplicates;
+        report.requests = tally.requests;
+        for r in tally.errors {
+            report.reject(r);
+        }
+        Ok(report)
+    }
+
+    /// Queues a checked batch and waits for the group that stores it.
+    async fn enqueue(
+        self: &Arc<Self>,
+        queued: Queued,
+        answer: tokio::sync::oneshot::Receiver<Result<Tally, ApiError>>,
+    ) -> Result<Tally, ApiError> {
+        self.queue().push_back(queued);
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.commit_queued().await });
+        answer
+            .await
+            .map_err(|_| ApiError::internal("the batch's store write was interrupted"))?
+    }
+
+    /// The windows of a body that may be counted, each with its index; the others are
+    /// rejected into `report`, in order.
+    async fn admit_windows(
+        &self,
+        windows: Vec<OutcomeWindow>,
+        now_ms: i64,
+        report: &mut WindowReport,
+    ) -> Result<Vec<(usize, OutcomeWindow)>, ApiError> {
+        let mut valid = Vec::with_capacity(windows.len());
+        for (index, w) in windows.into_iter().enumerate() {
+            let refuse = |code: &str, field: &str, reason: String| Rejection {
+                index,
+                request_id: Some(w.window_id.clone()),
+                code: code.to_owned(),
+                field: format!("/windows/{index}{field}"),
+                reason,
+            };
+            if let Err(e) = w.validate(now_ms, &self.limits) {
+                report.reject(refuse(e.code, &e.field, e.reason));
+                continue;
+            }
+            let mut snapshot = self.hub.current(&w.env).await?;
+            if w.snapshot_version > snapshot.version {
+                self.hub.refresh_env(&w.env).await?;
+                snapshot = self.hub.current(&w.env).await?;
+            }
+            if w.snapshot_version > snapshot.version {
+                let reason = format!(
+                    "snapshot version {} is newer than env {}'s newest ({})",
+                    w.snapshot_version, w.env, snapshot.version
+                );
+                report.reject(refuse(
+                    "unknown_snapshot_version",
+                    "/snapshot_version",
+                    reason,
+                ));
+                continue;
+            }
+            if !snapshot.compiled.snapshot().agents.contains_key(&w.agent) {
+                let reason = format!("agent {} is not routed in env {}", w.agent, w.env);
+                report.reject(refuse("unknown_agent", "/agent", reason));
+                continue;
+            }
+            let mut missing = None;
+            for (i, a) in w.arms.iter().enumerate() {
+                if !self.bundle_exists(&a.bundle).await? {
+                    missing = Some((i, a.bundle.clone()));
+                    break;
+                }
+            }
+            if let Some((i, bundle)) = missing {
+                report.reject(refuse(
+                    "unknown_bundle",
+                    &format!("/arms/{i}/bundle"),
+                    format!("no bundle {bundle}"),
+                ));
+                continue;
+            }
+            valid.push((index, w));
+        }
+        Ok(valid)
     }
 
     fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Queued>> {
@@ -524,10 +718,10 @@ impl Guardrails {
             let mut events = 0;
             let mut n = 0;
             for q in queue.iter() {
-                if n > 0 && events + q.valid.len() > GROUP_EVENTS {
+                if n > 0 && events + q.weight() > GROUP_EVENTS {
                     break;
                 }
-                events += q.valid.len();
+                events += q.weight();
                 n += 1;
             }
             queue.drain(..n).collect()
@@ -674,6 +868,17 @@ impl Guardrails {
         // The oldest batch's window: an id seen just inside it counts as a duplicate for the
         // whole group, the careful side.
         let since = oldest_ms - DEDUP_WINDOW_MS;
+        // A window's dedup key, apart from request ids (`window:` cannot start one the SDKs
+        // mint, and a clash would only make one of them count as a duplicate).
+        let window_keys: Vec<Vec<String>> = group
+            .iter()
+            .map(|q| {
+                q.windows
+                    .iter()
+                    .map(|(_, w)| format!("window:{}", w.window_id))
+                    .collect()
+            })
+            .collect();
         let mut by_env: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (_, e) in group.iter().flat_map(|q| &q.valid) {
             by_env
@@ -681,12 +886,17 @@ impl Guardrails {
                 .or_default()
                 .push(e.request_id.as_str());
         }
+        for (q, keys) in group.iter().zip(&window_keys) {
+            for ((_, w), key) in q.windows.iter().zip(keys) {
+                by_env.entry(w.env.as_str()).or_default().push(key.as_str());
+            }
+        }
         // Owned here so that `seen` can borrow them beside the batch's own ids.
         let mut counted: Vec<(&str, Vec<String>)> = Vec::with_capacity(by_env.len());
         for (env, ids) in &by_env {
             counted.push((*env, self.store.seen_request_ids(env, ids, since).await?));
         }
-        let events: usize = group.iter().map(|q| q.valid.len()).sum();
+        let events: usize = group.iter().map(Queued::len).sum();
         let mut seen: HashSet<(&str, &str)> =
             HashSet::with_capacity(events + counted.iter().map(|c| c.1.len()).sum::<usize>());
         for (env, ids) in &counted {
@@ -698,9 +908,10 @@ impl Guardrails {
         }
         let mut tallies: Vec<Tally> = Vec::with_capacity(group.len());
         let mut accepted: Vec<Vec<&OutcomeEvent>> = Vec::with_capacity(group.len());
+        let mut accepted_windows: Vec<Vec<&OutcomeWindow>> = Vec::with_capacity(group.len());
         let mut dedup: Vec<(&str, &str)> = Vec::with_capacity(events);
         let mut rollups: HashMap<(i64, RollupKey<'_>), ArmAggregate> = HashMap::new();
-        for q in group {
+        for (q, keys) in group.iter().zip(&window_keys) {
             let mut tally = Tally::default();
             let mut batch: Vec<&OutcomeEvent> = Vec::with_capacity(q.valid.len());
             let second = q.now_ms.div_euclid(1000);
@@ -712,7 +923,7 @@ impl Guardrails {
                     metrics::counter!("serin_outcomes_total", "result" => "duplicate").increment(1);
                     continue;
                 }
-                if let Some(reason) = self.rate_limited(inner, event, second) {
+                if let Some(reason) = self.rate_limited(inner, event.instance.as_ref(), 1, second) {
                     tally.errors.push(rejection(
                         *index,
                         event,
@@ -737,18 +948,62 @@ impl Guardrails {
                     .record(event);
                 batch.push(event);
             }
-            tally.accepted = batch.len();
+            let mut windows: Vec<&OutcomeWindow> = Vec::with_capacity(q.windows.len());
+            for ((index, w), key) in q.windows.iter().zip(keys) {
+                let dedup_key = (w.env.as_str(), key.as_str());
+                if !seen.insert(dedup_key) {
+                    tally.duplicates += 1;
+                    metrics::counter!("serin_outcome_windows_total", "result" => "duplicate")
+                        .increment(1);
+                    continue;
+                }
+                let n = u32::try_from(w.requests()).unwrap_or(u32::MAX);
+                if let Some(reason) = self.rate_limited(inner, w.instance.as_ref(), n, second) {
+                    tally.errors.push(Rejection {
+                        index: *index,
+                        request_id: Some(w.window_id.clone()),
+                        code: "rate_limited".into(),
+                        field: format!("/windows/{index}/instance"),
+                        reason,
+                    });
+                    continue;
+                }
+                dedup.push(dedup_key);
+                for part in &w.arms {
+                    rollups
+                        .entry((
+                            minute,
+                            (
+                                w.env.as_str(),
+                                w.agent.as_str(),
+                                part.bundle.as_str(),
+                                arm_name(part.arm),
+                            ),
+                        ))
+                        .or_default()
+                        .record_window(part);
+                }
+                tally.requests += w.requests();
+                windows.push(w);
+            }
+            tally.accepted = batch.len() + windows.len();
             tallies.push(tally);
             accepted.push(batch);
+            accepted_windows.push(windows);
         }
         if dedup.is_empty() {
             return Ok(tallies);
         }
         let rollup_rows = rollup_rows(&rollups)?;
-        let batches: Vec<(&[&OutcomeEvent], i64)> = accepted
+        let batches: Vec<Batch<'_>> = accepted
             .iter()
+            .zip(&accepted_windows)
             .zip(group)
-            .map(|(a, q)| (a.as_slice(), q.now_ms))
+            .map(|((a, w), q)| Batch {
+                events: a.as_slice(),
+                windows: w.as_slice(),
+                at_ms: q.now_ms,
+            })
             .collect();
         match self.evidence_path() {
             EvidencePath::Direct(epoch) => {
@@ -797,22 +1052,35 @@ impl Guardrails {
         metrics::counter!("serin_outcomes_total", "result" => "accepted")
             .increment(all.len() as u64);
         count_accepted(&all);
+        let windows: usize = accepted_windows.iter().map(Vec::len).sum();
+        if windows > 0 {
+            metrics::counter!("serin_outcome_windows_total", "result" => "accepted")
+                .increment(windows as u64);
+        }
         Ok(tallies)
     }
 
     /// Why `event` is refused by its instance's rate limit, if it is; counts it otherwise.
-    fn rate_limited(&self, inner: &mut Inner, event: &OutcomeEvent, second: i64) -> Option<String> {
-        let instance = event.instance.as_ref()?;
+    /// Why `n` requests of `instance` are refused by its rate limit, if they are; counts
+    /// them otherwise.
+    fn rate_limited(
+        &self,
+        inner: &mut Inner,
+        instance: Option<&String>,
+        n: u32,
+        second: i64,
+    ) -> Option<String> {
+        let instance = instance?;
         if let Some(slot) = inner.instance_rate.get_mut(instance) {
             if slot.0 != second {
                 *slot = (second, 0);
             }
-            if slot.1 >= INSTANCE_EVENTS_PER_SECOND {
+            if slot.1.saturating_add(n) > INSTANCE_EVENTS_PER_SECOND {
                 Some(format!(
                     "instance {instance} sent over {INSTANCE_EVENTS_PER_SECOND} events this second"
                 ))
             } else {
-                slot.1 += 1;
+                slot.1 += n;
                 None
             }
         } else if inner.instance_rate.len() >= MAX_RATE_INSTANCES {
@@ -820,8 +1088,13 @@ impl Guardrails {
                 "over {MAX_RATE_INSTANCES} instances reported this second; retry shortly"
             ))
         } else {
+            if n > INSTANCE_EVENTS_PER_SECOND {
+                return Some(format!(
+                    "instance {instance} sent over {INSTANCE_EVENTS_PER_SECOND} events this second"
+                ));
+            }
             // Cloned only for an instance new to the map, not once per event.
-            inner.instance_rate.insert(instance.clone(), (second, 1));
+            inner.instance_rate.insert(instance.clone(), (second, n));
             None
         }
     }
@@ -871,7 +1144,7 @@ impl Guardrails {
     async fn ingest_direct(
         &self,
         inner: &mut Inner,
-        batches: &[(&[&OutcomeEvent], i64)],
+        batches: &[Batch<'_>],
         rollup_rows: &[RollupRow],
         dedup: &[(&str, &str)],
         since: i64,
@@ -880,10 +1153,12 @@ impl Guardrails {
     ) -> Result<Result<(), StoreError>, ApiError> {
         let mut monitors: HashMap<MonitorKey, MonitorEntry> = HashMap::new();
         let mut latching: Vec<MonitorKey> = Vec::new();
-        for (accepted, at_ms) in batches {
-            self.observe_batch(inner, accepted, *at_ms, &mut monitors)
+        for b in batches {
+            self.observe_batch(inner, b.events, b.at_ms, &mut monitors)
                 .await?;
-            for key in latch_all(&mut monitors, *at_ms) {
+            self.observe_windows(inner, b.windows, b.at_ms, &mut monitors)
+                .await?;
+            for key in latch_all(&mut monitors, b.at_ms) {
                 if !latching.contains(&key) {
                     latching.push(key);
                 }
@@ -925,14 +1200,21 @@ impl Guardrails {
     /// leader judges as one batch received at the newest of their times.
     async fn ingest_journalled(
         &self,
-        batches: &[(&[&OutcomeEvent], i64)],
+        batches: &[Batch<'_>],
         rollup_rows: &[RollupRow],
         dedup: &[(&str, &str)],
         since: i64,
         now_ms: i64,
     ) -> Result<(), ApiError> {
-        let all: Vec<&OutcomeEvent> = batches.iter().flat_map(|b| b.0.iter().copied()).collect();
-        let events = encode_events(&all)?;
+        let all: Vec<&OutcomeEvent> = batches
+            .iter()
+            .flat_map(|b| b.events.iter().copied())
+            .collect();
+        let windows: Vec<&OutcomeWindow> = batches
+            .iter()
+            .flat_map(|b| b.windows.iter().copied())
+            .collect();
+        let events = encode_journal(&all, &windows)?;
         let quarantine = &self.quarantine;
         let merge = |stored: &RollupRow, delta: &str| merge_rollup(quarantine, stored, delta);
         self.store
@@ -982,33 +1264,12 @@ impl Guardrails {
                         continue;
                     }
                     if !monitors.contains_key(mkey) {
-                        let pair = (e.env.clone(), e.agent.clone());
-                        let entry = match inner.monitors.get(mkey) {
-                            Some(m) => m.clone(),
-                            None if unconfigured.contains(&pair) => continue,
-                            // Begun on another replica (a release started there) or kept by an
-                            // earlier leader: the stored row holds its share schedule and
-                            // evidence so far, which a fresh monitor would overwrite.
-                            None => match self.stored_monitor(inner, mkey, now_ms).await? {
-                                StoredMonitor::Live(entry) => *entry,
-                                StoredMonitor::Unreadable => continue,
-                                StoredMonitor::Absent => {
-                                    let Some(config) = self.config_for(&e.env, &e.agent).await?
-                                    else {
-                                        unconfigured.insert(pair);
-                                        continue;
-                                    };
-                                    MonitorEntry {
-                                        monitor: Monitor::new(config),
-                                        created_at_ms: now_ms,
-                                        last_canary_ms: now_ms,
-                                        excluded: Arc::default(),
-                                        excluded_before: None,
-                                    }
-                                }
-                            },
-                        };
-                        monitors.insert(mkey.clone(), entry);
+                        if !self
+                            .take_monitor(inner, mkey, now_ms, monitors, &mut unconfigured)
+                            .await?
+                        {
+                            continue;
+                        }
                         stable_targets.clear();
                     }
                     if let Some(m) = monitors.get_mut(mkey)
@@ -1048,6 +1309,109 @@ impl Guardrails {
                     }
                 }
                 Arm::Killed => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a copy of canary monitor `mkey` into `monitors`: from memory, from its stored row
+    /// (begun on another replica or kept by an earlier leader: the row holds its share
+    /// schedule and evidence so far, which a fresh monitor would overwrite), or new with the
+    /// agent's thresholds. `false` when there is none to feed (no guardrails configured, or
+    /// an unreadable row).
+    async fn take_monitor(
+        &self,
+        inner: &mut Inner,
+        mkey: &MonitorKey,
+        now_ms: i64,
+        monitors: &mut HashMap<MonitorKey, MonitorEntry>,
+        unconfigured: &mut HashSet<(String, String)>,
+    ) -> Result<bool, ApiError> {
+        let pair = (mkey.0.clone(), mkey.1.clone());
+        let entry = match inner.monitors.get(mkey) {
+            Some(m) => m.clone(),
+            None if unconfigured.contains(&pair) => return Ok(false),
+            None => match self.stored_monitor(inner, mkey, now_ms).await? {
+                StoredMonitor::Live(entry) => *entry,
+                StoredMonitor::Unreadable => return Ok(false),
+                StoredMonitor::Absent => {
+                    let Some(config) = self.config_for(&mkey.0, &mkey.1).await? else {
+                        unconfigured.insert(pair);
+                        return Ok(false);
+                    };
+                    MonitorEntry {
+                        monitor: Monitor::new(config),
+                        created_at_ms: now_ms,
+                        last_canary_ms: now_ms,
+                        excluded: Arc::default(),
+                        excluded_before: None,
+                    }
+                }
+            },
+        };
+        monitors.insert(mkey.clone(), entry);
+        Ok(true)
+    }
+
+    /// Applies accepted windows to copies of the monitors they touch, as
+    /// [`Guardrails::observe_batch`] does events: a window's canary part counts towards its
+    /// bundle's monitor, its stable part towards every monitor of the agent whose candidate
+    /// is another bundle, both at one step ([`Monitor::observe_window`]). Windows carry no
+    /// tenants: an SDK sends the outcomes of a release's excluded tenants as events.
+    async fn observe_windows(
+        &self,
+        inner: &mut Inner,
+        windows: &[&OutcomeWindow],
+        now_ms: i64,
+        monitors: &mut HashMap<MonitorKey, MonitorEntry>,
+    ) -> Result<(), ApiError> {
+        let mut unconfigured: HashSet<(String, String)> = HashSet::new();
+        for w in windows {
+            let mut keys: Vec<MonitorKey> = Vec::new();
+            if let Some(part) = w.arms.iter().find(|a| a.arm == Arm::Canary) {
+                let mkey = (w.env.clone(), w.agent.clone(), part.bundle.clone());
+                if !inner.quarantined.contains(&mkey)
+                    && (monitors.contains_key(&mkey)
+                        || self
+                            .take_monitor(inner, &mkey, now_ms, monitors, &mut unconfigured)
+                            .await?)
+                {
+                    keys.push(mkey);
+                }
+            }
+            if let Some(part) = w.arms.iter().find(|a| a.arm == Arm::Stable) {
+                let mut others: Vec<MonitorKey> = inner
+                    .monitors
+                    .keys()
+                    .chain(monitors.keys())
+                    .filter(|(env, agent, cand)| {
+                        env == &w.env && agent == &w.agent && cand != &part.bundle
+                    })
+                    .cloned()
+                    .collect();
+                others.sort();
+                others.dedup();
+                for mkey in others {
+                    if !keys.contains(&mkey) {
+                        keys.push(mkey);
+                    }
+                }
+            }
+            for mkey in keys {
+                if !monitors.contains_key(&mkey)
+                    && let Some(m) = inner.monitors.get(&mkey)
+                {
+                    monitors.insert(mkey.clone(), m.clone());
+                }
+                if let Some(m) = monitors.get_mut(&mkey) {
+                    m.monitor.observe_window(w, &mkey.2);
+                    if w.arms
+                        .iter()
+                        .any(|a| a.arm == Arm::Canary && a.bundle == mkey.2)
+                    {
+                        m.last_canary_ms = m.last_canary_ms.max(now_ms);
+                    }
+                }
             }
         }
         Ok(())
@@ -1154,8 +1518,8 @@ impl Guardrails {
         let mut latching: Vec<MonitorKey> = Vec::new();
         let mut newest_ms = 0;
         for row in &rows {
-            let events = match decode_events(&row.events) {
-                Ok(events) => events,
+            let (events, windows) = match decode_journal(&row.events) {
+                Ok(decoded) => decoded,
                 Err(e) => {
                     // Skipped, not retried forever: the row stays in the store (until pruned)
                     // and in the quarantine listing, and the outcomes after it still count.
@@ -1170,6 +1534,9 @@ impl Guardrails {
             };
             let accepted: Vec<&OutcomeEvent> = events.iter().collect();
             self.observe_batch(inner, &accepted, row.received_ms, &mut monitors)
+                .await?;
+            let windows: Vec<&OutcomeWindow> = windows.iter().collect();
+            self.observe_windows(inner, &windows, row.received_ms, &mut monitors)
                 .await?;
             for key in latch_all(&mut monitors, row.received_ms) {
                 if !latching.contains(&key) {
@@ -1623,5 +1990,31 @@ mod tests {
         // A row that is not an array of events is an error (quarantined), never a panic.
         assert!(decode_events("{}").is_err());
         assert!(decode_events("[{\"request_id\": 1}]").is_err());
+    }
+
+    #[test]
+    fn journal_rows_with_windows_read_back_and_rows_of_events_keep_their_form() {
+        let event: OutcomeEvent = serde_json::from_value(serde_json::json!({
+            "request_id": "r", "agent": "support", "env": "prod", "snapshot_version": 3,
+            "bundle": "support@2", "arm": "canary", "latency_ms": 12.5,
+        }))
+        .unwrap();
+        let window: OutcomeWindow = serde_json::from_value(serde_json::json!({
+            "window_id": "i/1", "agent": "support", "env": "prod", "snapshot_version": 3,
+            "arms": [{"arm": "stable", "bundle": "support@1", "latency_ms": [1.5, 0.0],
+                      "cost_usd": [0.0, 1e-9], "errors": {"transient": 2}}],
+        }))
+        .unwrap();
+        // Events alone: the bare array every earlier version wrote.
+        let plain = encode_journal(&[&event], &[]).unwrap();
+        assert!(plain.starts_with('['));
+        assert_eq!(
+            decode_journal(&plain).unwrap(),
+            (vec![event.clone()], vec![])
+        );
+        let both = encode_journal(&[&event], &[&window]).unwrap();
+        assert_eq!(decode_journal(&both).unwrap(), (vec![event], vec![window]));
+        assert!(decode_journal("{\"events\": []}").is_err());
+        assert!(decode_journal("7").is_err());
     }
 }

@@ -111,6 +111,16 @@ pub const DESCRIBED: &[(&str, Kind, &str)] = &[
         "Outcome events received, by result (accepted, duplicate, rejected) and rejection code.",
     ),
     (
+        "serin_outcome_windows_total",
+        Kind::Counter,
+        "Outcome windows received, by result (accepted, duplicate, rejected) and rejection code.",
+    ),
+    (
+        "serin_outcome_group_batches",
+        Kind::Histogram,
+        "Outcome batches stored together in one transaction by group commit.",
+    ),
+    (
         "serin_outcomes_accepted_total",
         Kind::Counter,
         "Outcome events accepted, by agent, env and arm.",

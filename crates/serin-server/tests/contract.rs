@@ -369,6 +369,14 @@ fn table() -> Vec<(&'static str, &'static str, Payload)> {
             Json(json!({"force": true, "reason": "enough"})),
         ),
         ("POST", "/v1/outcomes", Json(json!({"events": [event]}))),
+        (
+            "POST",
+            "/v1/outcomes/windows",
+            Json(json!({"windows": [{
+                "window_id": "i-1/1", "agent": "support", "env": "dev", "snapshot_version": 1,
+                "arms": [{"arm": "stable", "bundle": "support@2", "latency_ms": [120.0]}]
+            }]})),
+        ),
         ("POST", "/v1/traces", Json(json!({"resourceSpans": []}))),
         ("GET", "/v1/envs/{env}/agents/{agent}/release/report", None),
         (
@@ -799,7 +807,12 @@ async fn every_status_a_route_answers_is_documented_and_every_body_matches_its_s
             let a = rec.run(method, template, &path, admin, b).await;
             // Both ingest routes answer 200 to a body whose items are bad (each item is
             // judged on its own), and OTLP receivers must ignore unknown fields.
-            if a.status < 400 && !matches!(*template, "/v1/outcomes" | "/v1/traces") {
+            if a.status < 400
+                && !matches!(
+                    *template,
+                    "/v1/outcomes" | "/v1/outcomes/windows" | "/v1/traces"
+                )
+            {
                 rec.failures.push(format!(
                     "bad body {b:?} accepted: {method} {path} -> {}: {}",
                     a.status, a.body

@@ -156,6 +156,9 @@ pub struct IngestArgs {
     pub events: usize,
     pub batch: usize,
     pub concurrency: usize,
+    /// Send the same outcomes as windows (`POST /v1/outcomes/windows`), one window of
+    /// `batch` requests per body, as an SDK with `outcome_windows` does.
+    pub windows: bool,
     pub output_json: bool,
 }
 
@@ -174,6 +177,31 @@ pub(crate) fn outcome(i: usize, canary: bool) -> Value {
     })
 }
 
+/// One body holding `events` as one window (both arms), as an aggregating SDK sends them.
+fn window_body(b: usize, events: &[Value]) -> Value {
+    use serin_core::decision::Arm;
+    use serin_core::outcome::{ArmWindow, OutcomeEvent};
+    let mut parts: Vec<ArmWindow> = Vec::new();
+    for v in events {
+        let Ok(e) = serde_json::from_value::<OutcomeEvent>(v.clone()) else {
+            continue;
+        };
+        match parts.iter_mut().find(|p| p.arm == e.arm) {
+            Some(p) => p.add(&e),
+            None => {
+                let mut p = ArmWindow::new(e.arm, e.bundle.clone());
+                p.add(&e);
+                parts.push(p);
+            }
+        }
+    }
+    parts.sort_by_key(|p| p.arm == Arm::Canary);
+    json!({ "windows": [{
+        "window_id": format!("bench/{b}"), "agent": "bench", "env": "dev",
+        "snapshot_version": 2, "instance": format!("i-{}", b % 16), "arms": parts,
+    }]})
+}
+
 /// `serin bench ingest`: outcome events per second through `POST /v1/outcomes`
 /// on the embedded SQLite store (parse, validate, dedup, aggregate into the
 /// guardrail monitor, one durable transaction per batch). The in-run baseline
@@ -187,10 +215,19 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             let events: Vec<Value> = (b * batch..((b + 1) * batch).min(args.events))
                 .map(|i| outcome(i, i.is_multiple_of(10)))
                 .collect();
-            Arc::new(json!({ "events": events }).to_string())
+            if args.windows {
+                Arc::new(window_body(b, &events).to_string())
+            } else {
+                Arc::new(json!({ "events": events }).to_string())
+            }
         })
         .collect();
-    let empty = Arc::new(json!({ "events": [] }).to_string());
+    let (route, empty) = if args.windows {
+        ("/v1/outcomes/windows", json!({ "windows": [] }))
+    } else {
+        ("/v1/outcomes", json!({ "events": [] }))
+    };
+    let empty = Arc::new(empty.to_string());
 
     let run = |bodies: Vec<Arc<String>>| {
         let server = server.clone();
@@ -211,7 +248,7 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
                         let t = Instant::now();
                         let resp = server
                             .http
-                            .post(format!("{}/v1/outcomes", server.base))
+                            .post(format!("{}{route}", server.base))
                             .bearer_auth(&server.admin)
                             .header("content-type", "application/json")
                             .body(body.as_str().to_owned())
@@ -247,7 +284,8 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         "baseline_empty_batches_s": base_elapsed.as_secs_f64(),
         "ingest_s": elapsed.as_secs_f64(),
         "ratio_to_baseline": elapsed.as_secs_f64() / base_elapsed.as_secs_f64().max(1e-9),
-        "target_events_per_second": 100_000,
+        "windows": args.windows,
+        "target_events_per_second": if args.windows { 1_000_000 } else { 150_000 },
     });
     if let Ok(s) = Arc::try_unwrap(server) {
         s.stop().await;
@@ -255,12 +293,17 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     if args.output_json {
         out::json(&report);
     } else {
+        let (unit, target) = if args.windows {
+            ("requests in windows of", 1_000_000)
+        } else {
+            ("events in batches of", 150_000)
+        };
         out::line(&format!(
-            "{} events in batches of {batch}, {} concurrent clients, embedded SQLite",
+            "{} {unit} {batch}, {} concurrent clients, embedded SQLite",
             args.events, args.concurrency
         ));
         out::line(&format!(
-            "{per_sec:.0} events/s (target >= 100000); batch p50 {:.1} ms, p99 {:.1} ms",
+            "{per_sec:.0} events/s (target >= {target}); batch p50 {:.1} ms, p99 {:.1} ms",
             percentile(&lat, 50.0),
             percentile(&lat, 99.0)
         ));

@@ -586,6 +586,10 @@ pub enum BenchCommand {
         /// Concurrent clients, each sending one batch at a time.
         #[arg(long, visible_alias = "clients", default_value_t = 4)]
         concurrency: usize,
+        /// Send the outcomes as windows (`POST /v1/outcomes/windows`), one window of
+        /// `--batch` requests per body, as an SDK with outcome windows on does.
+        #[arg(long)]
+        windows: bool,
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Human)]
         output: Output,
     },

@@ -85,12 +85,14 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<()> {
             events,
             batch,
             concurrency,
+            windows,
             output,
         }) => {
             crate::bench::ingest(crate::bench::IngestArgs {
                 events,
                 batch,
                 concurrency,
+                windows,
                 output_json: output == Output::Json,
             })
             .await

@@ -92,6 +92,7 @@ class NativeClient:
         backoff_max: float = 30.0,
         outcome_flush: float = 1.0,
         request_timeout: float = 10.0,
+        outcome_windows: bool = False,
     ) -> NativeClient: ...
     def decide(
         self,

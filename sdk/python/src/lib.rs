@@ -541,7 +541,7 @@ pub struct NativeClient {
 #[pymethods]
 impl NativeClient {
     #[new]
-    #[pyo3(signature = (server, token, env, cache_dir=None, *, instance=None, start_timeout=5.0, backoff_min=1.0, backoff_max=30.0, outcome_flush=1.0, request_timeout=10.0))]
+    #[pyo3(signature = (server, token, env, cache_dir=None, *, instance=None, start_timeout=5.0, backoff_min=1.0, backoff_max=30.0, outcome_flush=1.0, request_timeout=10.0, outcome_windows=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -555,6 +555,7 @@ impl NativeClient {
         backoff_max: f64,
         outcome_flush: f64,
         request_timeout: f64,
+        outcome_windows: bool,
     ) -> PyResult<NativeClient> {
         let secs = |name: &str, v: f64| {
             Duration::try_from_secs_f64(v).map_err(|_| {
@@ -575,6 +576,7 @@ impl NativeClient {
         config.backoff_max = secs("backoff_max", backoff_max)?.max(config.backoff_min);
         config.outcome_flush = secs("outcome_flush", outcome_flush)?;
         config.request_timeout = secs("request_timeout", request_timeout)?;
+        config.outcome_windows = outcome_windows;
         let settings = Settings { config };
         let live = py
             .detach(|| start_live(&settings))

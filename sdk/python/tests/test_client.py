@@ -302,3 +302,30 @@ def test_example_agent_loop_runs(deployed: Tuple[Server, str], tmp_path: pathlib
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "support@1" in out.stdout and "outcomes:" in out.stdout
+
+
+def test_outcome_windows_reach_the_guardrails(deployed: Tuple[Server, str], tmp_path: pathlib.Path) -> None:
+    """With outcome_windows=True the same outcomes travel as windows and are all counted."""
+    server, token = deployed
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN)
+    server.cli("release", "start", "support", "--env", "dev", "--bundle", "2", "--plan", str(plan))
+    with serin.Client(server.url, token, "dev", backoff_min=0.05, backoff_max=0.25,
+                      outcome_flush=0.1, outcome_windows=True) as c:
+        wait_for("release", lambda: decide(c).release is not None)
+        arms = {"stable": 0, "canary": 0}
+        for i in range(300):
+            d = decide(c, f"win-{i}", user=f"user-{i}")
+            arms[d.arm] += 1
+            assert c.record(serin.Outcome.of(d, latency_ms=100.0 + i % 7, cost_usd=0.001))
+        assert arms["canary"] > 40 and arms["stable"] > 40, arms
+
+        def counted() -> Any:
+            status, body = server.http("GET", "/v1/envs/dev/agents/support/guardrails")
+            assert status == 200, body
+            comps = body["comparisons"]
+            return comps and comps[0]["canary"]["requests"] == arms["canary"] \
+                and comps[0]["control"]["requests"] == arms["stable"] and comps[0]
+        wait_for("windows in the guardrails", counted)
+        assert c.health()["outcomes"]["sent"] == 300
+    server.cli("release", "abort", "support", "--env", "dev", "--reason", "pytest")

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sketches_ddsketch::DDSketch;
 
-use crate::outcome::{ErrorClass, OutcomeEvent};
+use crate::outcome::{ArmWindow, ErrorClass, OutcomeEvent};
 
 /// A DDSketch (1% relative accuracy) that is `Debug`; serialises as the sketch's own fields,
 /// except that its `min`, `max` and `sum` are written as a number when finite and as the
@@ -270,6 +270,32 @@ impl ArmAggregate {
                     self.stages.insert(name.clone(), s);
                 }
             }
+        }
+    }
+
+    /// Adds one arm's part of an outcome window: the same counts and sketches as recording
+    /// its requests one by one (a window carries no stage timings).
+    pub fn record_window(&mut self, w: &ArmWindow) {
+        self.requests += w.requests();
+        self.traced += w.traced;
+        self.errors += w.errors.total();
+        self.errors_transient += w.errors.transient;
+        self.errors_permanent += w.errors.permanent;
+        self.errors_external += w.errors.external;
+        self.tool_calls_ok += w.tool_calls.ok;
+        self.tool_calls_failed += w.tool_calls.failed;
+        self.refusals += w.refusals;
+        self.eval_samples += w.evals.samples;
+        self.eval_passed += w.evals.passed;
+        self.eval_score_sum += w.evals.score_sum;
+        self.tokens_input += w.tokens.input;
+        self.tokens_output += w.tokens.output;
+        for (i, v) in w.latency_ms.iter().enumerate() {
+            self.latency_ms_sum += v;
+            self.latency.add(*v);
+            let c = w.cost(i);
+            self.cost_usd_sum += c;
+            self.cost.add(c);
         }
     }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use super::seq::{Conditional, OneSample, rate_lower_bound, rate_upper_bound};
 use crate::decision::Arm;
-use crate::outcome::OutcomeEvent;
+use crate::outcome::{ArmWindow, OutcomeEvent, OutcomeWindow};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -825,6 +825,238 @@ impl Monitor {
             self.canary.record(e);
         } else {
             self.control.record(e);
+            self.refresh_refs();
+        }
+    }
+
+    /// Feeds one outcome window (see [`OutcomeWindow`]): its canary part when its bundle is
+    /// `candidate`, its stable part when its bundle is not. Every share, reference, null rate
+    /// and bet is fixed before the window is looked at and applies to all of its requests, so
+    /// each test multiplies in the factors of the window's requests as a block, the same
+    /// whatever order they happened in; a test is then judged only between windows (fewer
+    /// looks, which can only lower the false-`fail` rate). Under "no harm" each block's
+    /// factors still have expectation at most 1 given the past, so the tests stay valid, at
+    /// the cost of bets that learn once per window rather than once per request.
+    pub fn observe_window(&mut self, w: &OutcomeWindow, candidate: &str) {
+        let canary_part = w
+            .arms
+            .iter()
+            .find(|a| a.arm == Arm::Canary && a.bundle == candidate);
+        let control_part = w
+            .arms
+            .iter()
+            .find(|a| a.arm == Arm::Stable && a.bundle != candidate);
+        let parts: Vec<(bool, &ArmWindow)> = [(true, canary_part), (false, control_part)]
+            .into_iter()
+            .filter_map(|(c, p)| p.map(|p| (c, p)))
+            .collect();
+        if parts.is_empty() {
+            return;
+        }
+        let epoch = if self.shares.is_empty() {
+            None
+        } else {
+            match self.shares.range(..=w.snapshot_version).next_back() {
+                Some((v, s)) => Some((*v, *s)),
+                None => {
+                    self.unattributed += parts.iter().map(|(_, p)| p.requests()).sum::<u64>();
+                    return;
+                }
+            }
+        };
+        let [rho, rho_tools, rho_evals] = match epoch {
+            Some((v, _)) => self.bands(v),
+            None => {
+                let rho = self.request_share();
+                let (tools, evals) = if self.share.is_some() {
+                    (
+                        self.seg_tools.share(rho, SHARE_PRIOR),
+                        self.seg_evals.share(rho, SHARE_PRIOR),
+                    )
+                } else {
+                    (rho, rho)
+                };
+                [Band::point(rho), Band::point(tools), Band::point(evals)]
+            }
+        };
+        let lat_ref = self.latency_ref;
+        let cost_ref = self.cost_ref;
+        let gating = self.tests.iter().filter(|t| !t.shadow).count();
+        let alpha = self.config.settings.alpha.fraction();
+        let alpha_shadow = alpha / (gating + 1) as f64; // small count → f64
+        let alpha_main = self.alpha_each;
+        // Requests above `cut` in a part.
+        let above = |p: &ArmWindow, cost: bool, cut: f64| -> u64 {
+            if cost {
+                if p.cost_usd.is_empty() {
+                    u64::from(0.0 > cut) * p.requests()
+                } else {
+                    p.cost_usd.iter().filter(|v| **v > cut).count() as u64
+                }
+            } else {
+                p.latency_ms.iter().filter(|v| **v > cut).count() as u64
+            }
+        };
+        for t in &mut self.tests {
+            let delta = if t.shadow { alpha_shadow } else { alpha_main } / 2.0;
+            let delta_pass = alpha / 2.0;
+            let can_pass = t.can_pass();
+            // The null rates of the additive tests, from the past only.
+            let mut tallies: Vec<(usize, u64, u64)> = Vec::with_capacity(2);
+            for (canary, p) in &parts {
+                let canary = *canary;
+                let arm = usize::from(!canary);
+                let n = p.requests();
+                let evals_failed = p.evals.samples - p.evals.passed.min(p.evals.samples);
+                let calls = p.tool_calls.ok + p.tool_calls.failed;
+                match t.bound {
+                    Bound::ErrorMax | Bound::RefusalMax => {
+                        let hits = if t.bound == Bound::ErrorMax {
+                            p.errors.total()
+                        } else {
+                            p.refusals
+                        };
+                        if canary {
+                            t.one.add(hits, n);
+                        }
+                        tallies.push((arm, hits, n));
+                    }
+                    Bound::ToolMin => {
+                        if canary {
+                            t.one.add(p.tool_calls.failed, calls);
+                        }
+                        tallies.push((arm, p.tool_calls.failed, calls));
+                    }
+                    Bound::EvalMin => {
+                        if p.evals.samples > 0 {
+                            if canary {
+                                t.one.add(evals_failed, p.evals.samples);
+                            }
+                            tallies.push((arm, evals_failed, p.evals.samples));
+                        }
+                    }
+                    Bound::LatencyMax | Bound::CostMax => {
+                        let hits = above(p, t.bound == Bound::CostMax, t.limit);
+                        if canary {
+                            t.one.add(hits, n);
+                        }
+                        tallies.push((arm, hits, n));
+                    }
+                    Bound::ErrorRatio | Bound::RefusalRatio => {
+                        let hits = if t.bound == Bound::ErrorRatio {
+                            p.errors.total()
+                        } else {
+                            p.refusals
+                        };
+                        if !rho.skip {
+                            t.cond.events(canary, hits, rho.hi, t.lambda0());
+                            if can_pass {
+                                t.ni.events(canary, hits, rho.lo, t.lambda0());
+                            }
+                        }
+                        tallies.push((arm, hits, n));
+                    }
+                    Bound::ErrorIncrease
+                    | Bound::RefusalIncrease
+                    | Bound::ToolDecrease
+                    | Bound::EvalDecrease => {
+                        let (hits, trials, share) = match t.bound {
+                            Bound::ErrorIncrease => (p.errors.total(), n, rho),
+                            Bound::RefusalIncrease => (p.refusals, n, rho),
+                            Bound::ToolDecrease => (p.tool_calls.failed, calls, rho_tools),
+                            _ => (evals_failed, p.evals.samples, rho_evals),
+                        };
+                        if trials == 0 {
+                            continue;
+                        }
+                        if t.limit <= 0.0 {
+                            // As per request, at most 1000 hits each.
+                            let hits = hits.min(n.saturating_mul(1000));
+                            if !share.skip {
+                                t.cond.events(canary, hits, share.hi, 1.0);
+                            }
+                        } else if canary {
+                            // Null rates from the tallies before the window (they are added
+                            // only after every bet of it).
+                            let misses = trials - hits.min(trials);
+                            let past = t.canary_rate();
+                            if let Some(p0) = t.null_rate(delta)
+                                && past > p0
+                            {
+                                t.cond.trials(hits, misses, p0);
+                            }
+                            if let Some(p0) = t.null_rate_pass(delta_pass)
+                                && (t.trials[0] == 0 || past < p0)
+                            {
+                                t.ni.trials(hits, misses, p0);
+                            }
+                        }
+                        tallies.push((arm, hits, trials));
+                    }
+                    Bound::LatencyIncrease
+                    | Bound::LatencyRatio
+                    | Bound::CostIncrease
+                    | Bound::CostRatio => {
+                        let latency =
+                            matches!(t.bound, Bound::LatencyIncrease | Bound::LatencyRatio);
+                        let reference = if latency { lat_ref } else { cost_ref };
+                        if let Some(r) = reference {
+                            let cut = if !canary {
+                                r
+                            } else if matches!(
+                                t.bound,
+                                Bound::LatencyIncrease | Bound::CostIncrease
+                            ) {
+                                r + t.limit
+                            } else {
+                                r * t.limit
+                            };
+                            let hits = above(p, !latency, cut);
+                            if !rho.skip {
+                                t.cond.events(canary, hits, rho.hi, 1.0);
+                                if can_pass {
+                                    t.ni.events(canary, hits, rho.lo, 1.0);
+                                }
+                            }
+                            tallies.push((arm, hits, n));
+                        }
+                    }
+                }
+            }
+            // After every bet of the window: the additive tests' null rates read the tallies.
+            for (arm, hits, trials) in tallies {
+                t.tally(arm, hits, trials);
+            }
+        }
+        for (canary, p) in &parts {
+            let canary = *canary;
+            let n = p.requests();
+            let calls = p.tool_calls.ok + p.tool_calls.failed;
+            self.seg_requests.add(canary, n);
+            for _ in 0..n.min(RECENT as u64) {
+                self.recent.push(canary);
+            }
+            self.seg_tools.add(canary, calls);
+            self.seg_evals.add(canary, p.evals.samples);
+            if let Some((v, _)) = epoch {
+                let seg = self.epochs.entry(v).or_default();
+                seg[0].add(canary, n);
+                seg[1].add(canary, calls);
+                seg[2].add(canary, p.evals.samples);
+                if p.tool_requests > 0 {
+                    self.epoch_tool_requests
+                        .entry(v)
+                        .or_default()
+                        .add(canary, p.tool_requests);
+                }
+            }
+            if canary {
+                self.canary.record_window(p);
+            } else {
+                self.control.record_window(p);
+            }
+        }
+        if control_part.is_some() {
             self.refresh_refs();
         }
     }

@@ -130,6 +130,15 @@ impl Conditional {
     /// One event (`canary` tells which arm), with the exposure share and null ratio in force
     /// before it was seen.
     pub fn event(&mut self, canary: bool, rho: f64, lambda0: f64) {
+        self.events(canary, 1, rho, lambda0);
+    }
+
+    /// `n` events of one arm at the same share and null ratio: the product of their factors
+    /// (each component's is fixed, so the order of the events does not matter).
+    pub fn events(&mut self, canary: bool, n: u64, rho: f64, lambda0: f64) {
+        if n == 0 {
+            return;
+        }
         let fresh = matches!(&self.cache, Some(c) if c.rho == rho && c.lambda0 == lambda0);
         if !fresh {
             let q0 = q_of(rho, lambda0);
@@ -143,14 +152,16 @@ impl Conditional {
         }
         if let Some(c) = &self.cache {
             let d = if canary { &c.hit } else { &c.miss };
+            // Count → f64: exact below 2^53.
+            let k = n as f64;
             for (l, x) in self.ll.iter_mut().zip(d) {
-                *l += x;
+                *l += k * x;
             }
         }
         if canary {
-            self.canary_events += 1;
+            self.canary_events += n;
         } else {
-            self.control_events += 1;
+            self.control_events += n;
         }
     }
 

@@ -891,3 +891,69 @@ fn a_canary_erring_against_a_control_without_errors_fails_an_additive_bound() {
     assert!(m.latch(1), "{:?}", m.verdicts());
     assert_eq!(m.overall(), VerdictStatus::Fail);
 }
+
+/// A window of one request moves every test exactly as that request's event does: the window
+/// path is the event path with its bets fixed per window.
+#[test]
+fn one_request_windows_judge_exactly_as_events() {
+    use serin_core::outcome::{ArmWindow, OutcomeWindow};
+    let configs = [
+        GuardrailConfig::spec_default(),
+        GuardrailConfig::no_regression(),
+        parse(
+            "error_rate: {max: 3%, max_ratio: 1.5}\nlatency_p95_ms: {max: 2500, max_ratio: 1.2}\n\
+             refusal_rate: {max_increase: 1pp}\ntool_call_success: {max_decrease: 1pp}\n\
+             eval_pass_rate: {max_decrease: 2pp}\ncost_per_request: {max_increase: 0.002}\n\
+             settings: {min_requests: 50}",
+        )
+        .unwrap(),
+    ];
+    let sc = Scenario {
+        canary: ArmModel {
+            error_rate: 0.03,
+            ..ArmModel::baseline()
+        },
+        ..Scenario::aa(vec![(0.3, 1)])
+    };
+    for config in configs {
+        let mut by_event = Monitor::new(config.clone());
+        let mut by_window = Monitor::new(config);
+        for m in [&mut by_event, &mut by_window] {
+            m.set_canary_share_from(1, 0.3);
+            m.set_canary_share_from(3, 0.5);
+        }
+        for (i, mut e) in sample_events(&sc, 9, 6_000, 0.4).into_iter().enumerate() {
+            e.snapshot_version = if i < 2_500 { 1 } else { 3 };
+            e.bundle = if e.arm == Arm::Canary {
+                "sim@2"
+            } else {
+                "sim@1"
+            }
+            .into();
+            e.stages.clear();
+            by_event.observe(&e);
+            let mut part = ArmWindow::new(e.arm, e.bundle.clone());
+            part.add(&e);
+            let w = OutcomeWindow {
+                window_id: format!("w{i}"),
+                agent: "sim".into(),
+                env: "sim".into(),
+                snapshot_version: e.snapshot_version,
+                instance: None,
+                at_ms: None,
+                arms: vec![part],
+            };
+            by_window.observe_window(&w, "sim@2");
+        }
+        assert_eq!(
+            serde_json::to_value(&by_event).unwrap(),
+            serde_json::to_value(&by_window).unwrap()
+        );
+        assert!(
+            by_event
+                .verdicts()
+                .iter()
+                .any(|v| v.status != VerdictStatus::Pending)
+        );
+    }
+}

@@ -63,6 +63,11 @@ pub struct Config {
     pub outcome_batch: usize,
     /// Longest wait before a partial batch is sent. Default 1 s.
     pub outcome_flush: Duration,
+    /// Send each batch as outcome windows (`POST /v1/outcomes/windows`: per agent and
+    /// snapshot version, both arms' counts and each request's latency and cost) rather than
+    /// one event per request. Outcomes of tenants a release excludes still go as events.
+    /// Default off.
+    pub outcome_windows: bool,
 }
 
 impl Config {
@@ -87,6 +92,7 @@ impl Config {
             outcome_queue: recorder::DEFAULT_QUEUE,
             outcome_batch: recorder::DEFAULT_BATCH,
             outcome_flush: recorder::DEFAULT_FLUSH,
+            outcome_windows: false,
         }
     }
 
@@ -112,6 +118,7 @@ impl fmt::Debug for Config {
             .field("backoff_reset_after", &self.backoff_reset_after)
             .field("idle_timeout", &self.idle_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("outcome_windows", &self.outcome_windows)
             .finish()
     }
 }
@@ -179,6 +186,12 @@ impl SerinBuilder {
     }
 
     /// Connect timeout, and timeout of the full snapshot fetch.
+    /// Sends outcomes as windows (see [`Config::outcome_windows`]).
+    pub fn outcome_windows(mut self, on: bool) -> Self {
+        self.config.outcome_windows = on;
+        self
+    }
+
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.config.request_timeout = timeout;
         self
@@ -314,6 +327,10 @@ impl Serin {
             http: http_for_outcomes,
             rx: outcome_rx,
             counters: outcome_counters.clone(),
+            router: Router {
+                state: state.clone(),
+            },
+            windows_sent: 0,
         };
         handles.push(tokio::spawn(rec.run(stop_rx)));
 

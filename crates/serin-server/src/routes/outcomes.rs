@@ -16,7 +16,7 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::extract::{
     ApiJson, ApiPath, ApiQuery, Auth, DeployAccess, JsonBytes, OutcomeAccess, ReadAccess,
 };
-use crate::guardrails::{IngestReport, ParsedEvent, parse_batch};
+use crate::guardrails::{IngestReport, ParsedEvent, WindowReport, parse_batch};
 use crate::{AppState, clock};
 
 /// Outcome batches are bounded: 10,000 events of a few hundred bytes each.
@@ -25,6 +25,7 @@ pub const OUTCOME_BODY_LIMIT: usize = 4 * 1024 * 1024;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(post_outcomes))
+        .routes(routes!(post_outcome_windows))
         .layer(DefaultBodyLimit::max(OUTCOME_BODY_LIMIT))
         .merge(OpenApiRouter::new().routes(routes!(get_guardrails, put_guardrail_config)))
 }
@@ -56,6 +57,57 @@ async fn post_outcomes(
     let started = std::time::Instant::now();
     let report = state.guardrails.ingest(events, clock::now_ms()).await?;
     metrics::histogram!("serin_ingest_duration_seconds", "source" => "outcomes")
+        .record(started.elapsed().as_secs_f64());
+    Ok(Json(report))
+}
+
+/// Windows per body.
+pub const MAX_WINDOWS: usize = 1_000;
+
+/// A body of outcome windows (an SPEC extension: see docs/api.md, "Outcome windows").
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WindowBatch {
+    /// Up to 1,000 windows.
+    pub windows: Vec<serin_core::outcome::OutcomeWindow>,
+}
+
+/// Report outcomes as windows: per SDK instance, agent and snapshot version, both arms'
+/// counts and each request's latency and cost, instead of one event per request. Each window
+/// is judged on its own (the answer counts accepted windows, duplicates by window id within
+/// 10 minutes, and rejections with reasons); accepted windows are durable when this answers.
+#[utoipa::path(post, path = "/v1/outcomes/windows", tag = "guardrails", request_body = WindowBatch,
+    responses((status = 200, body = WindowReport)), security(("bearer" = ["sdk"])))]
+async fn post_outcome_windows(
+    State(state): State<AppState>,
+    _auth: Auth<OutcomeAccess>,
+    ApiJson(body): ApiJson<WindowBatch>,
+) -> ApiResult<Json<WindowReport>> {
+    if body.windows.len() > MAX_WINDOWS {
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "/windows",
+            format!("at most {MAX_WINDOWS} windows per body"),
+        ));
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, w) in body.windows.iter().enumerate() {
+        let env = w.env.as_str();
+        if seen.contains(&env) || slug::validate_env(env).is_err() {
+            continue;
+        }
+        seen.push(env);
+        state
+            .envs
+            .require(env, &format!("/windows/{i}/env"))
+            .await?;
+    }
+    let started = std::time::Instant::now();
+    let report = state
+        .guardrails
+        .ingest_windows(body.windows, clock::now_ms())
+        .await?;
+    metrics::histogram!("serin_ingest_duration_seconds", "source" => "windows")
         .record(started.elapsed().as_secs_f64());
     Ok(Json(report))
 }

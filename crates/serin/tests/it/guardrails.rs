@@ -471,3 +471,218 @@ async fn concurrent_batches_sharing_request_ids_count_each_id_once_and_answer_fo
         "{body}"
     );
 }
+
+/// Outcome windows (both arms' counts plus each request's latency and cost) judge as events
+/// do: a canary with 20% errors fails, a retried window counts once, bad windows are refused
+/// by field, and the evidence survives kill -9.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcome_windows_judge_dedup_refuse_and_survive_a_restart() {
+    let (backend, server, admin, work) = setup().await;
+    let config = work.path().join("guardrails.yaml");
+    std::fs::write(
+        &config,
+        "error_rate: {max: 2%, max_increase: 1pp}\nlatency_p95_ms: {max_increase: 200}\nsettings: {min_requests: 100}\n",
+    )
+    .unwrap();
+    server
+        .cli(&admin)
+        .run(&[
+            "guardrails",
+            "support",
+            "--env",
+            "dev",
+            "--set",
+            config.to_str().unwrap(),
+        ])
+        .ok();
+    let sdk = server.token(&admin, "sdk").await;
+    let http = server.http(&sdk);
+    // Four windows of 500 control and 100 canary requests: control 1% errors, canary 20%.
+    let window = |k: usize| {
+        let latency = |n: usize| -> Vec<f64> { (0..n).map(|i| 800.0 + (i % 50) as f64).collect() };
+        json!({
+            "window_id": format!("i-1/{k}"), "agent": "support", "env": "dev",
+            "snapshot_version": 1, "instance": "i-1",
+            "arms": [
+                {"arm": "stable", "bundle": "support@1", "latency_ms": latency(500),
+                 "cost_usd": vec![0.01; 500], "errors": {"permanent": 5},
+                 "tool_calls": {"ok": 1000}, "tool_requests": 500},
+                {"arm": "canary", "bundle": "support@2", "latency_ms": latency(100),
+                 "cost_usd": vec![0.01; 100], "errors": {"permanent": 20},
+                 "tool_calls": {"ok": 200}, "tool_requests": 100},
+            ],
+        })
+    };
+    let windows: Vec<Value> = (0..4).map(window).collect();
+    let (status, body) = http
+        .post("/v1/outcomes/windows", &json!({ "windows": windows }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            body["accepted"].as_u64(),
+            body["requests"].as_u64(),
+            body["rejected"].as_u64()
+        ),
+        (Some(4), Some(2400), Some(0)),
+        "{body}"
+    );
+    // A retried window counts once; a bad one is refused by its field, beside a good one.
+    let mut bad = window(9);
+    bad["arms"][1]["errors"]["permanent"] = json!(101);
+    let mut future = window(10);
+    future["snapshot_version"] = json!(99);
+    let (status, body) = http
+        .post(
+            "/v1/outcomes/windows",
+            &json!({ "windows": [window(0), bad, future] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            body["accepted"].as_u64(),
+            body["duplicates"].as_u64(),
+            body["rejected"].as_u64()
+        ),
+        (Some(0), Some(1), Some(2)),
+        "{body}"
+    );
+    assert_eq!(
+        body["errors"][0]["field"], "/windows/1/arms/1/errors",
+        "{body}"
+    );
+    assert_eq!(body["errors"][0]["code"], "invalid_count", "{body}");
+    assert_eq!(
+        body["errors"][1]["code"], "unknown_snapshot_version",
+        "{body}"
+    );
+    // Unknown env: the whole body, 404 naming the window; malformed: 422 naming the field.
+    let mut stray = window(11);
+    stray["env"] = json!("prdo");
+    let (status, body) = http
+        .post("/v1/outcomes/windows", &json!({ "windows": [stray] }))
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = http
+        .post(
+            "/v1/outcomes/windows",
+            &json!({ "windows": [{"window_id": "x", "agent": "support"}] }),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    // Outcomes are the sdk role's business.
+    let viewer = server.token(&admin, "viewer").await;
+    let (status, _) = server
+        .http(&viewer)
+        .post("/v1/outcomes/windows", &json!({ "windows": [window(12)] }))
+        .await;
+    assert_eq!(status, 403);
+
+    let check = |v: &Value| {
+        let c = &v["comparisons"][0];
+        assert_eq!(c["candidate"], "support@2", "{v}");
+        assert_eq!(c["overall"], "fail", "{v}");
+        assert_eq!(c["canary"]["requests"], 400, "{v}");
+        assert_eq!(c["control"]["requests"], 2000, "{v}");
+        let verdicts = c["verdicts"].as_array().unwrap();
+        let err = verdicts
+            .iter()
+            .find(|x| x["guardrail"] == "error_rate.max")
+            .unwrap();
+        assert_eq!(err["status"], "fail", "{err}");
+        let lat = verdicts
+            .iter()
+            .find(|x| x["guardrail"] == "latency_p95_ms.max_increase")
+            .unwrap();
+        assert_ne!(lat["status"], "fail", "identical latencies: {lat}");
+    };
+    let (status, v) = server
+        .http(&admin)
+        .get("/v1/envs/dev/agents/support/guardrails")
+        .await;
+    assert_eq!(status, 200, "{v}");
+    check(&v);
+    server.kill9();
+    let server = Server::start(&backend);
+    let (status, v) = server
+        .http(&admin)
+        .get("/v1/envs/dev/agents/support/guardrails")
+        .await;
+    assert_eq!(status, 200, "{v}");
+    check(&v);
+}
+
+/// An SDK set to send windows reports the same traffic in a handful of windows, and the
+/// server counts every request of both arms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdk_sending_windows_reports_every_request_of_both_arms() {
+    let (_backend, server, admin, work) = setup().await;
+    let config = work.path().join("guardrails.yaml");
+    std::fs::write(
+        &config,
+        "error_rate: {max: 2%}\nsettings: {min_requests: 10}\n",
+    )
+    .unwrap();
+    server
+        .cli(&admin)
+        .run(&[
+            "guardrails",
+            "support",
+            "--env",
+            "dev",
+            "--set",
+            config.to_str().unwrap(),
+        ])
+        .ok();
+    let token = server.token(&admin, "sdk").await;
+    let sdk = Serin::builder(server.url.clone(), token, "dev")
+        .outcomes(10_000, 1_000, Duration::from_millis(200))
+        .outcome_windows(true)
+        .start()
+        .await
+        .unwrap();
+    for i in 0..900 {
+        let (arm, bundle) = if i % 3 == 0 {
+            ("canary", "support@2")
+        } else {
+            ("stable", "support@1")
+        };
+        let e: OutcomeEvent = serde_json::from_value(event(i, arm, bundle, i % 50 == 0)).unwrap();
+        assert!(sdk.record(e));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sdk.outcome_stats().sent < 900 {
+        assert!(
+            Instant::now() < deadline,
+            "stats: {:?}",
+            sdk.outcome_stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sdk.outcome_stats().rejected, 0);
+    sdk.shutdown().await;
+    let (status, v) = server
+        .http(&admin)
+        .get("/v1/envs/dev/agents/support/guardrails")
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let c = &v["comparisons"][0];
+    assert_eq!(c["candidate"], "support@2", "{v}");
+    assert_eq!(c["canary"]["requests"], 300, "{v}");
+    assert_eq!(c["control"]["requests"], 600, "{v}");
+    assert_eq!(c["canary"]["errors_permanent"], 6, "{v}");
+    let metrics = server
+        .http(&admin)
+        .req(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("serin_outcome_windows_total{result=\"accepted\"}"),
+        "{metrics}"
+    );
+}

@@ -12,7 +12,8 @@ use crate::decision::{Arm, Percent, bucket, in_share};
 use crate::guardrails::config::GuardrailConfig;
 use crate::guardrails::monitor::Monitor;
 use crate::guardrails::seq::{bernoulli_llr, q_of};
-use crate::outcome::OutcomeEvent;
+use crate::outcome::{ArmWindow, OutcomeEvent, OutcomeWindow};
+use std::collections::BTreeMap;
 
 /// What the candidate does, relative to the baseline, in a judged release.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -296,12 +297,19 @@ pub fn simulate_release(
         model.fill(&mut e, &mut rng);
         pipe.send(i, (excluded, e.clone()), &mut rng);
         while let Some(batch) = pipe.batch(i) {
+            if sim.traffic.windows {
+                for w in windows_of(&batch) {
+                    monitor.observe_window(&w, WINDOW_CANDIDATE);
+                }
+            }
             for (excluded, ev) in &batch {
                 // Outcomes of excluded tenants never reach the monitor while excluded.
                 if *excluded {
                     continue;
                 }
-                monitor.observe(ev);
+                if !sim.traffic.windows {
+                    monitor.observe(ev);
+                }
                 if let Some(o) = oracle.as_mut() {
                     let version_step = usize::try_from(ev.snapshot_version.saturating_sub(1))
                         .unwrap_or(usize::MAX);
@@ -423,4 +431,43 @@ pub fn ratio(a: Option<u64>, b: Option<u64>) -> Option<f64> {
         (Some(a), Some(b)) if b > 0 => Some(a as f64 / b as f64),
         _ => None,
     }
+}
+
+/// The candidate's bundle in the windows [`windows_of`] builds.
+const WINDOW_CANDIDATE: &str = "sim@2";
+
+/// A delivered batch as an aggregating SDK would send it: one window per snapshot version,
+/// both arms together, excluded tenants' outcomes left out (the SDK sends those as events).
+fn windows_of(batch: &[(bool, OutcomeEvent)]) -> Vec<OutcomeWindow> {
+    let mut by_version: BTreeMap<u64, (ArmWindow, ArmWindow)> = BTreeMap::new();
+    for (excluded, ev) in batch {
+        if *excluded {
+            continue;
+        }
+        let (stable, canary) = by_version.entry(ev.snapshot_version).or_insert_with(|| {
+            (
+                ArmWindow::new(Arm::Stable, "sim@1"),
+                ArmWindow::new(Arm::Canary, WINDOW_CANDIDATE),
+            )
+        });
+        match ev.arm {
+            Arm::Canary => canary.add(ev),
+            _ => stable.add(ev),
+        }
+    }
+    by_version
+        .into_iter()
+        .map(|(version, (stable, canary))| OutcomeWindow {
+            window_id: format!("sim-{version}"),
+            agent: "sim".into(),
+            env: "sim".into(),
+            snapshot_version: version,
+            instance: None,
+            at_ms: None,
+            arms: [stable, canary]
+                .into_iter()
+                .filter(|a| a.requests() > 0)
+                .collect(),
+        })
+        .collect()
 }

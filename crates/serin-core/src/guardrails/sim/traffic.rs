@@ -30,6 +30,10 @@ pub struct Traffic {
     pub mean_delay: f64,
     /// Outcomes are delivered this many at a time.
     pub batch: usize,
+    /// Each delivered batch reaches the monitor as outcome windows (one per snapshot
+    /// version in it, both arms together), as an SDK that aggregates sends it, rather than
+    /// event by event.
+    pub windows: bool,
 }
 
 impl Traffic {
@@ -43,6 +47,7 @@ impl Traffic {
             excluded_tenants: 10,
             mean_delay: 200.0,
             batch,
+            windows: false,
         }
     }
 }
