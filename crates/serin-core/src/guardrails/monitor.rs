@@ -348,6 +348,9 @@ impl Exposure {
     }
 }
 
+/// A routing epoch: its first snapshot version and canary's share in it.
+type Epoch = (u64, f64);
+
 /// Canary's exposure share for the two directions of an event-conditional test: the `fail`
 /// test bets against the high end (under "no harm" canary's events are then at most about
 /// as frequent as it assumes), the `pass` test against the low end; `skip` leaves the event
@@ -614,23 +617,19 @@ impl Monitor {
         }
     }
 
-    /// Feeds one outcome. `Arm::Killed` outcomes are ignored.
-    pub fn observe(&mut self, e: &OutcomeEvent) {
-        let canary = match e.arm {
-            Arm::Canary => true,
-            Arm::Stable => false,
-            Arm::Killed => return,
-        };
-        let arm = usize::from(!canary);
-        // Every share and reference below is fixed before this event is looked at.
+    /// The routing epoch of snapshot `version` (its first version and share, when shares are
+    /// known per version) and canary's exposure bands for requests, tool calls and eval
+    /// samples; `None` (and `n` outcomes counted unattributed) for a version from before the
+    /// release routed anything.
+    fn exposure(&mut self, version: u64, n: u64) -> Option<(Option<Epoch>, [Band; 3])> {
         let epoch = if self.shares.is_empty() {
             None
         } else {
-            match self.shares.range(..=e.snapshot_version).next_back() {
+            match self.shares.range(..=version).next_back() {
                 Some((v, s)) => Some((*v, *s)),
                 None => {
-                    self.unattributed += 1;
-                    return;
+                    self.unattributed += n;
+                    return None;
                 }
             }
         };
@@ -642,7 +641,7 @@ impl Monitor {
         // settles: a test that bets against a share below the true one gains evidence from
         // no difference at all (an early estimate pulled towards a 25% weight while one user
         // sent 85% of the epoch's requests to canary rolled back 30% of identical releases).
-        let [rho, rho_tools, rho_evals] = match epoch {
+        let bands = match epoch {
             Some((v, _)) => self.bands(v),
             None => {
                 // Without a known share per version: the weight in force (or an upper bound
@@ -658,6 +657,22 @@ impl Monitor {
                 };
                 [Band::point(rho), Band::point(tools), Band::point(evals)]
             }
+        };
+        Some((epoch, bands))
+    }
+
+    /// Feeds one outcome. `Arm::Killed` outcomes are ignored.
+    pub fn observe(&mut self, e: &OutcomeEvent) {
+        let canary = match e.arm {
+            Arm::Canary => true,
+            Arm::Stable => false,
+            Arm::Killed => return,
+        };
+        let arm = usize::from(!canary);
+        // Every share and reference below is fixed before this event is looked at.
+        let Some((epoch, [rho, rho_tools, rho_evals])) = self.exposure(e.snapshot_version, 1)
+        else {
+            return;
         };
         let lat_ref = self.latency_ref;
         let cost_ref = self.cost_ref;
@@ -853,31 +868,11 @@ impl Monitor {
         if parts.is_empty() {
             return;
         }
-        let epoch = if self.shares.is_empty() {
-            None
-        } else {
-            match self.shares.range(..=w.snapshot_version).next_back() {
-                Some((v, s)) => Some((*v, *s)),
-                None => {
-                    self.unattributed += parts.iter().map(|(_, p)| p.requests()).sum::<u64>();
-                    return;
-                }
-            }
-        };
-        let [rho, rho_tools, rho_evals] = match epoch {
-            Some((v, _)) => self.bands(v),
-            None => {
-                let rho = self.request_share();
-                let (tools, evals) = if self.share.is_some() {
-                    (
-                        self.seg_tools.share(rho, SHARE_PRIOR),
-                        self.seg_evals.share(rho, SHARE_PRIOR),
-                    )
-                } else {
-                    (rho, rho)
-                };
-                [Band::point(rho), Band::point(tools), Band::point(evals)]
-            }
+        let requests = parts.iter().map(|(_, p)| p.requests()).sum::<u64>();
+        let Some((epoch, [rho, rho_tools, rho_evals])) =
+            self.exposure(w.snapshot_version, requests)
+        else {
+            return;
         };
         let lat_ref = self.latency_ref;
         let cost_ref = self.cost_ref;
