@@ -331,6 +331,7 @@ impl Serin {
                 state: state.clone(),
             },
             windows_sent: 0,
+            windows_nonce: rand::random::<u32>(),
         };
         handles.push(tokio::spawn(rec.run(stop_rx)));
 

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serin_engine::decision::Arm;
-use serin_engine::outcome::{ArmWindow, OutcomeEvent, OutcomeWindow};
+use serin_engine::outcome::{ArmWindow, EventLimits, OutcomeEvent, OutcomeWindow};
 use tokio::sync::{mpsc, watch};
 
 use super::Config;
@@ -73,6 +73,10 @@ pub(super) struct Recorder {
     pub(super) router: crate::router::Router,
     /// Windows minted so far: the last part of their ids.
     pub(super) windows_sent: u64,
+    /// Drawn once per process: with a stable instance id (a pod name) a restarted process
+    /// counts windows from 1 again, and without it those ids would repeat the last
+    /// process's, which the server would drop as retries for 10 minutes.
+    pub(super) windows_nonce: u32,
 }
 
 impl Recorder {
@@ -134,8 +138,16 @@ impl Recorder {
         type Key = (String, String, u64);
         let mut parts: BTreeMap<Key, Vec<ArmWindow>> = BTreeMap::new();
         let mut raw = Vec::new();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         for e in batch.drain(..) {
-            if e.arm == Arm::Killed || excluded(&e) {
+            // An invalid outcome would sink its whole window; as an event the server refuses
+            // it alone, with its reason.
+            if e.arm == Arm::Killed
+                || excluded(&e)
+                || e.validate(now_ms, &EventLimits::DEFAULT).is_err()
+            {
                 raw.push(e);
                 continue;
             }
@@ -162,17 +174,17 @@ impl Recorder {
             part.add(&e);
         }
         *batch = raw;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         parts
             .into_iter()
             .map(|((env, agent, version), arms)| {
                 self.windows_sent += 1;
                 OutcomeWindow {
-                    // Unique per process (the instance id is) and per window; a retry sends
+                    // Unique per process (instance and nonce) and per window; a retry sends
                     // the same id, which the server counts once.
-                    window_id: format!("{}/{}", self.config.instance, self.windows_sent),
+                    window_id: format!(
+                        "{}/{:08x}/{}",
+                        self.config.instance, self.windows_nonce, self.windows_sent
+                    ),
                     agent,
                     env,
                     snapshot_version: version,

@@ -651,8 +651,13 @@ async fn an_sdk_sending_windows_reports_every_request_of_both_arms() {
         let e: OutcomeEvent = serde_json::from_value(event(i, arm, bundle, i % 50 == 0)).unwrap();
         assert!(sdk.record(e));
     }
+    // One bad outcome goes as an event and is refused alone, never sinking its window.
+    let mut bad: OutcomeEvent =
+        serde_json::from_value(event(5_000, "canary", "support@2", false)).unwrap();
+    bad.latency_ms = -5.0;
+    assert!(sdk.record(bad));
     let deadline = Instant::now() + Duration::from_secs(10);
-    while sdk.outcome_stats().sent < 900 {
+    while sdk.outcome_stats().sent < 900 || sdk.outcome_stats().rejected < 1 {
         assert!(
             Instant::now() < deadline,
             "stats: {:?}",
@@ -660,7 +665,8 @@ async fn an_sdk_sending_windows_reports_every_request_of_both_arms() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(sdk.outcome_stats().rejected, 0);
+    assert_eq!(sdk.outcome_stats().sent, 900);
+    assert_eq!(sdk.outcome_stats().rejected, 1);
     sdk.shutdown().await;
     let (status, v) = server
         .http(&admin)
