@@ -153,7 +153,7 @@ impl ArmWindow {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OutcomeWindow {
     /// Unique per env for as long as the server deduplicates (10 minutes): a window sent
-    /// twice (a retry) counts once. The SDK uses `instance/start-ms/sequence`.
+    /// twice (a retry) counts once. The SDK uses `instance/process-nonce/sequence`.
     pub window_id: String,
     pub agent: String,
     pub env: String,
