@@ -55,7 +55,7 @@ row launchdarkly prebuilt 1000
 # The SDK as agents call it (its context is built inside the call), against the engine: the
 # documented zero-allocation path and the owned one, without and with 10 flags.
 row serin-flags prebuilt 100
-for engine in sdk sdk-flags sdk-owned sdk-owned-flags; do
+for engine in sdk sdk-held sdk-flags sdk-owned sdk-owned-flags; do
     row "$engine" build 100
 done
 row sdk build 10000

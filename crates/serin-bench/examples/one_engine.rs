@@ -57,7 +57,7 @@ fn run<'r, C>(
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: one_engine <serin|serin-flags|sdk|sdk-flags|sdk-owned|sdk-owned-flags|\
-                 yggdrasil|launchdarkly|load|load-launchdarkly> <N> [prebuilt|build] [exclusions]";
+                 yggdrasil|launchdarkly|load|load-launchdarkly|sdk-held> <N> [prebuilt|build] [exclusions]";
     let engine = args.get(1).expect(usage).as_str();
     let n: usize = args.get(2).expect(usage).parse().expect(usage);
     let prebuilt = match args.get(3).map(String::as_str) {
@@ -100,6 +100,16 @@ fn main() {
             let flags = engine == "sdk-flags";
             let e = sdk::Engine::new(&rules, if flags { 10 } else { 0 });
             run(n, &reqs, prebuilt, |r| r, |r| e.decide(r, flags))
+        }
+        "sdk-held" => {
+            // The documented call on a guard taken once, as an agent serving a batch (or a
+            // whole request loop on one version) holds it: the engine plus the SDK's wrapping.
+            let e = sdk::Engine::new(&rules, 0);
+            let snap = e
+                .router()
+                .current()
+                .expect("the reference snapshot is loaded");
+            run(n, &reqs, prebuilt, |r| r, |r| e.decide_on(&snap, r, false))
         }
         "sdk-owned" | "sdk-owned-flags" => {
             let flags = if engine == "sdk-owned-flags" { 10 } else { 0 };

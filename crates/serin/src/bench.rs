@@ -204,7 +204,7 @@ fn window_body(b: usize, events: &[Value]) -> Value {
 
 /// `serin bench ingest`: outcome events per second through `POST /v1/outcomes`
 /// on the embedded SQLite store (parse, validate, dedup, aggregate into the
-/// guardrail monitor, one durable transaction per batch). The in-run baseline
+/// guardrail monitor, durable in one transaction per group of concurrent batches). The in-run baseline
 /// is the same batches sent to `/v1/outcomes` as empty `{"events": []}`
 /// requests: the cost of HTTP and auth alone.
 pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
