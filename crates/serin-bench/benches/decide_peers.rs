@@ -12,8 +12,9 @@
 //!   loop), beside the engine with a prebuilt context and yggdrasil building
 //!   its context per request, all in one group so the ratios come from one run;
 //! - `snapshot_load`: JSON bytes to a ready engine for a fleet of 100 agents with 100- and
-//!   10,000-tenant lists, for Serin's load path, the parse-then-compile path it replaced and
-//!   the peers.
+//!   10,000-tenant lists, for Serin's load path (a first load, `serin`, and a pushed version
+//!   with one agent changed applied on the current one, `serin_push`), the parse-then-compile
+//!   path it replaced and the peers.
 //!
 //! Every iteration decides the next request of a pre-generated set of 4,096 (cycling), so
 //! the hash inputs and branches vary as in production. No assertions on timings.
@@ -181,6 +182,21 @@ fn snapshot_load(c: &mut Criterion) {
                 b.iter_batched(
                     || (),
                     |()| serin::Engine::load(black_box(&serin_json)),
+                    BatchSize::PerIteration,
+                );
+            },
+        );
+        // What an SDK does on each pushed version: the whole fleet again, one agent changed.
+        let push_json = serin_bench::serin_fleet_push_json(&fleet);
+        // The version being served came off the stream too, so its agents carry fingerprints.
+        let current = serin::Engine::first_event(&serin_json);
+        g.bench_with_input(
+            BenchmarkId::new("serin_push", exclusions),
+            &exclusions,
+            |b, _| {
+                b.iter_batched(
+                    || (),
+                    |()| serin::Engine::apply_push(black_box(&push_json), &current),
                     BatchSize::PerIteration,
                 );
             },

@@ -11,7 +11,8 @@
 //!   the call;
 //! - `sdk-owned`, `sdk-owned-flags`: the owned call (`RequestContext`, `Router::decide`).
 //! - `load`, `load-launchdarkly`: N loads of the 100-agent fleet snapshot (`snapshot_load`
-//!   in `benches/decide_peers.rs`) instead of decisions, to profile the load path.
+//!   in `benches/decide_peers.rs`) instead of decisions, to profile the load path;
+//!   `load-push`: N applications of the next stream event (one agent changed) on it.
 //!
 //! `prebuilt` (default) builds the 4,096 request contexts before deciding; `build` builds
 //! each context inside the loop. `exclusions` defaults to 100.
@@ -57,7 +58,7 @@ fn run<'r, C>(
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: one_engine <serin|serin-flags|sdk|sdk-flags|sdk-owned|sdk-owned-flags|\
-                 yggdrasil|launchdarkly|load|load-launchdarkly|sdk-held> <N> [prebuilt|build] [exclusions]";
+                 yggdrasil|launchdarkly|load|load-launchdarkly|load-push|sdk-held> <N> [prebuilt|build] [exclusions]";
     let engine = args.get(1).expect(usage).as_str();
     let n: usize = args.get(2).expect(usage).parse().expect(usage);
     let prebuilt = match args.get(3).map(String::as_str) {
@@ -66,18 +67,27 @@ fn main() {
         Some(_) => panic!("{usage}"),
     };
     let exclusions: usize = args.get(4).map_or(100, |s| s.parse().expect(usage));
-    if engine == "load" || engine == "load-launchdarkly" {
+    if engine == "load" || engine == "load-launchdarkly" || engine == "load-push" {
         let fleet = serin_bench::fleet(100, exclusions);
-        let json = if engine == "load" {
-            serin_bench::serin_fleet_json(&fleet)
-        } else {
+        let json = if engine == "load-launchdarkly" {
             serin_bench::launchdarkly_fleet_json(&fleet)
+        } else {
+            serin_bench::serin_fleet_json(&fleet)
         };
+        let push = serin_bench::serin_fleet_push_json(&fleet);
+        let current = (engine == "load-push").then(|| serin::Engine::first_event(&json));
         for _ in 0..n {
-            if engine == "load" {
-                drop(black_box(serin::Engine::load(black_box(&json))));
-            } else {
-                drop(black_box(launchdarkly::Engine::load(black_box(&json))));
+            match engine {
+                "load" => drop(black_box(serin::Engine::load(black_box(&json)))),
+                "load-push" => {
+                    if let Some(current) = &current {
+                        drop(black_box(serin::Engine::apply_push(
+                            black_box(&push),
+                            current,
+                        )));
+                    }
+                }
+                _ => drop(black_box(launchdarkly::Engine::load(black_box(&json)))),
             }
         }
         println!("{engine}: {n} loads");

@@ -52,6 +52,16 @@ pub mod serin {
             CompiledSnapshot::from_json(json).expect("fleet snapshot loads")
         }
 
+        /// The stream's first event, applied with nothing to share.
+        pub fn first_event(json: &[u8]) -> CompiledSnapshot {
+            CompiledSnapshot::from_json_update(json, None).expect("first event applies")
+        }
+
+        /// A stream event applied on top of `current`, as the SDK applies every push.
+        pub fn apply_push(json: &[u8], current: &CompiledSnapshot) -> CompiledSnapshot {
+            CompiledSnapshot::from_json_update(json, Some(current)).expect("push applies")
+        }
+
         /// The path the SDK used before `from_json`: JSON into `Snapshot`, then `compile`.
         pub fn load_parse_then_compile(json: &[u8]) -> CompiledSnapshot {
             let snapshot = serde_json::from_slice(json).expect("fleet snapshot parses");

@@ -154,9 +154,9 @@ pub fn fleet(agents: usize, exclusions: usize) -> Vec<RuleSet> {
         .collect()
 }
 
-/// A fleet as Serin snapshot JSON: one agent per rule set (stable, previous, release) with
-/// its three bundles, as `GET /v1/envs/{env}/snapshot` sends it.
-pub fn serin_fleet_json(fleet: &[RuleSet]) -> Vec<u8> {
+/// A fleet as a Serin snapshot: one agent per rule set (stable, previous, release) with its
+/// three bundles, as `GET /v1/envs/{env}/snapshot` sends it.
+fn serin_fleet_snapshot(fleet: &[RuleSet]) -> serin_core::decision::Snapshot {
     let mut snapshot = reference::reference_snapshot(0, 0);
     snapshot.agents.clear();
     snapshot.bundles.clear();
@@ -175,6 +175,30 @@ pub fn serin_fleet_json(fleet: &[RuleSet]) -> Vec<u8> {
                 reference::bundle(&rules.agent, n),
             );
         }
+    }
+    snapshot
+}
+
+/// A fleet as Serin snapshot JSON (see `serin_fleet_snapshot`).
+pub fn serin_fleet_json(fleet: &[RuleSet]) -> Vec<u8> {
+    serde_json::to_vec(&serin_fleet_snapshot(fleet)).unwrap_or_default()
+}
+
+/// The stream event that follows [`serin_fleet_json`] when one release takes a step: the
+/// first agent's canary weight changes, every agent is sent again, and no bundle is (the
+/// stream carries only bundles the SDK does not hold yet).
+pub fn serin_fleet_push_json(fleet: &[RuleSet]) -> Vec<u8> {
+    let mut snapshot = serin_fleet_snapshot(fleet);
+    snapshot.version += 1;
+    snapshot.bundles.clear();
+    if let Some(release) = snapshot
+        .agents
+        .values_mut()
+        .next()
+        .and_then(|a| a.release.as_mut())
+    {
+        release.weight = serin_core::decision::Percent::from_basis_points(CANARY_PERCENT * 500)
+            .unwrap_or(serin_core::decision::Percent::ZERO);
     }
     serde_json::to_vec(&snapshot).unwrap_or_default()
 }

@@ -299,3 +299,66 @@ fn an_update_takes_the_bundles_it_lacks_from_the_current_snapshot() {
     }
     assert!(checked > 50);
 }
+
+/// A small change to one agent's routing, as a release step, kill or exclusion makes.
+fn mutate(rng: &mut Rng, routing: &mut AgentRouting) {
+    match rng.below(5) {
+        0 => routing.killed = !routing.killed,
+        1 => {
+            if let Some(r) = routing.release.as_mut() {
+                r.weight = Percent::from_basis_points(rng.below(10_001) as u32).unwrap();
+            }
+        }
+        2 => {
+            routing
+                .killed_tenants
+                .insert(TENANTS[rng.below(TENANTS.len())].to_owned());
+        }
+        3 => {
+            if let Some(r) = routing.release.as_mut() {
+                let first = r.exclude_tenants.iter().next().cloned();
+                match first {
+                    Some(t) => r.exclude_tenants.remove(&t),
+                    None => r.exclude_tenants.insert("acme".to_owned()),
+                };
+            }
+        }
+        _ => routing.release = None,
+    }
+}
+
+#[test]
+fn an_update_shares_unchanged_agents_and_rereads_changed_ones() {
+    let mut rng = Rng(11);
+    let (mut applied, mut changed) = (0, 0);
+    for _ in 0..150 {
+        let mut snapshot = random_snapshot(&mut rng);
+        let Ok(mut current) = new_path(&serde_json::to_vec(&snapshot).unwrap()) else {
+            continue;
+        };
+        for _ in 0..4 {
+            let names: Vec<String> = snapshot.agents.keys().cloned().collect();
+            for name in names {
+                if rng.chance(40)
+                    && let Some(routing) = snapshot.agents.get_mut(&name)
+                {
+                    mutate(&mut rng, routing);
+                    changed += 1;
+                }
+            }
+            snapshot.version += 1;
+            let json = serde_json::to_vec(&snapshot).unwrap();
+            let expected = old_path(&json).unwrap();
+            let next = CompiledSnapshot::from_json_update(&json, Some(&current)).unwrap();
+            // An update drops bundles nothing references; the routing must match exactly.
+            assert_eq!(next.snapshot().agents, expected.snapshot().agents);
+            assert_same_decisions(&mut rng, &expected, &next);
+            current = next;
+            applied += 1;
+        }
+    }
+    assert!(
+        applied > 300 && changed > 300,
+        "{applied} applied, {changed} changed"
+    );
+}

@@ -268,6 +268,9 @@ pub(super) struct CompiledAgent {
     pub(super) release: Option<CompiledRelease>,
     pub(super) killed: bool,
     pub(super) killed_tenants: StrSet,
+    /// XXH3-128 of the agent's JSON text when it was read from JSON: a stream update whose
+    /// text for this agent hashes the same shares this compiled form instead of rebuilding it.
+    pub(super) fingerprint: Option<u128>,
 }
 
 impl CompiledAgent {
@@ -289,6 +292,7 @@ impl CompiledAgent {
             }),
             killed: r.killed,
             killed_tenants: StrSet::new(&r.killed_tenants),
+            fingerprint: None,
         })
     }
 
@@ -384,7 +388,8 @@ pub(super) struct Parsed {
 #[derive(Debug)]
 pub struct CompiledSnapshot {
     version: u64,
-    agents: FxHashMap<String, CompiledAgent>,
+    /// Shared with the previous version when a stream update carries an agent unchanged.
+    agents: FxHashMap<String, Arc<CompiledAgent>>,
     flags: CompiledFlags,
     source: Source,
 }
@@ -410,7 +415,7 @@ impl CompiledSnapshot {
                     id: missing.id.clone(),
                 });
             }
-            agents.insert(name.clone(), CompiledAgent::new(name, routing)?);
+            agents.insert(name.clone(), Arc::new(CompiledAgent::new(name, routing)?));
         }
         let flags = CompiledFlags::new(&snapshot.flags)?;
         Ok(CompiledSnapshot {
@@ -424,7 +429,7 @@ impl CompiledSnapshot {
     /// Assembles a snapshot read from JSON (see `load.rs`), already checked there.
     pub(super) fn parsed(
         version: u64,
-        agents: FxHashMap<String, CompiledAgent>,
+        agents: FxHashMap<String, Arc<CompiledAgent>>,
         flags: CompiledFlags,
         parsed: Parsed,
     ) -> CompiledSnapshot {
@@ -454,7 +459,7 @@ impl CompiledSnapshot {
         match &self.source {
             Source::Owned(s) => s,
             Source::Parsed(p) => p.rebuilt.get_or_init(|| {
-                let mut agents: Vec<(&String, &CompiledAgent)> = self.agents.iter().collect();
+                let mut agents: Vec<(&String, &Arc<CompiledAgent>)> = self.agents.iter().collect();
                 agents.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 Snapshot {
                     env: p.env.clone(),
@@ -489,6 +494,18 @@ impl CompiledSnapshot {
             Source::Owned(s) => s.bundles.get(id).map(|b| Arc::new(b.clone())),
             Source::Parsed(p) => p.bundles.get(id).cloned(),
         }
+    }
+
+    /// This version's compiled form of `agent` if it was read from JSON whose text hashed to
+    /// `fingerprint`.
+    pub(super) fn agent_with_fingerprint(
+        &self,
+        agent: &str,
+        fingerprint: u128,
+    ) -> Option<&Arc<CompiledAgent>> {
+        self.agents
+            .get(agent)
+            .filter(|a| a.fingerprint == Some(fingerprint))
     }
 
     /// Routes one request of `agent`. Allocates nothing unless it returns an error.

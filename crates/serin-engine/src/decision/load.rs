@@ -8,6 +8,15 @@
 //! read into their owned types, as before: flags need the full definition to be validated,
 //! bundles are handed out whole.
 //!
+//! A stream update resends every agent, but usually changes one. In
+//! [`CompiledSnapshot::from_json_update`] each agent's text is first kept raw (a scan, no
+//! allocation) and hashed (XXH3-128); an agent whose text hashes as it did in the current
+//! version shares that version's compiled form, so applying a push costs a scan of the
+//! unchanged agents plus a parse of the changed ones. A first load
+//! ([`CompiledSnapshot::from_json`]) has nothing to share and reads agents typed, in one pass. The text comes from our
+//! own server over an authenticated stream, so a 128-bit hash is compared, not the bytes
+//! (keeping each agent's text would double an SDK's memory for large tenant lists).
+//!
 //! The wire types below mirror `AgentRouting` and `ReleaseRouting` field for field, with the
 //! same defaults and `deny_unknown_fields`, so both paths accept and refuse the same
 //! documents and decide identically (`tests/it/decision_load.rs` checks it on random ones).
@@ -17,6 +26,8 @@ use std::sync::{Arc, OnceLock};
 
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
+use serde_json::value::RawValue;
+use xxhash_rust::xxh3::xxh3_128;
 
 use super::engine::{
     CompileError, CompiledAgent, CompiledFlags, CompiledRelease, CompiledSnapshot, Parsed,
@@ -88,14 +99,16 @@ struct WireAgent {
     killed_tenants: StrSet,
 }
 
+/// The document, with each agent typed (`WireAgent`, a first load) or kept as its raw text
+/// (`&RawValue`, a stream update: read only when the current version lacks it).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WireSnapshot {
+struct WireSnapshot<A> {
     env: String,
     version: u64,
     published_at_ms: i64,
-    #[serde(default)]
-    agents: BTreeMap<String, WireAgent>,
+    #[serde(default = "BTreeMap::new")]
+    agents: BTreeMap<String, A>,
     #[serde(default)]
     flags: BTreeMap<String, Flag>,
     #[serde(default)]
@@ -135,59 +148,135 @@ fn load(
     // tenant ids per snapshot, that per-call overhead was a fifth of the load (callgrind). A
     // document that is not UTF-8 goes through `from_slice` to be refused with the same error
     // as the parse-then-compile path.
-    let wire: WireSnapshot = match std::str::from_utf8(json) {
-        Ok(text) => serde_json::from_str(text)?,
-        Err(_) => serde_json::from_slice(json)?,
+    let text = match std::str::from_utf8(json) {
+        Ok(text) => text,
+        // `from_slice` names the first bad byte, as the parse-then-compile path does; it
+        // cannot accept a document that is not UTF-8, but say so rather than panic if it did.
+        Err(_) => {
+            return Err(
+                match serde_json::from_slice::<WireSnapshot<WireAgent>>(json) {
+                    Err(e) => LoadError::Json(e),
+                    Ok(_) => LoadError::Json(serde::de::Error::custom("snapshot is not UTF-8")),
+                },
+            );
+        }
     };
-    let mut bundles: BTreeMap<String, Arc<Bundle>> = wire
+    let (head, agents) = if update {
+        let wire: WireSnapshot<&RawValue> = serde_json::from_str(text)?;
+        let mut agents = FxHashMap::with_capacity_and_hasher(wire.agents.len(), Default::default());
+        for (name, raw) in &wire.agents {
+            let fingerprint = xxh3_128(raw.get().as_bytes());
+            let agent = match current.and_then(|c| c.agent_with_fingerprint(name, fingerprint)) {
+                Some(same) => Arc::clone(same),
+                None => Arc::new(compiled_agent(
+                    read_agent(raw.get(), text)?,
+                    Some(fingerprint),
+                )),
+            };
+            agents.insert(name.clone(), agent);
+        }
+        (wire.head(), agents)
+    } else {
+        let mut wire: WireSnapshot<WireAgent> = serde_json::from_str(text)?;
+        let agents = std::mem::take(&mut wire.agents)
+            .into_iter()
+            .map(|(name, a)| (name, Arc::new(compiled_agent(a, None))))
+            .collect();
+        (wire.head(), agents)
+    };
+    let mut bundles: BTreeMap<String, Arc<Bundle>> = head
         .bundles
         .into_iter()
         .map(|(id, b)| (id, Arc::new(b)))
         .collect();
-    let mut agents = FxHashMap::with_capacity_and_hasher(wire.agents.len(), Default::default());
-    for (name, a) in wire.agents {
-        let agent = CompiledAgent {
-            stable: a.stable,
-            previous: a.previous,
-            release: a.release.map(|r| CompiledRelease {
-                id: r.id,
-                candidate: r.candidate,
-                weight: r.weight,
-                stickiness: r.stickiness,
-                excluded: r.exclude_tenants,
-            }),
-            killed: a.killed,
-            killed_tenants: a.killed_tenants,
+    // In name order, as `compile` checks them, so both paths name the same problem.
+    let mut names: Vec<&String> = agents.keys().collect();
+    names.sort_unstable();
+    for name in names {
+        let Some(agent) = agents.get(name) else {
+            continue;
         };
-        // Bundles first, then the release: `compile`'s order, so both paths name the same
-        // problem.
+        // Bundles first, then the release: `compile`'s order.
         check_bundles(agent.referenced(), &mut bundles, current, update)?;
         if agent.release.is_some() && agent.stable.is_none() {
-            return Err(CompileError::ReleaseWithoutStable { agent: name }.into());
+            return Err(CompileError::ReleaseWithoutStable {
+                agent: name.clone(),
+            }
+            .into());
         }
-        agents.insert(name, agent);
     }
     if update {
         let referenced: rustc_hash::FxHashSet<&str> = agents
             .values()
-            .flat_map(CompiledAgent::referenced)
+            .flat_map(|a| a.referenced())
             .map(|b| b.id.as_str())
             .collect();
         bundles.retain(|id, _| referenced.contains(id.as_str()));
     }
-    let flags = CompiledFlags::new(&wire.flags)?;
+    let flags = CompiledFlags::new(&head.flags)?;
     Ok(CompiledSnapshot::parsed(
-        wire.version,
+        head.version,
         agents,
         flags,
         Parsed {
-            env: wire.env,
-            published_at_ms: wire.published_at_ms,
-            flags: wire.flags,
+            env: head.env,
+            published_at_ms: head.published_at_ms,
+            flags: head.flags,
             bundles,
             rebuilt: OnceLock::new(),
         },
     ))
+}
+
+/// Everything in the document but the agents.
+struct Head {
+    env: String,
+    version: u64,
+    published_at_ms: i64,
+    flags: BTreeMap<String, Flag>,
+    bundles: BTreeMap<String, Bundle>,
+}
+
+impl<A> WireSnapshot<A> {
+    fn head(self) -> Head {
+        Head {
+            env: self.env,
+            version: self.version,
+            published_at_ms: self.published_at_ms,
+            flags: self.flags,
+            bundles: self.bundles,
+        }
+    }
+}
+
+/// One agent from its own text (already known to be well-formed JSON).
+fn read_agent(raw: &str, document: &str) -> Result<WireAgent, LoadError> {
+    serde_json::from_str(raw).map_err(|inner| {
+        // A position inside the agent's text would mislead: parse the whole document typed,
+        // which fails on this agent, for the error the caller would expect.
+        LoadError::Json(
+            serde_json::from_str::<WireSnapshot<WireAgent>>(document)
+                .err()
+                .unwrap_or(inner),
+        )
+    })
+}
+
+fn compiled_agent(a: WireAgent, fingerprint: Option<u128>) -> CompiledAgent {
+    CompiledAgent {
+        stable: a.stable,
+        previous: a.previous,
+        release: a.release.map(|r| CompiledRelease {
+            id: r.id,
+            candidate: r.candidate,
+            weight: r.weight,
+            stickiness: r.stickiness,
+            excluded: r.exclude_tenants,
+        }),
+        killed: a.killed,
+        killed_tenants: a.killed_tenants,
+        fingerprint,
+    }
 }
 
 /// Every bundle in `refs` is carried, or (for an update) taken from `current`.
