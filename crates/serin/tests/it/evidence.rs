@@ -193,6 +193,82 @@ async fn a_batch_retried_on_another_replica_is_counted_once() {
     assert_eq!(error_rate(&after)["control"]["n"], 100, "{after}");
 }
 
+/// One window of 50 canary and 50 stable requests (what an SDK aggregates before sending),
+/// no errors on either side.
+fn window(id: &str, version: u64) -> Value {
+    let part = |arm: &str, bundle: &str| {
+        json!({
+            "arm": arm, "bundle": bundle, "latency_ms": vec![400.0; 50],
+            "cost_usd": vec![0.01; 50],
+            "errors": {"transient": 0, "permanent": 0, "external": 0},
+            "refusals": 0, "tool_calls": {"ok": 50, "failed": 0}, "tool_requests": 50,
+            "evals": {"samples": 0, "passed": 0, "score_sum": 0.0},
+            "tokens": {"input": 0, "output": 0}, "traced": 0,
+        })
+    };
+    json!({
+        "window_id": id, "agent": "support", "env": "prod", "snapshot_version": version,
+        "arms": [part("canary", "support@2"), part("stable", "support@1")],
+    })
+}
+
+async fn post_windows(server: &Server, token: &str, windows: &[Value]) -> Value {
+    let (status, body) = server
+        .http(token)
+        .post("/v1/outcomes/windows", &json!({ "windows": windows }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rejected"], 0, "{body}");
+    body
+}
+
+/// Windows go through the outcome journal as events do: a follower journals them, the
+/// leader's monitor applies them, and a window retried on another replica counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_sent_to_a_follower_reach_the_leader_and_a_retried_window_counts_once() {
+    let work = tempfile::tempdir().unwrap();
+    let Some((r, leader, version)) = deployment(3, work.path()).await else {
+        return;
+    };
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let first = [window("w-1", version), window("w-2", version)];
+    let body = post_windows(r.server(others[0]), &r.admin, &first).await;
+    assert_eq!(
+        (body["accepted"].as_u64(), body["duplicates"].as_u64()),
+        (Some(2), Some(0)),
+        "{body}"
+    );
+    wait_release(r.server(leader), &r.admin, "the first windows", |v| {
+        error_rate(v)["canary"]["n"] == 100 && error_rate(v)["control"]["n"] == 100
+    })
+    .await;
+    for at in [others[1], leader] {
+        let body = post_windows(r.server(at), &r.admin, &first).await;
+        assert_eq!(
+            (body["accepted"].as_u64(), body["duplicates"].as_u64()),
+            (Some(0), Some(2)),
+            "retry on replica {at}: {body}"
+        );
+    }
+    // Windows and events share the journal and its order: once this later batch is
+    // counted, anything the retries had journalled before it would have been too.
+    post(r.server(others[1]), &r.admin, &batch(0, version, 0)).await;
+    let after = wait_release(r.server(leader), &r.admin, "the events after", |v| {
+        error_rate(v)["canary"]["n"] != 100
+    })
+    .await;
+    assert_eq!(error_rate(&after)["canary"]["n"], 150, "{after}");
+    assert_eq!(error_rate(&after)["control"]["n"], 150, "{after}");
+    // The other replicas show what the leader stored.
+    let expected = error_rate(&after).clone();
+    for i in others {
+        wait_release(r.server(i), &r.admin, "the leader's verdicts", |v| {
+            same_verdict(error_rate(v), &expected)
+        })
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_replica_shows_the_verdicts_the_leader_stored() {
     let work = tempfile::tempdir().unwrap();
