@@ -49,6 +49,8 @@ for engine in serin yggdrasil launchdarkly; do
         row "$engine" "$mode" 100
     done
 done
+row yggdrasil-variant prebuilt 100
+row yggdrasil-variant build 100
 row serin prebuilt 10000
 row yggdrasil prebuilt 10000
 row launchdarkly prebuilt 1000

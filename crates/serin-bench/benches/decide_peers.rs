@@ -163,6 +163,16 @@ fn sdk_decide(c: &mut Criterion) {
     g.bench_with_input(BenchmarkId::new("yggdrasil_per_request", 0), &0, |b, _| {
         cycle_building(b, &reqs, |r| y.decide(&yggdrasil::Engine::context(r)));
     });
+    let yv = yggdrasil::Engine::new_variant(&rules);
+    g.bench_with_input(
+        BenchmarkId::new("yggdrasil_variant_per_request", 0),
+        &0,
+        |b, _| {
+            cycle_building(b, &reqs, |r| {
+                yv.decide_variant(&yggdrasil::Engine::context(r))
+            });
+        },
+    );
     g.finish();
 }
 

@@ -3,7 +3,8 @@
 //! decisions and one with 0, divided by N, is the cost of one decision.
 //!
 //! `one_engine <engine> <N> [prebuilt|build] [exclusions]`, engine one of
-//! - `serin`, `yggdrasil`, `launchdarkly`: the engines;
+//! - `serin`, `yggdrasil`, `launchdarkly`: the engines; `yggdrasil-variant`: yggdrasil with
+//!   the release as a toggle with `canary`/`stable` variants (`get_variant`);
 //! - `serin-flags`: Serin's engine deciding and evaluating the agent's 10 flags;
 //! - `sdk`, `sdk-flags`: Serin's SDK, the documented call (`Router::current`, a borrowed
 //!   `Context` from the request's strings, `SnapshotGuard::decide`), without and with
@@ -58,7 +59,7 @@ fn run<'r, C>(
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: one_engine <serin|serin-flags|sdk|sdk-flags|sdk-owned|sdk-owned-flags|\
-                 yggdrasil|launchdarkly|load|load-launchdarkly|load-push|sdk-held> <N> [prebuilt|build] [exclusions]";
+                 yggdrasil|yggdrasil-variant|launchdarkly|load|load-launchdarkly|load-push|sdk-held> <N> [prebuilt|build] [exclusions]";
     let engine = args.get(1).expect(usage).as_str();
     let n: usize = args.get(2).expect(usage).parse().expect(usage);
     let prebuilt = match args.get(3).map(String::as_str) {
@@ -130,6 +131,12 @@ fn main() {
             let e = yggdrasil::Engine::new(&rules);
             run(n, &reqs, prebuilt, yggdrasil::Engine::context, |c| {
                 e.decide(c)
+            })
+        }
+        "yggdrasil-variant" => {
+            let e = yggdrasil::Engine::new_variant(&rules);
+            run(n, &reqs, prebuilt, yggdrasil::Engine::context, |c| {
+                e.decide_variant(c)
             })
         }
         "launchdarkly" => {

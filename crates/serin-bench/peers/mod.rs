@@ -206,6 +206,33 @@ pub mod yggdrasil {
             }
         }
 
+        /// The variant encoding (`unleash_variant_features_json`), decided with
+        /// [`Engine::decide_variant`].
+        pub fn new_variant(rules: &RuleSet) -> Engine {
+            let features: ClientFeatures =
+                serde_json::from_value(serin_bench::unleash_variant_features_json(rules))
+                    .expect("ClientFeatures JSON");
+            let state = EngineState::default();
+            let warnings = state.apply_client_features(features);
+            assert!(warnings.is_none(), "yggdrasil warnings: {warnings:?}");
+            Engine {
+                state,
+                kill: rules.kill_flag(),
+                release: rules.release_flag(),
+            }
+        }
+
+        /// `is_enabled(kill)`, then `get_variant(release)`: the variant's name is the arm.
+        pub fn decide_variant(&self, ctx: &Context) -> Route {
+            if self.state.is_enabled(&self.kill, ctx, &None) {
+                Route::Killed
+            } else if self.state.get_variant(&self.release, ctx, &None).name == "canary" {
+                Route::Canary
+            } else {
+                Route::Stable
+            }
+        }
+
         /// `ClientFeatures` JSON to a ready engine, as the Unleash SDKs apply a new version.
         pub fn load(json: &[u8]) -> EngineState {
             let features: ClientFeatures = serde_json::from_slice(json).expect("ClientFeatures");

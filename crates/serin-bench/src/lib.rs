@@ -264,6 +264,32 @@ pub fn unleash_features_json(rules: &RuleSet) -> Value {
     })
 }
 
+/// The rule set in Unleash's variant encoding, as teams that split traffic between two
+/// versions usually write it: the same kill toggle, and a `<agent>-release` toggle enabled for
+/// every tenant not excluded (`flexibleRollout` at 100%, `tenantId NOT_IN [excluded]`) whose
+/// variants are `canary` (weight `canary_percent` x 10 of 1,000) and `stable`, sticky by
+/// `userId`. The variant named for a request is its arm; a disabled toggle means stable.
+pub fn unleash_variant_features_json(rules: &RuleSet) -> Value {
+    let canary = i64::from(rules.canary_percent) * 10;
+    let mut doc = unleash_features_json(rules);
+    if let Some(rollout) = doc.pointer_mut("/features/1/strategies/0/parameters/rollout") {
+        *rollout = json!("100");
+    }
+    if let Some(release) = doc
+        .pointer_mut("/features/1")
+        .and_then(Value::as_object_mut)
+    {
+        release.insert(
+            "variants".to_owned(),
+            json!([
+                {"name": "canary", "weight": canary, "weightType": "variable", "stickiness": "userId"},
+                {"name": "stable", "weight": 1000 - canary, "weightType": "variable", "stickiness": "userId"},
+            ]),
+        );
+    }
+    doc
+}
+
 /// The rule set as two LaunchDarkly flags, keyed by flag key:
 ///
 /// - `<agent>-kill`: `on` = killed, variations `[false, true]`, off variation 0 (not killed),

@@ -198,7 +198,9 @@ fn window_body(b: usize, events: &[Value]) -> Value {
     parts.sort_by_key(|p| p.arm == Arm::Canary);
     json!({ "windows": [{
         "window_id": format!("bench/{b}"), "agent": "bench", "env": "dev",
-        "snapshot_version": 2, "instance": format!("i-{}", b % 16), "arms": parts,
+        // 64 instances: each may report 50,000 requests a second (INSTANCE_EVENTS_PER_SECOND),
+        // and a fleet sending a million a second has at least twenty.
+        "snapshot_version": 2, "instance": format!("i-{}", b % 64), "arms": parts,
     }]})
 }
 
