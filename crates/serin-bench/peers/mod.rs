@@ -193,9 +193,12 @@ pub mod yggdrasil {
 
     impl Engine {
         pub fn new(rules: &RuleSet) -> Engine {
+            Engine::from_features(rules, serin_bench::unleash_features_json(rules))
+        }
+
+        fn from_features(rules: &RuleSet, features: serde_json::Value) -> Engine {
             let features: ClientFeatures =
-                serde_json::from_value(serin_bench::unleash_features_json(rules))
-                    .expect("ClientFeatures JSON");
+                serde_json::from_value(features).expect("ClientFeatures JSON");
             let state = EngineState::default();
             let warnings = state.apply_client_features(features);
             assert!(warnings.is_none(), "yggdrasil warnings: {warnings:?}");
@@ -209,17 +212,7 @@ pub mod yggdrasil {
         /// The variant encoding (`unleash_variant_features_json`), decided with
         /// [`Engine::decide_variant`].
         pub fn new_variant(rules: &RuleSet) -> Engine {
-            let features: ClientFeatures =
-                serde_json::from_value(serin_bench::unleash_variant_features_json(rules))
-                    .expect("ClientFeatures JSON");
-            let state = EngineState::default();
-            let warnings = state.apply_client_features(features);
-            assert!(warnings.is_none(), "yggdrasil warnings: {warnings:?}");
-            Engine {
-                state,
-                kill: rules.kill_flag(),
-                release: rules.release_flag(),
-            }
+            Engine::from_features(rules, serin_bench::unleash_variant_features_json(rules))
         }
 
         /// `is_enabled(kill)`, then `get_variant(release)`: the variant's name is the arm.
