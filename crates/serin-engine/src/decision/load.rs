@@ -13,9 +13,10 @@
 //! allocation) and hashed (XXH3-128); an agent whose text hashes as it did in the current
 //! version shares that version's compiled form, so applying a push costs a scan of the
 //! unchanged agents plus a parse of the changed ones. A first load
-//! ([`CompiledSnapshot::from_json`]) has nothing to share and reads agents typed, in one pass. The text comes from our
-//! own server over an authenticated stream, so a 128-bit hash is compared, not the bytes
-//! (keeping each agent's text would double an SDK's memory for large tenant lists).
+//! ([`CompiledSnapshot::from_json`]) has nothing to share and reads agents typed, in one
+//! pass. The text comes from our own server over an authenticated stream, so a 128-bit hash
+//! is compared, not the bytes (keeping each agent's text would double an SDK's memory for
+//! large tenant lists).
 //!
 //! The wire types below mirror `AgentRouting` and `ReleaseRouting` field for field, with the
 //! same defaults and `deny_unknown_fields`, so both paths accept and refuse the same
