@@ -934,18 +934,15 @@ impl Guardrails {
                     continue;
                 }
                 dedup.push(key);
-                rollups
-                    .entry((
-                        minute,
-                        (
-                            event.env.as_str(),
-                            event.agent.as_str(),
-                            event.bundle.as_str(),
-                            arm_name(event.arm),
-                        ),
-                    ))
-                    .or_default()
-                    .record(event);
+                rollup(
+                    &mut rollups,
+                    minute,
+                    &event.env,
+                    &event.agent,
+                    &event.bundle,
+                    event.arm,
+                )
+                .record(event);
                 batch.push(event);
             }
             let mut windows: Vec<&OutcomeWindow> = Vec::with_capacity(q.windows.len());
@@ -970,18 +967,15 @@ impl Guardrails {
                 }
                 dedup.push(dedup_key);
                 for part in &w.arms {
-                    rollups
-                        .entry((
-                            minute,
-                            (
-                                w.env.as_str(),
-                                w.agent.as_str(),
-                                part.bundle.as_str(),
-                                arm_name(part.arm),
-                            ),
-                        ))
-                        .or_default()
-                        .record_window(part);
+                    rollup(
+                        &mut rollups,
+                        minute,
+                        &w.env,
+                        &w.agent,
+                        &part.bundle,
+                        part.arm,
+                    )
+                    .record_window(part);
                 }
                 tally.requests += w.requests();
                 windows.push(w);
@@ -1933,6 +1927,20 @@ fn merge_rollup(quarantine: &Quarantine, stored: &RollupRow, delta: &str) -> Str
     };
     total.merge(&delta_agg);
     serde_json::to_string(&total).unwrap_or_else(|_| delta.to_owned())
+}
+
+/// The per-minute rollup of one (env, agent, bundle, arm), for events and windows alike.
+fn rollup<'a, 'm>(
+    rollups: &'m mut HashMap<(i64, RollupKey<'a>), ArmAggregate>,
+    minute: i64,
+    env: &'a str,
+    agent: &'a str,
+    bundle: &'a str,
+    arm: Arm,
+) -> &'m mut ArmAggregate {
+    rollups
+        .entry((minute, (env, agent, bundle, arm_name(arm))))
+        .or_default()
 }
 
 fn arm_name(arm: Arm) -> &'static str {

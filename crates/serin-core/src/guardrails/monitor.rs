@@ -617,6 +617,14 @@ impl Monitor {
         }
     }
 
+    /// The error budget (alpha) of one gating test, and of one shadow test: alpha split as if
+    /// the shadow test were one more gating test.
+    fn test_alphas(&self) -> (f64, f64) {
+        let gating = self.tests.iter().filter(|t| !t.shadow).count();
+        let alpha = self.config.settings.alpha.fraction();
+        (self.alpha_each, alpha / (gating + 1) as f64) // small count → f64
+    }
+
     /// The routing epoch of snapshot `version` (its first version and share, when shares are
     /// known per version) and canary's exposure bands for requests, tool calls and eval
     /// samples; `None` (and `n` outcomes counted unattributed) for a version from before the
@@ -676,10 +684,8 @@ impl Monitor {
         };
         let lat_ref = self.latency_ref;
         let cost_ref = self.cost_ref;
-        let gating = self.tests.iter().filter(|t| !t.shadow).count();
+        let (alpha_main, alpha_shadow) = self.test_alphas();
         let alpha = self.config.settings.alpha.fraction();
-        let alpha_shadow = alpha / (gating + 1) as f64; // small count → f64
-        let alpha_main = self.alpha_each;
         let error = e.error.is_some();
         let tools = e.tool_calls.ok + e.tool_calls.failed;
         let failed = e.tool_calls.failed;
@@ -876,10 +882,8 @@ impl Monitor {
         };
         let lat_ref = self.latency_ref;
         let cost_ref = self.cost_ref;
-        let gating = self.tests.iter().filter(|t| !t.shadow).count();
+        let (alpha_main, alpha_shadow) = self.test_alphas();
         let alpha = self.config.settings.alpha.fraction();
-        let alpha_shadow = alpha / (gating + 1) as f64; // small count → f64
-        let alpha_main = self.alpha_each;
         // Requests above `cut` in a part.
         let above = |p: &ArmWindow, cost: bool, cut: f64| -> u64 {
             if cost {
