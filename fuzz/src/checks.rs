@@ -299,6 +299,7 @@ pub fn exercise(compiled: &CompiledSnapshot) -> Result<(), String> {
                 workload: Some("chat"),
                 instance: Some("i-1"),
                 region: Some("eu"),
+                pool: Some("blue"),
             };
             for agent in snapshot.agents.keys() {
                 let d = compiled

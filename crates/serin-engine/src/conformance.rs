@@ -50,6 +50,8 @@ pub struct CaseContext {
     pub instance: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 impl CaseContext {
@@ -61,6 +63,7 @@ impl CaseContext {
             workload: self.workload.as_deref(),
             instance: self.instance.as_deref(),
             region: self.region.as_deref(),
+            pool: self.pool.as_deref(),
         }
     }
 }
@@ -100,6 +103,9 @@ pub struct Expect {
     /// Each flag's reason code (`disabled`, `denied`, `allowed`, `rule`, `rollout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flag_reasons: Option<BTreeMap<String, String>>,
+    /// The wave of a waved release the request was routed by; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave: Option<String>,
 }
 
 /// A field that is present, even as `null`, is `Some`: `"bundle": null` (killed) differs
@@ -161,5 +167,6 @@ pub fn observe(snapshot: &CompiledSnapshot, agent: &str, ctx: &Context<'_>) -> E
         fell_back_to_request: Some(unit.is_some_and(|u| u.fell_back_to_request)),
         flags: Some(flags),
         flag_reasons: Some(flag_reasons),
+        wave: d.wave.map(str::to_owned),
     }
 }

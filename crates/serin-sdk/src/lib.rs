@@ -106,6 +106,8 @@ pub struct RequestContext {
     pub instance: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 impl RequestContext {
@@ -125,6 +127,7 @@ impl RequestContext {
             workload: self.workload.as_deref(),
             instance: self.instance.as_deref(),
             region: self.region.as_deref(),
+            pool: self.pool.as_deref(),
         }
     }
 }

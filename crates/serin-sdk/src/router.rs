@@ -210,6 +210,8 @@ pub struct SdkDecision {
     pub reason_text: String,
     /// The release in progress, if the decision looked at one.
     pub release: Option<String>,
+    /// The wave of a waved release the request was routed by.
+    pub wave: Option<String>,
     /// Made from a snapshot loaded from disk, or while the stream is down.
     pub stale: bool,
     /// The values of the flags this agent sees for this request, by key.
@@ -310,12 +312,13 @@ impl Router {
         let ctx = ctx.as_context();
         let freshness = self.state.freshness();
         let decision = snapshot.decide(agent, &ctx)?;
-        let (arm, bundle, snapshot_version, reason, release) = (
+        let (arm, bundle, snapshot_version, reason, release, wave) = (
             decision.arm,
             decision.bundle.cloned(),
             decision.snapshot_version,
             decision.reason,
             decision.release.map(str::to_owned),
+            decision.wave.map(str::to_owned),
         );
         let reason_text = Explained {
             decision,
@@ -334,6 +337,7 @@ impl Router {
             reason,
             reason_text,
             release,
+            wave,
             stale: freshness.stale(),
             flags,
             snapshot,
@@ -417,6 +421,7 @@ impl SnapshotGuard {
             snapshot_version: decision.snapshot_version,
             reason: decision.reason,
             release: decision.release,
+            wave: decision.wave,
             stale: self.freshness.stale(),
             snapshot,
             agent,
@@ -460,6 +465,8 @@ pub struct SdkDecisionRef<'a> {
     pub reason: Reason,
     /// The release in progress, if the decision looked at one.
     pub release: Option<&'a str>,
+    /// The wave of a waved release the request was routed by.
+    pub wave: Option<&'a str>,
     /// Made from a snapshot loaded from disk, or while the stream is down.
     pub stale: bool,
     snapshot: &'a CompiledSnapshot,
@@ -484,6 +491,7 @@ impl<'a> SdkDecisionRef<'a> {
                 snapshot_version: self.snapshot_version,
                 reason: self.reason,
                 release: self.release,
+                wave: self.wave,
             },
             tenant: self.ctx.tenant,
             freshness: self.freshness,

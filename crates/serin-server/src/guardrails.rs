@@ -65,6 +65,64 @@ pub const INSTANCE_EVENTS_PER_SECOND: u32 = 50_000;
 pub const MAX_BATCH_EVENTS: usize = 10_000;
 
 type MonitorKey = (String, String, String);
+
+/// (env, agent) -> when it was read, and the waved release then running.
+type WavedMap = HashMap<(String, String), (i64, Option<Arc<Waved>>)>;
+
+/// How long a reading of an agent's waved release is trusted before the store is asked again
+/// (a release started or ended through another replica reaches this one within it).
+const WAVED_TTL_MS: i64 = 1_000;
+
+/// A waved release's candidate and its waves: which wave an outcome belongs to, so each
+/// wave's monitor (`candidate~wave`) sees only its own members' canary and control.
+#[derive(Debug)]
+pub struct Waved {
+    pub candidate: String,
+    pub index: serin_core::decision::WaveIndex,
+}
+
+impl Waved {
+    /// The release's waves, or `None` when it has none (or they cannot route).
+    pub fn of(release: &serin_core::release::Release) -> Option<Arc<Waved>> {
+        let waves = release.wave_routing();
+        let index = serin_core::decision::WaveIndex::new(&release.agent, waves).ok()??;
+        Some(Arc::new(Waved {
+            candidate: release.candidate.id.clone(),
+            index,
+        }))
+    }
+
+    /// The wave an outcome with these attributes belongs to (the engine's own rule).
+    fn wave_of(
+        &self,
+        instance: Option<&str>,
+        region: Option<&str>,
+        pool: Option<&str>,
+    ) -> Option<&str> {
+        let mut ctx = serin_core::decision::Context::new("");
+        ctx.instance = instance;
+        ctx.region = region;
+        ctx.pool = pool;
+        self.index.route(&ctx).map(|w| w.name.as_str())
+    }
+
+    fn key(&self, env: &str, agent: &str, wave: &str) -> MonitorKey {
+        (
+            env.to_owned(),
+            agent.to_owned(),
+            serin_core::release::wave_comparison(&self.candidate, wave),
+        )
+    }
+}
+
+/// Whether a stable outcome in `wave` (of a waved release, if any) counts towards monitor
+/// `key`: a wave's monitor takes only its own wave's control.
+fn counts_towards(key: &MonitorKey, waved: Option<&Waved>, wave: Option<&str>) -> bool {
+    match serin_core::release::split_comparison(&key.2) {
+        (_, None) => true,
+        (candidate, Some(w)) => waved.is_some_and(|x| x.candidate == candidate) && wave == Some(w),
+    }
+}
 /// env, agent, bundle, arm (of the batch's minute), borrowed from the batch's events.
 type RollupKey<'a> = (&'a str, &'a str, &'a str, &'static str);
 
@@ -136,6 +194,8 @@ pub struct Guardrails {
     /// Bundles found to exist (see [`Guardrails::bundle_exists`]); its own lock, because
     /// events are checked before `inner` is taken.
     known_bundles: std::sync::Mutex<HashSet<String>>,
+    /// Which agents have a waved release running, and its waves (see [`Guardrails::waved`]).
+    waved: std::sync::Mutex<WavedMap>,
     /// Woken when a batch latches a `fail` (see [`Guardrails::latched`]).
     latched: Arc<tokio::sync::Notify>,
     /// The committed state of every monitor in memory, for readers: the release
@@ -434,6 +494,7 @@ impl Guardrails {
             quarantine,
             inner: Mutex::new(inner),
             known_bundles: std::sync::Mutex::new(HashSet::new()),
+            waved: std::sync::Mutex::new(HashMap::new()),
             latched: Arc::new(tokio::sync::Notify::new()),
             views: std::sync::RwLock::new(views),
             pending_shares: std::sync::Mutex::new(Vec::new()),
@@ -1246,10 +1307,39 @@ impl Guardrails {
         // monitor joins the batch's copies, so a stable outcome counts towards exactly the
         // monitors known when it is observed, as it always has.
         let mut stable_targets: HashMap<(&str, &str, &str), Vec<MonitorKey>> = HashMap::new();
+        // Each agent's waved release, looked up once per batch.
+        let mut waved_of: HashMap<(&str, &str), Option<Arc<Waved>>> = HashMap::new();
         for e in accepted {
+            let waved = match waved_of.get(&(e.env.as_str(), e.agent.as_str())) {
+                Some(w) => w.clone(),
+                None => {
+                    let w = self.waved(&e.env, &e.agent).await?;
+                    waved_of.insert((e.env.as_str(), e.agent.as_str()), w.clone());
+                    w
+                }
+            };
+            let wave = waved.as_deref().and_then(|w| {
+                w.wave_of(
+                    e.instance.as_deref(),
+                    e.region.as_deref(),
+                    e.pool.as_deref(),
+                )
+            });
             match e.arm {
                 Arm::Canary => {
-                    if canary_key.0 != e.env || canary_key.1 != e.agent || canary_key.2 != e.bundle
+                    let wave_key = match (&waved, wave) {
+                        (Some(w), Some(name)) if w.candidate == e.bundle => {
+                            Some(w.key(&e.env, &e.agent, name))
+                        }
+                        // A waved release's canary outside every wave was not routed by it.
+                        (Some(w), None) if w.candidate == e.bundle => continue,
+                        _ => None,
+                    };
+                    if let Some(k) = wave_key {
+                        canary_key = k;
+                    } else if canary_key.0 != e.env
+                        || canary_key.1 != e.agent
+                        || canary_key.2 != e.bundle
                     {
                         canary_key = (e.env.clone(), e.agent.clone(), e.bundle.clone());
                     }
@@ -1290,6 +1380,9 @@ impl Guardrails {
                                 .collect()
                         });
                     for mkey in keys.iter() {
+                        if !counts_towards(mkey, waved.as_deref(), wave) {
+                            continue;
+                        }
                         if !monitors.contains_key(mkey)
                             && let Some(m) = inner.monitors.get(mkey)
                         {
@@ -1361,10 +1454,27 @@ impl Guardrails {
     ) -> Result<(), ApiError> {
         let mut unconfigured: HashSet<(String, String)> = HashSet::new();
         for w in windows {
+            let waved = self.waved(&w.env, &w.agent).await?;
+            let wave = waved.as_deref().and_then(|x| {
+                x.wave_of(
+                    w.instance.as_deref(),
+                    w.region.as_deref(),
+                    w.pool.as_deref(),
+                )
+            });
             let mut keys: Vec<MonitorKey> = Vec::new();
             if let Some(part) = w.arms.iter().find(|a| a.arm == Arm::Canary) {
-                let mkey = (w.env.clone(), w.agent.clone(), part.bundle.clone());
-                if !inner.quarantined.contains(&mkey)
+                let mkey = match (&waved, wave) {
+                    (Some(x), Some(name)) if x.candidate == part.bundle => {
+                        x.key(&w.env, &w.agent, name)
+                    }
+                    _ => (w.env.clone(), w.agent.clone(), part.bundle.clone()),
+                };
+                let outside = waved
+                    .as_deref()
+                    .is_some_and(|x| x.candidate == part.bundle && wave.is_none());
+                if !outside
+                    && !inner.quarantined.contains(&mkey)
                     && (monitors.contains_key(&mkey)
                         || self
                             .take_monitor(inner, &mkey, now_ms, monitors, &mut unconfigured)
@@ -1381,6 +1491,7 @@ impl Guardrails {
                     .filter(|(env, agent, cand)| {
                         env == &w.env && agent == &w.agent && cand != &part.bundle
                     })
+                    .filter(|k| counts_towards(k, waved.as_deref(), wave))
                     .cloned()
                     .collect();
                 others.sort();
@@ -1398,10 +1509,12 @@ impl Guardrails {
                     monitors.insert(mkey.clone(), m.clone());
                 }
                 if let Some(m) = monitors.get_mut(&mkey) {
-                    m.monitor.observe_window(w, &mkey.2);
+                    // A wave's monitor judges its candidate (the id without the wave).
+                    let candidate = serin_core::release::split_comparison(&mkey.2).0;
+                    m.monitor.observe_window(w, candidate);
                     if w.arms
                         .iter()
-                        .any(|a| a.arm == Arm::Canary && a.bundle == mkey.2)
+                        .any(|a| a.arm == Arm::Canary && a.bundle == candidate)
                     {
                         m.last_canary_ms = m.last_canary_ms.max(now_ms);
                     }
@@ -1846,6 +1959,71 @@ impl Guardrails {
         }
         self.publish_views(fresh, Some(&inner.monitors));
         Ok(())
+    }
+
+    /// The waved release of `agent` in `env`, if one runs: read from the store at most once
+    /// per [`WAVED_TTL_MS`] (the controller also sets it at once, [`Guardrails::set_waved`]).
+    async fn waved(&self, env: &str, agent: &str) -> Result<Option<Arc<Waved>>, ApiError> {
+        let now = crate::clock::now_ms();
+        let key = (env.to_owned(), agent.to_owned());
+        if let Some((at, w)) = self.waved_map().get(&key)
+            && now.saturating_sub(*at) < WAVED_TTL_MS
+        {
+            return Ok(w.clone());
+        }
+        let found = match self.store.active_release(env, agent).await? {
+            Some(row) => serde_json::from_str::<serin_core::release::Release>(&row.state)
+                .ok()
+                .and_then(|r| Waved::of(&r)),
+            None => None,
+        };
+        self.waved_map().insert(key, (now, found.clone()));
+        Ok(found)
+    }
+
+    /// What the controller knows at once: `agent`'s release in `env` now routes these waves
+    /// (`None`: it has none, or it ended).
+    pub fn set_waved(&self, env: &str, agent: &str, waved: Option<Arc<Waved>>) {
+        let now = crate::clock::now_ms();
+        self.waved_map()
+            .insert((env.to_owned(), agent.to_owned()), (now, waved));
+    }
+
+    fn waved_map(&self) -> std::sync::MutexGuard<'_, WavedMap> {
+        match self.waved.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Each wave's own comparison of a waved release (in wave order).
+    pub async fn wave_evidence(
+        &self,
+        release: &serin_core::release::Release,
+    ) -> Vec<serin_core::release::WaveEvidence> {
+        let mut out = Vec::with_capacity(release.waves.len());
+        for w in &release.waves {
+            let key = (
+                release.env.clone(),
+                release.agent.clone(),
+                serin_core::release::wave_comparison(&release.candidate.id, &w.name),
+            );
+            let (canary_requests, requests, verdicts) = match self.view(&key) {
+                Some((_, m)) => (
+                    m.canary().requests,
+                    m.canary().requests.saturating_add(m.control().requests),
+                    m.verdicts(),
+                ),
+                None => (0, 0, Vec::new()),
+            };
+            out.push(serin_core::release::WaveEvidence {
+                wave: w.name.clone(),
+                canary_requests,
+                requests,
+                verdicts,
+            });
+        }
+        out
     }
 
     /// Canary requests and verdicts of one comparison (zero and none if it

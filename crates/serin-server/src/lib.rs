@@ -237,14 +237,15 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         config.store.clone(),
         catalog.clone(),
     ));
+    let sdks = Arc::new(sdks::SdkRegistry::new());
     let releases = Arc::new(releases::Releases::new(
         config.store.clone(),
         hub.clone(),
         guardrails.clone(),
         catalog.clone(),
         readiness.clone(),
+        sdks.clone(),
     ));
-    let sdks = Arc::new(sdks::SdkRegistry::new());
     let drills = Arc::new(drills::Drills::new(
         config.store.clone(),
         hub.clone(),

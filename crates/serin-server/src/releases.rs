@@ -26,7 +26,7 @@ use serin_core::decision::{BundleRef, Command, EnvState};
 use serin_core::guardrails::Verdict;
 use serin_core::guardrails::VerdictStatus;
 use serin_core::readiness::{GateOverride, GateRecord};
-use serin_core::release::{Effect, Event, GateStatus, Phase, Plan, Release};
+use serin_core::release::{Effect, Event, GateStatus, Phase, Plan, Release, WaveEvidence};
 use serin_store::{EnvStateChange, NewAudit, NewNotification, ReleaseRow, ReleaseWrite, Store};
 use tokio::sync::Mutex;
 
@@ -48,6 +48,12 @@ pub struct ReleaseView {
     /// are frozen at its final transition (its last recorded evidence).
     pub canary_requests: u64,
     pub verdicts: Vec<Verdict>,
+    /// A waved release: each wave's own comparison (what gates it), in wave order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<WaveEvidence>,
+    /// Said when the release started: a wave whose members no connected SDK reports, etc.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// For each shadow guardrail of this release, how often it failed in completed
     /// releases of the env: its observed A/A false-fail rate.
     pub shadow_calibration: Vec<ShadowCalibration>,
@@ -81,6 +87,8 @@ struct Judged<'a> {
     before: &'a Release,
     canary_requests: u64,
     verdicts: &'a [Verdict],
+    /// A waved release: each wave's comparison.
+    waves: &'a [WaveEvidence],
     /// The stored revision `before` was read at (`None` for a start): the write is refused
     /// if anyone wrote the release since.
     revision: Option<i64>,
@@ -94,6 +102,8 @@ pub struct Releases {
     store: Store,
     hub: Arc<Hub>,
     guardrails: Arc<Guardrails>,
+    /// The fleet, to warn at start about waves no SDK instance reports.
+    sdks: Arc<crate::sdks::SdkRegistry>,
     catalog: Arc<ModelCatalog>,
     readiness: Arc<Readiness>,
     /// One transition at a time on this replica, so a tick and a command
@@ -114,17 +124,40 @@ fn refusal(r: serin_core::release::Refusal) -> ApiError {
 /// What the release's monitor must know from snapshot `version` on: the
 /// canary's share and the exclusion in force (`None` once the release ended).
 fn exposure_of(release: &Release, version: u64) -> Option<Exposure> {
+    exposure_at(release, version, release.weight())
+}
+
+fn exposure_at(release: &Release, version: u64, weight: Percent) -> Option<Exposure> {
     if release.phase.is_terminal() {
         return None;
     }
     let routing = release.routing();
     Some(Exposure {
-        share: f64::from(release.weight().basis_points()) / 10_000.0,
+        share: f64::from(weight.basis_points()) / 10_000.0,
         version,
         excluded: Arc::new(release.plan.exclude_tenants.clone()),
         exclusion_dropped: !release.plan.exclude_tenants.is_empty()
             && routing.is_some_and(|r| r.exclude_tenants.is_empty()),
     })
+}
+
+/// The release's comparisons (monitor ids) with what each must know from snapshot `version`
+/// on: the candidate's own for a plan without waves, one per wave (at that wave's weight)
+/// for a waved plan, whose waves are judged apart.
+fn comparisons_of(release: &Release, version: u64) -> Vec<(String, Option<Exposure>)> {
+    if release.plan.waves.is_none() {
+        return vec![(release.candidate.id.clone(), exposure_of(release, version))];
+    }
+    release
+        .wave_routing()
+        .into_iter()
+        .map(|w| {
+            (
+                serin_core::release::wave_comparison(&release.candidate.id, &w.name),
+                exposure_at(release, version, w.weight),
+            )
+        })
+        .collect()
 }
 
 impl Releases {
@@ -134,6 +167,7 @@ impl Releases {
         guardrails: Arc<Guardrails>,
         catalog: Arc<ModelCatalog>,
         readiness: Arc<Readiness>,
+        sdks: Arc<crate::sdks::SdkRegistry>,
     ) -> Releases {
         Releases {
             store,
@@ -141,6 +175,7 @@ impl Releases {
             guardrails,
             catalog,
             readiness,
+            sdks,
             lock: Mutex::new(()),
         }
     }
@@ -154,9 +189,13 @@ impl Releases {
         for row in &rows {
             let Some(r) = self.read(row) else { continue };
             let version = self.hub.current(&r.env).await?.version;
+            for (id, exposure) in comparisons_of(&r, version) {
+                self.guardrails
+                    .set_share(&r.env, &r.agent, &id, exposure)
+                    .await?;
+            }
             self.guardrails
-                .set_share(&r.env, &r.agent, &r.candidate.id, exposure_of(&r, version))
-                .await?;
+                .set_waved(&r.env, &r.agent, crate::guardrails::Waved::of(&r));
             if let Some(why) = self.needs_attention(&r).await {
                 tracing::error!(release = %r.id, "release needs attention: {why}");
             }
@@ -335,8 +374,9 @@ impl Releases {
             .iter()
             .filter_map(|row| self.read(row))
             .filter(|r| {
-                self.guardrails
-                    .has_failed(&r.env, &r.agent, &r.candidate.id)
+                comparisons_of(r, 0)
+                    .iter()
+                    .any(|(id, _)| self.guardrails.has_failed(&r.env, &r.agent, id))
             })
             .map(|r| r.id)
             .collect();
@@ -360,11 +400,8 @@ impl Releases {
                 // Held: no evidence to judge it by until an operator acts.
                 continue;
             }
-            let (requests, verdicts) = self
-                .guardrails
-                .evidence(&r.env, &r.agent, &r.candidate.id)
-                .await;
-            let event = Event::tick(requests, verdicts);
+            let (requests, verdicts, waves) = self.evidence_of(&r).await;
+            let event = Event::tick_waves(requests, verdicts, waves);
             let now = clock::now_ms();
             // A tick is never refused.
             let Ok((next, effects)) = r.apply(&event, now) else {
@@ -381,6 +418,7 @@ impl Releases {
                     before: &r,
                     canary_requests,
                     verdicts,
+                    waves: event.wave_evidence(),
                     revision: Some(row.revision),
                     epoch: Some(epoch),
                 },
@@ -537,21 +575,31 @@ impl Releases {
             )
             .map_err(refusal)?;
         let current_version = self.hub.current(env).await?.version;
-        self.guardrails
-            .begin(
-                env,
-                agent,
-                &started.candidate.id,
-                config,
-                current_version,
-                Arc::new(started.plan.exclude_tenants.clone()),
-                now,
-            )
-            .await?;
-        let (requests, verdicts) = self
-            .guardrails
-            .evidence(env, agent, &started.candidate.id)
-            .await;
+        let comparisons = comparisons_of(&started, current_version);
+        // Each wave is judged apart; the release's false-fail budget is split between them,
+        // so a waved release halts an identical candidate no more often than an unwaved one.
+        let waves = u32::try_from(comparisons.len()).unwrap_or(u32::MAX).max(1);
+        let mut config = config;
+        if started.plan.waves.is_some() {
+            config.settings.alpha = serin_core::guardrails::Share::from_fraction(
+                config.settings.alpha.fraction() / f64::from(waves),
+            );
+        }
+        for (id, _) in &comparisons {
+            self.guardrails
+                .begin(
+                    env,
+                    agent,
+                    id,
+                    config.clone(),
+                    current_version,
+                    Arc::new(started.plan.exclude_tenants.clone()),
+                    now,
+                )
+                .await?;
+        }
+        let warnings = self.wave_warnings(env, &started).await?;
+        let (requests, verdicts, wave_evidence) = self.evidence_of(&started).await;
         let started = self
             .persist(
                 started,
@@ -560,6 +608,7 @@ impl Releases {
                     before: &release,
                     canary_requests: requests,
                     verdicts: &verdicts,
+                    waves: &wave_evidence,
                     revision: None,
                     epoch: None,
                 },
@@ -568,7 +617,67 @@ impl Releases {
                 extra,
             )
             .await?;
-        self.view(&started).await
+        let mut view = self.view(&started).await?;
+        view.warnings = warnings;
+        Ok(view)
+    }
+
+    /// What a waved plan names that the fleet does not report: a wave's region or pool no
+    /// SDK instance of the env has reported, or a one-box instance that is not connected.
+    /// Said at start and never blocking (SDKs may not have connected yet); the plan's
+    /// `no_traffic` says what a wave without traffic does.
+    async fn wave_warnings(&self, env: &str, r: &Release) -> Result<Vec<String>, ApiError> {
+        let Some(waves) = &r.plan.waves else {
+            return Ok(Vec::new());
+        };
+        let fleet = self.sdks.list_fleet(env).await?;
+        let key = waves.by;
+        let reported: std::collections::BTreeSet<&str> = fleet
+            .iter()
+            .filter_map(|i| match key {
+                serin_core::decision::WaveKey::Region => i.region.as_deref(),
+                serin_core::decision::WaveKey::Pool => i.pool.as_deref(),
+                serin_core::decision::WaveKey::Instance => Some(i.instance.as_str()),
+            })
+            .collect();
+        let mut out = Vec::new();
+        for w in &waves.list {
+            for m in &w.members {
+                if m != serin_core::decision::WAVE_REST && !reported.contains(m.as_str()) {
+                    let nearest = serin_core::slug::nearest(m, reported.iter().copied());
+                    out.push(format!(
+                        "wave {}: no SDK instance of {env} reports {} {m}{} (no_traffic: {})",
+                        w.name,
+                        key.as_str(),
+                        nearest
+                            .map(|n| format!("; did you mean {n}?"))
+                            .unwrap_or_default(),
+                        match waves.no_traffic {
+                            serin_core::release::NoTraffic::Wait =>
+                                "wait: the wave waits for its outcomes",
+                            serin_core::release::NoTraffic::Skip =>
+                                "skip: the wave is skipped after its first step's time",
+                        }
+                    ));
+                }
+            }
+        }
+        if let Some(b) = &waves.one_box
+            && !fleet
+                .iter()
+                .any(|i| i.instance == b.instance && i.connected)
+        {
+            let names = fleet.iter().map(|i| i.instance.as_str());
+            let nearest = serin_core::slug::nearest(&b.instance, names);
+            out.push(format!(
+                "one_box: instance {} is not connected to {env}{}",
+                b.instance,
+                nearest
+                    .map(|n| format!("; did you mean {n}?"))
+                    .unwrap_or_default()
+            ));
+        }
+        Ok(out)
     }
 
     /// Applies a command (promote, pause, resume, abort, rollback) to the
@@ -578,7 +687,7 @@ impl Releases {
         env: &str,
         agent: &str,
         actor: &str,
-        make: impl FnOnce(u64, &[Verdict]) -> Event,
+        make: impl FnOnce(u64, &[Verdict], &[WaveEvidence]) -> Event,
     ) -> Result<ReleaseView, ApiError> {
         let _guard = self.lock.lock().await;
         let row = self
@@ -589,9 +698,9 @@ impl Releases {
                 ApiError::not_found(format!("{agent} has no active release in {env}"))
             })?;
         let r = self.read_or_conflict(&row)?;
-        let (requests, verdicts) = self.guardrails.evidence(env, agent, &r.candidate.id).await;
+        let (requests, verdicts, waves) = self.evidence_of(&r).await;
         let now = clock::now_ms();
-        let event = make(requests, &verdicts);
+        let event = make(requests, &verdicts, &waves);
         if let Some(why) = self.needs_attention(&r).await
             && matches!(event, Event::Promote { .. } | Event::Resume { .. })
         {
@@ -602,6 +711,10 @@ impl Releases {
         // A promotion records the evidence it carried (the same reading as for other
         // commands, taken once above).
         let (canary_requests, judged) = event.evidence().unwrap_or((requests, &verdicts));
+        let judged_waves = match event.wave_evidence() {
+            [] => waves.as_slice(),
+            w => w,
+        };
         let next = self
             .persist(
                 next,
@@ -610,6 +723,7 @@ impl Releases {
                     before: &r,
                     canary_requests,
                     verdicts: judged,
+                    waves: judged_waves,
                     revision: Some(row.revision),
                     epoch: None,
                 },
@@ -671,17 +785,35 @@ impl Releases {
             .collect())
     }
 
+    /// The release's evidence now: its canary requests and verdicts and, for a waved
+    /// release, each wave's comparison (the release's requests are then the waves' sum and
+    /// its verdicts the current wave's).
+    async fn evidence_of(&self, r: &Release) -> (u64, Vec<Verdict>, Vec<WaveEvidence>) {
+        if r.plan.waves.is_none() {
+            let (requests, verdicts) = self
+                .guardrails
+                .evidence(&r.env, &r.agent, &r.candidate.id)
+                .await;
+            return (requests, verdicts, Vec::new());
+        }
+        let waves = self.guardrails.wave_evidence(r).await;
+        let requests = waves.iter().map(|w| w.canary_requests).sum();
+        let current = r
+            .current_wave()
+            .and_then(|i| r.waves.get(i))
+            .and_then(|st| waves.iter().find(|w| w.wave == st.name))
+            .map(|w| w.verdicts.clone())
+            .unwrap_or_default();
+        (requests, current, waves)
+    }
+
     async fn view(&self, r: &Release) -> Result<ReleaseView, ApiError> {
-        let (requests, verdicts) = match r.final_evidence() {
-            Some(e) => (e.canary_requests, e.verdicts.clone()),
-            None => {
-                self.guardrails
-                    .evidence(&r.env, &r.agent, &r.candidate.id)
-                    .await
-            }
+        let (requests, verdicts, waves) = match r.final_evidence() {
+            Some(e) => (e.canary_requests, e.verdicts.clone(), e.waves.clone()),
+            None => self.evidence_of(r).await,
         };
         let gate = (r.phase == Phase::Canary || r.phase == Phase::Paused)
-            .then(|| r.gate(clock::now_ms(), requests, &verdicts));
+            .then(|| r.gate_waved(clock::now_ms(), requests, &verdicts, &waves));
         let shadow_calibration = self.shadow_calibration(r, &verdicts).await?;
         let notifications = self
             .store
@@ -711,6 +843,8 @@ impl Releases {
             gate,
             canary_requests: requests,
             verdicts,
+            waves,
+            warnings: Vec::new(),
             shadow_calibration,
             notifications,
             needs_attention: self.needs_attention(r).await,
@@ -813,6 +947,7 @@ impl Releases {
             now,
             judged.canary_requests,
             judged.verdicts,
+            judged.waves,
         );
         let next = &next;
         let agent = next.agent.clone();
@@ -935,11 +1070,17 @@ impl Releases {
         // Noted before the version is published, so no outcome routed under it can be
         // judged at the old share; not awaited, so draining a canary never queues
         // behind outcome batches being ingested.
-        self.guardrails.note_share(
+        for (id, exposure) in comparisons_of(next, version) {
+            self.guardrails.note_share(&next.env, &agent, &id, exposure);
+        }
+        self.guardrails.set_waved(
             &next.env,
             &agent,
-            &next.candidate.id,
-            exposure_of(next, version),
+            if next.phase.is_terminal() {
+                None
+            } else {
+                crate::guardrails::Waved::of(next)
+            },
         );
         if let Some(stored) = &written {
             self.hub.publish(stored).await?;

@@ -340,12 +340,14 @@ mod tests {
         let verdicts = vec![fail, shadow, ni];
         let event = Event::tick(200, verdicts.clone());
         let (mut next, mut effects) = r.apply(&event, T0 + 60_000).unwrap();
-        next.attach_evidence(&r, &mut effects, T0 + 60_000, 200, &verdicts);
+        next.attach_evidence(&r, &mut effects, T0 + 60_000, 200, &verdicts, &[]);
         ReleaseView {
             weight: next.plan.routed_weight(next.step).unwrap(),
             gate: None,
             canary_requests: 200,
             verdicts: next.final_evidence().unwrap().verdicts.clone(),
+            waves: Vec::new(),
+            warnings: Vec::new(),
             shadow_calibration: vec![ShadowCalibration {
                 guardrail: "refusal_rate.max_ratio".to_owned(),
                 failed: 1,

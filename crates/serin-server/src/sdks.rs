@@ -138,6 +138,18 @@ pub struct SdkInstance {
     /// (`GET /v1/system/replicas`); absent on a single-node (SQLite) server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replica: Option<String>,
+    /// Where the instance says it runs (its stream's `region`/`pool` query, its reports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+}
+
+/// Where an SDK instance runs, as it reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Place {
+    pub region: Option<String>,
+    pub pool: Option<String>,
 }
 
 /// What [`SdkRegistry::wait_applied`] found. Every list is sorted by instance.
@@ -227,6 +239,7 @@ struct Entry {
     /// Monotonic twin of `last_seen_ms`; an entry without streams expires
     /// `retain` after it.
     seen: Instant,
+    place: Place,
 }
 
 impl Entry {
@@ -242,6 +255,7 @@ impl Entry {
             applied_at: None,
             last_seen_ms: now_ms,
             seen: now,
+            place: Place::default(),
         }
     }
 
@@ -279,6 +293,8 @@ impl Entry {
             applied_at_ms: self.applied_at_ms,
             last_seen_ms: self.last_seen_ms,
             replica: replica.cloned(),
+            region: self.place.region.clone(),
+            pool: self.place.pool.clone(),
         }
     }
 }
@@ -491,6 +507,8 @@ impl SdkRegistry {
                             .applied_version
                             .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
                         applied_at_ms: e.applied_at_ms,
+                        region: e.place.region.clone(),
+                        pool: e.place.pool.clone(),
                         // A connected row is vouched for now; a closed one ages
                         // from its last sighting, like the local entry.
                         last_seen_ms: if e.streams > 0 {
@@ -623,6 +641,8 @@ impl SdkRegistry {
                 applied_at_ms: row.applied_at_ms,
                 last_seen_ms: row.last_seen_ms,
                 replica: Some(row.replica_id),
+                region: row.region,
+                pool: row.pool,
             });
         }
         local.sort_by(|a, b| a.instance.cmp(&b.instance));
@@ -774,6 +794,29 @@ impl SdkRegistry {
             self.bump();
         }
         Ok(())
+    }
+
+    /// Records where `instance` (of `owner`) runs; a `None` part keeps what it said before.
+    /// Called after [`SdkRegistry::connect`] or [`SdkRegistry::report_applied`] registered it.
+    pub fn set_place(&self, env: &str, instance: &str, owner: &str, place: Place) {
+        if place == Place::default() {
+            return;
+        }
+        let mut inner = self.lock();
+        let Some(entry) = inner.owned(env, instance, owner) else {
+            return;
+        };
+        let mut next = entry.place.clone();
+        if place.region.is_some() {
+            next.region = place.region;
+        }
+        if place.pool.is_some() {
+            next.pool = place.pool;
+        }
+        if next != entry.place {
+            entry.place = next;
+            self.mark(&mut inner, env, instance);
+        }
     }
 
     /// Drops every instance `owner` holds (its token was revoked): their ids
@@ -1295,6 +1338,8 @@ mod tests {
             applied_version: applied,
             applied_at_ms: applied.map(|_| clock::now_ms()),
             last_seen_ms: seen_ms,
+            region: None,
+            pool: None,
         }
     }
 

@@ -440,4 +440,7 @@ pub struct SdkInstanceRow {
     pub applied_at_ms: Option<i64>,
     /// When `replica_id` last vouched for the row (refreshed while connected).
     pub last_seen_ms: i64,
+    /// Where the instance runs, as it reports it.
+    pub region: Option<String>,
+    pub pool: Option<String>,
 }

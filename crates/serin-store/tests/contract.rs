@@ -3685,6 +3685,8 @@ fn sdk_row(env: &str, instance: &str, replica: &str, seen: i64) -> serin_store::
         applied_version: Some(3),
         applied_at_ms: Some(seen - 1),
         last_seen_ms: seen,
+        region: Some("eu-west".into()),
+        pool: None,
     }
 }
 
@@ -3828,6 +3830,8 @@ async fn sdk_instance_rows_round_trip_extreme_values(t: Ctx) {
         applied_version: Some(i64::MAX),
         applied_at_ms: Some(i64::MIN),
         last_seen_ms: i64::MAX,
+        region: Some("r-\u{1F980}'\"".repeat(40)),
+        pool: Some(String::new()),
     };
     let min = serin_store::SdkInstanceRow {
         env: max.env.clone(),
@@ -3839,6 +3843,8 @@ async fn sdk_instance_rows_round_trip_extreme_values(t: Ctx) {
         applied_version: Some(0),
         applied_at_ms: None,
         last_seen_ms: i64::MIN,
+        region: None,
+        pool: Some("p".repeat(128)),
     };
     let none = serin_store::SdkInstanceRow {
         instance: "n".into(),

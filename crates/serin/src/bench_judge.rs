@@ -594,6 +594,7 @@ fn outcome(request_id: &str, agent: &str, bundle: String, arm: Arm, version: u64
         workload: None,
         instance: None,
         region: None,
+        pool: None,
         at_ms: None,
         latency_ms: 0.0,
         stages: Default::default(),

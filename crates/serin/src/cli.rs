@@ -191,6 +191,15 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Every SDK instance following ENV: the bundle it serves of AGENT under the snapshot
+    /// version it applied, how far behind it is, its region and pool, and its wave.
+    Fleet {
+        #[command(flatten)]
+        target: ReleaseTarget,
+        /// Redraw every 2 seconds until interrupted (plain lines when not a terminal).
+        #[arg(long)]
+        watch: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -63,6 +63,7 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<()> {
         } => routing::snapshot(&env, version, &client).await,
         Command::Token(cmd) => token(cmd).await,
         Command::Status { client } => status(&client).await,
+        Command::Fleet { target, watch } => crate::fleet::run(&target, watch).await,
         Command::Release(cmd) => crate::release::run(cmd).await,
         Command::Demo { healthy } => crate::demo::run(healthy).await,
         Command::Readiness(crate::cli::ReadinessCommand::Init {
@@ -840,7 +841,7 @@ async fn status(args: &ClientArgs) -> anyhow::Result<()> {
 }
 
 /// `1.2s ago`, `3m4s ago`.
-fn ago(ms: i64) -> String {
+pub(crate) fn ago(ms: i64) -> String {
     let ms = ms.max(0);
     if ms < 60_000 {
         format!("{}.{}s ago", ms / 1000, (ms % 1000) / 100)

@@ -107,6 +107,7 @@ fn blank_event() -> OutcomeEvent {
         workload: None,
         instance: None,
         region: Some("local".into()),
+        pool: None,
         at_ms: None,
         latency_ms: 0.0,
         stages: Default::default(),

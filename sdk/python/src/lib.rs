@@ -102,6 +102,7 @@ fn decide_on<'py>(
     workload: Option<&Bound<'py, PyAny>>,
     instance: Option<&Bound<'py, PyAny>>,
     region: Option<&Bound<'py, PyAny>>,
+    pool: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Decision> {
     let request_id = attribute(py, "request_id", Some(request_id), MAX_REQUEST_ID)?;
     let user = attribute(py, "user", user, MAX_ATTRIBUTE)?;
@@ -109,6 +110,7 @@ fn decide_on<'py>(
     let workload = attribute(py, "workload", workload, MAX_ATTRIBUTE)?;
     let instance = attribute(py, "instance", instance, MAX_ATTRIBUTE)?;
     let region = attribute(py, "region", region, MAX_ATTRIBUTE)?;
+    let pool = attribute(py, "pool", pool, MAX_ATTRIBUTE)?;
     let request_id = request_id
         .as_deref()
         .filter(|r| !r.is_empty())
@@ -126,6 +128,7 @@ fn decide_on<'py>(
         workload: workload.as_deref(),
         instance: instance.as_deref(),
         region: region.as_deref(),
+        pool: pool.as_deref(),
     };
     let guard = router.current().map_err(|e| sdk_error(py, e))?;
     let d = guard.decide(agent, &ctx).map_err(|e| sdk_error(py, e))?;
@@ -138,6 +141,7 @@ fn decide_on<'py>(
         snapshot_version: d.snapshot_version,
         reason: d.reason,
         release: d.release.map(str::to_owned),
+        wave: d.wave.map(str::to_owned),
         stale: d.stale || force_stale,
         agent: agent.to_owned(),
         context: RequestContext {
@@ -147,6 +151,7 @@ fn decide_on<'py>(
             workload: ctx.workload.map(str::to_owned),
             instance: ctx.instance.map(str::to_owned),
             region: ctx.region.map(str::to_owned),
+            pool: ctx.pool.map(str::to_owned),
         },
         snapshot,
     })
@@ -168,6 +173,7 @@ pub struct Decision {
     snapshot_version: u64,
     reason: Reason,
     release: Option<String>,
+    wave: Option<String>,
     stale: bool,
     agent: String,
     context: RequestContext,
@@ -197,6 +203,7 @@ impl Decision {
             snapshot_version: self.snapshot_version,
             reason: self.reason,
             release: self.release.as_deref(),
+            wave: self.wave.as_deref(),
         };
         let mut text = d.explained(self.context.tenant.as_deref()).to_string();
         if self.stale {
@@ -208,6 +215,12 @@ impl Decision {
     #[getter]
     fn snapshot_version(&self) -> u64 {
         self.snapshot_version
+    }
+
+    /// The wave of a waved release the request was routed by, else `None`.
+    #[getter]
+    fn wave(&self) -> Option<&str> {
+        self.wave.as_deref()
     }
 
     #[getter]
@@ -241,6 +254,7 @@ impl Decision {
             ("workload", &self.context.workload),
             ("instance", &self.context.instance),
             ("region", &self.context.region),
+            ("pool", &self.context.pool),
         ] {
             if let Some(v) = v {
                 d.set_item(k, v)?;
@@ -467,7 +481,7 @@ impl StaticRouter {
         Ok(StaticRouter { router })
     }
 
-    #[pyo3(signature = (agent, *, request_id, user=None, tenant=None, workload=None, instance=None, region=None))]
+    #[pyo3(signature = (agent, *, request_id, user=None, tenant=None, workload=None, instance=None, region=None, pool=None))]
     #[allow(clippy::too_many_arguments)]
     fn decide<'py>(
         &self,
@@ -479,6 +493,7 @@ impl StaticRouter {
         workload: Option<&Bound<'py, PyAny>>,
         instance: Option<&Bound<'py, PyAny>>,
         region: Option<&Bound<'py, PyAny>>,
+        pool: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Decision> {
         decide_on(
             py,
@@ -491,6 +506,7 @@ impl StaticRouter {
             workload,
             instance,
             region,
+            pool,
         )
     }
 
@@ -592,7 +608,7 @@ impl NativeClient {
 
     /// Decides which bundle serves `agent` for this request, locally, in about a
     /// microsecond. Never waits for the network.
-    #[pyo3(signature = (agent, *, request_id, user=None, tenant=None, workload=None, instance=None, region=None))]
+    #[pyo3(signature = (agent, *, request_id, user=None, tenant=None, workload=None, instance=None, region=None, pool=None))]
     #[allow(clippy::too_many_arguments)]
     fn decide<'py>(
         &self,
@@ -604,6 +620,7 @@ impl NativeClient {
         workload: Option<&Bound<'py, PyAny>>,
         instance: Option<&Bound<'py, PyAny>>,
         region: Option<&Bound<'py, PyAny>>,
+        pool: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Decision> {
         self.check_open(py)?;
         let router = self.router.load();
@@ -618,6 +635,7 @@ impl NativeClient {
             workload,
             instance,
             region,
+            pool,
         )
     }
 

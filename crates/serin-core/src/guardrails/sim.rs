@@ -310,6 +310,7 @@ fn blank_event(request_id: &str, agent: &str, env: &str, bundle: &str) -> Outcom
         workload: None,
         instance: None,
         region: None,
+        pool: None,
         at_ms: None,
         latency_ms: 0.0,
         stages: Default::default(),

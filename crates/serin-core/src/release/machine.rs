@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::duration::human_ms;
 use super::plan::{CanaryStep, OnFailure, Plan, Promotion, Requirement};
-use crate::decision::{BundleRef, Percent, ReleaseRouting};
+use super::waves::NoTraffic;
+use crate::decision::{BundleRef, Percent, ReleaseRouting, WaveRouting};
 use crate::guardrails::{Verdict, VerdictStatus};
 
 /// The actor and initiator of everything the machine does on its own (ticks).
@@ -204,6 +205,10 @@ pub enum Event {
         canary_requests: u64,
         /// Every verdict of the monitor, shadow ones included (they never gate).
         verdicts: Vec<Verdict>,
+        /// A waved release: each wave's own comparison (what gates it; see
+        /// [`super::waves`]).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        waves: Vec<WaveEvidence>,
     },
     /// Move to the next step, or complete from the last. The evidence is passed because the
     /// gate is judged against it (unless `force`, which needs a reason).
@@ -213,6 +218,8 @@ pub enum Event {
         reason: Option<String>,
         canary_requests: u64,
         verdicts: Vec<Verdict>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        waves: Vec<WaveEvidence>,
     },
     Pause {
         actor: String,
@@ -237,6 +244,28 @@ impl Event {
         Event::Tick {
             canary_requests,
             verdicts,
+            waves: Vec::new(),
+        }
+    }
+
+    /// A tick of a waved release, with each wave's comparison.
+    pub fn tick_waves(
+        canary_requests: u64,
+        verdicts: Vec<Verdict>,
+        waves: Vec<WaveEvidence>,
+    ) -> Event {
+        Event::Tick {
+            canary_requests,
+            verdicts,
+            waves,
+        }
+    }
+
+    /// The per-wave evidence a judging event carries (empty for other events).
+    pub fn wave_evidence(&self) -> &[WaveEvidence] {
+        match self {
+            Event::Tick { waves, .. } | Event::Promote { waves, .. } => waves,
+            _ => &[],
         }
     }
 
@@ -246,6 +275,7 @@ impl Event {
             Event::Tick {
                 canary_requests,
                 verdicts,
+                ..
             }
             | Event::Promote {
                 canary_requests,
@@ -268,6 +298,68 @@ impl Event {
             Event::Rollback { .. } => "rollback",
         }
     }
+}
+
+/// One wave's own comparison (its members' canary against its members' control) at a
+/// tick or promotion.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WaveEvidence {
+    pub wave: String,
+    /// The wave's canary requests since the release started (cumulative).
+    pub canary_requests: u64,
+    /// The wave's requests on either arm since the release started (cumulative): zero for a
+    /// wave whose members sent nothing at all.
+    pub requests: u64,
+    pub verdicts: Vec<Verdict>,
+}
+
+/// Where one wave of a waved release is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum WaveState {
+    /// Not open yet: its members get the stable.
+    Pending,
+    /// Running its steps: its members get the candidate at the current step's weight.
+    Active,
+    /// Went through its last step: its members get the candidate.
+    Done,
+    /// Drained after its own guardrails failed: its members get the stable.
+    RolledBack,
+    /// Frozen at its weight after its own guardrails failed (`on_failure: halt`).
+    Halted,
+    /// Skipped for lack of traffic (`no_traffic: skip`): its members get the stable until
+    /// the release completes.
+    Skipped,
+}
+
+impl WaveState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaveState::Pending => "pending",
+            WaveState::Active => "active",
+            WaveState::Done => "done",
+            WaveState::RolledBack => "rolled_back",
+            WaveState::Halted => "halted",
+            WaveState::Skipped => "skipped",
+        }
+    }
+}
+
+/// One wave of a waved release.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WaveStatus {
+    pub name: String,
+    pub state: WaveState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<i64>,
+    /// What rolled back or halted this wave (the release goes on with its other waves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
 }
 
 /// A webhook payload.
@@ -459,6 +551,9 @@ pub struct Release {
     /// server's controller; the machine ignores it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch: Option<super::watch::WatchState>,
+    /// A waved plan's waves, one per [`Plan::wave_defs`] entry, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<WaveStatus>,
 }
 
 /// Both arms' guardrail values when a release changed phase or step. The last one of a
@@ -472,6 +567,9 @@ pub struct StepEvidence {
     pub phase: Phase,
     pub canary_requests: u64,
     pub verdicts: Vec<Verdict>,
+    /// A waved release: each wave's comparison at that moment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<WaveEvidence>,
 }
 
 impl Release {
@@ -488,6 +586,17 @@ impl Release {
         now_ms: i64,
         started_by: impl Into<String>,
     ) -> Release {
+        let waves = plan
+            .wave_defs()
+            .into_iter()
+            .map(|d| WaveStatus {
+                name: d.name,
+                state: WaveState::Pending,
+                opened_ms: None,
+                finished_ms: None,
+                failure: None,
+            })
+            .collect();
         Release {
             id: id.into(),
             agent: agent.into(),
@@ -506,12 +615,49 @@ impl Release {
             evidence: Vec::new(),
             readiness: None,
             watch: None,
+            waves,
         }
     }
 
-    /// The current step of the plan.
-    pub fn current_step(&self) -> Option<&CanaryStep> {
-        self.plan.steps.get(self.step).map(|s| s.canary())
+    /// The current step of the plan (of [`Plan::stages`], for a waved plan).
+    pub fn current_step(&self) -> Option<CanaryStep> {
+        self.plan.stage(self.step).map(|s| s.step)
+    }
+
+    /// The index (into `waves`) of the wave the current step belongs to.
+    pub fn current_wave(&self) -> Option<usize> {
+        self.plan.stage(self.step).and_then(|s| s.wave)
+    }
+
+    /// Each wave's routing now: pending, rolled back and skipped waves at 0%, done waves at
+    /// 100%, the active (or halted) wave at the current step's weight.
+    pub fn wave_routing(&self) -> Vec<WaveRouting> {
+        let weight = self.plan.routed_weight(self.step).unwrap_or(Percent::ZERO);
+        self.plan
+            .wave_defs()
+            .into_iter()
+            .zip(&self.waves)
+            .map(|(d, st)| WaveRouting {
+                name: d.name,
+                by: d.by,
+                members: d.members,
+                weight: match st.state {
+                    WaveState::Pending | WaveState::RolledBack | WaveState::Skipped => {
+                        Percent::ZERO
+                    }
+                    WaveState::Done => Percent::FULL,
+                    WaveState::Active | WaveState::Halted => weight,
+                },
+            })
+            .collect()
+    }
+
+    /// The first and last stage (indexes into [`Plan::stages`]) of wave `w`.
+    fn wave_stages(&self, w: usize) -> Option<(usize, usize)> {
+        let stages = self.plan.stages();
+        let first = stages.iter().position(|s| s.wave == Some(w))?;
+        let last = stages.iter().rposition(|s| s.wave == Some(w))?;
+        Some((first, last))
     }
 
     /// Whether the current step is the plan's last.
@@ -558,8 +704,16 @@ impl Release {
         at_ms: i64,
         canary_requests: u64,
         verdicts: &[Verdict],
+        waves: &[WaveEvidence],
     ) {
         let verdicts: Vec<Verdict> = verdicts.iter().map(storable).collect();
+        let waves: Vec<WaveEvidence> = waves
+            .iter()
+            .map(|w| WaveEvidence {
+                verdicts: w.verdicts.iter().map(storable).collect(),
+                ..w.clone()
+            })
+            .collect();
         for e in effects.iter_mut() {
             if let Effect::Notify(n) = e {
                 n.canary_requests = canary_requests;
@@ -572,6 +726,7 @@ impl Release {
             phase: self.phase,
             canary_requests,
             verdicts,
+            waves,
         });
     }
 
@@ -596,6 +751,7 @@ impl Release {
             } else {
                 self.plan.exclude_tenants.clone()
             },
+            waves: self.wave_routing(),
         })
     }
 
@@ -604,10 +760,51 @@ impl Release {
     /// requirement: none is `fail` (`no_fail`), or every one is `pass` (`pass`; never
     /// without verdicts). Shadow verdicts never gate.
     pub fn gate(&self, now_ms: i64, canary_requests: u64, verdicts: &[Verdict]) -> GateStatus {
+        self.gate_waved(now_ms, canary_requests, verdicts, &[])
+    }
+
+    /// [`Release::gate`] of a release that may be waved: for a waved plan the current
+    /// wave's own requests and verdicts gate its step (the pooled ones are shown, never
+    /// gate: pooled across regions, canary and control differ by where they run, not only
+    /// by bundle), and the final step cannot complete while a wave is rolled back or halted.
+    pub fn gate_waved(
+        &self,
+        now_ms: i64,
+        canary_requests: u64,
+        verdicts: &[Verdict],
+        waves: &[WaveEvidence],
+    ) -> GateStatus {
+        let (canary_requests, verdicts) = match self.current_wave() {
+            Some(w) => {
+                let name = self.waves.get(w).map(|s| s.name.as_str());
+                match waves.iter().find(|e| Some(e.wave.as_str()) == name) {
+                    Some(e) => (e.canary_requests, e.verdicts.as_slice()),
+                    None => (0, &[][..]),
+                }
+            }
+            None => (canary_requests, verdicts),
+        };
+        let mut g = self.gate_on(now_ms, canary_requests, verdicts);
+        if self.at_final_step() {
+            for w in &self.waves {
+                if matches!(w.state, WaveState::RolledBack | WaveState::Halted) {
+                    g.holds = false;
+                    g.missing.push(format!(
+                        "wave {} is {}: completing would give it the candidate (promote --force with a reason, or abort)",
+                        w.name,
+                        w.state.as_str()
+                    ));
+                }
+            }
+        }
+        g
+    }
+
+    fn gate_on(&self, now_ms: i64, canary_requests: u64, verdicts: &[Verdict]) -> GateStatus {
         let step = self.current_step();
         let requirement = self.requirement();
-        let needed_ms = step.map_or(0, |s| s.min_duration.as_ms());
-        let needed_requests = step.map_or(0, |s| s.min_requests);
+        let needed_ms = step.as_ref().map_or(0, |s| s.min_duration.as_ms());
+        let needed_requests = step.as_ref().map_or(0, |s| s.min_requests);
         let elapsed_ms = u64::try_from(now_ms.saturating_sub(self.step_started_ms)).unwrap_or(0);
         let requests = canary_requests.saturating_sub(self.step_requests_at_start);
         let gating = || verdicts.iter().filter(|v| !v.shadow);
@@ -681,9 +878,10 @@ impl Release {
         if let Event::Tick {
             canary_requests,
             verdicts,
+            waves,
         } = event
         {
-            return Ok(self.tick(*canary_requests, verdicts, now_ms));
+            return Ok(self.tick(*canary_requests, verdicts, waves, now_ms));
         }
         if self.phase.is_terminal() {
             return Err(refuse(
@@ -703,12 +901,13 @@ impl Release {
                 reason,
                 canary_requests,
                 verdicts,
+                waves,
             } => self.promote(
                 actor,
                 *force,
                 reason.as_deref(),
                 *canary_requests,
-                verdicts,
+                (verdicts, waves),
                 now_ms,
             ),
             Event::Pause { actor, reason } => {
@@ -733,6 +932,12 @@ impl Release {
                 let mut next = self.clone();
                 next.phase = Phase::Canary;
                 next.failure = None;
+                for w in &mut next.waves {
+                    if w.state == WaveState::Halted {
+                        w.state = WaveState::Active;
+                        w.failure = None;
+                    }
+                }
                 next.record(self.phase, now_ms, "resume", actor, None);
                 Ok((next, vec![audit("release.resume", actor, None)]))
             }
@@ -778,6 +983,10 @@ impl Release {
         next.step = 0;
         next.step_started_ms = now_ms;
         next.step_requests_at_start = 0;
+        if let Some(w) = next.current_wave().and_then(|w| next.waves.get_mut(w)) {
+            w.state = WaveState::Active;
+            w.opened_ms = Some(now_ms);
+        }
         next.record(self.phase, now_ms, "start", actor, None);
         let effects = vec![
             Effect::PublishRouting {
@@ -794,7 +1003,7 @@ impl Release {
         force: bool,
         reason: Option<&str>,
         canary_requests: u64,
-        verdicts: &[Verdict],
+        (verdicts, waves): (&[Verdict], &[WaveEvidence]),
         now_ms: i64,
     ) -> Result<(Release, Vec<Effect>), Refusal> {
         if self.phase != Phase::Canary {
@@ -807,7 +1016,7 @@ impl Release {
                 "A forced promotion needs a reason (--reason).",
             ));
         }
-        let gate = self.gate(now_ms, canary_requests, verdicts);
+        let gate = self.gate_waved(now_ms, canary_requests, verdicts, waves);
         if !gate.holds && !force {
             return Err(Refusal {
                 code: "gate_not_met",
@@ -828,20 +1037,35 @@ impl Release {
             (true, Some(r)) => Some(format!("forced (gate held): {r}")),
             (_, r) => r.map(str::to_owned),
         };
-        Ok(self.advance(canary_requests, "promote", actor, audit_reason, now_ms))
+        Ok(self.advance(
+            canary_requests,
+            waves,
+            "promote",
+            actor,
+            audit_reason,
+            now_ms,
+        ))
     }
 
     /// The next step, or completion from the last step.
     fn advance(
         &self,
         canary_requests: u64,
+        waves: &[WaveEvidence],
         event: &str,
         actor: &str,
         reason: Option<String>,
         now_ms: i64,
     ) -> (Release, Vec<Effect>) {
         let mut next = self.clone();
-        if self.at_final_step() || self.plan.steps.is_empty() {
+        let wave_now = self.current_wave();
+        if self.at_final_step() || self.plan.last_step().is_none() {
+            if let Some(w) = wave_now.and_then(|w| next.waves.get_mut(w))
+                && w.state == WaveState::Active
+            {
+                w.state = WaveState::Done;
+                w.finished_ms = Some(now_ms);
+            }
             next.phase = Phase::Completed;
             next.record(self.phase, now_ms, event, actor, reason.clone());
             let note = next.notification("release.complete", actor, reason.clone(), now_ms);
@@ -858,6 +1082,26 @@ impl Release {
         next.step = self.step + 1;
         next.step_started_ms = now_ms;
         next.step_requests_at_start = canary_requests;
+        let wave_next = next.current_wave();
+        if wave_next != wave_now {
+            if let Some(w) = wave_now.and_then(|w| next.waves.get_mut(w))
+                && w.state == WaveState::Active
+            {
+                w.state = WaveState::Done;
+                w.finished_ms = Some(now_ms);
+            }
+            if let Some(w) = wave_next.and_then(|w| next.waves.get_mut(w)) {
+                w.state = WaveState::Active;
+                w.opened_ms = Some(now_ms);
+            }
+        }
+        // A waved release counts each step's requests in its own wave.
+        if let Some(name) = wave_next.and_then(|w| next.waves.get(w)).map(|w| &w.name) {
+            next.step_requests_at_start = waves
+                .iter()
+                .find(|e| &e.wave == name)
+                .map_or(0, |e| e.canary_requests);
+        }
         next.record(self.phase, now_ms, event, actor, reason.clone());
         let effects = vec![
             Effect::PublishRouting {
@@ -868,14 +1112,103 @@ impl Release {
         (next, effects)
     }
 
+    /// Wave `w` leaves the rollout (rolled back or skipped): the release goes on with the
+    /// first step of the next wave, or, after the last wave, halts (rolled back: a person
+    /// decides whether the candidate may become everyone's stable) or completes (skipped).
+    #[allow(clippy::too_many_arguments)]
+    fn leave_wave(
+        &self,
+        w: usize,
+        state: WaveState,
+        failure: Option<Failure>,
+        canary_requests: u64,
+        waves: &[WaveEvidence],
+        reason: String,
+        now_ms: i64,
+    ) -> (Release, Vec<Effect>) {
+        let action = if state == WaveState::Skipped {
+            "release.wave_skip"
+        } else {
+            "release.wave_rollback"
+        };
+        let mut moved = self.clone();
+        if let Some(st) = moved.waves.get_mut(w) {
+            st.state = state;
+            st.finished_ms = Some(now_ms);
+            st.failure.clone_from(&failure);
+        }
+        let last = self.wave_stages(w).map_or(self.step, |(_, last)| last);
+        let more = self.plan.last_step().is_some_and(|l| last < l);
+        // A wave rolled back earlier: the candidate cannot become everyone's stable unasked.
+        let earlier = moved
+            .waves
+            .iter()
+            .find(|st| st.state == WaveState::RolledBack)
+            .and_then(|st| st.failure.clone());
+        if !more && failure.is_none() && earlier.is_none() {
+            // The last wave had nothing to judge: the release is over.
+            moved.step = last;
+            let (next, mut effects) = moved.advance(
+                canary_requests,
+                waves,
+                "tick",
+                SYSTEM_ACTOR,
+                Some(reason.clone()),
+                now_ms,
+            );
+            effects.insert(0, audit(action, SYSTEM_ACTOR, Some(reason)));
+            return (next, effects);
+        }
+        let mut next = moved;
+        let mut effects = Vec::new();
+        if more {
+            next.step = last + 1;
+            next.step_started_ms = now_ms;
+            if let Some(st) = next.current_wave().and_then(|i| next.waves.get_mut(i)) {
+                st.state = WaveState::Active;
+                st.opened_ms = Some(now_ms);
+            }
+            let name = next
+                .current_wave()
+                .and_then(|i| next.waves.get(i))
+                .map(|s| s.name.clone());
+            next.step_requests_at_start = waves
+                .iter()
+                .find(|e| Some(&e.wave) == name.as_ref())
+                .map_or(0, |e| e.canary_requests);
+        } else {
+            next.phase = Phase::Halted;
+            next.failure = failure.clone().or(earlier);
+        }
+        next.record(
+            self.phase,
+            now_ms,
+            "tick",
+            SYSTEM_ACTOR,
+            Some(reason.clone()),
+        );
+        effects.push(Effect::PublishRouting {
+            routing: next.routing(),
+        });
+        effects.push(audit(action, SYSTEM_ACTOR, Some(reason.clone())));
+        let mut note = next.notification(action, SYSTEM_ACTOR, Some(reason), now_ms);
+        note.failure = failure;
+        effects.push(Effect::Notify(Box::new(note)));
+        (next, effects)
+    }
+
     fn tick(
         &self,
         canary_requests: u64,
         verdicts: &[Verdict],
+        waves: &[WaveEvidence],
         now_ms: i64,
     ) -> (Release, Vec<Effect>) {
         if self.phase != Phase::Canary {
             return (self.clone(), Vec::new());
+        }
+        if let Some(w) = self.current_wave() {
+            return self.tick_wave(w, canary_requests, verdicts, waves, now_ms);
         }
         // A shadow bound is being calibrated: its fail is reported, never acted on.
         let failure = verdicts
@@ -924,6 +1257,154 @@ impl Release {
         {
             return self.advance(
                 canary_requests,
+                &[],
+                "tick",
+                SYSTEM_ACTOR,
+                Some("gate held (promotion: auto)".to_owned()),
+                now_ms,
+            );
+        }
+        (self.clone(), Vec::new())
+    }
+
+    /// A tick of a waved release at wave `w`: the wave's own failing verdict rolls back or
+    /// halts that wave alone; a wave whose members sent nothing is skipped once its step's
+    /// time has passed (`no_traffic: skip`); otherwise the wave's gate may promote.
+    fn tick_wave(
+        &self,
+        w: usize,
+        canary_requests: u64,
+        verdicts: &[Verdict],
+        waves: &[WaveEvidence],
+        now_ms: i64,
+    ) -> (Release, Vec<Effect>) {
+        let Some(name) = self.waves.get(w).map(|s| s.name.clone()) else {
+            return (self.clone(), Vec::new());
+        };
+        let evidence = waves.iter().find(|e| e.wave == name);
+        let failure = evidence
+            .and_then(|e| {
+                e.verdicts
+                    .iter()
+                    .find(|v| !v.shadow && v.status == VerdictStatus::Fail)
+            })
+            .map(Failure::from_verdict);
+        if let Some(f) = failure {
+            let reason = format!("wave {name}: {}", f.summary());
+            return match self.plan.on_failure {
+                OnFailure::Rollback => self.leave_wave(
+                    w,
+                    WaveState::RolledBack,
+                    Some(f),
+                    canary_requests,
+                    waves,
+                    reason,
+                    now_ms,
+                ),
+                OnFailure::Halt => {
+                    let mut next = self.clone();
+                    next.phase = Phase::Halted;
+                    next.failure = Some(f.clone());
+                    if let Some(st) = next.waves.get_mut(w) {
+                        st.state = WaveState::Halted;
+                        st.failure = Some(f);
+                    }
+                    next.record(
+                        self.phase,
+                        now_ms,
+                        "tick",
+                        SYSTEM_ACTOR,
+                        Some(reason.clone()),
+                    );
+                    let note = next.notification(
+                        "release.halt",
+                        SYSTEM_ACTOR,
+                        Some(reason.clone()),
+                        now_ms,
+                    );
+                    (
+                        next,
+                        vec![
+                            audit("release.halt", SYSTEM_ACTOR, Some(reason)),
+                            Effect::Notify(Box::new(note)),
+                        ],
+                    )
+                }
+            };
+        }
+        let silent = evidence.is_none_or(|e| e.requests == 0);
+        let waited = self.current_step().is_some_and(|s| {
+            u64::try_from(now_ms.saturating_sub(self.step_started_ms)).unwrap_or(0)
+                >= s.min_duration.as_ms()
+        });
+        let skip = self
+            .plan
+            .waves
+            .as_ref()
+            .is_some_and(|p| p.no_traffic == NoTraffic::Skip);
+        if skip && silent && waited {
+            let reason = format!(
+                "wave {name} skipped: its members sent no requests in {} (no_traffic: skip)",
+                human_ms(u64::try_from(now_ms.saturating_sub(self.step_started_ms)).unwrap_or(0))
+            );
+            return self.leave_wave(
+                w,
+                WaveState::Skipped,
+                None,
+                canary_requests,
+                waves,
+                reason,
+                now_ms,
+            );
+        }
+        // The last step's own gate holds but a wave was rolled back: every other wave is on
+        // the candidate and nothing more can happen without a person.
+        let (wave_requests, wave_verdicts) =
+            evidence.map_or((0, &[][..]), |e| (e.canary_requests, e.verdicts.as_slice()));
+        if self.plan.promotion == Promotion::Auto
+            && self.at_final_step()
+            && self.gate_on(now_ms, wave_requests, wave_verdicts).holds
+            && let Some(failed) = self
+                .waves
+                .iter()
+                .find(|st| st.state == WaveState::RolledBack)
+        {
+            let reason = format!(
+                "every wave but {} serves the candidate; wave {} was rolled back: abort to drain them all, or promote --force with a reason to complete",
+                failed.name, failed.name
+            );
+            let mut next = self.clone();
+            next.phase = Phase::Halted;
+            next.failure = failed.failure.clone();
+            if let Some(st) = next.waves.get_mut(w) {
+                st.state = WaveState::Done;
+                st.finished_ms = Some(now_ms);
+            }
+            next.record(
+                self.phase,
+                now_ms,
+                "tick",
+                SYSTEM_ACTOR,
+                Some(reason.clone()),
+            );
+            let note =
+                next.notification("release.halt", SYSTEM_ACTOR, Some(reason.clone()), now_ms);
+            return (
+                next,
+                vec![
+                    audit("release.halt", SYSTEM_ACTOR, Some(reason)),
+                    Effect::Notify(Box::new(note)),
+                ],
+            );
+        }
+        if self.plan.promotion == Promotion::Auto
+            && self
+                .gate_waved(now_ms, canary_requests, verdicts, waves)
+                .holds
+        {
+            return self.advance(
+                canary_requests,
+                waves,
                 "tick",
                 SYSTEM_ACTOR,
                 Some("gate held (promotion: auto)".to_owned()),

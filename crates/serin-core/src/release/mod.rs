@@ -50,14 +50,19 @@ pub mod duration;
 pub mod machine;
 pub mod plan;
 pub mod watch;
+pub mod waves;
 
 pub use duration::{DurationError, DurationSpec, human_ms};
 pub use machine::{
     Effect, Event, Failure, GateStatus, Inconclusive, Notification, Phase, Refusal, Release,
-    SYSTEM_ACTOR, StepEvidence, Transition, sig,
+    SYSTEM_ACTOR, StepEvidence, Transition, WaveEvidence, WaveState, WaveStatus, sig,
 };
 pub use plan::{
     CanaryStep, MAX_HOLDBACK_BP, MAX_WEBHOOK_CHARS, Notify, OnFailure, Plan, PlanError, Promotion,
     Requirement, Step,
 };
 pub use watch::{CheckpointResult, CheckpointVerdict, Finding, Watch, WatchState};
+pub use waves::{
+    NoTraffic, ONE_BOX, OneBox, Stage, WAVE_SEP, WaveDef, WaveSpec, Waves, split_comparison,
+    wave_comparison,
+};

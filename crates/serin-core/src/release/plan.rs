@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::duration::DurationSpec;
+use super::waves::Stage;
 use crate::decision::{Percent, Stickiness};
 use crate::guardrails::GuardrailConfig;
 
@@ -18,6 +19,9 @@ pub const MAX_WEBHOOK_CHARS: usize = 2048;
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Plan {
+    /// The canary steps; with `waves`, the steps of every wave that gives none of its own
+    /// (and may then be empty).
+    #[serde(default)]
     pub steps: Vec<Step>,
     #[serde(default)]
     pub promotion: Promotion,
@@ -44,6 +48,9 @@ pub struct Plan {
     /// ([`super::watch`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch: Option<super::watch::Watch>,
+    /// Roll out by region or pool, one wave at a time ([`super::waves`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waves: Option<super::waves::Waves>,
 }
 
 /// The largest holdback a plan may keep on the old stable, in basis points (10%).
@@ -152,7 +159,7 @@ pub struct PlanError {
 }
 
 impl PlanError {
-    fn invalid(pointer: impl Into<String>, message: impl Into<String>) -> PlanError {
+    pub(super) fn invalid(pointer: impl Into<String>, message: impl Into<String>) -> PlanError {
         PlanError {
             pointer: pointer.into(),
             location: None,
@@ -231,21 +238,71 @@ impl Plan {
             .unwrap_or_else(GuardrailConfig::spec_default)
     }
 
-    /// Index of the final step (`None` for a plan without steps).
-    pub fn last_step(&self) -> Option<usize> {
-        self.steps.len().checked_sub(1)
+    /// The plan's steps as the release runs them: `steps` itself, or with `waves` every
+    /// wave's steps in wave order ([`super::waves::Waves::stages`]). A release's `step`
+    /// indexes this list.
+    pub fn stages(&self) -> Vec<Stage> {
+        match &self.waves {
+            Some(w) => w.stages(&self.steps),
+            None => {
+                let n = self.steps.len();
+                self.steps
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| Stage {
+                        wave: None,
+                        step: s.canary().clone(),
+                        last_of_wave: i + 1 == n,
+                    })
+                    .collect()
+            }
+        }
     }
 
-    /// What step `i`'s gate asks of the verdicts: its own `require`, else `pass` for the
-    /// final step and any step routing half the traffic or more (where most users would
-    /// meet a harm that was merely not detected), `no_fail` for the small early steps.
+    /// Stage `i` of [`Plan::stages`].
+    pub fn stage(&self, i: usize) -> Option<Stage> {
+        match &self.waves {
+            Some(_) => self.stages().into_iter().nth(i),
+            None => self.steps.get(i).map(|s| Stage {
+                wave: None,
+                step: s.canary().clone(),
+                last_of_wave: i + 1 == self.steps.len(),
+            }),
+        }
+    }
+
+    /// The waves as the release runs them (the one box first); empty without `waves`.
+    pub fn wave_defs(&self) -> Vec<super::waves::WaveDef> {
+        self.waves
+            .as_ref()
+            .map(|w| w.waves(&self.steps))
+            .unwrap_or_default()
+    }
+
+    /// Index of the final stage (`None` for a plan without steps).
+    pub fn last_step(&self) -> Option<usize> {
+        match &self.waves {
+            Some(_) => self.stages().len().checked_sub(1),
+            None => self.steps.len().checked_sub(1),
+        }
+    }
+
+    /// What stage `i`'s gate asks of the verdicts: its own `require`, else `pass` for the
+    /// final step and any step routing half the traffic or more (half of a wave, for a
+    /// waved plan: where most of its users would meet a harm that was merely not
+    /// detected), `no_fail` for the small early steps.
     pub fn requirement(&self, i: usize) -> Requirement {
-        let Some(step) = self.steps.get(i) else {
+        let Some(stage) = self.stage(i) else {
             return Requirement::Pass;
         };
-        let c = step.canary();
+        let c = &stage.step;
         if let Some(r) = c.require {
             return r;
+        }
+        if stage.wave.is_some() && c.weight == Percent::FULL {
+            // A wave at 100% has no control of its own to compare with (other waves run
+            // elsewhere, so they are no control for it): its earlier steps were its evidence.
+            return Requirement::NoFail;
         }
         if Some(i) == self.last_step() || c.weight.basis_points() >= 5_000 {
             Requirement::Pass
@@ -254,10 +311,10 @@ impl Plan {
         }
     }
 
-    /// The candidate's share of traffic at step `i`: the step's weight, less the holdback at
-    /// the final step.
+    /// The candidate's share of traffic at stage `i` (of its wave's traffic, for a waved
+    /// plan): the step's weight, less the holdback at the final step.
     pub fn routed_weight(&self, i: usize) -> Option<Percent> {
-        let weight = self.steps.get(i)?.canary().weight;
+        let weight = self.stage(i)?.step.weight;
         match self.holdback {
             Some(h) if Some(i) == self.last_step() => Some(
                 Percent::from_basis_points(u32::from(
@@ -282,6 +339,75 @@ impl Plan {
     /// - a holdback is above 0% and at most 10%, needs a final weight of 100%, and every
     ///   earlier step stays below `100% - holdback` (routing only ever grows).
     pub fn validate(&self) -> Result<(), PlanError> {
+        if let Some(w) = &self.waves {
+            self.validate_waved(w)?;
+        } else {
+            self.validate_steps()?;
+        }
+        self.check_holdback()?;
+        for (i, n) in self.notify.iter().enumerate() {
+            check_webhook(&n.webhook)
+                .map_err(|m| PlanError::invalid(format!("/notify/{i}/webhook"), m))?;
+        }
+        if let Some(g) = &self.guardrails {
+            g.validate().map_err(|e| {
+                PlanError::invalid(format!("/guardrails{}", e.pointer), e.reason.clone())
+            })?;
+        }
+        if let Some(w) = &self.watch {
+            w.validate()
+                .map_err(|(p, m)| PlanError::invalid(format!("/watch{p}"), m))?;
+        }
+        self.check_excluded()
+    }
+
+    /// A waved plan: the waves themselves, each wave's resolved steps, the plan's own steps
+    /// where a wave inherits them, and the rules every stage keeps (it waits for something;
+    /// with `promotion: auto` it needs requests).
+    fn validate_waved(&self, w: &super::waves::Waves) -> Result<(), PlanError> {
+        w.validate()?;
+        let inherits = w.list.iter().any(|x| x.steps.is_none() && !x.open);
+        if inherits && self.steps.is_empty() {
+            return Err(PlanError::invalid(
+                "/steps",
+                "a wave without its own steps (and not open: true) runs the plan's steps, and the plan has none",
+            ));
+        }
+        w.validate_steps(&self.steps)?;
+        if self.holdback.is_some() {
+            return Err(PlanError::invalid(
+                "/holdback",
+                "a waved plan keeps its control inside each wave until that wave's last step; holdback applies to plans without waves",
+            ));
+        }
+        for def in w.waves(&self.steps) {
+            for (j, c) in def.steps.iter().enumerate() {
+                if c.min_duration.is_zero() && c.min_requests == 0 {
+                    return Err(PlanError::invalid(
+                        "/waves",
+                        format!(
+                            "wave {} step {} waits for nothing: give it min_duration or min_requests (a wave's last step takes the waves' bake and min_outcomes)",
+                            def.name,
+                            j + 1
+                        ),
+                    ));
+                }
+                if self.promotion == Promotion::Auto && c.min_requests == 0 {
+                    return Err(PlanError::invalid(
+                        "/waves",
+                        format!(
+                            "wave {} step {}: promotion: auto needs min_requests of at least 1 on every step (set min_outcomes, or min_requests on the step)",
+                            def.name,
+                            j + 1
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_steps(&self) -> Result<(), PlanError> {
         if self.steps.is_empty() {
             return Err(PlanError::invalid(
                 "/steps",
@@ -323,20 +449,10 @@ impl Plan {
                 ));
             }
         }
-        self.check_holdback()?;
-        for (i, n) in self.notify.iter().enumerate() {
-            check_webhook(&n.webhook)
-                .map_err(|m| PlanError::invalid(format!("/notify/{i}/webhook"), m))?;
-        }
-        if let Some(g) = &self.guardrails {
-            g.validate().map_err(|e| {
-                PlanError::invalid(format!("/guardrails{}", e.pointer), e.reason.clone())
-            })?;
-        }
-        if let Some(w) = &self.watch {
-            w.validate()
-                .map_err(|(p, m)| PlanError::invalid(format!("/watch{p}"), m))?;
-        }
+        Ok(())
+    }
+
+    fn check_excluded(&self) -> Result<(), PlanError> {
         let excluded = self.exclude_tenants.len();
         if excluded > crate::decision::MAX_LIST_VALUES {
             return Err(PlanError::invalid(

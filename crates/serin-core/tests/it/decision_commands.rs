@@ -46,6 +46,7 @@ fn start_release(n: u64) -> Command {
             weight: Percent::parse("5%").unwrap(),
             stickiness: Stickiness::User,
             exclude_tenants: Default::default(),
+            waves: Vec::new(),
         }),
     }
 }

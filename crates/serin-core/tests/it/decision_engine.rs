@@ -52,6 +52,7 @@ fn release(weight: &str, stickiness: Stickiness, exclude: &[&str]) -> Command {
             weight: pct(weight),
             stickiness,
             exclude_tenants: exclude.iter().map(|t| t.to_string()).collect(),
+            waves: Vec::new(),
         }),
     }
 }

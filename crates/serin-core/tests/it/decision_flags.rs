@@ -45,6 +45,7 @@ impl Req {
             workload: self.workload,
             region: self.region,
             instance: None,
+            pool: None,
         }
     }
 }

@@ -70,6 +70,7 @@ fn random_snapshot(rng: &mut Rng) -> Snapshot {
             weight: Percent::from_basis_points(rng.below(10_001) as u32).unwrap(),
             stickiness: [Stickiness::User, Stickiness::Tenant, Stickiness::Request][rng.below(3)],
             exclude_tenants: tenants(rng, 8),
+            waves: Vec::new(),
         });
         agents.insert(
             agent.to_owned(),

@@ -119,6 +119,7 @@ fn event(arm: Arm, latency: f64, cost: f64) -> OutcomeEvent {
         workload: None,
         instance: None,
         region: None,
+        pool: None,
         at_ms: None,
         latency_ms: latency,
         stages: Default::default(),
@@ -940,6 +941,8 @@ fn one_request_windows_judge_exactly_as_events() {
                 env: "sim".into(),
                 snapshot_version: e.snapshot_version,
                 instance: None,
+                region: None,
+                pool: None,
                 at_ms: None,
                 arms: vec![part],
             };

@@ -26,6 +26,7 @@ mod readiness_eval;
 mod release_machine;
 mod release_plan;
 mod release_watch;
+mod release_waves;
 mod roundtrip;
 mod validate;
 

@@ -138,6 +138,7 @@ fn promote_with(requests: u64, verdicts: Vec<Verdict>) -> Event {
         reason: None,
         canary_requests: requests,
         verdicts,
+        waves: Vec::new(),
     }
 }
 
@@ -148,6 +149,7 @@ fn force(reason: Option<&str>) -> Event {
         reason: reason.map(Into::into),
         canary_requests: 3,
         verdicts: fail_verdicts(),
+        waves: Vec::new(),
     }
 }
 
@@ -598,6 +600,7 @@ fn manual_promotion_is_refused_with_what_is_missing_then_accepted() {
         reason: None,
         canary_requests: 10_000,
         verdicts: fail_verdicts(),
+        waves: Vec::new(),
     };
     let refusal = r.apply(&blocked, T0 + 60 * MIN).unwrap_err();
     assert_eq!(refusal.missing, vec!["guardrail error_rate.max is failing"]);
@@ -1160,7 +1163,7 @@ fn the_recorded_evidence_is_exactly_what_the_gate_decided_on() {
     let (mut rolled, mut effects) = apply(&r, &event, T0 + MIN);
     let (requests, judged) = event.evidence().unwrap();
     assert_eq!((requests, judged), (1_000, &verdicts[..]));
-    rolled.attach_evidence(&r, &mut effects, T0 + MIN, requests, judged);
+    rolled.attach_evidence(&r, &mut effects, T0 + MIN, requests, judged, &[]);
     let e = rolled.evidence.last().unwrap();
     assert_eq!(
         (e.at_ms, e.step, e.phase, e.canary_requests),
@@ -1193,7 +1196,7 @@ fn the_recorded_evidence_is_exactly_what_the_gate_decided_on() {
     let promote = promote(600);
     let (mut next, mut effects) = apply(&r, &promote, T0 + 10 * MIN);
     let (requests, judged) = promote.evidence().unwrap();
-    next.attach_evidence(&r, &mut effects, T0 + 10 * MIN, requests, judged);
+    next.attach_evidence(&r, &mut effects, T0 + 10 * MIN, requests, judged, &[]);
     let e = next.evidence.last().unwrap();
     assert_eq!((e.step, next.step, e.canary_requests), (0, 1, 600));
     assert!(pause().evidence().is_none());

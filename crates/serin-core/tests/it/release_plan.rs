@@ -124,9 +124,9 @@ fn bad_plans_are_refused_naming_the_field() {
         ),
         (
             "promotion: manual\n".to_owned(),
-            "missing_field",
-            "",
-            "missing field `steps`",
+            "invalid_plan",
+            "/steps",
+            "a plan needs at least one step",
         ),
         (
             with_steps("  - canary: {min_duration: 5m}\n"),

@@ -326,6 +326,7 @@ fn release_event() -> impl Strategy<Value = Event> {
         (count(), statuses.clone()).prop_map(|(canary_requests, verdicts)| Event::Tick {
             canary_requests,
             verdicts,
+            waves: Vec::new(),
         }),
         (count(), statuses, any::<bool>(), name()).prop_map(|(n, verdicts, force, reason)| {
             Event::Promote {
@@ -334,6 +335,7 @@ fn release_event() -> impl Strategy<Value = Event> {
                 reason: Some(reason),
                 canary_requests: n,
                 verdicts,
+                waves: Vec::new(),
             }
         }),
         prop::option::of(name()).prop_map(|reason| Event::Pause {
@@ -505,7 +507,7 @@ proptest! {
                 // What the controller stores: the transition's evidence, also in its
                 // notifications (which are stored in the webhook outbox).
                 let (requests, verdicts) = e.evidence().unwrap_or((0, &[]));
-                next.attach_evidence(&r, &mut effects, at, requests, verdicts);
+                next.attach_evidence(&r, &mut effects, at, requests, verdicts, e.wave_evidence());
                 for effect in &effects {
                     if let serin_core::release::Effect::Notify(n) = effect {
                         let back: Notification = roundtrip(n.as_ref());

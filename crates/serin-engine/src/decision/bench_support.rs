@@ -103,6 +103,7 @@ pub fn agent_routing(
             weight,
             stickiness: Stickiness::User,
             exclude_tenants: excluded_tenants(exclusions),
+            waves: Vec::new(),
         }),
         killed: false,
         killed_tenants: BTreeSet::new(),
@@ -277,6 +278,7 @@ impl Requests {
                 workload: None,
                 instance: None,
                 region: None,
+                pool: None,
             })
             .collect()
     }

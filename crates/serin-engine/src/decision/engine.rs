@@ -18,6 +18,7 @@ use super::bucket::{bucket, in_share};
 use super::flags::{CompiledFlag, FlagError, FlagEvaluation};
 use super::model::{
     AgentRouting, Arm, BundleRef, Context, Flag, Percent, ReleaseRouting, Snapshot, Stickiness,
+    WAVE_REST, WaveKey, WaveRouting,
 };
 use super::strset::StrSet;
 use crate::bundle::Bundle;
@@ -25,11 +26,27 @@ use crate::bundle::Bundle;
 /// Why a snapshot cannot be served.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CompileError {
-    MissingBundle { id: String },
+    MissingBundle {
+        id: String,
+    },
     InvalidFlag(FlagError),
-    FlagKeyMismatch { key: String, flag_key: String },
-    ReleaseWithoutStable { agent: String },
+    FlagKeyMismatch {
+        key: String,
+        flag_key: String,
+    },
+    ReleaseWithoutStable {
+        agent: String,
+    },
+    /// A release's waves cannot route: a nameless or duplicate wave, a member listed twice,
+    /// two rest waves, or more than [`MAX_WAVES`].
+    InvalidWaves {
+        agent: String,
+        reason: String,
+    },
 }
+
+/// The most waves one release may have.
+pub const MAX_WAVES: usize = 64;
 
 impl fmt::Display for CompileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -43,6 +60,9 @@ impl fmt::Display for CompileError {
             }
             CompileError::ReleaseWithoutStable { agent } => {
                 write!(f, "{agent} has a release in progress but no stable bundle")
+            }
+            CompileError::InvalidWaves { agent, reason } => {
+                write!(f, "the waves of {agent}'s release cannot route: {reason}")
             }
         }
     }
@@ -100,6 +120,9 @@ pub enum Reason {
     /// No release is in progress.
     #[serde(rename = "no_release")]
     NoRelease,
+    /// The release rolls out in waves and the request belongs to none of them.
+    #[serde(rename = "outside_waves")]
+    OutsideWaves,
     /// `bucket < weight`.
     #[serde(rename = "canary_bucket")]
     Canary {
@@ -124,6 +147,7 @@ impl Reason {
             Reason::TenantKilled => "tenant_killed",
             Reason::TenantExcluded => "tenant_excluded",
             Reason::NoRelease => "no_release",
+            Reason::OutsideWaves => "outside_waves",
             Reason::Canary { .. } => "canary_bucket",
             Reason::Stable { .. } => "stable_bucket",
         }
@@ -133,11 +157,17 @@ impl Reason {
         &self,
         f: &mut fmt::Formatter<'_>,
         release: Option<&str>,
+        wave: Option<&str>,
         tenant: Option<&str>,
     ) -> fmt::Result {
-        let of_release = |f: &mut fmt::Formatter<'_>| match release {
-            Some(id) => write!(f, " of release {id}"),
-            None => Ok(()),
+        let of_release = |f: &mut fmt::Formatter<'_>| {
+            if let Some(w) = wave {
+                write!(f, " in wave {w}")?;
+            }
+            match release {
+                Some(id) => write!(f, " of release {id}"),
+                None => Ok(()),
+            }
         };
         match *self {
             Reason::AgentKilled => f.write_str("the agent is switched off (kill switch): killed"),
@@ -156,6 +186,10 @@ impl Reason {
                 }
             }
             Reason::NoRelease => f.write_str("no release in progress: stable"),
+            Reason::OutsideWaves => match release {
+                Some(id) => write!(f, "in no wave of release {id}: stable"),
+                None => f.write_str("in no wave of the release: stable"),
+            },
             Reason::Canary {
                 bucket,
                 weight,
@@ -200,7 +234,7 @@ fn stickiness_name(s: Stickiness) -> &'static str {
 /// `user bucket 317 < 500 (5%): canary`. [`Decision::explain`] adds the release and tenant.
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.write(f, None, None)
+        self.write(f, None, None, None)
     }
 }
 
@@ -214,6 +248,8 @@ pub struct Decision<'s> {
     pub reason: Reason,
     /// The id of the release in progress, if the decision got as far as looking at it.
     pub release: Option<&'s str>,
+    /// The wave of a waved release the request was routed by.
+    pub wave: Option<&'s str>,
 }
 
 impl Decision<'_> {
@@ -229,7 +265,7 @@ impl Decision<'_> {
         struct Explained<'a>(&'a Decision<'a>, Option<&'a str>);
         impl fmt::Display for Explained<'_> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                self.0.reason.write(f, self.0.release, self.1)
+                self.0.reason.write(f, self.0.release, self.0.wave, self.1)
             }
         }
         Explained(self, tenant)
@@ -258,6 +294,99 @@ pub(super) struct CompiledRelease {
     pub(super) weight: Percent,
     pub(super) stickiness: Stickiness,
     pub(super) excluded: StrSet,
+    pub(super) waves: Option<WaveIndex>,
+}
+
+/// A release's waves, indexed so finding a request's wave costs one hash lookup per
+/// attribute in use (at most three) and allocates nothing.
+#[derive(Debug)]
+pub struct WaveIndex {
+    pub(super) list: Vec<WaveRouting>,
+    /// For each attribute some wave splits on: value -> the first wave naming it.
+    by_key: Vec<(WaveKey, FxHashMap<Box<str>, u16>)>,
+    /// The wave whose members include [`WAVE_REST`].
+    rest: Option<u16>,
+}
+
+impl WaveIndex {
+    /// `None` for an empty list (no waves: the release's weight applies to everyone).
+    pub fn new(agent: &str, list: Vec<WaveRouting>) -> Result<Option<WaveIndex>, CompileError> {
+        if list.is_empty() {
+            return Ok(None);
+        }
+        let invalid = |reason: String| CompileError::InvalidWaves {
+            agent: agent.to_owned(),
+            reason,
+        };
+        if list.len() > MAX_WAVES {
+            return Err(invalid(format!(
+                "{} waves; at most {MAX_WAVES}",
+                list.len()
+            )));
+        }
+        let mut by_key: Vec<(WaveKey, FxHashMap<Box<str>, u16>)> = Vec::new();
+        let mut rest = None;
+        let mut names: Vec<&str> = Vec::with_capacity(list.len());
+        for (i, w) in list.iter().enumerate() {
+            // At most MAX_WAVES entries.
+            let i = u16::try_from(i).unwrap_or(u16::MAX);
+            if w.name.is_empty() || names.contains(&w.name.as_str()) {
+                return Err(invalid(format!(
+                    "wave name {:?} is empty or repeated",
+                    w.name
+                )));
+            }
+            names.push(&w.name);
+            if w.members.is_empty() {
+                return Err(invalid(format!("wave {} has no members", w.name)));
+            }
+            for m in &w.members {
+                if m == WAVE_REST {
+                    if rest.is_some() {
+                        return Err(invalid(format!(
+                            "wave {} is a second wave of the rest (\"*\")",
+                            w.name
+                        )));
+                    }
+                    rest = Some(i);
+                    continue;
+                }
+                let p = match by_key.iter().position(|(k, _)| *k == w.by) {
+                    Some(p) => p,
+                    None => {
+                        by_key.push((w.by, FxHashMap::default()));
+                        by_key.len() - 1
+                    }
+                };
+                let Some((_, map)) = by_key.get_mut(p) else {
+                    continue;
+                };
+                if map.insert(m.as_str().into(), i).is_some() {
+                    return Err(invalid(format!("{} {m} is in two waves", w.by.as_str())));
+                }
+            }
+        }
+        // The most specific attribute first, so a one-box instance wins over its region.
+        by_key.sort_by_key(|(k, _)| WaveKey::ALL.iter().position(|a| a == k));
+        Ok(Some(WaveIndex { list, by_key, rest }))
+    }
+
+    /// The request's wave: the first wave (in plan order) naming one of its attributes, else
+    /// the rest wave.
+    #[inline]
+    pub fn route(&self, ctx: &Context<'_>) -> Option<&WaveRouting> {
+        let mut found: Option<u16> = None;
+        for (key, map) in &self.by_key {
+            if let Some(v) = key.of(ctx)
+                && let Some(&i) = map.get(v)
+            {
+                found = Some(found.map_or(i, |f| f.min(i)));
+            }
+        }
+        found
+            .or(self.rest)
+            .and_then(|i| self.list.get(usize::from(i)))
+    }
 }
 
 #[derive(Debug)]
@@ -283,13 +412,17 @@ impl CompiledAgent {
         Ok(CompiledAgent {
             stable: r.stable.clone(),
             previous: r.previous.clone(),
-            release: r.release.as_ref().map(|rel| CompiledRelease {
-                id: rel.id.clone(),
-                candidate: rel.candidate.clone(),
-                weight: rel.weight,
-                stickiness: rel.stickiness,
-                excluded: StrSet::new(&rel.exclude_tenants),
-            }),
+            release: match r.release.as_ref() {
+                None => None,
+                Some(rel) => Some(CompiledRelease {
+                    id: rel.id.clone(),
+                    candidate: rel.candidate.clone(),
+                    weight: rel.weight,
+                    stickiness: rel.stickiness,
+                    excluded: StrSet::new(&rel.exclude_tenants),
+                    waves: WaveIndex::new(name, rel.waves.clone())?,
+                }),
+            },
             killed: r.killed,
             killed_tenants: StrSet::new(&r.killed_tenants),
             fingerprint: None,
@@ -318,6 +451,7 @@ impl CompiledAgent {
                 weight: r.weight,
                 stickiness: r.stickiness,
                 exclude_tenants: r.excluded.iter().map(str::to_owned).collect(),
+                waves: r.waves.as_ref().map(|w| w.list.clone()).unwrap_or_default(),
             }),
             killed: self.killed,
             killed_tenants: self.killed_tenants.iter().map(str::to_owned).collect(),
@@ -526,6 +660,7 @@ impl CompiledSnapshot {
             snapshot_version: version,
             reason,
             release: None,
+            wave: None,
         };
         if a.killed {
             return Ok(killed(Reason::AgentKilled));
@@ -548,6 +683,7 @@ impl CompiledSnapshot {
                 snapshot_version: version,
                 reason: Reason::NoRelease,
                 release: None,
+                wave: None,
             });
         };
         let release = Some(r.id.as_str());
@@ -561,21 +697,38 @@ impl CompiledSnapshot {
                 snapshot_version: version,
                 reason: Reason::TenantExcluded,
                 release,
+                wave: None,
             });
         }
+        let (weight, wave) = match r.waves.as_ref() {
+            None => (r.weight, None),
+            Some(waves) => match waves.route(ctx) {
+                Some(w) => (w.weight, Some(w.name.as_str())),
+                None => {
+                    return Ok(Decision {
+                        arm: Arm::Stable,
+                        bundle: Some(stable),
+                        snapshot_version: version,
+                        reason: Reason::OutsideWaves,
+                        release,
+                        wave: None,
+                    });
+                }
+            },
+        };
         let (key, fell_back_to_request) = unit_key(r.stickiness, ctx);
         let b = bucket(&r.id, key);
         let unit = Unit {
             by: r.stickiness,
             fell_back_to_request,
         };
-        let (arm, bundle, reason) = if in_share(b, r.weight) {
+        let (arm, bundle, reason) = if in_share(b, weight) {
             (
                 Arm::Canary,
                 &r.candidate,
                 Reason::Canary {
                     bucket: b,
-                    weight: r.weight,
+                    weight,
                     unit,
                 },
             )
@@ -585,7 +738,7 @@ impl CompiledSnapshot {
                 stable,
                 Reason::Stable {
                     bucket: b,
-                    weight: r.weight,
+                    weight,
                     unit,
                 },
             )
@@ -596,6 +749,7 @@ impl CompiledSnapshot {
             snapshot_version: version,
             reason,
             release,
+            wave,
         })
     }
 

@@ -92,7 +92,7 @@ fn target_set(t: &Targets, a: Attribute) -> &BTreeSet<String> {
         Attribute::Tenant => &t.tenants,
         Attribute::Workload => &t.workloads,
         // Only user, tenant and workload are listed in TARGET_FIELDS.
-        Attribute::User | Attribute::Region | Attribute::Instance => &t.users,
+        Attribute::User | Attribute::Region | Attribute::Instance | Attribute::Pool => &t.users,
     }
 }
 
@@ -104,6 +104,7 @@ pub(crate) fn attribute_name(a: Attribute) -> &'static str {
         Attribute::Workload => "workload",
         Attribute::Region => "region",
         Attribute::Instance => "instance",
+        Attribute::Pool => "pool",
     }
 }
 

@@ -32,8 +32,9 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use super::engine::{
     CompileError, CompiledAgent, CompiledFlags, CompiledRelease, CompiledSnapshot, Parsed,
+    WaveIndex,
 };
-use super::model::{BundleRef, Flag, Percent, Stickiness};
+use super::model::{BundleRef, Flag, Percent, Stickiness, WaveRouting};
 use super::strset::StrSet;
 use crate::bundle::Bundle;
 
@@ -85,6 +86,8 @@ struct WireRelease {
     stickiness: Stickiness,
     #[serde(default)]
     exclude_tenants: StrSet,
+    #[serde(default)]
+    waves: Vec<WaveRouting>,
 }
 
 #[derive(Deserialize)]
@@ -170,9 +173,10 @@ fn load(
             let agent = match current.and_then(|c| c.agent_with_fingerprint(name, fingerprint)) {
                 Some(same) => Arc::clone(same),
                 None => Arc::new(compiled_agent(
+                    name,
                     read_agent(raw.get(), text)?,
                     Some(fingerprint),
-                )),
+                )?),
             };
             agents.insert(name.clone(), agent);
         }
@@ -181,8 +185,11 @@ fn load(
         let mut wire: WireSnapshot<WireAgent> = serde_json::from_str(text)?;
         let agents = std::mem::take(&mut wire.agents)
             .into_iter()
-            .map(|(name, a)| (name, Arc::new(compiled_agent(a, None))))
-            .collect();
+            .map(|(name, a)| {
+                let agent = compiled_agent(&name, a, None)?;
+                Ok((name, Arc::new(agent)))
+            })
+            .collect::<Result<_, CompileError>>()?;
         (wire.head(), agents)
     };
     let mut bundles: BTreeMap<String, Arc<Bundle>> = head
@@ -263,21 +270,30 @@ fn read_agent(raw: &str, document: &str) -> Result<WireAgent, LoadError> {
     })
 }
 
-fn compiled_agent(a: WireAgent, fingerprint: Option<u128>) -> CompiledAgent {
-    CompiledAgent {
-        stable: a.stable,
-        previous: a.previous,
-        release: a.release.map(|r| CompiledRelease {
+fn compiled_agent(
+    name: &str,
+    a: WireAgent,
+    fingerprint: Option<u128>,
+) -> Result<CompiledAgent, CompileError> {
+    let release = match a.release {
+        None => None,
+        Some(r) => Some(CompiledRelease {
             id: r.id,
             candidate: r.candidate,
             weight: r.weight,
             stickiness: r.stickiness,
             excluded: r.exclude_tenants,
+            waves: WaveIndex::new(name, r.waves)?,
         }),
+    };
+    Ok(CompiledAgent {
+        stable: a.stable,
+        previous: a.previous,
+        release,
         killed: a.killed,
         killed_tenants: a.killed_tenants,
         fingerprint,
-    }
+    })
 }
 
 /// Every bundle in `refs` is carried, or (for an update) taken from `current`.

@@ -24,7 +24,9 @@ pub mod bench_support;
 
 pub use bucket::{bucket, in_share};
 pub use commands::{Command, CommandError, MAX_KILLED_TENANTS, MAX_STACK};
-pub use engine::{CompileError, CompiledSnapshot, DecideError, Decision, Reason, Unit};
+pub use engine::{
+    CompileError, CompiledSnapshot, DecideError, Decision, MAX_WAVES, Reason, Unit, WaveIndex,
+};
 pub use flags::{
     FlagError, FlagEvaluation, FlagReason, MAX_DESCRIPTION_CHARS, MAX_FLAGS, MAX_LIST_VALUE_BYTES,
     MAX_LIST_VALUES, MAX_RULES, MAX_VALUE_BYTES, MAX_VALUE_DEPTH, validate_flag, value_depth,

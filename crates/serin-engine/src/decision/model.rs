@@ -192,6 +192,59 @@ pub struct ReleaseRouting {
     /// Tenants that always get the stable bundle during the release.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub exclude_tenants: BTreeSet<String>,
+    /// A release rolling out in waves: each request's weight is its wave's (the first wave,
+    /// in this order, one of whose members is the request's attribute; a `*` member takes
+    /// what no explicit member does), and a request in no wave stays on the stable. Empty:
+    /// `weight` applies to every unit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<WaveRouting>,
+}
+
+/// The request attribute a wave's members are values of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum WaveKey {
+    Region,
+    Pool,
+    Instance,
+}
+
+impl WaveKey {
+    pub const ALL: [WaveKey; 3] = [WaveKey::Instance, WaveKey::Pool, WaveKey::Region];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaveKey::Region => "region",
+            WaveKey::Pool => "pool",
+            WaveKey::Instance => "instance",
+        }
+    }
+
+    /// The request's value of this attribute.
+    pub fn of<'a>(self, ctx: &Context<'a>) -> Option<&'a str> {
+        match self {
+            WaveKey::Region => ctx.region,
+            WaveKey::Pool => ctx.pool,
+            WaveKey::Instance => ctx.instance,
+        }
+    }
+}
+
+/// The member that stands for every value no wave names explicitly.
+pub const WAVE_REST: &str = "*";
+
+/// One wave of a release's routing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WaveRouting {
+    pub name: String,
+    pub by: WaveKey,
+    /// Values of `by`; [`WAVE_REST`] for the rest.
+    pub members: BTreeSet<String>,
+    /// The candidate's share of this wave's (non-excluded) units.
+    pub weight: Percent,
 }
 
 /// Who switched something off, when, and why.
@@ -280,6 +333,7 @@ pub enum Attribute {
     Workload,
     Region,
     Instance,
+    Pool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -369,6 +423,8 @@ pub struct Context<'a> {
     pub workload: Option<&'a str>,
     pub instance: Option<&'a str>,
     pub region: Option<&'a str>,
+    /// The serving pool (a cluster, a cell, a deployment group): what waves `by: pool` split on.
+    pub pool: Option<&'a str>,
 }
 
 impl<'a> Context<'a> {
@@ -383,6 +439,7 @@ impl<'a> Context<'a> {
             workload: None,
             instance: None,
             region: None,
+            pool: None,
         }
     }
 
@@ -416,6 +473,12 @@ impl<'a> Context<'a> {
         self
     }
 
+    #[must_use]
+    pub const fn pool(mut self, pool: &'a str) -> Context<'a> {
+        self.pool = Some(pool);
+        self
+    }
+
     pub fn attribute(&self, a: Attribute) -> Option<&'a str> {
         match a {
             Attribute::User => self.user,
@@ -423,6 +486,7 @@ impl<'a> Context<'a> {
             Attribute::Workload => self.workload,
             Attribute::Region => self.region,
             Attribute::Instance => self.instance,
+            Attribute::Pool => self.pool,
         }
     }
 }

@@ -82,6 +82,9 @@ pub struct OutcomeEvent {
     pub instance: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// The serving pool; with `region` and `instance`, what places the outcome in a wave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     /// When the request finished, Unix ms; the server's receive time if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_ms: Option<i64>,
@@ -242,6 +245,7 @@ impl OutcomeEvent {
             ("/workload", &self.workload),
             ("/instance", &self.instance),
             ("/region", &self.region),
+            ("/pool", &self.pool),
         ] {
             if let Some(v) = v
                 && (v.is_empty() || v.len() > limits.max_id_bytes)

@@ -161,6 +161,12 @@ pub struct OutcomeWindow {
     pub snapshot_version: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// The instance's region and pool: a waved release judges each wave on its own
+    /// members' windows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     /// When the window closed, Unix ms; the server's receive time if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_ms: Option<i64>,
@@ -200,14 +206,20 @@ impl OutcomeWindow {
             .map_err(|e| reject("/agent".into(), "invalid_agent", e.to_string()))?;
         slug::validate_env(&self.env)
             .map_err(|e| reject("/env".into(), "invalid_env", e.to_string()))?;
-        if let Some(v) = &self.instance
-            && (v.is_empty() || v.len() > limits.max_id_bytes)
-        {
-            return Err(reject(
-                "/instance".into(),
-                "invalid_attribute",
-                format!("must be 1 to {} bytes", limits.max_id_bytes),
-            ));
+        for (field, v) in [
+            ("/instance", &self.instance),
+            ("/region", &self.region),
+            ("/pool", &self.pool),
+        ] {
+            if let Some(v) = v
+                && (v.is_empty() || v.len() > limits.max_id_bytes)
+            {
+                return Err(reject(
+                    field.into(),
+                    "invalid_attribute",
+                    format!("must be 1 to {} bytes", limits.max_id_bytes),
+                ));
+            }
         }
         if let Some(at) = self.at_ms {
             if at > now_ms.saturating_add(limits.max_skew_ms) {

@@ -39,6 +39,12 @@ pub struct Config {
     /// unique per process; set a stable one (a pod name) to recognise an
     /// instance across restarts.
     pub instance: String,
+    /// Where this process runs (`[A-Za-z0-9._:-]{1,128}` each): reported with the
+    /// instance, so the fleet view shows it and a waved release's plan can be checked
+    /// against the regions and pools SDKs actually report; aggregated outcome windows carry
+    /// them too. A request's own `region`/`pool` context still decides its wave.
+    pub region: Option<String>,
+    pub pool: Option<String>,
     /// Where to keep `serin-snapshot-<env>.json`; no cache when `None`.
     pub cache_dir: Option<PathBuf>,
     /// How long [`Serin::start`] waits for a first snapshot when there is no
@@ -82,6 +88,8 @@ impl Config {
             token: token.into(),
             env: env.into(),
             instance: default_instance(),
+            region: None,
+            pool: None,
             cache_dir: None,
             start_timeout: Duration::from_secs(5),
             backoff_min: Duration::from_secs(1),
@@ -111,6 +119,8 @@ impl fmt::Debug for Config {
             .field("token", &"<redacted>")
             .field("env", &self.env)
             .field("instance", &self.instance)
+            .field("region", &self.region)
+            .field("pool", &self.pool)
             .field("cache_dir", &self.cache_dir)
             .field("start_timeout", &self.start_timeout)
             .field("backoff_min", &self.backoff_min)
@@ -147,6 +157,18 @@ impl SerinBuilder {
     /// start); see [`Config::instance`].
     pub fn instance(mut self, id: impl Into<String>) -> Self {
         self.config.instance = id.into();
+        self
+    }
+
+    /// The region this process runs in; see [`Config::region`].
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.config.region = Some(region.into());
+        self
+    }
+
+    /// The pool this process serves in; see [`Config::region`].
+    pub fn pool(mut self, pool: impl Into<String>) -> Self {
+        self.config.pool = Some(pool.into());
         self
     }
 
@@ -432,6 +454,12 @@ fn validate(mut config: Config) -> Result<Config, SdkError> {
         .map_err(|e| SdkError::InvalidConfig(format!("env: {e}")))?;
     serin_engine::slug::validate_instance(&config.instance)
         .map_err(|e| SdkError::InvalidConfig(format!("instance: {e}")))?;
+    for (what, v) in [("region", &config.region), ("pool", &config.pool)] {
+        if let Some(v) = v {
+            serin_engine::slug::validate_instance(v)
+                .map_err(|e| SdkError::InvalidConfig(format!("{what}: {e}")))?;
+        }
+    }
     let trimmed = config.server.trim().trim_end_matches('/').to_owned();
     let url = reqwest::Url::parse(&trimmed)
         .map_err(|e| SdkError::InvalidConfig(format!("server URL {trimmed:?}: {e}")))?;

@@ -135,7 +135,9 @@ impl Recorder {
                 .and_then(|a| a.release.as_ref())
                 .is_some_and(|r| r.exclude_tenants.contains(t))
         };
-        type Key = (String, String, u64);
+        // A window holds one place's outcomes (a waved release judges each wave on its
+        // own): an outcome's own region and pool, else this instance's.
+        type Key = (String, String, u64, Option<String>, Option<String>);
         let mut parts: BTreeMap<Key, Vec<ArmWindow>> = BTreeMap::new();
         let mut raw = Vec::new();
         let now_ms = std::time::SystemTime::now()
@@ -152,7 +154,13 @@ impl Recorder {
                 continue;
             }
             let arms = parts
-                .entry((e.env.clone(), e.agent.clone(), e.snapshot_version))
+                .entry((
+                    e.env.clone(),
+                    e.agent.clone(),
+                    e.snapshot_version,
+                    e.region.clone().or_else(|| self.config.region.clone()),
+                    e.pool.clone().or_else(|| self.config.pool.clone()),
+                ))
                 .or_default();
             if !arms.iter().any(|a| a.arm == e.arm) {
                 arms.push(ArmWindow::new(e.arm, e.bundle.clone()));
@@ -176,7 +184,7 @@ impl Recorder {
         *batch = raw;
         parts
             .into_iter()
-            .map(|((env, agent, version), arms)| {
+            .map(|((env, agent, version, region, pool), arms)| {
                 self.windows_sent += 1;
                 OutcomeWindow {
                     // Unique per process (instance and nonce) and per window; a retry sends
@@ -189,6 +197,8 @@ impl Recorder {
                     env,
                     snapshot_version: version,
                     instance: Some(self.config.instance.clone()),
+                    region,
+                    pool,
                     at_ms: Some(now_ms),
                     arms,
                 }

@@ -78,12 +78,18 @@ impl Reporter {
     }
 
     async fn send(&self, url: &str, version: u64) -> Outcome {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "env": self.config.env,
             "instance": self.config.instance,
             "version": version,
             "sdk": SDK_NAME,
         });
+        // Only what the instance says about itself: an unset place is left out, not null.
+        for (key, v) in [("region", &self.config.region), ("pool", &self.config.pool)] {
+            if let (Some(v), Some(map)) = (v, body.as_object_mut()) {
+                map.insert(key.to_owned(), serde_json::Value::from(v.as_str()));
+            }
+        }
         let result = self
             .http
             .post(url)

@@ -71,7 +71,13 @@ impl Task {
     async fn session(&mut self) -> (Duration, String) {
         // The instance id is validated to URL-safe characters, so it needs no
         // escaping.
-        let url = format!("{}?instance={}", self.url("/stream"), self.config.instance);
+        let mut url = format!("{}?instance={}", self.url("/stream"), self.config.instance);
+        // Region and pool are validated like the instance id.
+        for (key, v) in [("region", &self.config.region), ("pool", &self.config.pool)] {
+            if let Some(v) = v {
+                url.push_str(&format!("&{key}={v}"));
+            }
+        }
         let mut request = self
             .http
             .get(&url)

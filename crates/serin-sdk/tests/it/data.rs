@@ -68,6 +68,7 @@ pub fn with_release(mut s: Snapshot, candidate: u64, weight: &str) -> Snapshot {
             weight: Percent::parse(weight).unwrap(),
             stickiness: Default::default(),
             exclude_tenants: Default::default(),
+            waves: Vec::new(),
         });
     }
     s

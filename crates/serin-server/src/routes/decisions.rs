@@ -217,6 +217,10 @@ pub struct StreamQuery {
     /// recorded in the SDK registry (`GET /v1/envs/{env}/sdks`), and the
     /// instance id belongs to the token.
     pub instance: Option<String>,
+    /// Where the instance runs (`[A-Za-z0-9._:-]{1,128}`; with `instance` only): shown in
+    /// the fleet view and checked against a waved release's plan.
+    pub region: Option<String>,
+    pub pool: Option<String>,
 }
 
 pub(crate) fn check_instance(instance: &str, code: ErrorCode, field: &str) -> ApiResult<()> {
@@ -247,6 +251,18 @@ async fn stream_snapshot(
     if let Some(instance) = &query.instance {
         check_instance(instance, ErrorCode::BadRequest, "instance")?;
         crate::routes::sdks::require_sdk_token(&auth.caller, "follow a stream as an SDK instance")?;
+    }
+    for (field, v) in [("region", &query.region), ("pool", &query.pool)] {
+        if let Some(v) = v {
+            if query.instance.is_none() {
+                return Err(ApiError::field(
+                    ErrorCode::BadRequest,
+                    field,
+                    format!("{field} describes an SDK instance: send it with instance"),
+                ));
+            }
+            check_instance(v, ErrorCode::BadRequest, field)?;
+        }
     }
     let last_event_id = headers
         .get("last-event-id")
@@ -284,6 +300,17 @@ async fn stream_snapshot(
                 .connect(&env, instance, &auth.caller.token_id, up_to_date)
         })
         .transpose()?;
+    if let Some(instance) = query.instance.as_deref() {
+        state.sdks.set_place(
+            &env,
+            instance,
+            &auth.caller.token_id,
+            crate::sdks::Place {
+                region: query.region.clone(),
+                pool: query.pool.clone(),
+            },
+        );
+    }
     let gauge = SubscriberGauge::new();
     let revocations = state.revocations.clone();
     let stream = futures_util::stream::unfold(
@@ -358,6 +385,8 @@ pub struct DecideRequest {
     pub workload: Option<String>,
     pub instance: Option<String>,
     pub region: Option<String>,
+    /// The serving pool (what a plan's waves `by: pool` split on).
+    pub pool: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -383,6 +412,9 @@ pub struct DecideResponse {
     pub reason: String,
     /// Server-side decisions are never made from a stale snapshot.
     pub stale: bool,
+    /// The wave of a waved release the request was routed by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wave: Option<String>,
 }
 
 fn context(r: &DecideRequest) -> Context<'_> {
@@ -393,6 +425,7 @@ fn context(r: &DecideRequest) -> Context<'_> {
         workload: r.workload.as_deref(),
         instance: r.instance.as_deref(),
         region: r.region.as_deref(),
+        pool: r.pool.as_deref(),
     }
 }
 
@@ -462,6 +495,7 @@ fn decide_with(
         rule: d.reason.code().to_owned(),
         reason: d.reason.to_string(),
         stale: false,
+        wave: d.wave.map(str::to_owned),
     })
 }
 
@@ -496,6 +530,8 @@ pub struct ExplainRequest {
     pub workload: Option<String>,
     pub instance: Option<String>,
     pub region: Option<String>,
+    /// The serving pool (what a plan's waves `by: pool` split on).
+    pub pool: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -552,6 +588,7 @@ async fn explain(
         workload: req.workload,
         instance: req.instance,
         region: req.region,
+        pool: req.pool,
     };
     check_request(&decide_req)?;
     let decision = decide_with(&snap, &decide_req, false)?;
@@ -876,7 +913,7 @@ async fn rollback(
             None => {
                 let view = state
                     .releases
-                    .command(&env, &agent, &actor.clone(), |_, _| {
+                    .command(&env, &agent, &actor.clone(), |_, _, _| {
                         serin_core::release::Event::Rollback { actor, reason }
                     })
                     .await?;

@@ -41,7 +41,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[allow(dead_code)]
 pub struct OfrepRequest {
     /// `targetingKey` (required: Serin buckets on it) and flat string attributes `user`,
-    /// `tenant`, `workload`, `instance`, `region`, `requestId`; other scalar attributes are
+    /// `tenant`, `workload`, `instance`, `region`, `pool`, `requestId`; other scalar attributes are
     /// ignored; arrays and objects are refused.
     #[schema(value_type = Option<Object>)]
     pub context: Option<Value>,
@@ -182,6 +182,7 @@ pub struct OfrepContext {
     pub workload: Option<String>,
     pub instance: Option<String>,
     pub region: Option<String>,
+    pub pool: Option<String>,
     pub request_id: Option<String>,
 }
 
@@ -196,6 +197,7 @@ impl OfrepContext {
             workload: self.workload.as_deref(),
             instance: self.instance.as_deref(),
             region: self.region.as_deref(),
+            pool: self.pool.as_deref(),
         }
     }
 
@@ -209,6 +211,7 @@ impl OfrepContext {
             f(&self.workload),
             f(&self.instance),
             f(&self.region),
+            f(&self.pool),
             f(&self.request_id),
         ]
         .join("\u{1}")
@@ -264,6 +267,7 @@ fn parse_context(context: &Map<String, Value>) -> Result<OfrepContext, OfrepErro
             "workload" => Some(&mut out.workload),
             "instance" => Some(&mut out.instance),
             "region" => Some(&mut out.region),
+            "pool" => Some(&mut out.pool),
             "requestId" => Some(&mut out.request_id),
             _ => {
                 if matches!(value, Value::Array(_) | Value::Object(_)) {
@@ -388,7 +392,7 @@ fn agent_evaluation(key: &str, d: &Decision<'_>, ctx: &Context<'_>) -> OfrepEval
     let reason = match d.reason {
         R::AgentKilled | R::TenantKilled => "DISABLED",
         R::TenantExcluded => "TARGETING_MATCH",
-        R::NoRelease => "STATIC",
+        R::NoRelease | R::OutsideWaves => "STATIC",
         R::Canary { .. } | R::Stable { .. } => "SPLIT",
     };
     let mut metadata = Map::new();

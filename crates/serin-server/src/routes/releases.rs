@@ -187,13 +187,14 @@ async fn promote(
     let actor = auth.caller.actor();
     let view = state
         .releases
-        .command(&env, &agent, &actor.clone(), |requests, verdicts| {
+        .command(&env, &agent, &actor.clone(), |requests, verdicts, waves| {
             Event::Promote {
                 actor,
                 force: req.force,
                 reason: req.reason,
                 canary_requests: requests,
                 verdicts: verdicts.to_vec(),
+                waves: waves.to_vec(),
             }
         })
         .await?;
@@ -215,7 +216,7 @@ async fn pause(
     let actor = auth.caller.actor();
     let view = state
         .releases
-        .command(&env, &agent, &actor.clone(), |_, _| Event::Pause {
+        .command(&env, &agent, &actor.clone(), |_, _, _| Event::Pause {
             actor,
             reason: req.reason,
         })
@@ -236,7 +237,9 @@ async fn resume(
     let actor = auth.caller.actor();
     let view = state
         .releases
-        .command(&env, &agent, &actor.clone(), |_, _| Event::Resume { actor })
+        .command(&env, &agent, &actor.clone(), |_, _, _| Event::Resume {
+            actor,
+        })
         .await?;
     Ok(Json(view))
 }
@@ -259,7 +262,7 @@ async fn abort(
     let actor = auth.caller.actor();
     let view = state
         .releases
-        .command(&env, &agent, &actor.clone(), |_, _| Event::Abort {
+        .command(&env, &agent, &actor.clone(), |_, _, _| Event::Abort {
             actor,
             reason,
         })

@@ -19,12 +19,14 @@ type SdkTuple = (
     Option<i64>,
     Option<i64>,
     i64,
+    Option<String>,
+    Option<String>,
 );
 
 macro_rules! sdk_cols {
     () => {
         "env, instance, replica_id, token_id, sdk, connected, applied_version, applied_at_ms, \
-         last_seen_ms"
+         last_seen_ms, region, pool"
     };
 }
 
@@ -34,13 +36,13 @@ macro_rules! sdk_cols {
 const UPSERT: &str = concat!(
     "INSERT INTO sdk_instances (",
     sdk_cols!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
      ON CONFLICT (env, instance) DO UPDATE SET replica_id = excluded.replica_id, \
      token_id = excluded.token_id, sdk = excluded.sdk, connected = excluded.connected, \
      applied_version = excluded.applied_version, applied_at_ms = excluded.applied_at_ms, \
-     last_seen_ms = excluded.last_seen_ms \
+     last_seen_ms = excluded.last_seen_ms, region = excluded.region, pool = excluded.pool \
      WHERE sdk_instances.replica_id = excluded.replica_id OR excluded.connected = 1 \
-     OR sdk_instances.connected = 0 OR sdk_instances.last_seen_ms < $10"
+     OR sdk_instances.connected = 0 OR sdk_instances.last_seen_ms < $12"
 );
 
 fn sdk_row(t: SdkTuple) -> SdkInstanceRow {
@@ -54,6 +56,8 @@ fn sdk_row(t: SdkTuple) -> SdkInstanceRow {
         applied_version: t.6,
         applied_at_ms: t.7,
         last_seen_ms: t.8,
+        region: t.9,
+        pool: t.10,
     }
 }
 
@@ -101,6 +105,8 @@ impl Store {
                         .bind(r.applied_version)
                         .bind(r.applied_at_ms)
                         .bind(r.last_seen_ms)
+                        .bind(&r.region)
+                        .bind(&r.pool)
                         .bind(stale_before_ms)
                         .execute(&mut *$txn)
                         .await?;

@@ -39,3 +39,4 @@ mod roles;
 mod sdks;
 mod status;
 mod upgrade;
+mod waves;

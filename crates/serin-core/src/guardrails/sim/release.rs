@@ -463,6 +463,8 @@ fn windows_of(batch: &[(bool, OutcomeEvent)]) -> Vec<OutcomeWindow> {
             env: "sim".into(),
             snapshot_version: version,
             instance: None,
+            region: None,
+            pool: None,
             at_ms: None,
             arms: [stable, canary]
                 .into_iter()
