@@ -30,6 +30,13 @@ pub fn note(text: &str) {
 
 /// Left-aligned columns, two spaces apart.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    for l in table_lines(header, rows) {
+        line(&l);
+    }
+}
+
+/// The lines [`table`] prints.
+pub fn table_lines(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -50,8 +57,9 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
         }
         s.trim_end().to_owned()
     };
-    line(&render(header.to_vec()));
+    let mut out = vec![render(header.to_vec())];
     for row in rows {
-        line(&render(row.iter().map(String::as_str).collect()));
+        out.push(render(row.iter().map(String::as_str).collect()));
     }
+    out
 }
