@@ -49,6 +49,10 @@ pub struct EnvOverview {
     pub strict: bool,
     /// The env's newest snapshot version (0 before its first change).
     pub version: u64,
+    /// Why the env's agents cannot be listed (its newest stored state is unreadable and
+    /// quarantined); absent when all is well.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needs_attention: Option<String>,
     pub sdks: SdkSummary,
     /// Every agent with routing state in the env, by name.
     pub agents: Vec<AgentOverview>,
@@ -146,6 +150,8 @@ pub struct EnvInput {
     pub strict: bool,
     pub version: u64,
     pub state: EnvState,
+    /// Set when the newest stored state could not be read (`state` is then empty).
+    pub needs_attention: Option<String>,
     /// The active release view of each agent that has one.
     pub releases: BTreeMap<String, ReleaseView>,
     pub sdks: Vec<SdkInstance>,
@@ -171,6 +177,7 @@ fn env_overview(input: EnvInput) -> EnvOverview {
         strict,
         version,
         state,
+        needs_attention,
         mut releases,
         sdks,
     } = input;
@@ -206,6 +213,7 @@ fn env_overview(input: EnvInput) -> EnvOverview {
         env,
         strict,
         version,
+        needs_attention,
         agents,
     }
 }
@@ -262,18 +270,40 @@ pub async fn gather(state: &AppState) -> ApiResult<Overview> {
     let mut envs = Vec::new();
     for rec in state.envs.list().await? {
         let stored = state.store.latest_env_state(&rec.name).await?;
+        let mut needs_attention = None;
         let (version, env_state) = match &stored {
-            Some(s) => (
-                u64::try_from(s.version).unwrap_or(0),
-                crate::hub::parse_state(s)?,
-            ),
+            Some(s) => {
+                let version = u64::try_from(s.version).unwrap_or(0);
+                // One unreadable env must not hide every other: it is reported, not fatal
+                // (the hub has quarantined it and serves the env's last good version).
+                match crate::hub::parse_state(s) {
+                    Ok(st) => (version, st),
+                    Err(_) => {
+                        needs_attention = Some(format!(
+                            "the newest stored state of {} (v{version}) is unreadable; \
+                             see GET /v1/system/quarantine",
+                            rec.name
+                        ));
+                        (version, EnvState::default())
+                    }
+                }
+            }
             None => (0, EnvState::default()),
         };
         let mut releases = BTreeMap::new();
         for agent in env_state.agents.keys() {
-            if state.releases.active(&rec.name, agent).await?.is_some() {
-                let view = state.releases.current(&rec.name, agent).await?;
-                releases.insert(agent.clone(), view);
+            if state.releases.active(&rec.name, agent).await?.is_none() {
+                continue;
+            }
+            // The row can finish or turn unreadable between the two reads; the agent is
+            // then shown without a release rather than failing the whole overview.
+            match state.releases.current(&rec.name, agent).await {
+                Ok(view) => {
+                    releases.insert(agent.clone(), view);
+                }
+                Err(e) => {
+                    tracing::debug!(env = %rec.name, agent, error = %e.message, "release left out of the overview")
+                }
             }
         }
         envs.push(EnvInput {
@@ -282,6 +312,7 @@ pub async fn gather(state: &AppState) -> ApiResult<Overview> {
             strict: rec.strict,
             version,
             state: env_state,
+            needs_attention,
             releases,
         });
     }
@@ -379,6 +410,7 @@ mod tests {
                 strict: true,
                 version: 9,
                 state,
+                needs_attention: None,
                 releases: BTreeMap::new(),
                 sdks: Vec::new(),
             }],
@@ -427,6 +459,7 @@ mod tests {
             strict: false,
             version: 0,
             state: EnvState::default(),
+            needs_attention: None,
             releases: BTreeMap::new(),
             sdks: Vec::new(),
         };

@@ -243,6 +243,7 @@ function renderOverview(o) {
           badge(env.strict ? 'strict' : 'lenient', 'plain'),
           h('span', { class: 'muted small' }, ` snapshot v${env.version}`),
         ),
+        env.needs_attention ? h('p', { class: 'msg error' }, env.needs_attention) : null,
         h(
           'p',
           { class: 'sdks' },
@@ -475,6 +476,7 @@ export function releasePage(ctx, env, agent) {
   const guardrails = h('div', { class: 'guardrails' });
   const timeline = h('ol', { class: 'timeline' });
   const actions = releaseActions(env, agent);
+  actions.classList.add('reserve');
   actions.hidden = true;
   follow(`${agentPath(env, agent)}/release/stream`, {
     onOpen: () => (live.textContent = 'Live'),

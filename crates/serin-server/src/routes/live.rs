@@ -50,6 +50,12 @@ async fn status(
     State(state): State<AppState>,
     _auth: Auth<ReadAccess>,
 ) -> ApiResult<Json<Overview>> {
+    // As `GET /v1/system/replicas` does: this replica's own row is written now, so the answer
+    // shows its current state even right after start. The stream leaves this to the
+    // heartbeat (every 2 s) rather than writing the store every second per viewer.
+    if let Err(e) = state.heartbeat.beat().await {
+        tracing::debug!(error = %e, "could not write this replica's heartbeat");
+    }
     Ok(Json(overview::gather(&state).await?))
 }
 

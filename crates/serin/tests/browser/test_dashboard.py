@@ -156,6 +156,7 @@ def main():
         expect(page.locator("#msg-promote")).to_contain_text("canary requests")
         page.evaluate("window.__notReloaded = true")
         chart = page.locator(".chart-box").bounding_box()
+        guardrails = page.locator(".guardrails").bounding_box()
 
         traffic(0, 150, 0)
         ok("POST", "/v1/system/clock", {"advance_ms": 1100})
@@ -172,6 +173,8 @@ def main():
         assert page.evaluate("window.__notReloaded === true"), "the page reloaded"
         moved = page.locator(".chart-box").bounding_box()
         assert moved == chart, f"live data moved the chart: {chart} -> {moved}"
+        moved = page.locator(".guardrails").bounding_box()
+        assert moved["y"] == guardrails["y"], f"live data moved the guardrails: {guardrails} -> {moved}"
         shot(page, "release")
 
         # Roll back by hand from the agent page: support@2 deployed, then back to support@1.

@@ -451,3 +451,46 @@ async fn the_dashboard_in_chromium_follows_a_release_live_and_shows_the_servers_
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overview_stream_on_one_replica_shows_a_change_committed_on_another() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let a = Server::start(&backend);
+    let admin = a.bootstrap_token.clone().unwrap();
+    let b = Server::start(&backend);
+    a.create_env(&admin, "prod", true);
+    let work = tempfile::tempdir().unwrap();
+    push_two_bundles(&a.cli(&admin), work.path());
+    let resp = b
+        .http(&admin)
+        .req(reqwest::Method::GET, "/v1/status/stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    next_event(&mut body, &mut buf, Duration::from_secs(10), |e, o| {
+        e == "overview" && o["envs"].as_array().is_some_and(|e| e.len() == 2)
+    })
+    .await;
+    // Committed through A; B's stream has it without any event of its own.
+    a.cli(&admin)
+        .run(&[
+            "deploy", "support", "--env", "prod", "--bundle", "2", "--force", "--reason", "on a",
+        ])
+        .ok();
+    let (_, o) = next_event(&mut body, &mut buf, Duration::from_secs(10), |_, o| {
+        agent(o, "prod", "support")["stable"] == "support@2"
+    })
+    .await;
+    assert_eq!(o["replicas"].as_array().unwrap().len(), 2, "{o:#}");
+    drop(body);
+    b.stop();
+    a.stop();
+    if let Backend::Postgres(db) = backend {
+        db.cleanup().await.unwrap();
+    }
+}
