@@ -76,6 +76,8 @@ export function sseParser(onEvent) {
     buffer += chunk;
     let nl;
     while ((nl = buffer.search(/\r\n|\r|\n/)) >= 0) {
+      // A CR ending the chunk may be the first half of a CRLF: wait for the next chunk.
+      if (nl === buffer.length - 1 && buffer[nl] === '\r') break;
       const line = buffer.slice(0, nl);
       const sep = buffer.startsWith('\r\n', nl) ? 2 : 1;
       buffer = buffer.slice(nl + sep);

@@ -566,7 +566,7 @@ export function fleetPage(ctx, env) {
     h('p', { class: 'crumbs' }, h('a', { href: '#/' }, 'Overview'), ` / ${env} / fleet`),
     h('h1', { id: 'title' }, `SDK fleet in ${env}`),
     live,
-    body,
+    h('section', { class: 'card' }, body),
   );
 }
 
@@ -639,5 +639,5 @@ export function auditPage(ctx) {
       body.replaceChildren(h('p', { class: 'msg error' }, errorText(e)));
     }
   })();
-  return h('section', { 'aria-labelledby': 'title' }, h('h1', { id: 'title' }, 'Audit log'), verify, body);
+  return h('section', { 'aria-labelledby': 'title' }, h('h1', { id: 'title' }, 'Audit log'), verify, h('section', { class: 'card' }, body));
 }

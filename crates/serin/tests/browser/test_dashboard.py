@@ -135,6 +135,16 @@ def main():
 
         # Sign in; the overview lists support in prod with its stable and the SDK.
         sign_in(page, ADMIN)
+        # The stream reader the pages use: events split anywhere across chunks come out
+        # whole, CRLF and LF alike, and heartbeat comments are dropped.
+        parsed = page.evaluate("""async () => {
+            const { sseParser } = await import('/ui/api.js');
+            const got = [];
+            const feed = sseParser((e) => got.push(e));
+            for (const c of [': keep-alive\\n\\nevent: ov', 'erview\\r', '\\ndata: {"a":', '1}\\n', '\\n', 'data: x\\n\\n']) feed(c);
+            return got;
+        }""")
+        assert parsed == [{"event": "overview", "data": '{"a":1}'}, {"event": "message", "data": "x"}], parsed
         row = agent_row(page)
         expect(row).to_contain_text("support@1")
         expect(page.locator('section[data-env="prod"] .sdks')).to_contain_text("1 connected")
@@ -182,15 +192,24 @@ def main():
         page.goto(URL + "/ui#/env/prod/agent/support")
         expect(page.locator("#stable")).to_have_text("support@2", timeout=LIVE)
         expect(page.locator("#previous")).to_have_text("support@1")
+        # A second operator has the same page open in another browser.
+        other_ctx = browser.new_context(viewport={"width": 1366, "height": 768})
+        other = other_ctx.new_page()
+        sign_in(other, ADMIN)
+        other.goto(URL + "/ui#/env/prod/agent/support")
+        expect(other.locator("#previous")).to_have_text("support@1", timeout=LIVE)
         page.get_by_role("button", name="Roll back").click()
+        other.get_by_role("button", name="Roll back").click()
         confirm(page, "support@2 answers badly")
+        confirm(other, "same incident")
         expect(page.locator("#msg-rollback")).to_contain_text("stable support@1", timeout=LIVE)
+        # The one who acted second loses: the server's 409 is shown as it said it.
+        expect(other.locator("#msg-rollback")).to_contain_text("409 conflict", timeout=LIVE)
+        expect(other.locator("#msg-rollback")).to_contain_text("no previous stable")
+        expect(other.locator("#stable")).to_have_text("support@1", timeout=LIVE)
+        other_ctx.close()
         expect(page.locator("#stable")).to_have_text("support@1", timeout=LIVE)
         expect(page.locator(".history")).to_contain_text("rolled_back")
-        # A second operator pressing rollback now loses: the server's 409 is shown as is.
-        page.get_by_role("button", name="Roll back").click()
-        confirm(page, "me too")
-        expect(page.locator("#msg-rollback")).to_contain_text("409", timeout=LIVE)
         # Without an active release there is nothing to promote.
         expect(page.get_by_role("button", name="Promote")).to_be_hidden()
         page.get_by_label("Candidate bundle number (support@N)").fill("2")
