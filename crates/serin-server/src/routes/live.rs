@@ -10,6 +10,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -25,6 +26,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode, ErrorDetail};
 use crate::extract::{ApiPath, Auth, ReadAccess};
+use crate::hub::Hub;
 use crate::overview::{self, Overview};
 use crate::releases::ReleaseView;
 use crate::revocation::TokenWatch;
@@ -74,14 +76,20 @@ async fn status_stream(
     let permit = take_permit(&state)?;
     let token = state.revocations.watch(&auth.caller.token_id).await?;
     let st = state.clone();
-    Ok(live(permit, token, "overview", move || {
-        let st = st.clone();
-        async move {
-            let o = overview::gather(&st).await?;
-            let key = serde_json::to_string(&o.without_clock()).map_err(ApiError::internal)?;
-            Ok((o, key))
-        }
-    }))
+    Ok(live(
+        state.hub.clone(),
+        permit,
+        token,
+        "overview",
+        move || {
+            let st = st.clone();
+            async move {
+                let o = overview::gather(&st).await?;
+                let key = serde_json::to_string(&o.without_clock()).map_err(ApiError::internal)?;
+                Ok((o, key))
+            }
+        },
+    ))
 }
 
 /// The view of `GET /v1/envs/{env}/agents/{agent}/release` (the active release, or the
@@ -115,14 +123,20 @@ async fn release_stream(
     let permit = take_permit(&state)?;
     let token = state.revocations.watch(&auth.caller.token_id).await?;
     let st = state.clone();
-    Ok(live(permit, token, "release", move || {
-        let (st, env, agent) = (st.clone(), env.clone(), agent.clone());
-        async move {
-            let v: ReleaseView = st.releases.current(&env, &agent).await?;
-            let key = serde_json::to_string(&v).map_err(ApiError::internal)?;
-            Ok((v, key))
-        }
-    }))
+    Ok(live(
+        state.hub.clone(),
+        permit,
+        token,
+        "release",
+        move || {
+            let (st, env, agent) = (st.clone(), env.clone(), agent.clone());
+            async move {
+                let v: ReleaseView = st.releases.current(&env, &agent).await?;
+                let key = serde_json::to_string(&v).map_err(ApiError::internal)?;
+                Ok((v, key))
+            }
+        },
+    ))
 }
 
 fn take_permit(state: &AppState) -> ApiResult<OwnedSemaphorePermit> {
@@ -154,6 +168,8 @@ impl Drop for LiveGauge {
 /// What a live stream carries between events. The permit and gauge live as long as the
 /// stream, so a closed connection frees its place.
 struct Live<F> {
+    /// Closed at shutdown: the stream ends so the graceful drain can finish.
+    hub: Arc<Hub>,
     compute: F,
     /// The key of the view (or the error text) last sent.
     last: Option<String>,
@@ -165,6 +181,7 @@ struct Live<F> {
 
 /// An SSE stream of `name` events: `compute` gives a view and its change key.
 fn live<F, Fut, T>(
+    hub: Arc<Hub>,
     permit: OwnedSemaphorePermit,
     token: TokenWatch,
     name: &'static str,
@@ -176,6 +193,7 @@ where
     T: Serialize,
 {
     let start = Live {
+        hub,
         compute,
         last: None,
         first: true,
@@ -188,6 +206,7 @@ where
             if !s.first {
                 tokio::select! {
                     biased;
+                    () = s.hub.closed() => return None,
                     () = s.token.revoked() => return None,
                     () = tokio::time::sleep(POLL) => {}
                 }

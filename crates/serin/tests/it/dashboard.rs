@@ -305,6 +305,23 @@ async fn the_live_streams_send_each_change_refuse_unknown_names_and_are_capped()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // Open live views end at shutdown: SIGTERM drains and exits instead of waiting on them.
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || server.stop()),
+    )
+    .await;
+    assert!(
+        stopped.is_ok(),
+        "the server did not exit within 20 s of SIGTERM with live streams open"
+    );
+    stopped.unwrap().unwrap();
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = overview.next().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the overview stream did not end at shutdown");
 }
 
 /// The virtualenv's python with Playwright installed, or None when
