@@ -203,27 +203,55 @@ async fn status_shows_each_agent_per_env_and_watch_redraws_on_each_change() {
         "rollback", "support", "--env", "prod", "--reason", "watch me",
     ])
     .ok();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("watch printed no update after the rollback");
-        let v: Value = serde_json::from_str(&line).unwrap();
-        let stable = v["envs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["env"] == "prod")
-            .map(|e| e["agents"][0]["stable"].clone());
-        if stable == Some(Value::from("support@1")) {
-            break;
+    let prod_support = |field: &str, want: Value, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("watch printed no update after {what}"));
+            let v: Value = serde_json::from_str(&line).unwrap();
+            let got = v["envs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["env"] == "prod")
+                .map(|e| {
+                    e["agents"][0]
+                        .pointer(field)
+                        .cloned()
+                        .unwrap_or(Value::Null)
+                });
+            if got == Some(want.clone()) {
+                return;
+            }
         }
-    }
+    };
+    prod_support("/stable", Value::from("support@1"), "the rollback");
+
+    // The server restarts on the same port: watch reconnects and goes on.
+    let port = server.port();
+    server.stop();
+    let server = Server::start_on(&backend, port);
+    server
+        .cli(&admin)
+        .run(&[
+            "kill",
+            "support",
+            "--env",
+            "prod",
+            "--reason",
+            "after restart",
+        ])
+        .ok();
+    prod_support(
+        "/kill/killed",
+        Value::Bool(true),
+        "the restart and the kill",
+    );
     let _ = child.kill();
     let _ = child.wait();
 
     // --watch against nobody: a connection error, exit 2.
-    let port = server.port();
     server.stop();
     let down = run_cli(
         &["status", "--watch"],
