@@ -154,7 +154,24 @@ pub struct EnvInput {
     pub needs_attention: Option<String>,
     /// The active release view of each agent that has one.
     pub releases: BTreeMap<String, ReleaseView>,
-    pub sdks: Vec<SdkInstance>,
+    pub sdks: Vec<SdkSeen>,
+}
+
+/// What the overview needs of one SDK instance (the fleet list has much more).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SdkSeen {
+    pub connected: bool,
+    /// The newest version it reports serving.
+    pub applied_version: Option<u64>,
+}
+
+impl From<&SdkInstance> for SdkSeen {
+    fn from(i: &SdkInstance) -> SdkSeen {
+        SdkSeen {
+            connected: i.connected,
+            applied_version: i.applied_version,
+        }
+    }
 }
 
 /// The overview of `envs` (in any order) beside the replica registry.
@@ -218,7 +235,7 @@ fn env_overview(input: EnvInput) -> EnvOverview {
     }
 }
 
-fn sdk_summary(sdks: &[SdkInstance], newest: u64) -> SdkSummary {
+fn sdk_summary(sdks: &[SdkSeen], newest: u64) -> SdkSummary {
     let lags: Vec<u64> = sdks
         .iter()
         .filter(|s| s.connected)
@@ -307,7 +324,13 @@ pub async fn gather(state: &AppState) -> ApiResult<Overview> {
             }
         }
         envs.push(EnvInput {
-            sdks: state.sdks.list_fleet(&rec.name).await?,
+            sdks: state
+                .sdks
+                .list_fleet(&rec.name)
+                .await?
+                .iter()
+                .map(SdkSeen::from)
+                .collect(),
             env: rec.name,
             strict: rec.strict,
             version,
@@ -349,19 +372,10 @@ mod tests {
         }
     }
 
-    fn sdk(instance: &str, connected: bool, applied: Option<u64>) -> SdkInstance {
-        SdkInstance {
-            instance: instance.into(),
-            token_id: "t".into(),
-            sdk: None,
+    fn sdk(connected: bool, applied_version: Option<u64>) -> SdkSeen {
+        SdkSeen {
             connected,
-            streams: u32::from(connected),
-            connected_since_ms: None,
-            last_sent_version: None,
-            applied_version: applied,
-            applied_at_ms: None,
-            last_seen_ms: 0,
-            replica: None,
+            applied_version,
         }
     }
 
@@ -434,10 +448,10 @@ mod tests {
     #[test]
     fn sdk_lag_counts_only_connected_instances_against_the_newest_version() {
         let fleet = [
-            sdk("a", true, Some(10)),
-            sdk("b", true, Some(7)),
-            sdk("c", true, None),
-            sdk("gone", false, Some(1)),
+            sdk(true, Some(10)),
+            sdk(true, Some(7)),
+            sdk(true, None),
+            sdk(false, Some(1)),
         ];
         let s = sdk_summary(&fleet, 10);
         assert_eq!(
@@ -449,7 +463,7 @@ mod tests {
                 lagging: 2
             }
         );
-        assert_eq!(sdk_summary(&[sdk("x", false, None)], 10).max_lag, 0);
+        assert_eq!(sdk_summary(&[sdk(false, None)], 10).max_lag, 0);
     }
 
     #[test]

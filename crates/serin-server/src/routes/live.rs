@@ -6,7 +6,7 @@
 //! what keeps a stream right when the change was committed on another replica (the
 //! controller runs on the leader; commands land anywhere). The streams are capped
 //! separately from SDK snapshot streams (`--max-ui-streams`, 429 beyond), and end when
-//! their token is revoked.
+//! their token is revoked or the server shuts down.
 
 use std::convert::Infallible;
 use std::future::Future;
