@@ -258,6 +258,16 @@ def main():
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"the phone overview is {width}px wide"
         shot(page, "overview-phone")
+        for hash_, ready in [
+            ("#/env/prod/agent/support", "#stable"),
+            ("#/env/prod/agent/support/release", "#phase"),
+            ("#/env/prod/fleet", "table"),
+            ("#/audit", ".audit-table"),
+        ]:
+            page.goto(URL + "/ui" + hash_)
+            expect(page.locator(ready).first).to_be_visible(timeout=LIVE)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"{hash_} is {width}px wide on a phone"
         phone.close()
         browser.close()
     assert not problems, "\n".join(problems)
