@@ -62,7 +62,10 @@ $('signin-form').addEventListener('submit', async (ev) => {
     // A token that cannot read comes back at once with the server's reason.
     await api('GET', '/v1/status');
   } catch (e) {
-    if (e.status === 401) return;
+    if (e.status === 401) {
+      showSignIn(`Sign-in refused: ${e.message}`);
+      return;
+    }
     if (e.status === 403) {
       signOut(`This token cannot read the control plane: ${e.message}`);
       return;

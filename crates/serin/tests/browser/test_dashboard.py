@@ -133,6 +133,13 @@ def main():
         page.on("console", console)
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
 
+        # A wrong token is refused with the server's reason and never kept.
+        page.goto(URL + "/ui")
+        page.get_by_label("API token").fill("serin_nope_nope")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#signin-msg")).to_contain_text("Sign-in refused")
+        assert page.evaluate("sessionStorage.getItem('serin.token')") is None
+
         # Sign in; the overview lists support in prod with its stable and the SDK.
         sign_in(page, ADMIN)
         # The stream reader the pages use: events split anywhere across chunks come out
