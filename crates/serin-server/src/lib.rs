@@ -92,6 +92,8 @@ pub struct AppState {
     /// Permits for open live views (`/v1/status/stream`, release streams); a request
     /// finding none answers 429.
     pub ui_streams: Arc<Semaphore>,
+    /// The overview shared by every open overview stream.
+    pub overview: Arc<overview::Shared>,
 }
 
 /// What the binary hands the server.
@@ -356,6 +358,7 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         openapi_json: Arc::new(api.to_pretty_json().unwrap_or_default()),
         validations: Arc::new(Semaphore::new(config.max_validations.max(1))),
         ui_streams: Arc::new(Semaphore::new(config.max_ui_streams.max(1))),
+        overview: Arc::new(overview::Shared::default()),
     };
     // The dashboard is not part of the API: its pages stay out of the OpenAPI document.
     let routes = router

@@ -8,6 +8,8 @@
 //! only the store and the registries every replica shares, so any replica answers the same.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serin_core::decision::{EnvState, Percent};
@@ -16,7 +18,7 @@ use serin_core::release::Phase;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::releases::ReleaseView;
 use crate::routes::system::{ReplicaInfo, ReplicaLeader, ReplicaList};
 use crate::sdks::SdkInstance;
@@ -341,6 +343,35 @@ pub async fn gather(state: &AppState) -> ApiResult<Overview> {
     }
     let replicas = crate::routes::system::replica_list(state).await?;
     Ok(assemble(envs, replicas))
+}
+
+/// The newest overview computed for the live streams, shared by all of them: N open
+/// overview streams cost one [`gather`] a second, not N. Callers wait on the lock while one
+/// of them recomputes, then take its result.
+#[derive(Debug, Default)]
+pub struct Shared {
+    latest: tokio::sync::Mutex<Option<(Instant, Arc<Keyed>)>>,
+}
+
+/// An overview and its change key.
+pub type Keyed = (Overview, String);
+
+impl Shared {
+    /// The overview and its change key (see [`Overview::without_clock`]), recomputed when
+    /// the shared one is older than `max_age`.
+    pub async fn get(&self, state: &AppState, max_age: Duration) -> ApiResult<Arc<Keyed>> {
+        let mut latest = self.latest.lock().await;
+        if let Some((at, v)) = latest.as_ref()
+            && at.elapsed() < max_age
+        {
+            return Ok(v.clone());
+        }
+        let o = gather(state).await?;
+        let key = serde_json::to_string(&o.without_clock()).map_err(ApiError::internal)?;
+        let v = Arc::new((o, key));
+        *latest = Some((Instant::now(), v.clone()));
+        Ok(v)
+    }
 }
 
 impl Overview {

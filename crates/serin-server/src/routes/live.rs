@@ -84,9 +84,9 @@ async fn status_stream(
         move || {
             let st = st.clone();
             async move {
-                let o = overview::gather(&st).await?;
-                let key = serde_json::to_string(&o.without_clock()).map_err(ApiError::internal)?;
-                Ok((o, key))
+                // A little under the poll, so each stream's look finds the view of this round.
+                let shared = st.overview.get(&st, POLL.mul_f32(0.9)).await?;
+                Ok((shared.0.clone(), shared.1.clone()))
             }
         },
     ))
