@@ -189,18 +189,45 @@ function killText(kill) {
   return parts.length ? parts.join('; ') : 'no';
 }
 
+
+/**
+ * The connection line of a live page: its state (connecting, live, an error) is announced
+ * to screen readers when it changes; the time of the last update is shown but not
+ * announced, since it changes every second while a release runs.
+ */
+function liveLine(initial) {
+  const state = h('span', { role: 'status' }, initial);
+  const when = h('span', { class: 'when' });
+  const el = h('p', { class: 'live-state' }, state, when);
+  const set = (text) => {
+    if (state.textContent !== text) state.textContent = text;
+  };
+  return {
+    el,
+    open: () => set('Live'),
+    updated: () => {
+      set('Live');
+      when.textContent = ` · updated ${new Date().toLocaleTimeString()}`;
+    },
+    error: (e) => {
+      set(errorText(e));
+      when.textContent = '';
+    },
+  };
+}
+
 // ---- Overview ----
 
 export function overviewPage(ctx) {
-  const live = h('p', { class: 'live-state', role: 'status', 'aria-live': 'polite' }, 'Connecting…');
+  const live = liveLine('Connecting…');
   const body = h('div', { class: 'overview' });
-  const root = h('section', { 'aria-labelledby': 'title' }, h('h1', { id: 'title' }, 'Overview'), live, body);
+  const root = h('section', { 'aria-labelledby': 'title' }, h('h1', { id: 'title' }, 'Overview'), live.el, body);
   follow('/v1/status/stream', {
-    onOpen: () => (live.textContent = 'Live'),
-    onError: (e) => (live.textContent = errorText(e)),
+    onOpen: live.open,
+    onError: live.error,
     onEvent: (name, o) => {
       if (name !== 'overview') return;
-      live.textContent = `Live · updated ${new Date().toLocaleTimeString()}`;
+      live.updated();
       body.replaceChildren(...renderOverview(o));
     },
   }, ctx.signal);
@@ -307,7 +334,7 @@ export function agentPage(ctx, env, agent) {
   const state = h('div', { class: 'agent-state' }, h('p', { class: 'muted' }, 'Loading…'));
   const releaseBox = h('div', { class: 'release-box' });
   const history = h('div', { class: 'history' });
-  const live = h('p', { class: 'live-state', role: 'status', 'aria-live': 'polite' }, 'Connecting…');
+  const live = liveLine('Connecting…');
   let lastRelease = '';
 
   const routing = h(
@@ -349,11 +376,11 @@ export function agentPage(ctx, env, agent) {
   };
 
   follow('/v1/status/stream', {
-    onOpen: () => (live.textContent = 'Live'),
-    onError: (e) => (live.textContent = errorText(e)),
+    onOpen: live.open,
+    onError: live.error,
     onEvent: (name, o) => {
       if (name !== 'overview') return;
-      live.textContent = `Live · updated ${new Date().toLocaleTimeString()}`;
+      live.updated();
       const e = o.envs.find((x) => x.env === env);
       const a = e && e.agents.find((x) => x.agent === agent);
       state.replaceChildren(renderAgentState(env, a));
@@ -372,7 +399,7 @@ export function agentPage(ctx, env, agent) {
     { 'aria-labelledby': 'title' },
     h('p', { class: 'crumbs' }, h('a', { href: '#/' }, 'Overview'), ` / ${env} / ${agent}`),
     h('h1', { id: 'title' }, `${agent} in ${env}`),
-    live,
+    live.el,
     h('div', { class: 'cols' },
       h('section', { class: 'card' }, h('h2', {}, 'Deploy stack'), state, h('h3', {}, 'Routing'), routing),
       h('section', { class: 'card' }, h('h2', {}, 'Release'), releaseBox, relActions),
@@ -466,7 +493,7 @@ function renderReadiness(r) {
 // ---- Live release page ----
 
 export function releasePage(ctx, env, agent) {
-  const live = h('p', { class: 'live-state', role: 'status', 'aria-live': 'polite' }, 'Connecting…');
+  const live = liveLine('Connecting…');
   const head = h('div', { class: 'release-head' });
   const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
   svg.setAttribute('role', 'img');
@@ -479,11 +506,11 @@ export function releasePage(ctx, env, agent) {
   actions.classList.add('reserve');
   actions.hidden = true;
   follow(`${agentPath(env, agent)}/release/stream`, {
-    onOpen: () => (live.textContent = 'Live'),
-    onError: (e) => (live.textContent = errorText(e)),
+    onOpen: live.open,
+    onError: live.error,
     onEvent: (name, v) => {
       if (name !== 'release') return;
-      live.textContent = `Live · updated ${new Date().toLocaleTimeString()}`;
+      live.updated();
       const r = v.release;
       head.replaceChildren(
         ...[h('p', { class: 'release-line' }, h('strong', {}, r.id), ` ${r.baseline.id} → ${r.candidate.id} `, h('span', { id: 'phase' }, badge(r.phase)), ' ', h('span', { id: 'step' }, `step ${r.step + 1}/${r.plan.steps.length}`), ' · ', h('span', { id: 'weight' }, v.weight)),
@@ -502,7 +529,7 @@ export function releasePage(ctx, env, agent) {
     { 'aria-labelledby': 'title' },
     h('p', { class: 'crumbs' }, h('a', { href: '#/' }, 'Overview'), ' / ', h('a', { href: `#/env/${enc(env)}/agent/${enc(agent)}` }, `${agent} in ${env}`), ' / release'),
     h('h1', { id: 'title' }, `Release of ${agent} in ${env}`),
-    live,
+    live.el,
     head,
     h('div', { class: 'cols' },
       h('section', { class: 'card' }, h('h2', {}, 'Weight over time'), h('div', { class: 'chart-box' }, svg)),
@@ -546,15 +573,15 @@ function renderGuardrails(verdicts, requests) {
 // ---- Fleet ----
 
 export function fleetPage(ctx, env) {
-  const live = h('p', { class: 'live-state', role: 'status', 'aria-live': 'polite' }, 'Loading…');
+  const live = liveLine('Loading…');
   const body = h('div', { class: 'fleet' });
   const load = async () => {
     try {
       const r = await api('GET', `/v1/envs/${enc(env)}/sdks`);
       body.replaceChildren(...renderFleet(r));
-      live.textContent = `Updated ${new Date().toLocaleTimeString()}`;
+      live.updated();
     } catch (e) {
-      live.textContent = errorText(e);
+      live.error(e);
     }
   };
   load();
@@ -565,7 +592,7 @@ export function fleetPage(ctx, env) {
     { 'aria-labelledby': 'title' },
     h('p', { class: 'crumbs' }, h('a', { href: '#/' }, 'Overview'), ` / ${env} / fleet`),
     h('h1', { id: 'title' }, `SDK fleet in ${env}`),
-    live,
+    live.el,
     h('section', { class: 'card' }, body),
   );
 }

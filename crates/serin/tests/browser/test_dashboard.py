@@ -154,6 +154,8 @@ def main():
         assert parsed == [{"event": "overview", "data": '{"a":1}'}, {"event": "message", "data": "x"}], parsed
         row = agent_row(page)
         expect(row).to_contain_text("support@1")
+        # The announced state is "Live"; the update time beside it is not announced.
+        expect(page.get_by_role("status").filter(has_text="Live")).to_have_text("Live")
         expect(page.locator('section[data-env="prod"] .sdks')).to_contain_text("1 connected")
         assert page.evaluate("sessionStorage.getItem('serin.token')") == ADMIN
         assert ADMIN not in page.url
