@@ -54,6 +54,7 @@ fn bench_push(c: &mut Criterion) {
             limits: Limits::DEFAULT,
             max_in_flight: 1024,
             max_streams: 1024,
+            max_ui_streams: 64,
             refresh_interval: std::time::Duration::from_secs(1),
             tick_interval: std::time::Duration::from_secs(1),
             run_controller: false,

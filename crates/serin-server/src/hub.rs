@@ -103,6 +103,8 @@ pub struct Hub {
     bundles: Mutex<BundleCache>,
     /// Serializes publication so versions reach subscribers in order.
     publish_lock: tokio::sync::Mutex<()>,
+    /// Set once at shutdown, for streams that do not follow an env (the live views).
+    closing: watch::Sender<bool>,
 }
 
 impl Hub {
@@ -115,7 +117,16 @@ impl Hub {
                 MAX_CACHED_BUNDLE_BYTES,
             )),
             publish_lock: tokio::sync::Mutex::new(()),
+            closing: watch::Sender::new(false),
         })
+    }
+
+    /// Resolves once the hub is closed (at shutdown), so a long-lived stream can end and
+    /// let the graceful drain finish.
+    pub async fn closed(&self) {
+        let mut rx = self.closing.subscribe();
+        // Err only if the sender is gone, which means the hub is gone too.
+        let _ = rx.wait_for(|closed| *closed).await;
     }
 
     /// The current published snapshot of `env`, loading it on first use.
@@ -259,6 +270,7 @@ impl Hub {
     /// Ends every snapshot stream (at shutdown): dropping the senders wakes
     /// each subscriber with "closed".
     pub fn close(&self) {
+        self.closing.send_replace(true);
         self.write_envs().clear();
     }
 

@@ -39,6 +39,7 @@ pub mod journal;
 pub mod leader;
 mod openapi;
 pub mod otlp;
+pub mod overview;
 pub mod quarantine;
 pub mod readiness;
 pub mod releases;
@@ -50,6 +51,7 @@ pub mod sdks;
 pub mod servable;
 pub mod telemetry;
 pub mod transport;
+mod ui;
 pub mod watch;
 
 use error::{ApiError, ErrorCode};
@@ -87,6 +89,11 @@ pub struct AppState {
     pub leader: Arc<leader::Leader>,
     /// This replica's row in the replica registry.
     pub heartbeat: Arc<replicas::Heartbeat>,
+    /// Permits for open live views (`/v1/status/stream`, release streams); a request
+    /// finding none answers 429.
+    pub ui_streams: Arc<Semaphore>,
+    /// The overview shared by every open overview stream.
+    pub overview: Arc<overview::Shared>,
 }
 
 /// What the binary hands the server.
@@ -100,6 +107,10 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     /// Open snapshot streams beyond this are refused with 429.
     pub max_streams: usize,
+    /// Open live views (the dashboard's and `serin status --watch`'s streams) beyond this
+    /// are refused with 429. Each recomputes its view every second, so they are far fewer
+    /// than snapshot streams.
+    pub max_ui_streams: usize,
     /// How often the store is checked for env versions committed elsewhere
     /// (another replica, an offline CLI). On PostgreSQL, other replicas' commits
     /// arrive at once through the store's announcements; this poll is the fallback.
@@ -149,6 +160,7 @@ fn api_router(limits: &Limits) -> OpenApiRouter<AppState> {
         .merge(routes::tokens::router())
         .merge(routes::audit::router())
         .merge(routes::system::router())
+        .merge(routes::live::router())
 }
 
 /// The OpenAPI document of every route, as served at `/openapi.json`.
@@ -346,8 +358,12 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         metrics,
         openapi_json: Arc::new(api.to_pretty_json().unwrap_or_default()),
         validations: Arc::new(Semaphore::new(config.max_validations.max(1))),
+        ui_streams: Arc::new(Semaphore::new(config.max_ui_streams.max(1))),
+        overview: Arc::new(overview::Shared::default()),
     };
+    // The dashboard is not part of the API: its pages stay out of the OpenAPI document.
     let routes = router
+        .merge(ui::router())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))

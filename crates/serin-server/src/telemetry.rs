@@ -186,6 +186,16 @@ pub const DESCRIBED: &[(&str, Kind, &str)] = &[
         "Snapshot streams (SSE) open.",
     ),
     (
+        "serin_live_streams",
+        Kind::Gauge,
+        "Live views (overview and release streams, SSE) open.",
+    ),
+    (
+        "serin_live_streams_refused_total",
+        Kind::Counter,
+        "Live view streams refused with 429 because all were taken.",
+    ),
+    (
         "serin_quarantined_rows",
         Kind::Gauge,
         "Stored rows this server could not read, by kind.",

@@ -50,3 +50,23 @@ fn every_operation_documents_the_error_shape_for_its_failures() {
         }
     }
 }
+
+#[test]
+fn dashboard_pages_are_not_api_operations() {
+    // `/ui` serves HTML and static modules to browsers; it takes no token and answers no
+    // JSON, so it is deliberately outside the API document (and the contract table).
+    let doc: serde_json::Value = serde_json::from_str(&serin_server::openapi_json()).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(
+        paths.keys().all(|p| !p.starts_with("/ui")),
+        "{:?}",
+        paths.keys()
+    );
+    for live in [
+        "/v1/status",
+        "/v1/status/stream",
+        "/v1/envs/{env}/agents/{agent}/release/stream",
+    ] {
+        assert!(paths.contains_key(live), "{live} is not documented");
+    }
+}

@@ -84,6 +84,7 @@ impl Embedded {
             limits: Limits::DEFAULT,
             max_in_flight: 1024,
             max_streams,
+            max_ui_streams: 64,
             refresh_interval: Duration::from_secs(5),
             tick_interval: tick,
             run_controller: true,

@@ -185,9 +185,15 @@ pub enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// The server replicas sharing the store: which are alive, which one leads (and under
-    /// which epoch), their fan-out listener, how far behind each is, and their SDK streams.
+    /// Every env and agent (stable, previous, release step/weight/phase, verdicts, kill
+    /// switches, SDKs and their lag), then the server replicas sharing the store: which are
+    /// alive, which one leads (and under which epoch), their fan-out listener, how far
+    /// behind each is, and their SDK streams.
     Status {
+        /// Redraw on every change (the server's `/v1/status/stream`) until Ctrl-C,
+        /// reconnecting with backoff when the connection drops.
+        #[arg(long)]
+        watch: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -221,6 +227,10 @@ pub struct ServerArgs {
     /// Open snapshot streams (SDK connections) beyond this are answered 429.
     #[arg(long, env = "SERIN_MAX_STREAMS", default_value_t = 20_000)]
     pub max_streams: usize,
+    /// Open live views (dashboard and `serin status --watch` streams, each recomputed every
+    /// second) beyond this are answered 429.
+    #[arg(long, env = "SERIN_MAX_UI_STREAMS", default_value_t = 64)]
+    pub max_ui_streams: usize,
     /// How often (ms) to look for env changes committed by another replica.
     #[arg(long, env = "SERIN_REFRESH_MS", default_value_t = 1000)]
     pub refresh_ms: u64,

@@ -74,6 +74,29 @@ impl Client {
         })
     }
 
+    /// A client for long-lived streams: no deadline on the whole answer, but one on each
+    /// read, so a connection that went silent (no event or heartbeat, which the server
+    /// sends every 15 s) is noticed.
+    pub fn streaming(args: &ClientArgs) -> anyhow::Result<Client> {
+        let mut c = Client::with_timeout(args, Duration::from_secs(60))?;
+        c.http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(Duration::from_secs(45))
+            .user_agent(concat!("serin-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("could not build the HTTP client")?;
+        Ok(c)
+    }
+
+    /// A GET of an event stream: the open response, or the server's refusal.
+    pub async fn stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        let resp = self.request(Method::GET, path, None::<&()>).await?;
+        if !resp.status().is_success() {
+            return Err(failure(resp).await.into());
+        }
+        Ok(resp)
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let (_, v) = self.send::<(), T>(Method::GET, path, None).await?;
         Ok(v)

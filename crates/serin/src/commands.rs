@@ -62,7 +62,7 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<()> {
             client,
         } => routing::snapshot(&env, version, &client).await,
         Command::Token(cmd) => token(cmd).await,
-        Command::Status { client } => status(&client).await,
+        Command::Status { watch, client } => crate::status::run(&client, watch).await,
         Command::Fleet { target, watch } => crate::fleet::run(&target, watch).await,
         Command::Release(cmd) => crate::release::run(cmd).await,
         Command::Demo { healthy } => crate::demo::run(healthy).await,
@@ -756,96 +756,4 @@ fn readiness_init(template: &str, file: &Path, force: bool) -> anyhow::Result<()
         serin_core::readiness::template_items().len()
     ));
     Ok(())
-}
-
-/// `serin status`: the replicas table and the leader.
-async fn status(args: &ClientArgs) -> anyhow::Result<()> {
-    let client = Client::new(args)?;
-    let list: Value = client.get("/v1/system/replicas").await?;
-    if args.output == Output::Json {
-        out::json(&list);
-        return Ok(());
-    }
-    let yes_no = |v: &Value| match v.as_bool() {
-        Some(true) => "yes".to_owned(),
-        Some(false) => "no".to_owned(),
-        None => "-".to_owned(),
-    };
-    let empty = Vec::new();
-    let rows: Vec<Vec<String>> = list["replicas"]
-        .as_array()
-        .unwrap_or(&empty)
-        .iter()
-        .map(|r| {
-            let role = if r["is_leader"].as_bool() == Some(true) {
-                format!("leader/{}", r["epoch"])
-            } else {
-                format!("follower/{}", r["epoch"])
-            };
-            let id = r["id"].as_str().unwrap_or("?");
-            let me = if r["id"] == list["served_by"] {
-                " *"
-            } else {
-                ""
-            };
-            let caught_up = if r["caught_up"].as_bool() == Some(true) {
-                "yes".to_owned()
-            } else {
-                format!("no (lag {})", r["lag_versions"])
-            };
-            vec![
-                format!("{id}{me}"),
-                format!(
-                    "{}:{}",
-                    r["host"].as_str().unwrap_or("?"),
-                    r["pid"].as_i64().unwrap_or(0)
-                ),
-                role,
-                yes_no(&r["alive"]),
-                ago(r["last_seen_ago_ms"].as_i64().unwrap_or(0)),
-                yes_no(&r["listener_connected"]),
-                caught_up,
-                r["sdk_streams"].as_i64().unwrap_or(0).to_string(),
-            ]
-        })
-        .collect();
-    out::table(
-        &[
-            "ID",
-            "HOST:PID",
-            "ROLE/EPOCH",
-            "ALIVE",
-            "LAST SEEN",
-            "LISTENER",
-            "CAUGHT UP",
-            "SDKS",
-        ],
-        &rows,
-    );
-    let leader = &list["leader"];
-    if leader.is_object() {
-        out::line(&format!(
-            "leader: {} ({}:{}), epoch {}",
-            leader["id"].as_str().unwrap_or("?"),
-            leader["host"].as_str().unwrap_or("?"),
-            leader["pid"].as_i64().unwrap_or(0),
-            leader["epoch"],
-        ));
-    } else {
-        out::line(&format!(
-            "leader: none alive (store epoch {})",
-            list["epoch"]
-        ));
-    }
-    Ok(())
-}
-
-/// `1.2s ago`, `3m4s ago`.
-pub(crate) fn ago(ms: i64) -> String {
-    let ms = ms.max(0);
-    if ms < 60_000 {
-        format!("{}.{}s ago", ms / 1000, (ms % 1000) / 100)
-    } else {
-        format!("{}m{}s ago", ms / 60_000, (ms % 60_000) / 1000)
-    }
 }

@@ -88,7 +88,7 @@ pub fn render(v: &Value, agent: &str, env: &str) -> Vec<String> {
                 } else {
                     "no".to_owned()
                 },
-                crate::commands::ago(
+                crate::status::ago(
                     now_ms().saturating_sub(i["last_seen_ms"].as_i64().unwrap_or(0)),
                 ),
             ]

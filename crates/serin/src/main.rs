@@ -24,6 +24,7 @@ mod readiness;
 mod release;
 mod routing;
 mod server;
+mod status;
 
 /// The check a verb ran said no (invalid bundle, broken audit chain): exit 1.
 /// A refusal from the server exits 1 too (see [`client::ApiFailure::exit_code`]);

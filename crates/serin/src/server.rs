@@ -166,6 +166,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         limits: Limits::DEFAULT,
         max_in_flight: args.max_in_flight,
         max_streams,
+        max_ui_streams: args.max_ui_streams,
         refresh_interval: Duration::from_millis(args.refresh_ms.max(50)),
         tick_interval: Duration::from_millis(args.tick_ms.max(50)),
         run_controller: !args.no_release_controller,

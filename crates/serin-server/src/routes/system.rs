@@ -28,7 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// What `GET /v1/system/replicas` answers.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct ReplicaList {
     /// The answering server's now (unix ms), which `alive` and `last_seen_ago_ms` are
     /// measured against.
@@ -47,7 +47,7 @@ pub struct ReplicaList {
     pub replicas: Vec<ReplicaInfo>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct ReplicaLeader {
     pub id: String,
     pub host: String,
@@ -56,7 +56,7 @@ pub struct ReplicaLeader {
 }
 
 /// One replica, as it last reported itself.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct ReplicaInfo {
     /// Random per process start.
     pub id: String,
@@ -108,6 +108,12 @@ async fn replicas(
     if let Err(e) = state.heartbeat.beat().await {
         tracing::debug!(error = %e, "could not write this replica's heartbeat");
     }
+    Ok(axum::Json(replica_list(&state).await?))
+}
+
+/// The replica registry as stored now, measured against this server's clock (shared by
+/// `GET /v1/system/replicas` and the overview of `GET /v1/status`).
+pub(crate) async fn replica_list(state: &AppState) -> ApiResult<ReplicaList> {
     let rows = state.store.list_replicas().await?;
     let epoch = state.store.leadership().await?.epoch;
     let now_ms = clock::now_ms();
@@ -163,14 +169,14 @@ async fn replicas(
             pid: r.pid,
             epoch: r.epoch,
         });
-    Ok(axum::Json(ReplicaList {
+    Ok(ReplicaList {
         now_ms,
         served_by: state.heartbeat.identity.id.clone(),
         leader,
         epoch,
         newest_versions,
         replicas,
-    }))
+    })
 }
 
 #[derive(Debug, Serialize, ToSchema)]

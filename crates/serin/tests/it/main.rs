@@ -12,6 +12,7 @@ mod bench;
 mod bundles;
 mod clock;
 mod conformance_http;
+mod dashboard;
 mod decisions;
 mod drills;
 mod evidence;

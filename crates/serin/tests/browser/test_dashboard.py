@@ -1,0 +1,299 @@
+"""The dashboard at /ui in real Chromium against a real Serin server.
+
+Run by crates/serin/tests/it/dashboard.rs, which starts the server, creates the tokens,
+pushes support@1 and support@2, deploys support@1 in prod and keeps one SDK instance
+connected there. Everything this script changes goes through the public API, like an
+operator or an agent would; every assertion reads what the browser shows.
+"""
+
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+
+from playwright.sync_api import expect, sync_playwright
+
+URL = os.environ["SERIN_URL"]
+ADMIN = os.environ["SERIN_ADMIN_TOKEN"]
+VIEWER = os.environ["SERIN_VIEWER_TOKEN"]
+DOOMED = os.environ["SERIN_DOOMED_TOKEN"]
+SHOT_DIRS = [d for d in os.environ.get("SERIN_SCREENSHOT_DIRS", "").split(os.pathsep) if d]
+CHROMIUM = os.environ.get("SERIN_CHROMIUM", "/usr/bin/chromium")
+# Live updates arrive within the stream's 1 s poll; the controller ticks every second.
+LIVE = 20_000
+
+PLAN = {
+    "steps": [
+        {"canary": {"weight": "5%", "min_duration": "1s", "min_requests": 100}},
+        {"canary": {"weight": "25%", "min_duration": "1s", "min_requests": 100}},
+        {"canary": {"weight": "50%", "min_duration": "1s", "min_requests": 100}},
+    ],
+    "promotion": "auto",
+    "stickiness": "user",
+    "guardrails": {"error_rate": {"max": "5%", "max_increase": "2pp"}, "settings": {"min_requests": 100}},
+    "on_failure": "rollback",
+}
+
+
+def call(method, path, body=None, token=ADMIN):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(URL + path, data=data, method=method)
+    req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            text = resp.read()
+            return resp.status, json.loads(text) if text else None
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def ok(method, path, body=None, token=ADMIN):
+    status, answer = call(method, path, body, token)
+    assert 200 <= status < 300, f"{method} {path}: {status} {answer}"
+    return answer
+
+
+def traffic(start, n, canary_error_every):
+    """n canary outcomes (every `canary_error_every`-th an error, 0: none) and 9 stable per
+    canary one, each tagged with the snapshot version it was routed under."""
+    version = ok("GET", "/v1/envs/prod/snapshot")["version"]
+
+    def event(i, arm, bundle, error):
+        return {
+            "request_id": f"{arm}-{bundle}-{i}", "agent": "support", "env": "prod",
+            "snapshot_version": version, "bundle": bundle, "arm": arm, "user": f"u{i}",
+            "latency_ms": 500.0 + i % 40, "cost_usd": 0.01, "tool_calls": {"ok": 1, "failed": 0},
+            "error": {"class": "permanent"} if error else None,
+        }
+
+    events = []
+    for i in range(start, start + n):
+        for j in range(9):
+            k = i * 9 + j
+            events.append(event(k, "stable", "support@1", k % 100 == 0))
+        events.append(event(i, "canary", "support@2", canary_error_every > 0 and i % canary_error_every == 0))
+    for c in range(0, len(events), 2000):
+        answer = ok("POST", "/v1/outcomes", {"events": events[c:c + 2000]})
+        assert answer["rejected"] == 0, answer
+
+
+def shot(page, name):
+    for d in SHOT_DIRS:
+        os.makedirs(d, exist_ok=True)
+        page.screenshot(path=os.path.join(d, f"{name}.png"))
+
+
+def sign_in(page, token):
+    page.goto(URL + "/ui")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    # Keyboard only: the token field has focus, Enter submits.
+    expect(page.get_by_label("API token")).to_be_focused()
+    page.keyboard.type(token)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+
+
+def sign_out(page):
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+
+def agent_row(page):
+    return page.locator('section[data-env="prod"] tr[data-agent="support"]')
+
+
+def confirm(page, reason):
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_be_visible()
+    # The reason is required: an empty one does not submit.
+    page.get_by_role("button", name="Confirm").click()
+    expect(dialog).to_be_visible()
+    page.get_by_label("Reason (required, audited)").fill(reason)
+    page.get_by_role("button", name="Confirm").click()
+    expect(dialog).to_be_hidden()
+
+
+def main():
+    problems = []
+    with sync_playwright() as p:
+        # Chromium refuses its sandbox as root (CI containers); elsewhere it keeps it.
+        args = ["--no-sandbox"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        ctx = browser.new_context(viewport={"width": 1366, "height": 768})
+        page = ctx.new_page()
+        # A CSP violation or a script error shows up here; none is acceptable. Chromium also
+        # logs every 4xx answer, which this script provokes on purpose.
+        def console(m):
+            if m.type == "error" and not m.text.startswith("Failed to load resource"):
+                problems.append(f"console: {m.text}")
+
+        page.on("console", console)
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+
+        # A wrong token is refused with the server's reason and never kept.
+        page.goto(URL + "/ui")
+        page.get_by_label("API token").fill("serin_nope_nope")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#signin-msg")).to_contain_text("Sign-in refused")
+        assert page.evaluate("sessionStorage.getItem('serin.token')") is None
+
+        # Sign in; the overview lists support in prod with its stable and the SDK.
+        sign_in(page, ADMIN)
+        # The stream reader the pages use: events split anywhere across chunks come out
+        # whole, CRLF and LF alike, and heartbeat comments are dropped.
+        parsed = page.evaluate("""async () => {
+            const { sseParser } = await import('/ui/api.js');
+            const got = [];
+            const feed = sseParser((e) => got.push(e));
+            for (const c of [': keep-alive\\n\\nevent: ov', 'erview\\r', '\\ndata: {"a":', '1}\\n', '\\n', 'data: x\\n\\n']) feed(c);
+            return got;
+        }""")
+        assert parsed == [{"event": "overview", "data": '{"a":1}'}, {"event": "message", "data": "x"}], parsed
+        row = agent_row(page)
+        expect(row).to_contain_text("support@1")
+        # The announced state is "Live"; the update time beside it is not announced.
+        expect(page.get_by_role("status").filter(has_text="Live")).to_have_text("Live")
+        expect(page.locator('section[data-env="prod"] .sdks')).to_contain_text("1 connected")
+        assert page.evaluate("sessionStorage.getItem('serin.token')") == ADMIN
+        assert ADMIN not in page.url
+
+        # A release whose guardrail will breach: it climbs, then rolls back, live.
+        ok("POST", "/v1/envs/prod/agents/support/releases", {"bundle": 2, "plan": PLAN})
+        expect(row).to_contain_text("canary", timeout=LIVE)
+        expect(row).to_contain_text("step 1/3")
+        shot(page, "overview")
+        row.get_by_role("link", name="support@2").click()
+        expect(page.get_by_role("heading", name="Release of support in prod")).to_be_visible()
+        expect(page.locator("#step")).to_have_text("step 1/3", timeout=LIVE)
+        expect(page.locator("#weight")).to_have_text("5%")
+        # Too early: the gate does not hold, and the server says what is missing.
+        page.get_by_role("button", name="Promote").click()
+        expect(page.locator("#msg-promote")).to_contain_text("422")
+        expect(page.locator("#msg-promote")).to_contain_text("canary requests")
+        page.evaluate("window.__notReloaded = true")
+        chart = page.locator(".chart-box").bounding_box()
+        guardrails = page.locator(".guardrails").bounding_box()
+
+        traffic(0, 150, 0)
+        ok("POST", "/v1/system/clock", {"advance_ms": 1100})
+        expect(page.locator("#step")).to_have_text("step 2/3", timeout=LIVE)
+        expect(page.locator("#weight")).to_have_text("25%")
+        expect(page.locator('tr[data-guardrail^="error_rate"]').first).to_be_visible()
+
+        traffic(150, 400, 4)
+        expect(page.locator("#phase")).to_have_text("rolled_back", timeout=LIVE)
+        expect(page.locator("#failure")).to_contain_text("error_rate")
+        expect(page.locator(".timeline li").first).to_contain_text("rolled_back")
+        expect(page.get_by_role("button", name="Abort")).to_be_hidden()
+        assert page.locator(".chart .weight-dot").count() >= 3, "the chart shows every transition"
+        assert page.evaluate("window.__notReloaded === true"), "the page reloaded"
+        moved = page.locator(".chart-box").bounding_box()
+        assert moved == chart, f"live data moved the chart: {chart} -> {moved}"
+        moved = page.locator(".guardrails").bounding_box()
+        assert moved["y"] == guardrails["y"], f"live data moved the guardrails: {guardrails} -> {moved}"
+        shot(page, "release")
+
+        # Roll back by hand from the agent page: support@2 deployed, then back to support@1.
+        ok("POST", "/v1/envs/prod/agents/support/deploy", {"bundle": 2, "force": True, "reason": "hotfix"})
+        page.goto(URL + "/ui#/env/prod/agent/support")
+        expect(page.locator("#stable")).to_have_text("support@2", timeout=LIVE)
+        expect(page.locator("#previous")).to_have_text("support@1")
+        # A second operator has the same page open in another browser.
+        other_ctx = browser.new_context(viewport={"width": 1366, "height": 768})
+        other = other_ctx.new_page()
+        sign_in(other, ADMIN)
+        other.goto(URL + "/ui#/env/prod/agent/support")
+        expect(other.locator("#previous")).to_have_text("support@1", timeout=LIVE)
+        page.get_by_role("button", name="Roll back").click()
+        other.get_by_role("button", name="Roll back").click()
+        confirm(page, "support@2 answers badly")
+        confirm(other, "same incident")
+        expect(page.locator("#msg-rollback")).to_contain_text("stable support@1", timeout=LIVE)
+        # The one who acted second loses: the server's 409 is shown as it said it.
+        expect(other.locator("#msg-rollback")).to_contain_text("409 conflict", timeout=LIVE)
+        expect(other.locator("#msg-rollback")).to_contain_text("no previous stable")
+        expect(other.locator("#stable")).to_have_text("support@1", timeout=LIVE)
+        other_ctx.close()
+        expect(page.locator("#stable")).to_have_text("support@1", timeout=LIVE)
+        expect(page.locator(".history")).to_contain_text("rolled_back")
+        # Without an active release there is nothing to promote.
+        expect(page.get_by_role("button", name="Promote")).to_be_hidden()
+        page.get_by_label("Candidate bundle number (support@N)").fill("2")
+        page.get_by_role("button", name="Check readiness").click()
+        expect(page.locator(".readiness-out")).to_contain_text("support@2", timeout=LIVE)
+        shot(page, "agent")
+
+        page.goto(URL + "/ui#/env/prod/fleet")
+        expect(page.get_by_role("row", name="i-browser-1")).to_contain_text("yes", timeout=LIVE)
+        shot(page, "fleet")
+
+        page.goto(URL + "/ui#/audit")
+        expect(page.locator(".verify")).to_contain_text("Audit chain intact", timeout=LIVE)
+        expect(page.locator(".audit-table")).to_contain_text("rollback")
+        shot(page, "audit")
+        sign_out(page)
+        assert page.evaluate("sessionStorage.getItem('serin.token')") is None
+
+        # A viewer reads the overview, and is refused (by the server) when rolling back.
+        sign_in(page, VIEWER)
+        expect(agent_row(page)).to_contain_text("support@1", timeout=LIVE)
+        page.goto(URL + "/ui#/env/prod/agent/support")
+        expect(page.locator("#stable")).to_have_text("support@1", timeout=LIVE)
+        # Keyboard: Enter opens the confirmation, Escape cancels it and nothing is sent.
+        page.get_by_role("button", name="Roll back").focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("dialog")).to_be_visible()
+        expect(page.get_by_label("Reason (required, audited)")).to_be_focused()
+        page.keyboard.press("Escape")
+        expect(page.get_by_role("dialog")).to_be_hidden()
+        expect(page.locator("#msg-rollback")).to_have_text("")
+        page.get_by_role("button", name="Roll back").click()
+        confirm(page, "viewer tries")
+        expect(page.locator("#msg-rollback")).to_contain_text("403 forbidden", timeout=LIVE)
+        expect(page.locator("#msg-rollback")).to_contain_text("viewer")
+        sign_out(page)
+
+        # A token revoked while its overview is open is sent back to sign-in.
+        sign_in(page, DOOMED)
+        expect(agent_row(page)).to_be_visible(timeout=LIVE)
+        token_id = DOOMED.split("_")[1]
+        ok("DELETE", f"/v1/tokens/{token_id}")
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible(timeout=LIVE)
+        expect(page.locator("#signin-msg")).to_contain_text("Signed out")
+        assert page.evaluate("sessionStorage.getItem('serin.token')") is None
+        ctx.close()
+
+        # A phone: the overview fits the width (tables scroll inside their card).
+        phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+        page = phone.new_page()
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        sign_in(page, ADMIN)
+        expect(agent_row(page)).to_be_visible(timeout=LIVE)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the phone overview is {width}px wide"
+        shot(page, "overview-phone")
+        for hash_, ready in [
+            ("#/env/prod/agent/support", "#stable"),
+            ("#/env/prod/agent/support/release", "#phase"),
+            ("#/env/prod/fleet", "table"),
+            ("#/audit", ".audit-table"),
+        ]:
+            page.goto(URL + "/ui" + hash_)
+            expect(page.locator(ready).first).to_be_visible(timeout=LIVE)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"{hash_} is {width}px wide on a phone"
+        phone.close()
+        browser.close()
+    assert not problems, "\n".join(problems)
+    print("dashboard: all browser scenarios passed")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AssertionError as e:
+        print(f"dashboard: {e}", file=sys.stderr)
+        raise
