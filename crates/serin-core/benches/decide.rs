@@ -18,7 +18,7 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serin_core::decision::bench_support::{
-    AGENT, RELEASE_ID, many_agents_snapshot, reference_requests, reference_snapshot,
+    AGENT, RELEASE_ID, many_agents_snapshot, reference_requests, reference_snapshot, waved_snapshot,
 };
 use serin_core::decision::{CompiledSnapshot, bucket};
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
@@ -49,6 +49,24 @@ fn decide(c: &mut Criterion) {
             b.iter(|| {
                 let mut canary = 0usize;
                 for ctx in &contexts {
+                    let d = compiled.decide(black_box(AGENT), black_box(ctx)).unwrap();
+                    canary += d.arm as usize;
+                }
+                canary
+            })
+        });
+    }
+
+    // Waves against no waves in the same run, on the same requests (each with a region and
+    // an instance): what finding a request's wave costs.
+    let placed = requests.placed_contexts();
+    let plain = CompiledSnapshot::compile(reference_snapshot(100, 0)).unwrap();
+    let waved = CompiledSnapshot::compile(waved_snapshot(100)).unwrap();
+    for (name, compiled) in [("placed_no_waves", &plain), ("placed_waves", &waved)] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut canary = 0usize;
+                for ctx in &placed {
                     let d = compiled.decide(black_box(AGENT), black_box(ctx)).unwrap();
                     canary += d.arm as usize;
                 }

@@ -51,6 +51,17 @@ pub fn json(view: &ReleaseView) -> Value {
         "canary_requests": view.canary_requests,
         "verdicts": view.verdicts.iter().map(verdict_json).collect::<Vec<_>>(),
         "verdicts_frozen": r.final_evidence().is_some(),
+        "waves": r.waves.iter().map(|w| {
+            let ev = view.waves.iter().find(|e| e.wave == w.name);
+            json!({
+                "wave": w.name, "state": w.state,
+                "opened_at": w.opened_ms.map(clock::rfc3339),
+                "finished_at": w.finished_ms.map(clock::rfc3339),
+                "failure": w.failure,
+                "canary_requests": ev.map(|e| e.canary_requests),
+                "verdicts": ev.map(|e| e.verdicts.iter().map(verdict_json).collect::<Vec<_>>()),
+            })
+        }).collect::<Vec<_>>(),
         "shadow_calibration": view.shadow_calibration,
         "notifications": view.notifications,
     })
@@ -71,7 +82,7 @@ pub fn markdown(view: &ReleaseView) -> String {
         "- outcome: **{}** at step {} of {} (weight {})",
         r.phase.as_str(),
         r.step + 1,
-        r.plan.steps.len(),
+        r.plan.stages().len(),
         r.weight()
     );
     let _ = writeln!(
@@ -121,6 +132,32 @@ pub fn markdown(view: &ReleaseView) -> String {
         let _ = writeln!(s, "No outcomes were reported for the candidate.");
     } else {
         verdict_table(&mut s, &view.verdicts);
+    }
+    if !r.waves.is_empty() {
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "## Waves (each judged on its own members' canary and control)"
+        );
+        for w in &r.waves {
+            let _ = writeln!(s);
+            let ev = view.waves.iter().find(|e| e.wave == w.name);
+            let _ = writeln!(
+                s,
+                "**{}** — {}, {} canary requests{}",
+                w.name,
+                w.state.as_str(),
+                ev.map_or(0, |e| e.canary_requests),
+                w.failure
+                    .as_ref()
+                    .map(|f| format!("; {}", f.summary()))
+                    .unwrap_or_default()
+            );
+            if let Some(e) = ev.filter(|e| !e.verdicts.is_empty()) {
+                let _ = writeln!(s);
+                verdict_table(&mut s, &e.verdicts);
+            }
+        }
     }
     if !view.shadow_calibration.is_empty() {
         let _ = writeln!(s);

@@ -116,6 +116,7 @@ pub fn render(v: &Value) -> Vec<String> {
         }
         lines.push(line);
     }
+    lines.extend(wave_lines(v));
     if r["phase"]
         .as_str()
         .is_some_and(|p| matches!(p, "completed" | "rolled_back" | "aborted"))
@@ -388,4 +389,54 @@ async fn act(target: &ReleaseTarget, verb: &str, body: Value) -> anyhow::Result<
             Err(e)
         }
     }
+}
+
+/// A waved release's waves: state, canary requests, and the worst verdict of each (its own
+/// comparison), with what rolled back or halted it.
+fn wave_lines(v: &Value) -> Vec<String> {
+    let r = &v["release"];
+    let Some(waves) = r["waves"].as_array().filter(|w| !w.is_empty()) else {
+        return Vec::new();
+    };
+    let evidence = v["waves"].as_array();
+    let mut lines = vec![format!(
+        "  waves    by {}",
+        r["plan"]["waves"]["by"].as_str().unwrap_or("?")
+    )];
+    for w in waves {
+        let name = w["name"].as_str().unwrap_or("?");
+        let ev = evidence
+            .into_iter()
+            .flatten()
+            .find(|e| e["wave"].as_str() == Some(name));
+        let canary = ev.and_then(|e| e["canary_requests"].as_u64()).unwrap_or(0);
+        let verdicts: Vec<&Value> = ev
+            .and_then(|e| e["verdicts"].as_array())
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
+        let worst = ["fail", "pending", "pass"]
+            .into_iter()
+            .find(|s| verdicts.iter().any(|x| x["status"] == *s))
+            .unwrap_or("-");
+        lines.push(format!(
+            "    {name:<12} {:<12} canary {canary:<8} verdicts {worst}",
+            w["state"].as_str().unwrap_or("?")
+        ));
+        if let Some(f) = w["failure"].as_object() {
+            lines.push(format!(
+                "      {} canary {} (n={}) vs control {} (n={}), {}",
+                f.get("guardrail").and_then(Value::as_str).unwrap_or("?"),
+                f.get("canary_value")
+                    .and_then(Value::as_f64)
+                    .map_or_else(String::new, num),
+                f.get("canary_n").map(Value::to_string).unwrap_or_default(),
+                f.get("control_value")
+                    .and_then(Value::as_f64)
+                    .map_or_else(String::new, num),
+                f.get("control_n").map(Value::to_string).unwrap_or_default(),
+                f.get("threshold").and_then(Value::as_str).unwrap_or(""),
+            ));
+        }
+    }
+    lines
 }

@@ -28,12 +28,13 @@ def observe(router: serin.StaticRouter, agent: str, context: Dict[str, str]) -> 
         "fell_back_to_request": d.fell_back_to_request,
         "flags": d.flags,
         "flag_reasons": d.flag_reasons,
+        **({"wave": d.wave} if d.wave is not None else {}),
     }
 
 
 def test_every_topic_is_there() -> None:
     names = {p.stem for p in vector_files()}
-    for topic in ["kills", "exclusions", "stickiness", "ramp", "flags", "unknown-agent", "no-stable"]:
+    for topic in ["kills", "exclusions", "stickiness", "ramp", "flags", "unknown-agent", "no-stable", "waves"]:
         assert topic in names
 
 

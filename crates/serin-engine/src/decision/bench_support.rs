@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::model::{
     AgentRouting, Attribute, BundleRef, Context, Flag, FlagRule, Operator, Percent, ReleaseRouting,
-    Snapshot, Stickiness, Targets,
+    Snapshot, Stickiness, Targets, WAVE_REST, WaveKey, WaveRouting,
 };
 use crate::bundle::{Bundle, Metadata, ModelSpec};
 
@@ -138,6 +138,36 @@ pub fn reference_snapshot(exclusions: usize, flags: usize) -> Snapshot {
     }
 }
 
+/// Regions the waved requests come from, and the instance each region's pods are named by.
+pub const REGIONS: [&str; 4] = ["us-east", "us-west", "eu-west", "ap-south"];
+
+/// [`reference_snapshot`] with its release rolling out in waves: a one-box instance at 100%,
+/// `us` (us-east, us-west) at 10%, `eu` (eu-west) at 0%, and the rest at 0%: the shape of a
+/// waved release at its first wave. A request is routed by an instance lookup, then a
+/// region lookup.
+pub fn waved_snapshot(exclusions: usize) -> Snapshot {
+    let mut snap = reference_snapshot(exclusions, 0);
+    let wave = |name: &str, by: WaveKey, members: &[&str], weight: u32| WaveRouting {
+        name: name.to_owned(),
+        by,
+        members: members.iter().map(|m| (*m).to_owned()).collect(),
+        weight: pct(weight),
+    };
+    if let Some(r) = snap.agents.get_mut(AGENT).and_then(|a| a.release.as_mut()) {
+        r.waves = vec![
+            wave("one-box", WaveKey::Instance, &["pod-us-east-0"], 10_000),
+            wave("us", WaveKey::Region, &["us-east", "us-west"], 1_000),
+            wave("eu", WaveKey::Region, &["eu-west"], 0),
+            wave("rest", WaveKey::Region, &[WAVE_REST], 0),
+        ];
+    }
+    snap
+}
+
+fn region_of(i: usize) -> &'static str {
+    REGIONS.get(i % REGIONS.len()).copied().unwrap_or("us-east")
+}
+
 fn pct(bp: u32) -> Percent {
     Percent::from_basis_points(bp).unwrap_or(Percent::ZERO)
 }
@@ -251,6 +281,10 @@ pub struct Requests {
     pub request_ids: Vec<String>,
     pub users: Vec<String>,
     pub tenants: Vec<String>,
+    /// Each request's region (for waved releases), cycling through [`REGIONS`].
+    pub regions: Vec<&'static str>,
+    /// Each request's instance: one of 16 pods of its region.
+    pub instances: Vec<String>,
 }
 
 /// `n` requests with distinct users, from tenants drawn uniformly from [`REQUEST_TENANTS`].
@@ -260,6 +294,10 @@ pub fn reference_requests(n: usize) -> Requests {
         users: (0..n).map(user_id).collect(),
         tenants: (0..n)
             .map(|i| tenant_id((mix(i as u64 ^ 0xA5A5) % REQUEST_TENANTS as u64) as usize))
+            .collect(),
+        regions: (0..n).map(region_of).collect(),
+        instances: (0..n)
+            .map(|i| format!("pod-{}-{}", region_of(i), (i / 4) % 16))
             .collect(),
     }
 }
@@ -280,6 +318,17 @@ impl Requests {
                 region: None,
                 pool: None,
             })
+            .collect()
+    }
+
+    /// [`Requests::contexts`] with each request's region and instance set, as an SDK in a
+    /// multi-region fleet sends them.
+    pub fn placed_contexts(&self) -> Vec<Context<'_>> {
+        self.contexts()
+            .into_iter()
+            .zip(&self.regions)
+            .zip(&self.instances)
+            .map(|((c, r), i)| c.region(r).instance(i))
             .collect()
     }
 }

@@ -152,6 +152,9 @@ fn shape(routing: &Value) -> Value {
             "candidate": r["candidate"]["id"], "weight": r["weight"],
             "stickiness": r.get("stickiness").cloned().unwrap_or(json!("user")),
             "exclude_tenants": r.get("exclude_tenants").cloned().unwrap_or(json!([])),
+            // Waves come only from a waved plan's release, which `build` does not run: a
+            // waved vector is checked against the engine on the served snapshot alone.
+            "waves": r.get("waves").cloned().unwrap_or(json!([])),
         })},
     })
 }

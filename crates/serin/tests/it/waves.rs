@@ -197,6 +197,29 @@ waves:
         "{history}"
     );
     assert!(history.contains("wave eu was rolled back"), "{history}");
+    // Every view tells the same story: the status lines and the report's waves section.
+    let human = cli
+        .run(&["release", "status", "support", "--env", "prod"])
+        .ok();
+    assert!(
+        human.stdout.contains("waves    by region"),
+        "{}",
+        human.stdout
+    );
+    assert!(
+        human.stdout.contains("eu           rolled_back"),
+        "{}",
+        human.stdout
+    );
+    let report = cli
+        .run(&["release", "report", "support", "--env", "prod"])
+        .ok();
+    assert!(report.stdout.contains("## Waves"), "{}", report.stdout);
+    assert!(
+        report.stdout.contains("**eu** — rolled_back"),
+        "{}",
+        report.stdout
+    );
     // The audit log has the scoped rollback.
     let audit = cli.run(&["audit", "list", "--output", "json"]).ok();
     assert!(
