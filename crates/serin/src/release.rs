@@ -36,7 +36,12 @@ fn bar(done: f64, width: usize) -> String {
 /// A release view in a few lines (what `status` prints).
 pub fn render(v: &Value) -> Vec<String> {
     let r = &v["release"];
-    let steps = r["plan"]["steps"].as_array().map_or(0, Vec::len);
+    // A waved plan runs every wave's steps in turn: count them as the server does.
+    let stages = serde_json::from_value::<serin_core::release::Plan>(r["plan"].clone())
+        .ok()
+        .filter(|p| p.waves.is_some())
+        .map(|p| p.stages().len());
+    let steps = stages.unwrap_or_else(|| r["plan"]["steps"].as_array().map_or(0, Vec::len));
     let step = r["step"].as_u64().unwrap_or(0);
     // The routed share (a holdback lowers the final step's); servers before it had none.
     let weight = v["weight"]
@@ -57,6 +62,9 @@ pub fn render(v: &Value) -> Vec<String> {
     )];
     if let Some(why) = v["needs_attention"].as_str() {
         lines.push(format!("  NEEDS ATTENTION: {why}"));
+    }
+    for w in v["warnings"].as_array().into_iter().flatten() {
+        lines.push(format!("  warning  {}", w.as_str().unwrap_or("?")));
     }
     let g = &v["gate"];
     if g.is_object() {
