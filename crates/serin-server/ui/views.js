@@ -589,7 +589,7 @@ function waveWeight(state, weight) {
   return '0%';
 }
 
-/** One line per verdict: its status, the guardrail, both arms and the evidence. */
+/** Per verdict: its status and guardrail, then both arms and the evidence. */
 function waveVerdicts(verdicts) {
   if (!verdicts || !verdicts.length) return h('p', { class: 'muted small' }, 'No verdicts yet.');
   return h(
@@ -600,9 +600,8 @@ function waveVerdicts(verdicts) {
         'li',
         { 'data-guardrail': v.guardrail },
         badge(v.status),
-        ` ${v.guardrail}${v.shadow ? ' (shadow)' : ''} `,
-        h('span', { class: 'num small' }, `canary ${num(v.canary.value)} (${v.canary.n}) vs ${num(v.control.value)} (${v.control.n}) `),
-        ...evidence(v),
+        ` ${v.guardrail}${v.shadow ? ' (shadow)' : ''}`,
+        h('div', { class: 'small' }, h('span', { class: 'num' }, `canary ${num(v.canary.value)} (${v.canary.n}) vs ${num(v.control.value)} (${v.control.n}) `), ...evidence(v)),
       ),
     ),
   );
