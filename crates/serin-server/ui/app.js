@@ -37,7 +37,7 @@ function route() {
   } else if (parts[0] === 'env' && parts[2] === 'agent' && parts[3]) {
     page = agentPage(ctx, parts[1], parts[3]);
   } else if (parts[0] === 'env' && parts[2] === 'fleet') {
-    page = fleetPage(ctx, parts[1]);
+    page = fleetPage(ctx, parts[1], parts[3] || '');
   } else if (parts[0] === 'audit') {
     page = auditPage(ctx);
   } else {

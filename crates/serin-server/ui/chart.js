@@ -20,11 +20,40 @@ export function percent(s) {
 }
 
 /**
+ * The steps a release runs, as the server counts them (its `step` indexes this list): the
+ * plan's steps, or with `waves` every wave's steps in wave order, the one box first (one
+ * step at 100%), a wave with `open: true` one step at 100%, a wave without steps of its own
+ * the plan's. Each is `{ wave, weight }`, `wave` an index into `release.waves` (or null).
+ * The plan's holdback comes off the final step's weight.
+ */
+export function stages(plan) {
+  const weights = (list) => (list || []).map((s) => percent((s.canary || s).weight));
+  const out = [];
+  const w = plan.waves;
+  if (!w) {
+    for (const weight of weights(plan.steps)) out.push({ wave: null, weight });
+  } else {
+    let i = 0;
+    if (w.one_box) out.push({ wave: i++, weight: 100 });
+    for (const spec of w.list || []) {
+      for (const weight of spec.open ? [100] : weights(spec.steps || plan.steps)) out.push({ wave: i, weight });
+      i++;
+    }
+  }
+  if (out.length && plan.holdback) {
+    const last = out[out.length - 1];
+    last.weight = Math.max(0, last.weight - percent(plan.holdback));
+  }
+  return out;
+}
+
+/**
  * Points `[at_ms, weight%]` of a release: each transition sets the weight its phase and step
- * route (a drained or aborted release routes 0%, a completed one 100%).
+ * route (a drained or aborted release routes 0%, a completed one 100%). For a waved release
+ * the weight is the current wave's.
  */
 export function weightPoints(release, nowMs) {
-  const steps = release.plan.steps.map((s) => percent((s.canary || s).weight));
+  const steps = stages(release.plan).map((s) => s.weight);
   const routed = (phase, step) => {
     if (phase === 'rolled_back' || phase === 'aborted' || phase === 'pending') return 0;
     if (phase === 'completed') return 100;

@@ -2,7 +2,7 @@
 // always text. Each page returns its root element and registers its own cleanup.
 
 import { api, follow } from './api.js';
-import { drawWeight, weightPoints } from './chart.js';
+import { drawWeight, stages, weightPoints } from './chart.js';
 
 /** `h('p', {class: 'x'}, 'text', child)`: an element with attributes and children. */
 export function h(tag, attrs, ...children) {
@@ -155,9 +155,20 @@ function changeText(r) {
   return `${r.action} → snapshot v${r.version}; stable ${r.stable || '-'}, previous ${r.previous || '-'}${r.killed ? '; killed' : ''}`;
 }
 
+/**
+ * Where a release is: `step 2/3`, and for a waved release the step among every wave's
+ * steps with the wave it belongs to, `step 3/6 (wave eu)`.
+ */
+function stepText(r) {
+  const all = stages(r.plan);
+  const s = all[r.step];
+  const wave = s && s.wave !== null && r.waves && r.waves[s.wave];
+  return `step ${r.step + 1}/${all.length}${wave ? ` (wave ${wave.name})` : ''}`;
+}
+
 function releaseText(v) {
   const r = v.release;
-  return `${r.id}: ${r.phase} at step ${r.step + 1}/${r.plan.steps.length} (${v.weight})`;
+  return `${r.id}: ${r.phase} at ${stepText(r)} (${v.weight})`;
 }
 
 function releaseActions(env, agent) {
@@ -175,6 +186,19 @@ function releaseActions(env, agent) {
       () => confirmAction(`Abort the release of ${agent} in ${env}?`, 'The candidate is drained at once.'),
     ),
   );
+}
+
+/** How strong a verdict's evidence is against its bar, 0..1 (log scale, as e-values grow). */
+function evidenceRatio(v) {
+  return v.statistic_threshold > 0 ? Math.min(1, Math.log1p(Math.max(0, v.statistic)) / Math.log1p(v.statistic_threshold)) : 0;
+}
+
+/** A verdict's evidence: a bar against the bound and the e-value over its bar. */
+function evidence(v) {
+  return [
+    h('progress', { max: 100, value: Math.round(evidenceRatio(v) * 100), 'aria-label': `${v.guardrail} evidence against the bound` }),
+    h('span', { class: 'small' }, ` e=${num(v.statistic)} / ${num(v.statistic_threshold)}`),
+  ];
 }
 
 function verdictCell(verdicts) {
@@ -502,6 +526,17 @@ export function releasePage(ctx, env, agent) {
   const gate = h('div', { class: 'gate-box' });
   const guardrails = h('div', { class: 'guardrails' });
   const timeline = h('ol', { class: 'timeline' });
+  // Only a waved release has this card; it appears with the first view and keeps its size
+  // (one row per wave, rows of fixed height) while the release runs.
+  const waves = h('div', { class: 'waves-box' });
+  const wavesCard = h(
+    'section',
+    { class: 'card', 'aria-labelledby': 'waves-title', hidden: true },
+    h('h2', { id: 'waves-title' }, 'Waves'),
+    waves,
+    h('p', { class: 'small' }, h('a', { href: `#/env/${enc(env)}/fleet/${enc(agent)}` }, 'What each SDK instance serves'), ' (fleet)'),
+  );
+  const chartTitle = h('h2', {}, 'Weight over time');
   const actions = releaseActions(env, agent);
   actions.classList.add('reserve');
   actions.hidden = true;
@@ -513,11 +548,15 @@ export function releasePage(ctx, env, agent) {
       live.updated();
       const r = v.release;
       head.replaceChildren(
-        ...[h('p', { class: 'release-line' }, h('strong', {}, r.id), ` ${r.baseline.id} → ${r.candidate.id} `, h('span', { id: 'phase' }, badge(r.phase)), ' ', h('span', { id: 'step' }, `step ${r.step + 1}/${r.plan.steps.length}`), ' · ', h('span', { id: 'weight' }, v.weight)),
+        ...[h('p', { class: 'release-line' }, h('strong', {}, r.id), ` ${r.baseline.id} → ${r.candidate.id} `, h('span', { id: 'phase' }, badge(r.phase)), ' ', h('span', { id: 'step' }, stepText(r)), ' · ', h('span', { id: 'weight' }, v.weight)),
         r.failure ? h('p', { class: 'msg error', id: 'failure', title: r.failure.explanation || '' }, r.failure.explanation || r.failure.guardrail) : null,
         v.needs_attention ? h('p', { class: 'msg error' }, v.needs_attention) : null].filter(Boolean),
       );
       actions.hidden = !ACTIVE.includes(r.phase);
+      const waved = Boolean(r.waves && r.waves.length);
+      wavesCard.hidden = !waved;
+      if (waved) waves.replaceChildren(renderWaves(v));
+      chartTitle.textContent = waved ? 'Weight of the current wave over time' : 'Weight over time';
       drawWeight(svg, weightPoints(r, Date.now()));
       gate.replaceChildren(gateBars(v.gate));
       guardrails.replaceChildren(renderGuardrails(v.verdicts, v.canary_requests));
@@ -531,12 +570,96 @@ export function releasePage(ctx, env, agent) {
     h('h1', { id: 'title' }, `Release of ${agent} in ${env}`),
     live.el,
     head,
+    wavesCard,
     h('div', { class: 'cols' },
-      h('section', { class: 'card' }, h('h2', {}, 'Weight over time'), h('div', { class: 'chart-box' }, svg)),
+      h('section', { class: 'card' }, chartTitle, h('div', { class: 'chart-box' }, svg)),
       h('section', { class: 'card' }, h('h2', {}, 'Gate'), gate, actions),
     ),
     h('section', { class: 'card' }, h('h2', {}, 'Guardrails'), guardrails),
     h('section', { class: 'card' }, h('h2', {}, 'Timeline'), timeline),
+  );
+}
+
+/** What a wave in `state` routes to the candidate, as the server's snapshot does: nothing
+ * before it opens and after a drain or skip, everything once done, the current step's
+ * weight (`weight`, the release view's) while active or halted. */
+function waveWeight(state, weight) {
+  if (state === 'done') return '100%';
+  if (state === 'active' || state === 'halted') return weight;
+  return '0%';
+}
+
+/** Per verdict: its status and guardrail, then both arms and the evidence. */
+function waveVerdicts(verdicts) {
+  if (!verdicts || !verdicts.length) return h('p', { class: 'muted small' }, 'No verdicts yet.');
+  return h(
+    'ul',
+    { class: 'wave-verdicts' },
+    verdicts.map((v) =>
+      h(
+        'li',
+        { 'data-guardrail': v.guardrail },
+        badge(v.status),
+        ` ${v.guardrail}${v.shadow ? ' (shadow)' : ''}`,
+        h('div', { class: 'small' }, h('span', { class: 'num' }, `canary ${num(v.canary.value)} (${v.canary.n}) vs ${num(v.control.value)} (${v.control.n}) `), ...evidence(v)),
+      ),
+    ),
+  );
+}
+
+function failureText(f) {
+  return f.explanation || `${f.guardrail}: canary ${num(f.canary_value)} vs control ${num(f.control_value)} (${f.threshold})`;
+}
+
+/**
+ * The waves of a waved release, in the order they open: state, weight routed now, the
+ * wave's own canary requests and verdicts (what gates it), and what failed it. The wave the
+ * current step belongs to is marked while it runs.
+ */
+function renderWaves(v) {
+  const r = v.release;
+  const all = stages(r.plan);
+  const at = ACTIVE.includes(r.phase) && all[r.step] ? all[r.step].wave : null;
+  // The wave the current step belongs to, while it still runs (or is frozen there).
+  const current = at !== null && r.waves[at] && ['active', 'halted'].includes(r.waves[at].state) ? at : null;
+  const defs = r.plan.waves || { list: [] };
+  const members = (i) => {
+    const k = defs.one_box ? i - 1 : i;
+    if (k < 0) return `instance ${defs.one_box.instance}`;
+    const spec = defs.list[k];
+    return spec ? `${defs.by} ${spec.members.join(', ')}` : '';
+  };
+  const evidenceOf = new Map((v.waves || []).map((e) => [e.wave, e]));
+  return h(
+    'div',
+    { class: 'scroll' },
+    h(
+      'table',
+      { class: 'grid-table waves-table' },
+      h('caption', { class: 'muted small' }, `${r.waves.filter((w) => w.state === 'done').length} of ${r.waves.length} waves done`),
+      h('thead', {}, h('tr', {}, ['Wave', 'State', 'Weight', 'Canary requests', 'Verdicts', 'Failure'].map((c) => h('th', { scope: 'col' }, c)))),
+      h(
+        'tbody',
+        {},
+        r.waves.map((w, i) => {
+          const e = evidenceOf.get(w.name);
+          const isCurrent = i === current;
+          // Every cell's content sits in a box of one fixed height (see app.css).
+          const cell = (cls, ...content) => h('div', { class: `wave-cell ${cls}` }, ...content);
+          return h(
+            'tr',
+            { 'data-wave': w.name, 'data-state': w.state, class: isCurrent ? 'current' : null, 'aria-current': isCurrent ? 'step' : null },
+            h('th', { scope: 'row' }, cell('wave-head', h('span', { class: 'wave-name' }, w.name), isCurrent ? h('span', { class: 'current-mark' }, ' current') : null, h('div', { class: 'muted small members', title: members(i) }, members(i)))),
+            h('td', {}, cell('wave-state', badge(w.state), h('div', { class: 'muted small' }, w.opened_ms ? `opened ${time(w.opened_ms).slice(11)}` : ''), h('div', { class: 'muted small' }, w.finished_ms ? `ended ${time(w.finished_ms).slice(11)}` : ''))),
+            h('td', { class: 'num' }, cell('wave-weight', waveWeight(w.state, v.weight))),
+            h('td', { class: 'num' }, cell('wave-requests', e ? `${e.canary_requests} of ${e.requests}` : '0')),
+            // Focusable, so a keyboard can scroll a long list of verdicts.
+            h('td', {}, h('div', { class: 'wave-cell wave-verdicts-box', tabindex: 0, title: `Verdicts of wave ${w.name}` }, waveVerdicts(e && e.verdicts))),
+            h('td', {}, cell('wave-failure', w.failure ? h('p', { class: 'msg error', title: failureText(w.failure) }, failureText(w.failure)) : '-')),
+          );
+        }),
+      ),
+    ),
   );
 }
 
@@ -553,7 +676,6 @@ function renderGuardrails(verdicts, requests) {
         'tbody',
         {},
         verdicts.map((v) => {
-          const ratio = v.statistic_threshold > 0 ? Math.min(1, Math.log1p(Math.max(0, v.statistic)) / Math.log1p(v.statistic_threshold)) : 0;
           return h(
             'tr',
             { 'data-guardrail': v.guardrail },
@@ -562,7 +684,7 @@ function renderGuardrails(verdicts, requests) {
             h('td', { class: 'num' }, `${num(v.canary.value)} (${v.canary.n})`),
             h('td', { class: 'num' }, `${num(v.control.value)} (${v.control.n})`),
             h('td', {}, v.threshold),
-            h('td', {}, h('progress', { max: 100, value: Math.round(ratio * 100), 'aria-label': `${v.guardrail} evidence against the bound` }), h('span', { class: 'small' }, ` e=${num(v.statistic)} / ${num(v.statistic_threshold)}`)),
+            h('td', {}, ...evidence(v)),
           );
         }),
       ),
@@ -572,16 +694,44 @@ function renderGuardrails(verdicts, requests) {
 
 // ---- Fleet ----
 
-export function fleetPage(ctx, env) {
+/**
+ * The SDK fleet of an env. With an agent chosen (`#/env/E/fleet/AGENT`), what each instance
+ * serves of it under the version it applied: its wave, the bundles, its region and pool.
+ */
+export function fleetPage(ctx, env, agent) {
   const live = liveLine('Loading…');
   const body = h('div', { class: 'fleet' });
+  const select = h('select', {
+    id: 'fleet-agent',
+    name: 'agent',
+    onchange: () => {
+      location.hash = `#/env/${enc(env)}/fleet${select.value ? `/${enc(select.value)}` : ''}`;
+    },
+  }, h('option', { value: '' }, 'All instances (no agent)'));
+  if (agent) select.append(h('option', { value: agent }, agent));
+  select.value = agent || '';
+  // The agents routed in the env, from the overview; the one in the address stays listed
+  // even when the server does not know it (its refusal is shown below).
+  (async () => {
+    try {
+      const o = await api('GET', '/v1/status');
+      const e = o.envs.find((x) => x.env === env);
+      const names = (e ? e.agents.map((a) => a.agent) : []).filter((n) => n !== agent).sort();
+      select.append(...names.map((n) => h('option', { value: n }, n)));
+      select.value = agent || '';
+    } catch (_) {
+      // The fleet itself still loads; its own errors are shown by the live line.
+    }
+  })();
+  const path = `/v1/envs/${enc(env)}/sdks${agent ? `?agent=${enc(agent)}` : ''}`;
   const load = async () => {
     try {
-      const r = await api('GET', `/v1/envs/${enc(env)}/sdks`);
-      body.replaceChildren(...renderFleet(r));
+      const r = await api('GET', path);
+      body.replaceChildren(...renderFleet(r, agent));
       live.updated();
     } catch (e) {
       live.error(e);
+      if (e.status === 404) body.replaceChildren(h('p', { class: 'msg error', id: 'fleet-error' }, errorText(e)));
     }
   };
   load();
@@ -593,13 +743,43 @@ export function fleetPage(ctx, env) {
     h('p', { class: 'crumbs' }, h('a', { href: '#/' }, 'Overview'), ` / ${env} / fleet`),
     h('h1', { id: 'title' }, `SDK fleet in ${env}`),
     live.el,
+    h('div', { class: 'fleet-pick' }, h('label', { for: 'fleet-agent' }, 'What each instance serves of'), select),
     h('section', { class: 'card' }, body),
   );
 }
 
-function renderFleet(r) {
-  const optional = ['region', 'pool', 'wave', 'bundle'].filter((k) => r.instances.some((i) => i[k] !== undefined && i[k] !== null));
-  const cols = ['Instance', 'Connected', 'Applied', 'Lag', 'Last seen', 'Replica', ...optional.map((k) => k[0].toUpperCase() + k.slice(1))];
+function renderFleet(r, agent) {
+  const serving = new Map((r.serving || []).map((s) => [s.instance, s]));
+  const lag = (i) => (i.applied_version ? `v${i.applied_version} (lag ${Math.max(0, r.version - i.applied_version)})` : 'not reported');
+  const opt = (v) => (v === undefined || v === null ? '-' : String(v));
+  let cols;
+  let row;
+  if (agent) {
+    cols = ['Instance', `Serves (${agent})`, 'Wave', 'Version / lag', 'Region', 'Pool', 'Connected', 'Last seen'];
+    row = (i) => {
+      const s = serving.get(i.instance) || {};
+      return [
+        h('td', { class: s.killed ? 'serves killed' : 'serves' }, opt(s.serves)),
+        h('td', { class: 'wave' }, opt(s.wave)),
+        h('td', { class: 'num' }, lag(i)),
+        h('td', {}, opt(i.region)),
+        h('td', {}, opt(i.pool)),
+        h('td', {}, i.connected ? 'yes' : 'no'),
+        h('td', {}, time(i.last_seen_ms)),
+      ];
+    };
+  } else {
+    const optional = ['region', 'pool'].filter((k) => r.instances.some((i) => i[k] !== undefined && i[k] !== null));
+    cols = ['Instance', 'Connected', 'Applied', 'Lag', 'Last seen', 'Replica', ...optional.map((k) => k[0].toUpperCase() + k.slice(1))];
+    row = (i) => [
+      h('td', {}, i.connected ? 'yes' : 'no'),
+      h('td', { class: 'num' }, i.applied_version ? `v${i.applied_version}` : '-'),
+      h('td', { class: 'num' }, String(Math.max(0, r.version - (i.applied_version || 0)))),
+      h('td', {}, time(i.last_seen_ms)),
+      h('td', {}, i.replica || 'this server'),
+      optional.map((k) => h('td', {}, opt(i[k]))),
+    ];
+  }
   return [
     h('p', {}, `Current snapshot v${r.version}; ${r.instances.filter((i) => i.connected).length} of ${r.instances.length} instances connected.`),
     r.instances.length
@@ -608,25 +788,9 @@ function renderFleet(r) {
           { class: 'scroll' },
           h(
             'table',
-            { class: 'grid-table' },
+            { class: 'grid-table fleet-table' },
             h('thead', {}, h('tr', {}, cols.map((c) => h('th', { scope: 'col' }, c)))),
-            h(
-              'tbody',
-              {},
-              r.instances.map((i) =>
-                h(
-                  'tr',
-                  {},
-                  h('th', { scope: 'row' }, i.instance),
-                  h('td', {}, i.connected ? 'yes' : 'no'),
-                  h('td', { class: 'num' }, i.applied_version ? `v${i.applied_version}` : '-'),
-                  h('td', { class: 'num' }, String(Math.max(0, r.version - (i.applied_version || 0)))),
-                  h('td', {}, time(i.last_seen_ms)),
-                  h('td', {}, i.replica || 'this server'),
-                  optional.map((k) => h('td', {}, i[k] === undefined || i[k] === null ? '-' : String(i[k]))),
-                ),
-              ),
-            ),
+            h('tbody', {}, r.instances.map((i) => h('tr', { 'data-instance': i.instance }, h('th', { scope: 'row' }, i.instance), row(i)))),
           ),
         )
       : h('p', { class: 'muted' }, 'No SDK instance has followed this env in the last 10 minutes.'),

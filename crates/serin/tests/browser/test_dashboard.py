@@ -4,6 +4,10 @@ Run by crates/serin/tests/it/dashboard.rs, which starts the server, creates the 
 pushes support@1 and support@2, deploys support@1 in prod and keeps one SDK instance
 connected there. Everything this script changes goes through the public API, like an
 operator or an agent would; every assertion reads what the browser shows.
+
+`test_dashboard.py waves` is the rolling-waves scenario: the Rust test has started a waved
+release (waves us, eu, ap, one region each) with three real SDK instances connected, and
+drives their traffic (eu-west regresses) once this script has created SERIN_READY_FILE.
 """
 
 import json
@@ -16,12 +20,14 @@ from playwright.sync_api import expect, sync_playwright
 
 URL = os.environ["SERIN_URL"]
 ADMIN = os.environ["SERIN_ADMIN_TOKEN"]
-VIEWER = os.environ["SERIN_VIEWER_TOKEN"]
-DOOMED = os.environ["SERIN_DOOMED_TOKEN"]
+VIEWER = os.environ.get("SERIN_VIEWER_TOKEN", "")
+DOOMED = os.environ.get("SERIN_DOOMED_TOKEN", "")
 SHOT_DIRS = [d for d in os.environ.get("SERIN_SCREENSHOT_DIRS", "").split(os.pathsep) if d]
 CHROMIUM = os.environ.get("SERIN_CHROMIUM", "/usr/bin/chromium")
 # Live updates arrive within the stream's 1 s poll; the controller ticks every second.
 LIVE = 20_000
+# A waved release runs three waves of two steps on live SDK traffic.
+WAVES = 150_000
 
 PLAN = {
     "steps": [
@@ -116,22 +122,135 @@ def confirm(page, reason):
     expect(dialog).to_be_hidden()
 
 
+def launch(p):
+    # Chromium refuses its sandbox as root (CI containers); elsewhere it keeps it.
+    args = ["--no-sandbox"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+    return p.chromium.launch(executable_path=CHROMIUM, args=args)
+
+
+def watch_console(page, problems):
+    # A CSP violation or a script error shows up here; none is acceptable. Chromium also
+    # logs every 4xx answer, which this script provokes on purpose.
+    def console(m):
+        if m.type == "error" and not m.text.startswith("Failed to load resource"):
+            problems.append(f"console: {m.text}")
+
+    page.on("console", console)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+
+
+def wave_row(page, name):
+    return page.locator(f'.waves-table tr[data-wave="{name}"]')
+
+
+def waves_main():
+    problems = []
+    with sync_playwright() as p:
+        browser = launch(p)
+        ctx = browser.new_context(viewport={"width": 1366, "height": 900})
+        page = ctx.new_page()
+        watch_console(page, problems)
+        sign_in(page, ADMIN)
+        page.goto(URL + "/ui#/env/prod/agent/support/release")
+        expect(page.get_by_role("heading", name="Waves")).to_be_visible(timeout=LIVE)
+        # Before any traffic: us runs its first step (50% of us-east), eu and ap wait.
+        table = page.get_by_role("table").filter(has=page.get_by_role("columnheader", name="Wave"))
+        expect(table.get_by_role("row")).to_have_count(4)
+        expect(wave_row(page, "us").locator(".wave-state .badge")).to_have_text("active")
+        expect(wave_row(page, "us").locator(".wave-weight")).to_have_text("50%")
+        expect(wave_row(page, "us")).to_have_attribute("aria-current", "step")
+        expect(wave_row(page, "us").get_by_role("rowheader")).to_contain_text("current")
+        expect(wave_row(page, "us").get_by_role("rowheader")).to_contain_text("region us-east")
+        for name in ("eu", "ap"):
+            expect(wave_row(page, name).locator(".wave-state .badge")).to_have_text("pending")
+            expect(wave_row(page, name).locator(".wave-weight")).to_have_text("0%")
+            expect(wave_row(page, name)).not_to_have_attribute("aria-current", "step")
+        # Six steps in all (two per wave), and the step says its wave.
+        expect(page.locator("#step")).to_have_text("step 1/6 (wave us)")
+        page.evaluate("window.__notReloaded = true")
+        boxes = {sel: page.locator(sel).bounding_box() for sel in [".waves-table", ".chart-box", ".guardrails"]}
+        rows = [wave_row(page, n).bounding_box() for n in ("us", "eu", "ap")]
+        with open(os.environ["SERIN_READY_FILE"], "w") as f:
+            f.write("ready")
+
+        # The Rust test now drives the three regions' traffic; eu's candidate fails.
+        eu = wave_row(page, "eu")
+        expect(eu.locator(".wave-state .badge")).to_have_text("rolled_back", timeout=WAVES)
+        expect(wave_row(page, "us").locator(".wave-state .badge")).to_have_text("done", timeout=WAVES)
+        expect(wave_row(page, "ap").locator(".wave-state .badge")).to_have_text("done", timeout=WAVES)
+        expect(page.locator("#phase")).to_have_text("halted", timeout=LIVE)
+        expect(eu.locator(".wave-weight")).to_have_text("0%")
+        expect(wave_row(page, "us").locator(".wave-weight")).to_have_text("100%")
+        expect(wave_row(page, "ap").locator(".wave-weight")).to_have_text("100%")
+        # eu's own evidence: its failed verdict, and the failure that drained it.
+        expect(eu.locator(".wave-failure")).to_contain_text("error_rate")
+        expect(eu.locator('.wave-verdicts li[data-guardrail^="error_rate"] .badge-fail').first).to_be_visible()
+        # Once the release stops, no wave is marked current (ap, the last, is done).
+        expect(page.locator('.waves-table tr[aria-current]')).to_have_count(0)
+        assert int(eu.locator(".wave-requests").inner_text().split()[0]) > 0
+        # The waves that completed show verdicts of their own, none failed.
+        for name in ("us", "ap"):
+            row = wave_row(page, name)
+            expect(row.locator(".wave-verdicts li").first).to_be_visible()
+            expect(row.locator(".wave-verdicts .badge-fail")).to_have_count(0)
+            expect(row.locator(".wave-failure")).to_have_text("-")
+        expect(page.locator(".waves-table caption")).to_have_text("2 of 3 waves done")
+        assert page.evaluate("window.__notReloaded === true"), "the page reloaded"
+        for sel, before in boxes.items():
+            after = page.locator(sel).bounding_box()
+            assert after["y"] == before["y"], f"live data moved {sel}: {before} -> {after}"
+        after = [wave_row(page, n).bounding_box() for n in ("us", "eu", "ap")]
+        assert [r["height"] for r in after] == [r["height"] for r in rows], f"wave rows changed height: {rows} -> {after}"
+        shot(page, "waves")
+
+        # The fleet: the plain list first, then what each instance serves of support.
+        page.get_by_role("link", name="What each SDK instance serves").click()
+        expect(page.get_by_label("What each instance serves of")).to_have_value("support")
+        page.goto(URL + "/ui#/env/prod/fleet")
+        expect(page.get_by_role("columnheader", name="Applied")).to_be_visible(timeout=LIVE)
+        expect(page.get_by_role("row", name="pod-eu-west")).to_contain_text("eu-west")
+        page.get_by_label("What each instance serves of").select_option("support")
+        expect(page).to_have_url(URL + "/ui#/env/prod/fleet/support")
+        expect(page.get_by_role("columnheader", name="Wave")).to_be_visible(timeout=LIVE)
+        want = {"us-east": ("support@2", "us"), "eu-west": ("support@1", "eu"), "ap-south": ("support@2", "ap")}
+        for region, (serves, wave) in want.items():
+            row = page.locator(f'.fleet-table tr[data-instance="pod-{region}"]')
+            expect(row.locator(".serves")).to_have_text(serves, timeout=LIVE)
+            expect(row.locator(".wave")).to_have_text(wave)
+            expect(row).to_contain_text(region)
+            expect(row).to_contain_text("yes")
+        shot(page, "fleet")
+        # An agent the env does not route: the server's 404, nearest name included.
+        page.goto(URL + "/ui#/env/prod/fleet/suport")
+        expect(page.locator("#fleet-error")).to_contain_text("404", timeout=LIVE)
+        expect(page.locator("#fleet-error")).to_contain_text("did you mean support")
+        page.get_by_label("What each instance serves of").select_option("")
+        expect(page.get_by_role("columnheader", name="Applied")).to_be_visible(timeout=LIVE)
+        ctx.close()
+
+        # On a phone the waves and the fleet scroll inside their cards.
+        phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+        page = phone.new_page()
+        watch_console(page, problems)
+        sign_in(page, ADMIN)
+        for hash_, ready in [("#/env/prod/agent/support/release", ".waves-table"), ("#/env/prod/fleet/support", ".fleet-table")]:
+            page.goto(URL + "/ui" + hash_)
+            expect(page.locator(ready)).to_be_visible(timeout=LIVE)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"{hash_} is {width}px wide on a phone"
+        phone.close()
+        browser.close()
+    assert not problems, "\n".join(problems)
+    print("dashboard: the waves scenario passed")
+
+
 def main():
     problems = []
     with sync_playwright() as p:
-        # Chromium refuses its sandbox as root (CI containers); elsewhere it keeps it.
-        args = ["--no-sandbox"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        browser = launch(p)
         ctx = browser.new_context(viewport={"width": 1366, "height": 768})
         page = ctx.new_page()
-        # A CSP violation or a script error shows up here; none is acceptable. Chromium also
-        # logs every 4xx answer, which this script provokes on purpose.
-        def console(m):
-            if m.type == "error" and not m.text.startswith("Failed to load resource"):
-                problems.append(f"console: {m.text}")
-
-        page.on("console", console)
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        watch_console(page, problems)
 
         # A wrong token is refused with the server's reason and never kept.
         page.goto(URL + "/ui")
@@ -228,7 +347,6 @@ def main():
 
         page.goto(URL + "/ui#/env/prod/fleet")
         expect(page.get_by_role("row", name="i-browser-1")).to_contain_text("yes", timeout=LIVE)
-        shot(page, "fleet")
 
         page.goto(URL + "/ui#/audit")
         expect(page.locator(".verify")).to_contain_text("Audit chain intact", timeout=LIVE)
@@ -293,7 +411,7 @@ def main():
 
 if __name__ == "__main__":
     try:
-        main()
+        waves_main() if sys.argv[1:] == ["waves"] else main()
     except AssertionError as e:
         print(f"dashboard: {e}", file=sys.stderr)
         raise

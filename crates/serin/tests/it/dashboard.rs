@@ -3,17 +3,24 @@
 //! browser scenarios in real Chromium (`crates/serin/tests/browser/test_dashboard.py`,
 //! driven by Playwright for Python from a virtualenv under `target/`).
 //!
+//! A second browser scenario follows a waved release driven by three real SDK instances in
+//! three regions, one of which regresses, and the fleet page showing what each serves.
+//!
 //! The browser test needs Debian's `/usr/bin/chromium` (`apt-get install chromium`) and
 //! `python3` with `venv`; without them it fails saying so, unless
 //! `SERIN_TEST_SKIP_BROWSER=1`. Screenshots of the main pages land in
 //! `target/screenshots/`, and in `docs/screenshots/` with `SERIN_UPDATE_SCREENSHOTS=1`.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use serin_core::decision::Arm;
+use serin_core::outcome::{ErrorClass, OutcomeError, OutcomeEvent, ToolCalls};
+use serin_sdk::{RequestContext, Serin};
 
 use crate::harness::{Backend, Server, push_two_bundles, repo_root};
 
@@ -419,16 +426,8 @@ async fn the_dashboard_in_chromium_follows_a_release_live_and_shows_the_servers_
         .await;
     assert_eq!(code, 204, "{body}");
 
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let mut shots = vec![target.join("screenshots")];
-    if std::env::var_os("SERIN_UPDATE_SCREENSHOTS").is_some() {
-        shots.push(repo_root().join("docs/screenshots"));
-    }
-    let dirs = std::env::join_paths(&shots).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/test_dashboard.py");
+    let (shots, dirs) = screenshot_dirs();
+    let script = browser_script();
     let url = server.url.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(python)
@@ -451,21 +450,180 @@ async fn the_dashboard_in_chromium_follows_a_release_live_and_shows_the_servers_
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    for name in [
-        "overview",
-        "release",
-        "agent",
-        "fleet",
-        "audit",
-        "overview-phone",
-    ] {
-        let png = shots[0].join(format!("{name}.png"));
+    assert_pngs(
+        &shots[0],
+        &["overview", "release", "agent", "audit", "overview-phone"],
+    );
+}
+
+/// Where the browser scenarios save screenshots: `target/screenshots/`, and
+/// `docs/screenshots/` with `SERIN_UPDATE_SCREENSHOTS=1`; and the list as one variable.
+fn screenshot_dirs() -> (Vec<PathBuf>, OsString) {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut shots = vec![target.join("screenshots")];
+    if std::env::var_os("SERIN_UPDATE_SCREENSHOTS").is_some() {
+        shots.push(repo_root().join("docs/screenshots"));
+    }
+    let dirs = std::env::join_paths(&shots).unwrap();
+    (shots, dirs)
+}
+
+fn browser_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/test_dashboard.py")
+}
+
+fn assert_pngs(dir: &Path, names: &[&str]) {
+    for name in names {
+        let png = dir.join(format!("{name}.png"));
         let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
         assert!(
             bytes.starts_with(b"\x89PNG"),
             "{} is not a PNG",
             png.display()
         );
+    }
+}
+
+const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
+
+/// A real SDK instance `pod-<region>` following prod from `region`.
+async fn regional_sdk(server: &Server, token: &str, region: &str) -> Serin {
+    Serin::builder(server.url.clone(), token.to_owned(), "prod")
+        .instance(format!("pod-{region}"))
+        .region(region)
+        .backoff(Duration::from_millis(50), Duration::from_millis(250))
+        .start_timeout(Duration::from_secs(10))
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Sixty requests through each instance, decided locally and recorded through its own
+/// recorder; the candidate fails one request in three in eu-west only.
+fn regional_traffic(fleet: &[Serin], round: usize) {
+    for (sdk, region) in fleet.iter().zip(REGIONS) {
+        for i in 0..60 {
+            let user = format!("u{}", (round * 60 + i) % 3_000);
+            let ctx = RequestContext {
+                request_id: format!("{region}-{round}-{i}"),
+                user: Some(user.clone()),
+                region: Some(region.to_owned()),
+                ..RequestContext::default()
+            };
+            let d = sdk.decide("support", &ctx).unwrap();
+            let err = if d.arm == Arm::Canary && region == "eu-west" {
+                i.is_multiple_of(3)
+            } else {
+                (round * 60 + i).is_multiple_of(100)
+            };
+            let mut e: OutcomeEvent = serde_json::from_value(json!({
+                "request_id": ctx.request_id, "agent": "support", "env": "prod",
+                "snapshot_version": d.snapshot_version,
+                "bundle": d.bundle.as_ref().map(|b| b.id.clone()).unwrap_or_default(),
+                "arm": d.arm, "user": user, "region": region,
+                "latency_ms": 400.0, "cost_usd": 0.01,
+            }))
+            .unwrap();
+            e.tool_calls = ToolCalls { ok: 1, failed: 0 };
+            if err {
+                e.error = Some(OutcomeError {
+                    class: ErrorClass::Permanent,
+                    code: None,
+                });
+            }
+            assert!(sdk.record(e));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_in_chromium_shows_rolling_waves_and_what_each_instance_serves() {
+    let Some(python) = browser_python() else {
+        return;
+    };
+    let (_backend, server, admin, work) = setup(&[]).await;
+    let sdk_token = server.token(&admin, "sdk").await;
+    let fleet = [
+        regional_sdk(&server, &sdk_token, REGIONS[0]).await,
+        regional_sdk(&server, &sdk_token, REGIONS[1]).await,
+        regional_sdk(&server, &sdk_token, REGIONS[2]).await,
+    ];
+    // Three waves, one region each; eu-west (the second) regresses.
+    let plan = json!({
+        "steps": [
+            {"canary": {"weight": "50%", "min_duration": "1s", "min_requests": 150, "require": "no_fail"}},
+            {"canary": {"weight": "100%", "min_duration": "1s", "min_requests": 100}}],
+        "promotion": "auto", "stickiness": "user",
+        "guardrails": {"error_rate": {"max_increase": "2pp"}, "settings": {"min_requests": 100}},
+        "on_failure": "rollback",
+        "waves": {"by": "region", "bake": "1s", "min_outcomes": 100, "list": [
+            {"name": "us", "members": ["us-east"]},
+            {"name": "eu", "members": ["eu-west"]},
+            {"name": "ap", "members": ["ap-south"]}]}
+    });
+    let http = server.http(&admin);
+    let (code, body) = http
+        .post(
+            "/v1/envs/prod/agents/support/releases",
+            &json!({"bundle": 2, "plan": plan}),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    assert!(
+        body["warnings"].is_null(),
+        "every region is reported: {body}"
+    );
+
+    // The browser opens the live page, checks the waves before any traffic, then says so.
+    let ready = work.path().join("browser-ready");
+    let (shots, dirs) = screenshot_dirs();
+    let child = Command::new(python)
+        .arg(browser_script())
+        .arg("waves")
+        .env("SERIN_URL", server.url.clone())
+        .env("SERIN_ADMIN_TOKEN", admin.clone())
+        .env("SERIN_READY_FILE", &ready)
+        .env("SERIN_SCREENSHOT_DIRS", dirs)
+        .env("SERIN_CHROMIUM", CHROMIUM)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let browser = tokio::task::spawn_blocking(move || child.wait_with_output());
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready.exists() && !browser.is_finished() {
+        assert!(Instant::now() < deadline, "the browser never got ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Traffic until the release stops canarying (or the browser gave up).
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let mut round = 0usize;
+    while ready.exists() && !browser.is_finished() {
+        let (code, v) = http.get("/v1/envs/prod/agents/support/release").await;
+        assert_eq!(code, 200, "{v}");
+        if v["release"]["phase"] != "canary" {
+            assert_eq!(v["release"]["phase"], "halted", "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the waved release is stuck: {v}");
+        regional_traffic(&fleet, round);
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let out = browser.await.unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "the waves browser scenario failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_pngs(&shots[0], &["waves", "fleet"]);
+    for sdk in &fleet {
+        sdk.shutdown().await;
     }
 }
 
