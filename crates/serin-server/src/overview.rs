@@ -259,7 +259,7 @@ fn release_summary(v: &ReleaseView) -> ReleaseSummary {
         candidate: r.candidate.id.clone(),
         baseline: r.baseline.id.clone(),
         step_index: r.step,
-        steps: r.plan.steps.len(),
+        steps: r.plan.stages().len(),
         weight: v.weight,
         paused: r.phase == Phase::Paused,
         canary_requests: v.canary_requests,

@@ -220,6 +220,17 @@ waves:
         "{}",
         report.stdout
     );
+    // The overview counts every wave's steps (3 waves x 2 steps).
+    let out = cli.run(&["status", "--output", "json"]).ok();
+    let overview: Value = serde_json::from_str(&out.stdout).unwrap();
+    let prod = overview["envs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["env"] == "prod" || e["name"] == "prod")
+        .unwrap_or_else(|| panic!("{overview}"));
+    let support = &prod["agents"][0];
+    assert_eq!(support["release"]["steps"], 6, "{support}");
     // The audit log has the scoped rollback.
     let audit = cli.run(&["audit", "list", "--output", "json"]).ok();
     assert!(
