@@ -1229,26 +1229,8 @@ impl Release {
                 ),
                 OnFailure::Halt => {
                     let mut next = self.clone();
-                    next.phase = Phase::Halted;
                     next.failure = Some(f);
-                    next.record(
-                        self.phase,
-                        now_ms,
-                        "tick",
-                        SYSTEM_ACTOR,
-                        Some(reason.clone()),
-                    );
-                    let note = next.notification(
-                        "release.halt",
-                        SYSTEM_ACTOR,
-                        Some(reason.clone()),
-                        now_ms,
-                    );
-                    let effects = vec![
-                        audit("release.halt", SYSTEM_ACTOR, Some(reason)),
-                        Effect::Notify(Box::new(note)),
-                    ];
-                    (next, effects)
+                    self.system_halt(next, reason, now_ms)
                 }
             };
         }
@@ -1265,6 +1247,30 @@ impl Release {
             );
         }
         (self.clone(), Vec::new())
+    }
+
+    /// The controller halts the release (`next` already carries the failure and any wave's
+    /// new state): the weight stays, a person resumes, rolls back or aborts.
+    fn system_halt(
+        &self,
+        mut next: Release,
+        reason: String,
+        now_ms: i64,
+    ) -> (Release, Vec<Effect>) {
+        next.phase = Phase::Halted;
+        next.record(
+            self.phase,
+            now_ms,
+            "tick",
+            SYSTEM_ACTOR,
+            Some(reason.clone()),
+        );
+        let note = next.notification("release.halt", SYSTEM_ACTOR, Some(reason.clone()), now_ms);
+        let effects = vec![
+            audit("release.halt", SYSTEM_ACTOR, Some(reason)),
+            Effect::Notify(Box::new(note)),
+        ];
+        (next, effects)
     }
 
     /// A tick of a waved release at wave `w`: the wave's own failing verdict rolls back or
@@ -1303,32 +1309,12 @@ impl Release {
                 ),
                 OnFailure::Halt => {
                     let mut next = self.clone();
-                    next.phase = Phase::Halted;
                     next.failure = Some(f.clone());
                     if let Some(st) = next.waves.get_mut(w) {
                         st.state = WaveState::Halted;
                         st.failure = Some(f);
                     }
-                    next.record(
-                        self.phase,
-                        now_ms,
-                        "tick",
-                        SYSTEM_ACTOR,
-                        Some(reason.clone()),
-                    );
-                    let note = next.notification(
-                        "release.halt",
-                        SYSTEM_ACTOR,
-                        Some(reason.clone()),
-                        now_ms,
-                    );
-                    (
-                        next,
-                        vec![
-                            audit("release.halt", SYSTEM_ACTOR, Some(reason)),
-                            Effect::Notify(Box::new(note)),
-                        ],
-                    )
+                    self.system_halt(next, reason, now_ms)
                 }
             };
         }
@@ -1374,28 +1360,12 @@ impl Release {
                 failed.name, failed.name
             );
             let mut next = self.clone();
-            next.phase = Phase::Halted;
             next.failure = failed.failure.clone();
             if let Some(st) = next.waves.get_mut(w) {
                 st.state = WaveState::Done;
                 st.finished_ms = Some(now_ms);
             }
-            next.record(
-                self.phase,
-                now_ms,
-                "tick",
-                SYSTEM_ACTOR,
-                Some(reason.clone()),
-            );
-            let note =
-                next.notification("release.halt", SYSTEM_ACTOR, Some(reason.clone()), now_ms);
-            return (
-                next,
-                vec![
-                    audit("release.halt", SYSTEM_ACTOR, Some(reason)),
-                    Effect::Notify(Box::new(note)),
-                ],
-            );
+            return self.system_halt(next, reason, now_ms);
         }
         if self.plan.promotion == Promotion::Auto
             && self
