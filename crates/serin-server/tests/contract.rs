@@ -376,8 +376,10 @@ fn table() -> Vec<(&'static str, &'static str, Payload)> {
         (
             "POST",
             "/v1/effects",
-            Json(json!({"key": "eff-1", "agent": "support", "bundle": 2, "request_id": "r-1",
-                "tool": "refund", "args_digest": "sha256:a"})),
+            Json(
+                json!({"key": "eff-1", "agent": "support", "bundle": 2, "request_id": "r-1",
+                "tool": "refund", "args_digest": "sha256:a"}),
+            ),
         ),
         (
             "POST",
