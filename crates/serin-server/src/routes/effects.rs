@@ -151,7 +151,7 @@ async fn record_result(
             format!("no effect has idempotency key {key}"),
         )),
         Resolved::Refused(e) => Err(e),
-        Resolved::Done { row, .. } => Ok(Json(from_row(row)?)),
+        Resolved::Done { row, .. } => Ok(Json(from_row(*row)?)),
     }
 }
 

@@ -110,7 +110,7 @@ pub enum Resolved<E> {
     Refused(E),
     /// The effect as stored now, and whether this call changed it (`false`: the same result
     /// was already recorded).
-    Done { row: EffectRow, changed: bool },
+    Done { row: Box<EffectRow>, changed: bool },
 }
 
 impl Store {
@@ -190,7 +190,7 @@ impl Store {
             match decide(&current) {
                 Err(e) => Ok(Resolved::Refused(e)),
                 Ok(None) => Ok(Resolved::Done {
-                    row: current,
+                    row: Box::new(current),
                     changed: false,
                 }),
                 Ok(Some(next)) => {
@@ -201,7 +201,7 @@ impl Store {
                     }
                     settle_in!(tx, &next, at_ms, actor, "effect.result");
                     Ok(Resolved::Done {
-                        row: next,
+                        row: Box::new(next),
                         changed: true,
                     })
                 }
