@@ -11,6 +11,7 @@
 //! | `snapshot_read` |   ✓   |    ✓     |    ✓     |   ✓    |  ✓  |
 //! | `decide`        |   ✓   |          |          |        |  ✓  |
 //! | `outcome_write` |   ✓   |          |          |        |  ✓  |
+//! | `effect_write`  |   ✓   |    ✓     |          |        |  ✓  |
 //! | `admin`         |   ✓   |          |          |        |     |
 //!
 //! SDK tokens are deliberately not readers: they ship inside agent processes and should only
@@ -57,6 +58,9 @@ pub enum Action {
     Decide,
     /// Report outcome events (`POST /v1/outcomes`).
     OutcomeWrite,
+    /// Record side-effect intents and results in the ledger (`POST /v1/effects`): agents do,
+    /// and so do deployers running an agent's tools by hand.
+    EffectWrite,
     /// Token and server administration.
     Admin,
 }
@@ -99,11 +103,14 @@ impl Role {
             Role::Admin => true,
             Role::Deployer => matches!(
                 action,
-                A::Read | A::BundleWrite | A::Deploy | A::Attest | A::SnapshotRead
+                A::Read | A::BundleWrite | A::Deploy | A::Attest | A::SnapshotRead | A::EffectWrite
             ),
             Role::Approver => matches!(action, A::Read | A::Approve | A::Attest | A::SnapshotRead),
             Role::Viewer => matches!(action, A::Read | A::SnapshotRead),
-            Role::Sdk => matches!(action, A::SnapshotRead | A::Decide | A::OutcomeWrite),
+            Role::Sdk => matches!(
+                action,
+                A::SnapshotRead | A::Decide | A::OutcomeWrite | A::EffectWrite
+            ),
         }
     }
 }
@@ -124,7 +131,7 @@ impl FromStr for Role {
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 10] = [
         Action::Read,
         Action::BundleWrite,
         Action::Deploy,
@@ -133,6 +140,7 @@ impl Action {
         Action::SnapshotRead,
         Action::Decide,
         Action::OutcomeWrite,
+        Action::EffectWrite,
         Action::Admin,
     ];
 
@@ -147,6 +155,7 @@ impl Action {
             Action::SnapshotRead => "snapshot_read",
             Action::Decide => "decide",
             Action::OutcomeWrite => "outcome_write",
+            Action::EffectWrite => "effect_write",
             Action::Admin => "admin",
         }
     }
@@ -185,7 +194,7 @@ mod tests {
     fn every_role_action_pair_matches_the_table() {
         use Action as A;
         #[rustfmt::skip]
-        let table: [(A, [bool; 5]); 9] = [
+        let table: [(A, [bool; 5]); 10] = [
             //                 admin  deployer approver viewer sdk
             (A::Read,         [true,  true,    true,    true,  false]),
             (A::BundleWrite,  [true,  true,    false,   false, false]),
@@ -195,6 +204,7 @@ mod tests {
             (A::SnapshotRead, [true,  true,    true,    true,  true ]),
             (A::Decide,       [true,  false,   false,   false, true ]),
             (A::OutcomeWrite, [true,  false,   false,   false, true ]),
+            (A::EffectWrite,  [true,  true,    false,   false, true ]),
             (A::Admin,        [true,  false,   false,   false, false]),
         ];
         assert_eq!(table.len(), Action::ALL.len());
@@ -222,6 +232,7 @@ mod tests {
                 ("snapshot_read", "viewer"),
                 ("decide", "sdk"),
                 ("outcome_write", "sdk"),
+                ("effect_write", "sdk"),
                 ("admin", "admin"),
             ]
         );

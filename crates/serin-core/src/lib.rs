@@ -20,6 +20,7 @@ pub mod auth;
 pub mod bundle;
 pub mod catalog;
 pub mod guardrails;
+pub mod ledger;
 pub mod pins;
 pub mod pointer;
 pub mod readiness;

@@ -284,6 +284,7 @@ requirement! {
     SnapshotAccess => Action::SnapshotRead,
     DecideAccess => Action::Decide,
     OutcomeAccess => Action::OutcomeWrite,
+    EffectAccess => Action::EffectWrite,
     AdminAccess => Action::Admin,
 }
 

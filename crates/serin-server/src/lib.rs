@@ -29,6 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub mod audit;
 pub mod clock;
 pub mod drills;
+pub mod effects;
 pub mod envs;
 pub mod error;
 pub mod extract;
@@ -94,6 +95,8 @@ pub struct AppState {
     pub ui_streams: Arc<Semaphore>,
     /// The overview shared by every open overview stream.
     pub overview: Arc<overview::Shared>,
+    /// The per-token bound on side-effect intents.
+    pub effect_intents: Arc<effects::IntentLimiter>,
 }
 
 /// What the binary hands the server.
@@ -161,6 +164,7 @@ fn api_router(limits: &Limits) -> OpenApiRouter<AppState> {
         .merge(routes::audit::router())
         .merge(routes::system::router())
         .merge(routes::live::router())
+        .merge(routes::effects::router())
 }
 
 /// The OpenAPI document of every route, as served at `/openapi.json`.
@@ -319,6 +323,12 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
             config.webhook_retry,
             leader.clone(),
         ));
+        // Overdue intents become `unknown` within a tick of their deadline.
+        tasks.push(effects::spawn_sweep(
+            config.store.clone(),
+            config.tick_interval,
+            leader.clone(),
+        ));
         if !single_node {
             tasks.push(spawn_drill_sweep(
                 drills.clone(),
@@ -360,6 +370,7 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         validations: Arc::new(Semaphore::new(config.max_validations.max(1))),
         ui_streams: Arc::new(Semaphore::new(config.max_ui_streams.max(1))),
         overview: Arc::new(overview::Shared::default()),
+        effect_intents: Arc::new(effects::IntentLimiter::default()),
     };
     // The dashboard is not part of the API: its pages stay out of the OpenAPI document.
     let routes = router

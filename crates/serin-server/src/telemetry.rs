@@ -21,6 +21,16 @@ use crate::AppState;
 /// checks that the source records no name missing here.
 pub const DESCRIBED: &[(&str, Kind, &str)] = &[
     (
+        "serin_effect_intents_limited_total",
+        Kind::Counter,
+        "Side-effect intents refused with 429 because their token recorded too many in one second.",
+    ),
+    (
+        "serin_effects_swept_total",
+        Kind::Counter,
+        "Side-effect intents marked unknown by the sweep because no result came within their timeout.",
+    ),
+    (
         "serin_http_requests_total",
         Kind::Counter,
         "HTTP requests answered, by method, route template and status.",

@@ -375,6 +375,20 @@ fn table() -> Vec<(&'static str, &'static str, Payload)> {
         ("POST", "/v1/outcomes", Json(json!({"events": [event]}))),
         (
             "POST",
+            "/v1/effects",
+            Json(
+                json!({"key": "eff-1", "agent": "support", "bundle": 2, "request_id": "r-1",
+                "tool": "refund", "args_digest": "sha256:a"}),
+            ),
+        ),
+        (
+            "POST",
+            "/v1/effects/{key}/result",
+            Json(json!({"status": "committed", "detail": "done"})),
+        ),
+        ("GET", "/v1/agents/{agent}/effects?bundle=2", None),
+        (
+            "POST",
             "/v1/outcomes/windows",
             Json(json!({"windows": [{
                 "window_id": "i-1/1", "agent": "support", "env": "dev", "snapshot_version": 1,
@@ -424,6 +438,7 @@ fn good_param(template: &str, name: &str, ctx: &Ctx) -> String {
         "number" | "n" => "2".into(),
         "version" => "1".into(),
         "key" if template.contains("/flags/") => "support.beta".into(),
+        "key" if template.contains("/effects/") => "eff-1".into(),
         "key" => "deploy_announced".into(),
         "id" => ctx.victim_id.clone(),
         other => panic!("no good value for path parameter {other} of {template}"),

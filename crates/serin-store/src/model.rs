@@ -444,3 +444,36 @@ pub struct SdkInstanceRow {
     pub region: Option<String>,
     pub pool: Option<String>,
 }
+
+/// One side-effect ledger record (`effects`), as the store keeps it. `status` is the ledger's
+/// lowercase status name; the store checks nothing about transitions (callers decide them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EffectRow {
+    pub key: String,
+    pub agent: String,
+    pub bundle: i64,
+    pub request_id: String,
+    pub tool: String,
+    pub args_digest: String,
+    pub timeout_ms: i64,
+    pub status: String,
+    pub detail: Option<String>,
+    pub created_at_ms: i64,
+    pub created_by: String,
+    pub resolved_at_ms: Option<i64>,
+    /// When an unanswered intent becomes `unknown` (`created_at_ms + timeout_ms`).
+    pub deadline_ms: i64,
+}
+
+impl EffectRow {
+    /// Whether `other` records the same call (every field an intent carries).
+    pub fn same_intent(&self, other: &EffectRow) -> bool {
+        self.key == other.key
+            && self.agent == other.agent
+            && self.bundle == other.bundle
+            && self.request_id == other.request_id
+            && self.tool == other.tool
+            && self.args_digest == other.args_digest
+            && self.timeout_ms == other.timeout_ms
+    }
+}

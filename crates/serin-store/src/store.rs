@@ -2056,6 +2056,7 @@ impl Store {
     }
 }
 
+mod effects;
 mod envs;
 pub(crate) mod fanout;
 pub(crate) mod journal;
@@ -2064,5 +2065,6 @@ mod readiness;
 mod replicas;
 mod sdk_instances;
 
+pub use effects::Resolved;
 pub use journal::{BatchEvidence, JournalListener, JournalMarks, JournalRow, MonitorChanges};
 pub use leader::LeaderSession;

@@ -190,6 +190,10 @@ contract!(
     consumed_journal_rows_are_pruned_after_their_hour_and_unconsumed_ones_never,
     monitors_changed_since_returns_only_rows_written_after_a_revision,
     journal_rows_round_trip_outcome_events_with_empty_and_extreme_values,
+    ledger_intents_are_idempotent_and_a_reused_key_conflicts,
+    ledger_results_settle_once_in_one_audited_tx,
+    ledger_sweep_marks_only_overdue_intents_unknown,
+    ledger_lists_by_agent_bundle_and_status_and_rows_round_trip_extremes,
 );
 
 // ----- helpers ---------------------------------------------------------------------------------
@@ -3864,4 +3868,286 @@ async fn sdk_instance_rows_round_trip_extreme_values(t: Ctx) {
         s.sdk_instance(&max.env, &max.instance).await.unwrap(),
         Some(max)
     );
+}
+
+// ----- side-effect ledger ------------------------------------------------------------------------
+
+fn to_row(e: &serin_core::ledger::Effect) -> serin_store::EffectRow {
+    serin_store::EffectRow {
+        key: e.key.clone(),
+        agent: e.agent.clone(),
+        bundle: e.bundle,
+        request_id: e.request_id.clone(),
+        tool: e.tool.clone(),
+        args_digest: e.args_digest.clone(),
+        timeout_ms: e.timeout_ms,
+        status: e.status.as_str().to_owned(),
+        detail: e.detail.clone(),
+        created_at_ms: e.created_at_ms,
+        created_by: e.created_by.clone(),
+        resolved_at_ms: e.resolved_at_ms,
+        deadline_ms: e.deadline_ms(),
+    }
+}
+
+fn from_row(r: &serin_store::EffectRow) -> serin_core::ledger::Effect {
+    serin_core::ledger::Effect {
+        key: r.key.clone(),
+        agent: r.agent.clone(),
+        bundle: r.bundle,
+        request_id: r.request_id.clone(),
+        tool: r.tool.clone(),
+        args_digest: r.args_digest.clone(),
+        timeout_ms: r.timeout_ms,
+        status: serin_core::ledger::EffectStatus::parse(&r.status).unwrap(),
+        detail: r.detail.clone(),
+        created_at_ms: r.created_at_ms,
+        created_by: r.created_by.clone(),
+        resolved_at_ms: r.resolved_at_ms,
+    }
+}
+
+fn intent_row(key: &str, bundle: i64, args: &str, at_ms: i64) -> serin_store::EffectRow {
+    let intent = serin_core::ledger::EffectIntent {
+        key: key.into(),
+        agent: "support".into(),
+        bundle,
+        request_id: format!("req-{key}"),
+        tool: "refund".into(),
+        args_digest: args.into(),
+        timeout_ms: Some(1000),
+    };
+    to_row(&serin_core::ledger::Effect::open(
+        &intent,
+        at_ms,
+        "token:sdk",
+    ))
+}
+
+async fn resolve(
+    s: &Store,
+    key: &str,
+    status: serin_core::ledger::EffectStatus,
+    at_ms: i64,
+) -> serin_store::Resolved<serin_core::ledger::LedgerError> {
+    s.resolve_effect(key, at_ms, "token:sdk", |row| {
+        Ok(from_row(row)
+            .resolve(status, Some("why"), at_ms)?
+            .map(|e| to_row(&e)))
+    })
+    .await
+    .unwrap()
+}
+
+async fn actions(s: &Store) -> Vec<String> {
+    let mut a: Vec<String> = s
+        .list_audit(1000, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    a.reverse();
+    a
+}
+
+async fn ledger_intents_are_idempotent_and_a_reused_key_conflicts(t: Ctx) {
+    let s = &t.store;
+    let row = intent_row("k1", 2, "sha256:a", 100);
+    let (first, created) = s.insert_effect(&row, "token:sdk").await.unwrap();
+    assert!(created);
+    assert_eq!(first, row);
+    // A retry later, from another actor: the earlier record, nothing written.
+    let mut retry = intent_row("k1", 2, "sha256:a", 999);
+    retry.created_by = "token:other".into();
+    let (again, created) = s.insert_effect(&retry, "token:other").await.unwrap();
+    assert!(!created);
+    assert_eq!(again, row);
+    let reused = intent_row("k1", 2, "sha256:b", 100);
+    let err = s.insert_effect(&reused, "token:sdk").await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(t.count("effects").await, 1);
+    assert_eq!(actions(s).await, vec!["effect.intent"]);
+    assert_eq!(s.get_effect("k1").await.unwrap(), Some(row));
+    assert_eq!(s.get_effect("nope").await.unwrap(), None);
+}
+
+async fn ledger_results_settle_once_in_one_audited_tx(t: Ctx) {
+    use serin_core::ledger::EffectStatus as S;
+    use serin_store::Resolved;
+    let s = &t.store;
+    s.insert_effect(&intent_row("k1", 2, "a", 100), "token:sdk")
+        .await
+        .unwrap();
+    assert!(matches!(
+        resolve(s, "missing", S::Committed, 200).await,
+        Resolved::NoSuchKey
+    ));
+    let Resolved::Done { row, changed } = resolve(s, "k1", S::Committed, 200).await else {
+        panic!("not done")
+    };
+    assert!(changed);
+    assert_eq!(
+        (row.status.as_str(), row.resolved_at_ms),
+        ("committed", Some(200))
+    );
+    assert_eq!(row.detail.as_deref(), Some("why"));
+    let Resolved::Done { row: same, changed } = resolve(s, "k1", S::Committed, 300).await else {
+        panic!("not done")
+    };
+    assert!(!changed);
+    assert_eq!(same.resolved_at_ms, Some(200), "a repeat changes nothing");
+    let Resolved::Refused(e) = resolve(s, "k1", S::Failed, 300).await else {
+        panic!("a different result was accepted")
+    };
+    assert_eq!(e.code(), "result_conflict");
+    assert_eq!(
+        s.get_effect("k1").await.unwrap().unwrap().status,
+        "committed"
+    );
+    assert_eq!(actions(s).await, vec!["effect.intent", "effect.result"]);
+    // A store error inside the rule's write leaves nothing behind: an update naming another
+    // key is refused and the transaction rolled back.
+    let err = s
+        .resolve_effect("k1", 400, "t", |row| {
+            let mut next = row.clone();
+            next.key = "other".into();
+            Ok::<_, ()>(Some(next))
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)));
+    assert_eq!(actions(s).await.len(), 2);
+    let v = s.verify_audit().await.unwrap();
+    assert!(v.ok, "{v:?}");
+}
+
+async fn ledger_sweep_marks_only_overdue_intents_unknown(t: Ctx) {
+    let s = &t.store;
+    // Deadlines 1100, 1200, 1300 (timeout 1000 ms).
+    for (i, key) in ["a", "b", "c"].iter().enumerate() {
+        s.insert_effect(&intent_row(key, 1, "x", 100 * (i as i64 + 1)), "t")
+            .await
+            .unwrap();
+    }
+    // `b` got its answer in time: the sweep must leave it alone.
+    resolve(s, "b", serin_core::ledger::EffectStatus::Failed, 150).await;
+    let expire = |r: &serin_store::EffectRow| from_row(r).expire(1250).map(|e| to_row(&e));
+    let swept = s.expire_effects(1250, 100, "sweep", expire).await.unwrap();
+    assert_eq!(
+        swept.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+        ["a"]
+    );
+    assert_eq!(swept[0].status, "unknown");
+    assert_eq!(swept[0].resolved_at_ms, Some(1250));
+    assert_eq!(s.get_effect("b").await.unwrap().unwrap().status, "failed");
+    assert_eq!(s.get_effect("c").await.unwrap().unwrap().status, "intent");
+    // Nothing due: nothing written, not even audit.
+    let before = actions(s).await.len();
+    assert!(
+        s.expire_effects(1250, 100, "sweep", expire)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(actions(s).await.len(), before);
+    assert_eq!(actions(s).await.last().unwrap(), "effect.expire");
+    // The limit bounds one sweep.
+    for key in ["d", "e", "f"] {
+        s.insert_effect(&intent_row(key, 1, "x", 0), "t")
+            .await
+            .unwrap();
+    }
+    let expire = |r: &serin_store::EffectRow| from_row(r).expire(5000).map(|e| to_row(&e));
+    assert_eq!(
+        s.expire_effects(5000, 2, "sweep", expire)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        s.expire_effects(5000, 100, "sweep", expire)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+async fn ledger_lists_by_agent_bundle_and_status_and_rows_round_trip_extremes(t: Ctx) {
+    let s = &t.store;
+    for (key, bundle, at) in [("b1", 1, 5), ("b2-x", 2, 3), ("b2-y", 2, 4)] {
+        s.insert_effect(&intent_row(key, bundle, "x", at), "t")
+            .await
+            .unwrap();
+    }
+    resolve(s, "b2-y", serin_core::ledger::EffectStatus::Committed, 9).await;
+    let keys =
+        |rows: Vec<serin_store::EffectRow>| rows.into_iter().map(|r| r.key).collect::<Vec<_>>();
+    assert_eq!(
+        keys(s.list_effects("support", 2, None, 100).await.unwrap()),
+        ["b2-x", "b2-y"]
+    );
+    assert_eq!(
+        keys(
+            s.list_effects("support", 2, Some("committed"), 100)
+                .await
+                .unwrap()
+        ),
+        ["b2-y"]
+    );
+    assert_eq!(
+        keys(
+            s.list_effects("support", 2, Some("unknown"), 100)
+                .await
+                .unwrap()
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        keys(s.list_effects("support", 2, None, 1).await.unwrap()),
+        ["b2-x"]
+    );
+    assert!(
+        s.list_effects("other", 2, None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Extreme values read back exactly, on both backends.
+    let extreme = serin_store::EffectRow {
+        key: "k".repeat(200),
+        agent: "a".into(),
+        bundle: i64::MAX,
+        request_id: "é\u{1F600}\"'\\".into(),
+        tool: String::new(),
+        args_digest: "x".repeat(10_000),
+        timeout_ms: i64::MAX,
+        status: "unknown".into(),
+        detail: Some(String::new()),
+        created_at_ms: i64::MIN,
+        created_by: "token:t".into(),
+        resolved_at_ms: Some(i64::MAX),
+        deadline_ms: i64::MAX,
+    };
+    s.insert_effect(&extreme, "t").await.unwrap();
+    assert_eq!(
+        s.get_effect(&extreme.key).await.unwrap(),
+        Some(extreme.clone())
+    );
+    let again = t.reopen().await;
+    assert_eq!(
+        again
+            .list_effects("a", i64::MAX, Some("unknown"), 10)
+            .await
+            .unwrap(),
+        vec![extreme]
+    );
+    // The schema refuses a status the ledger does not have.
+    let mut bad = intent_row("bad", 1, "x", 1);
+    bad.status = "maybe".into();
+    assert!(s.insert_effect(&bad, "t").await.is_err());
+    assert!(s.get_effect("bad").await.unwrap().is_none());
 }

@@ -206,6 +206,19 @@ pub enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// The side-effect ledger of AGENT@N: every recorded tool call, its result, and a count
+    /// per status that flags calls nobody can tell happened (`unknown`).
+    Effects {
+        agent: String,
+        /// N of AGENT@N.
+        #[arg(long)]
+        bundle: u64,
+        /// Only effects in this status: intent, committed, failed or unknown.
+        #[arg(long, value_parser = ["intent", "committed", "failed", "unknown"])]
+        status: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -64,6 +64,12 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<()> {
         Command::Token(cmd) => token(cmd).await,
         Command::Status { watch, client } => crate::status::run(&client, watch).await,
         Command::Fleet { target, watch } => crate::fleet::run(&target, watch).await,
+        Command::Effects {
+            agent,
+            bundle,
+            status,
+            client,
+        } => crate::effects::run(&agent, bundle, status.as_deref(), &client).await,
         Command::Release(cmd) => crate::release::run(cmd).await,
         Command::Demo { healthy } => crate::demo::run(healthy).await,
         Command::Readiness(crate::cli::ReadinessCommand::Init {

@@ -17,6 +17,7 @@ mod cli;
 mod client;
 mod commands;
 mod demo;
+mod effects;
 mod fleet;
 mod guardrails;
 mod out;

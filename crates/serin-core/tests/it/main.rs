@@ -20,6 +20,7 @@ mod digest;
 mod fuzz_corpus;
 mod guardrails;
 mod guardrails_sim;
+mod ledger;
 mod props;
 mod readiness;
 mod readiness_eval;

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod bundles;
 pub mod decisions;
+pub mod effects;
 pub mod live;
 pub mod ofrep;
 pub mod outcomes;

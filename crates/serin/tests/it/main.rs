@@ -15,6 +15,7 @@ mod conformance_http;
 mod dashboard;
 mod decisions;
 mod drills;
+mod effects;
 mod evidence;
 mod failover;
 mod fleet;
