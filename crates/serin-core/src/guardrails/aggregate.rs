@@ -6,6 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sketches_ddsketch::DDSketch;
 
+use super::monitor::ApprovalCounts;
 use crate::outcome::{ArmWindow, ErrorClass, OutcomeEvent};
 
 /// A DDSketch (1% relative accuracy) that is `Debug`; serialises as the sketch's own fields,
@@ -211,6 +212,11 @@ pub struct ArmSummary {
     /// Tail heaviness: p99 / p50.
     pub latency_p99_over_p50: Option<f64>,
     pub stages: BTreeMap<String, StageSummary>,
+    /// The arm's agent-side approval-queue events: only from
+    /// [`Monitor::arm_summary`](super::Monitor::arm_summary) of a release that judges
+    /// approvals (or saw some), never from an aggregate alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<ApprovalCounts>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -385,6 +391,7 @@ impl ArmAggregate {
                     )
                 })
                 .collect(),
+            approvals: None,
         }
     }
 }

@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::release::DurationSpec;
+
 /// A share written `"2%"` (or a bare number, read as percent). Stored as a fraction.
 #[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
 pub struct Share(f64);
@@ -161,6 +163,46 @@ pub struct CostRule {
     pub shadow: bool,
 }
 
+/// Bounds on the agent-side approval queue: how often each arm's requests ask a human before
+/// a risky tool call, are denied (or expire), or wait longer than `wait`, each per request
+/// and canary at most `*_ratio` x control.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRule {
+    /// Approval requests per request: canary's at most this multiple of control's (>= 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ratio: Option<f64>,
+    /// Denied or expired approval requests per request, as a multiple of control's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denial_max_ratio: Option<f64>,
+    /// Approval requests still undecided after `wait`, per request, as a multiple of
+    /// control's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdue_max_ratio: Option<f64>,
+    /// How long a request may wait before it counts as overdue. Default 5m, 1s to 24h.
+    #[serde(default = "default_approval_wait")]
+    pub wait: DurationSpec,
+    /// Computed and reported but never gates a step (calibrate a bound before enforcing it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
+}
+
+fn default_approval_wait() -> DurationSpec {
+    DurationSpec::from_ms(5 * 60 * 1_000)
+}
+
+impl Default for ApprovalRule {
+    fn default() -> ApprovalRule {
+        ApprovalRule {
+            max_ratio: None,
+            denial_max_ratio: None,
+            overdue_max_ratio: None,
+            wait: default_approval_wait(),
+            shadow: false,
+        }
+    }
+}
+
 fn default_alpha() -> Share {
     Share(0.01)
 }
@@ -213,6 +255,10 @@ pub struct GuardrailConfig {
     pub eval_pass_rate: Option<SuccessRule>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_per_request: Option<CostRule>,
+    /// Absent in plans (and stored monitors) from before approvals were judged: no
+    /// approval bounds then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<ApprovalRule>,
     #[serde(default)]
     pub settings: Settings,
 }
@@ -256,6 +302,11 @@ fn check_amount(p: &str, v: Option<f64>) -> Result<(), GuardrailConfigError> {
         _ => Ok(()),
     }
 }
+/// The range of `approvals.wait`: shorter than a second is noise (a human cannot answer),
+/// longer than a day never shows within a release.
+const APPROVAL_WAIT_MIN_MS: u64 = 1_000;
+const APPROVAL_WAIT_MAX_MS: u64 = 24 * 60 * 60 * 1_000;
+
 fn check_ratio(p: &str, v: Option<f64>) -> Result<(), GuardrailConfigError> {
     match v {
         Some(x) if !(x.is_finite() && (1.0..=1000.0).contains(&x)) => {
@@ -303,6 +354,7 @@ impl GuardrailConfig {
                 max_increase: None,
                 shadow: false,
             }),
+            approvals: None,
             settings: Settings::default(),
         }
     }
@@ -342,6 +394,7 @@ impl GuardrailConfig {
                 max_ratio: Some(1.0),
                 ..CostRule::default()
             }),
+            approvals: None,
             settings: Settings {
                 alpha: Share(0.001),
                 ..Settings::default()
@@ -402,6 +455,23 @@ impl GuardrailConfig {
             check_amount("/cost_per_request/max", r.max)?;
             check_amount("/cost_per_request/max_increase", r.max_increase)?;
             check_ratio("/cost_per_request/max_ratio", r.max_ratio)?;
+        }
+        if let Some(r) = &self.approvals {
+            if r.max_ratio.is_none()
+                && r.denial_max_ratio.is_none()
+                && r.overdue_max_ratio.is_none()
+            {
+                return Err(bad(
+                    "/approvals",
+                    "needs at least one of max_ratio, denial_max_ratio, overdue_max_ratio",
+                ));
+            }
+            check_ratio("/approvals/max_ratio", r.max_ratio)?;
+            check_ratio("/approvals/denial_max_ratio", r.denial_max_ratio)?;
+            check_ratio("/approvals/overdue_max_ratio", r.overdue_max_ratio)?;
+            if !(APPROVAL_WAIT_MIN_MS..=APPROVAL_WAIT_MAX_MS).contains(&r.wait.as_ms()) {
+                return Err(bad("/approvals/wait", "must be from 1s to 24h"));
+            }
         }
         let a = self.settings.alpha.0;
         if !(a > 0.0 && a <= 0.5) {

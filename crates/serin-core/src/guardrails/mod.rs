@@ -128,10 +128,12 @@ pub mod sim;
 pub use aggregate::{ArmAggregate, ArmSummary, Sketch, StageSummary};
 pub use burn::{BUDGET_WARNING_FACTOR, BURN_ALERT_RATIO, BURN_WINDOW_HOURS, BurnRate, burn_rate};
 pub use config::{
-    CostRule, GuardrailConfig, GuardrailConfigError, LatencyRule, Points, RateRule, Settings,
-    Share, SuccessRule,
+    ApprovalRule, CostRule, GuardrailConfig, GuardrailConfigError, LatencyRule, Points, RateRule,
+    Settings, Share, SuccessRule,
 };
-pub use monitor::{Bound, MetricValue, Monitor, Verdict, VerdictStatus};
+pub use monitor::{
+    ApprovalCounts, ApprovalSignal, Bound, MetricValue, Monitor, Verdict, VerdictStatus,
+};
 pub(crate) use seq::{rate_lower_bound, rate_upper_bound};
 
 /// A fraction as a trimmed percentage number (`0.015` → `1.5`).

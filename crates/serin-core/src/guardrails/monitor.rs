@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::aggregate::ArmAggregate;
+use super::aggregate::{ArmAggregate, ArmSummary};
 use super::config::{GuardrailConfig, Points, Share, trim_float};
 use std::collections::BTreeMap;
 
@@ -79,6 +79,63 @@ struct Latch {
     statistic_threshold: f64,
 }
 
+/// One event of the agent-side approval queue, as the server sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalSignal {
+    /// An agent asked a human before a risky tool call.
+    Requested,
+    /// A request was denied, or expired (an expired request is denied).
+    Denied,
+    /// A request was still undecided `approvals.wait` after it was made.
+    Overdue,
+}
+
+impl ApprovalSignal {
+    fn bound(self) -> Bound {
+        match self {
+            ApprovalSignal::Requested => Bound::ApprovalRatio,
+            ApprovalSignal::Denied => Bound::DenialRatio,
+            ApprovalSignal::Overdue => Bound::OverdueRatio,
+        }
+    }
+}
+
+/// One arm's approval-queue events (those routed under a version the release routed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApprovalCounts {
+    pub requested: u64,
+    pub denied: u64,
+    pub overdue: u64,
+}
+
+impl ApprovalCounts {
+    fn add(&mut self, signal: ApprovalSignal) {
+        match signal {
+            ApprovalSignal::Requested => self.requested += 1,
+            ApprovalSignal::Denied => self.denied += 1,
+            ApprovalSignal::Overdue => self.overdue += 1,
+        }
+    }
+
+    pub fn get(&self, signal: ApprovalSignal) -> u64 {
+        match signal {
+            ApprovalSignal::Requested => self.requested,
+            ApprovalSignal::Denied => self.denied,
+            ApprovalSignal::Overdue => self.overdue,
+        }
+    }
+
+    fn is_zero(&self) -> bool {
+        *self == ApprovalCounts::default()
+    }
+}
+
+fn no_approvals(a: &[ApprovalCounts; 2]) -> bool {
+    a.iter().all(ApprovalCounts::is_zero)
+}
+
 /// Which configured bound a test judges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -99,6 +156,9 @@ pub enum Bound {
     CostMax,
     CostIncrease,
     CostRatio,
+    ApprovalRatio,
+    DenialRatio,
+    OverdueRatio,
 }
 
 impl Bound {
@@ -120,6 +180,9 @@ impl Bound {
             Bound::CostMax => "cost_per_request.max",
             Bound::CostIncrease => "cost_per_request.max_increase",
             Bound::CostRatio => "cost_per_request.max_ratio",
+            Bound::ApprovalRatio => "approvals.max_ratio",
+            Bound::DenialRatio => "approvals.denial_max_ratio",
+            Bound::OverdueRatio => "approvals.overdue_max_ratio",
         }
     }
 
@@ -233,7 +296,11 @@ impl Test {
     /// Null rate ratio of a relative rate bound.
     fn lambda0(&self) -> f64 {
         match self.bound {
-            Bound::ErrorRatio | Bound::RefusalRatio => self.limit,
+            Bound::ErrorRatio
+            | Bound::RefusalRatio
+            | Bound::ApprovalRatio
+            | Bound::DenialRatio
+            | Bound::OverdueRatio => self.limit,
             _ => 1.0,
         }
     }
@@ -279,9 +346,13 @@ impl Test {
             Bound::ErrorMax | Bound::RefusalMax => self.limit > 0.0,
             Bound::ToolMin | Bound::EvalMin => self.limit < 1.0,
             Bound::LatencyMax | Bound::CostMax => true,
-            Bound::ErrorRatio | Bound::RefusalRatio | Bound::LatencyRatio | Bound::CostRatio => {
-                self.limit > 1.0
-            }
+            Bound::ErrorRatio
+            | Bound::RefusalRatio
+            | Bound::LatencyRatio
+            | Bound::CostRatio
+            | Bound::ApprovalRatio
+            | Bound::DenialRatio
+            | Bound::OverdueRatio => self.limit > 1.0,
             Bound::ErrorIncrease
             | Bound::RefusalIncrease
             | Bound::ToolDecrease
@@ -412,6 +483,10 @@ pub struct Monitor {
     /// routed anything): counted, never judged.
     #[serde(default)]
     unattributed: u64,
+    /// [canary, control] approval-queue events ([`Monitor::observe_approval`]); monitors
+    /// stored before approvals were judged read as none.
+    #[serde(default, skip_serializing_if = "no_approvals")]
+    approvals: [ApprovalCounts; 2],
 }
 
 /// Bits of the last [`RECENT`] requests' arms (1 = canary).
@@ -498,6 +573,11 @@ impl Monitor {
             push(Bound::CostIncrease, r.max_increase, r.shadow);
             push(Bound::CostRatio, r.max_ratio, r.shadow);
         }
+        if let Some(r) = &c.approvals {
+            push(Bound::ApprovalRatio, r.max_ratio, r.shadow);
+            push(Bound::DenialRatio, r.denial_max_ratio, r.shadow);
+            push(Bound::OverdueRatio, r.overdue_max_ratio, r.shadow);
+        }
         // Bonferroni: every gating bound gets an equal share of the family-wise alpha; a
         // shadow bound is judged at the share it would get if it were enforced.
         let gating = tests.iter().filter(|t| !t.shadow).count();
@@ -520,6 +600,7 @@ impl Monitor {
             epochs: BTreeMap::new(),
             epoch_tool_requests: BTreeMap::new(),
             unattributed: 0,
+            approvals: [ApprovalCounts::default(); 2],
         }
     }
 
@@ -630,16 +711,25 @@ impl Monitor {
     /// samples; `None` (and `n` outcomes counted unattributed) for a version from before the
     /// release routed anything.
     fn exposure(&mut self, version: u64, n: u64) -> Option<(Option<Epoch>, [Band; 3])> {
+        let exposure = self.exposure_of(version);
+        if exposure.is_none() {
+            self.unattributed += n;
+        }
+        exposure
+    }
+
+    /// [`Monitor::exposure`] without counting anything: the bands from the exposure seen so
+    /// far, `None` for a version from before the release routed anything.
+    fn exposure_of(&self, version: u64) -> Option<(Option<Epoch>, [Band; 3])> {
         let epoch = if self.shares.is_empty() {
             None
         } else {
-            match self.shares.range(..=version).next_back() {
-                Some((v, s)) => Some((*v, *s)),
-                None => {
-                    self.unattributed += n;
-                    return None;
-                }
-            }
+            Some(
+                self.shares
+                    .range(..=version)
+                    .next_back()
+                    .map(|(v, s)| (*v, *s))?,
+            )
         };
         // Within a routing epoch, canary's share of the requests (tool calls, eval samples)
         // the epoch routed, from those seen so far. The share, not the weight: with sticky
@@ -819,6 +909,10 @@ impl Monitor {
                         }
                         t.tally(arm, u64::from(hit), 1);
                     }
+                }
+                // The events come from `observe_approval`; a request is their exposure.
+                Bound::ApprovalRatio | Bound::DenialRatio | Bound::OverdueRatio => {
+                    t.tally(arm, 0, 1);
                 }
             }
         }
@@ -1020,6 +1114,9 @@ impl Monitor {
                             tallies.push((arm, hits, n));
                         }
                     }
+                    Bound::ApprovalRatio | Bound::DenialRatio | Bound::OverdueRatio => {
+                        tallies.push((arm, 0, n));
+                    }
                 }
             }
             // After every bet of the window: the additive tests' null rates read the tallies.
@@ -1058,6 +1155,68 @@ impl Monitor {
         if control_part.is_some() {
             self.refresh_refs();
         }
+    }
+
+    /// One approval-queue event of an arm, routed under `snapshot_version`.
+    ///
+    /// Judged like an error against `max_ratio`: given that an event happened, under "canary's
+    /// rate per request is at most λ0 x control's" it is canary's with probability
+    /// `q(ρ, λ0)`, `ρ` canary's share of the requests of the version's routing epoch. An
+    /// event is not a request, so it reads that share without adding to it: the bands are
+    /// those of the requests seen before the event, a choice that does not depend on which
+    /// arm the event belongs to. Events from versions before the release routed anything are
+    /// ignored. Counted per arm whether or not the plan judges approvals.
+    pub fn observe_approval(
+        &mut self,
+        canary: bool,
+        signal: ApprovalSignal,
+        snapshot_version: u64,
+    ) {
+        let Some((_, [rho, _, _])) = self.exposure_of(snapshot_version) else {
+            return;
+        };
+        let arm = usize::from(!canary);
+        if let Some(c) = self.approvals.get_mut(arm) {
+            c.add(signal);
+        }
+        let bound = signal.bound();
+        for t in self.tests.iter_mut().filter(|t| t.bound == bound) {
+            if !rho.skip {
+                t.cond.event(canary, rho.hi, t.lambda0());
+                if t.can_pass() {
+                    t.ni.event(canary, rho.lo, t.lambda0());
+                }
+            }
+            t.tally(arm, 1, 0);
+        }
+    }
+
+    /// The `wait` after which a pending request counts as overdue, if approvals are judged.
+    pub fn approval_wait_ms(&self) -> Option<u64> {
+        self.config.approvals.as_ref().map(|a| a.wait.as_ms())
+    }
+
+    /// One arm's approval-queue events so far.
+    pub fn approvals(&self, canary: bool) -> ApprovalCounts {
+        self.approvals
+            .get(usize::from(!canary))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// One arm's summary, with its approval-queue events when the plan judges approvals or
+    /// some were seen.
+    pub fn arm_summary(&self, canary: bool) -> ArmSummary {
+        let mut s = if canary {
+            self.canary.summary()
+        } else {
+            self.control.summary()
+        };
+        let a = self.approvals(canary);
+        if self.config.approvals.is_some() || !a.is_zero() {
+            s.approvals = Some(a);
+        }
+        s
     }
 
     /// Re-reads control's reference quantiles, more rarely as control grows.
@@ -1347,15 +1506,39 @@ impl Monitor {
                 mv(c.cost_per_request(), c.requests),
                 mv(s.cost_per_request(), s.requests),
             ),
+            Bound::ApprovalRatio | Bound::DenialRatio | Bound::OverdueRatio => {
+                let signal = match t.bound {
+                    Bound::ApprovalRatio => ApprovalSignal::Requested,
+                    Bound::DenialRatio => ApprovalSignal::Denied,
+                    _ => ApprovalSignal::Overdue,
+                };
+                let per_1000 = |canary: bool, n: u64| {
+                    let k = self.approvals(canary).get(signal);
+                    // Counts → f64: exact below 2^53.
+                    mv(
+                        if n == 0 {
+                            0.0
+                        } else {
+                            k as f64 * 1000.0 / n as f64
+                        },
+                        n,
+                    )
+                };
+                (per_1000(true, c.requests), per_1000(false, s.requests))
+            }
         };
         let l = trim_float(t.limit);
         let pct = trim_float(t.limit * 100.0);
         let threshold = match t.bound {
             Bound::ErrorMax | Bound::RefusalMax => format!("<= {pct}%"),
             Bound::ErrorIncrease | Bound::RefusalIncrease => format!("<= control + {pct}pp"),
-            Bound::ErrorRatio | Bound::RefusalRatio | Bound::LatencyRatio | Bound::CostRatio => {
-                format!("<= control x {l}")
-            }
+            Bound::ErrorRatio
+            | Bound::RefusalRatio
+            | Bound::LatencyRatio
+            | Bound::CostRatio
+            | Bound::ApprovalRatio
+            | Bound::DenialRatio
+            | Bound::OverdueRatio => format!("<= control x {l}"),
             Bound::ToolMin | Bound::EvalMin => format!(">= {pct}%"),
             Bound::ToolDecrease | Bound::EvalDecrease => format!(">= control - {pct}pp"),
             Bound::LatencyMax => format!("<= {l} ms"),
@@ -1363,14 +1546,25 @@ impl Monitor {
             Bound::CostMax => format!("<= {l} USD"),
             Bound::CostIncrease => format!("<= control + {l} USD"),
         };
+        let wait = self
+            .approval_wait_ms()
+            .map(|ms| crate::release::DurationSpec::from_ms(ms).to_string())
+            .unwrap_or_default();
         let how = match t.bound {
             Bound::LatencyIncrease | Bound::LatencyRatio => {
-                " (tested as: canary requests beyond control's p95 moved by the bound are no more frequent than control requests beyond its p95)"
+                " (tested as: canary requests beyond control's p95 moved by the bound are no more frequent than control requests beyond its p95)".to_owned()
             }
             Bound::CostIncrease | Bound::CostRatio | Bound::CostMax => {
-                " (tested on the median cost per request)"
+                " (tested on the median cost per request)".to_owned()
             }
-            _ => "",
+            Bound::ApprovalRatio => " (agent-side approval requests per 1,000 requests)".to_owned(),
+            Bound::DenialRatio => {
+                " (denied or expired approval requests per 1,000 requests)".to_owned()
+            }
+            Bound::OverdueRatio => {
+                format!(" (approval requests undecided after {wait}, per 1,000 requests)")
+            }
+            _ => String::new(),
         };
         let e = ln_e.exp();
         let bar = ln_bar.exp();

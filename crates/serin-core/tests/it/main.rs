@@ -19,6 +19,7 @@ mod diff;
 mod digest;
 mod fuzz_corpus;
 mod guardrails;
+mod guardrails_approvals;
 mod guardrails_sim;
 mod ledger;
 mod props;
