@@ -1,6 +1,7 @@
 //! Guardrails: canary-vs-control verdicts that stay valid under continuous monitoring.
 //!
-//! A release's `guardrails:` block ([`GuardrailConfig`]) lists bounds on six metrics. A
+//! A release's `guardrails:` block ([`GuardrailConfig`]) lists bounds on six metrics and,
+//! optionally, on the agent-side approval queue. A
 //! [`Monitor`] is fed every outcome of both arms and answers, at any moment, one [`Verdict`]
 //! per bound: `pass`, `fail` or `pending`, with both arms' values and sample sizes, the
 //! threshold, the evidence and, while pending, an estimate of how many more canary requests
@@ -104,6 +105,26 @@
 //! Outcomes that arrive late or in large batches after a step change therefore cannot shift
 //! the observed canary share. Outcomes from versions before the release routed anything are
 //! counted ([`Monitor::unattributed`]) and never judged.
+//!
+//! **Approval queue** (`approvals.max_ratio`, `denial_max_ratio`, `overdue_max_ratio`):
+//! events per request of each arm, fed by the server one at a time
+//! ([`Monitor::observe_approval`]): an agent asked a human before a risky tool call, a
+//! request was denied or expired, a request was still undecided `approvals.wait` after it
+//! was made. Each bound is the event-conditional test of `max_ratio` above, with its
+//! non-inferiority twin: given that an event happened, under "canary's events per request
+//! are at most `λ0` x control's" it is canary's with probability at most `q(ρ, λ0)`, `ρ`
+//! canary's share of the requests of the routing epoch of the snapshot version the agent
+//! decided under. No denominator is needed, only the event, its arm and its version. An
+//! approval event is not a request: it reads the epoch's share band without adding to it, so
+//! the band is fixed by the requests seen before the event and does not depend on its arm,
+//! which keeps every factor's conditional expectation at most 1 under the null, however late
+//! a denial or an overdue signal arrives after the ramp moved on. As for errors, the events
+//! of different requests are taken as independent given their arms: an agent that asks
+//! several times within one request makes a cluster that moves the test as if the requests
+//! were several, so the server feeds at most one event of each kind per agent request
+//! (simulated at ratio 1 and alpha 1%: feeding all three events of each asking request took
+//! identical arms to 7% false fails, all ten to 36%). Events from versions before the release routed anything are ignored. Verdicts
+//! show each arm's events per 1,000 requests; [`Monitor::arm_summary`] the counts.
 //!
 //! **Shadow bounds** (`shadow: true` on a rule) are judged and reported like the others,
 //! at the alpha share they would get if enforced, but never count towards `fail` or `pass`
