@@ -15,6 +15,7 @@
 //! - [`release`]: release plans and the pure release state machine.
 //! - [`readiness`]: readiness policies, evidence and the gate evaluation.
 
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod bundle;

@@ -280,6 +280,7 @@ requirement! {
     ReadAccess => Action::Read,
     BundleWriteAccess => Action::BundleWrite,
     DeployAccess => Action::Deploy,
+    ApproveAccess => Action::Approve,
     AttestAccess => Action::Attest,
     SnapshotAccess => Action::SnapshotRead,
     DecideAccess => Action::Decide,

@@ -33,7 +33,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use serde::Serialize;
+use serin_core::approvals::{ApprovalRequest, Counted, Owed};
 use serin_core::decision::Arm;
+pub use serin_core::guardrails::ApprovalSignal;
 use serin_core::guardrails::{ArmAggregate, GuardrailConfig, Monitor};
 use serin_core::outcome::{EventLimits, OutcomeEvent, OutcomeWindow};
 use serin_store::{BatchEvidence, MonitorRow, RollupRow, Store, StoreError};
@@ -222,6 +224,9 @@ pub struct Guardrails {
     /// batch goes to this replica's monitors or to the journal (until set: the journal, which
     /// is always safe).
     leader: std::sync::OnceLock<Arc<crate::leader::Leader>>,
+    /// Agent requests whose approval signals were counted, so a request that asks several
+    /// times counts once per signal (the test assumes one event per request).
+    approval_seen: std::sync::Mutex<Seen>,
 }
 
 /// Events stored per transaction at most by group commit (a single batch larger than this,
@@ -444,6 +449,33 @@ pub struct IngestReport {
     pub errors: Vec<Rejection>,
 }
 
+/// Which agent requests have had an approval signal counted: bounded, oldest forgotten first.
+#[derive(Debug, Default)]
+struct Seen {
+    keys: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+/// Agent requests remembered for deduplicating approval signals.
+const SEEN_CAP: usize = 200_000;
+
+impl Seen {
+    /// True the first time `key` is offered.
+    fn first(&mut self, key: String) -> bool {
+        if self.keys.contains(&key) {
+            return false;
+        }
+        if self.order.len() >= SEEN_CAP
+            && let Some(old) = self.order.pop_front()
+        {
+            self.keys.remove(&old);
+        }
+        self.order.push_back(key.clone());
+        self.keys.insert(key);
+        true
+    }
+}
+
 impl Guardrails {
     /// Loads persisted monitors so verdicts resume where they were.
     /// An unreadable row is quarantined, never fatal.
@@ -502,6 +534,7 @@ impl Guardrails {
             latching: std::sync::Mutex::new(HashSet::new()),
             leader: std::sync::OnceLock::new(),
             queue: std::sync::Mutex::new(VecDeque::new()),
+            approval_seen: std::sync::Mutex::new(Seen::default()),
         })
     }
 
@@ -1767,6 +1800,124 @@ impl Guardrails {
         );
         inner.monitors.insert(key, entry);
         Ok(())
+    }
+
+    /// The running release's pooled monitor key for (env, agent), if any.
+    fn running_key(inner: &Inner, env: &str, agent: &str) -> Option<MonitorKey> {
+        inner
+            .pinned
+            .iter()
+            .find(|(e, a, c)| e == env && a == agent && !c.contains('~'))
+            .cloned()
+    }
+
+    /// How long an agent-side approval request of (env, agent) may wait before the running
+    /// release's approval guardrail counts it overdue; `None` when nothing judges approvals.
+    pub async fn approval_wait_ms(&self, req: &ApprovalRequest) -> Option<u64> {
+        let inner = self.inner.lock().await;
+        let key = Self::running_key(&inner, &req.env, &req.agent)?;
+        inner.monitors.get(&key)?.monitor.approval_wait_ms()
+    }
+
+    /// The leader's count of approval signals: every agent-side request that owes one (filed,
+    /// denied or expired, overdue) is counted into the running release's pooled monitor as
+    /// canary (its bundle is the candidate) or control, at the share of the snapshot version
+    /// it decided under, and latched like a batch of outcomes. The monitors and the requests'
+    /// `counted` marks are written in one transaction, so a signal counts once. Requests of an
+    /// agent with no running release, or without a snapshot version, are marked and not
+    /// judged. Returns how many requests were looked at.
+    pub async fn count_approval_signals(&self, now_ms: i64) -> Result<usize, ApiError> {
+        let rows = self
+            .store
+            .approvals_owing_signals(crate::approvals::SIGNAL_BATCH as i64)
+            .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut inner = self.inner.lock().await;
+        let mut changed: HashMap<MonitorKey, Monitor> = HashMap::new();
+        let mut marks: HashMap<String, Counted> = HashMap::new();
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in &rows {
+            ids.push(row.id.clone());
+            let Ok(req) = crate::approvals::from_row(row) else {
+                continue;
+            };
+            let (owed, next) = req.owed();
+            marks.insert(req.id.clone(), next.counted);
+            let (Some(version), Some(bundle)) = (req.snapshot_version, req.bundle) else {
+                continue;
+            };
+            let Some(key) = Self::running_key(&inner, &req.env, &req.agent) else {
+                continue;
+            };
+            let Some(entry) = inner.monitors.get(&key) else {
+                continue;
+            };
+            let canary = key.2 == format!("{}@{bundle}", req.agent);
+            let monitor = changed.entry(key).or_insert_with(|| entry.monitor.clone());
+            // One event per agent request and signal: an agent asking three times for one
+            // request is one request that needed a person.
+            let request = req.details["request_id"]
+                .as_str()
+                .map_or_else(|| req.id.clone(), str::to_owned);
+            let mut seen = self
+                .approval_seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for o in owed {
+                let signal = match o {
+                    Owed::Requested => ApprovalSignal::Requested,
+                    Owed::Denied => ApprovalSignal::Denied,
+                    Owed::Overdue => ApprovalSignal::Overdue,
+                };
+                let key = format!("{}/{}/{bundle}/{request}/{o:?}", req.env, req.agent);
+                if seen.first(key) {
+                    monitor.observe_approval(canary, signal, version);
+                }
+            }
+        }
+        let mut latched = false;
+        let mut monitor_rows = Vec::with_capacity(changed.len());
+        for (key, monitor) in &mut changed {
+            latched |= monitor.latch(now_ms);
+            if let Some(entry) = inner.monitors.get(key) {
+                monitor_rows.push(MonitorRow {
+                    env: key.0.clone(),
+                    agent: key.1.clone(),
+                    candidate: key.2.clone(),
+                    state: serde_json::to_string(&*monitor).map_err(ApiError::internal)?,
+                    created_at_ms: entry.created_at_ms,
+                    updated_at_ms: entry.last_canary_ms,
+                });
+            }
+        }
+        self.store
+            .settle_approval_signals(&monitor_rows, &ids, |row| {
+                let mut r = crate::approvals::from_row(row).ok()?;
+                if let Some(c) = marks.get(&r.id) {
+                    r.counted.requested |= c.requested;
+                    r.counted.denied |= c.denied;
+                    r.counted.overdue |= c.overdue;
+                }
+                let owes = !r.owed().0.is_empty();
+                Some((crate::approvals::to_row(&r).ok()?, owes))
+            })
+            .await?;
+        let mut fresh = Vec::with_capacity(changed.len());
+        for (key, monitor) in changed {
+            if let Some(entry) = inner.monitors.get_mut(&key) {
+                entry.monitor = monitor;
+                fresh.push((key, (entry.last_canary_ms, Arc::new(entry.monitor.clone()))));
+            }
+        }
+        self.publish_views(fresh, None);
+        if latched {
+            self.latches
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            self.latched.notify_one();
+        }
+        Ok(rows.len())
     }
 
     /// Makes committed monitors visible to readers; with `live`, also forgets

@@ -26,6 +26,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+pub mod approvals;
 pub mod audit;
 pub mod clock;
 pub mod drills;
@@ -97,6 +98,8 @@ pub struct AppState {
     pub overview: Arc<overview::Shared>,
     /// The per-token bound on side-effect intents.
     pub effect_intents: Arc<effects::IntentLimiter>,
+    /// The per-token bound on agent-side approval requests.
+    pub approval_requests: Arc<effects::IntentLimiter>,
 }
 
 /// What the binary hands the server.
@@ -165,6 +168,7 @@ fn api_router(limits: &Limits) -> OpenApiRouter<AppState> {
         .merge(routes::system::router())
         .merge(routes::live::router())
         .merge(routes::effects::router())
+        .merge(routes::approvals::router())
 }
 
 /// The OpenAPI document of every route, as served at `/openapi.json`.
@@ -329,6 +333,13 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
             config.tick_interval,
             leader.clone(),
         ));
+        // Undecided approval requests expire (a denial) within a tick of their expiry.
+        tasks.push(approvals::spawn_sweep(
+            config.store.clone(),
+            guardrails.clone(),
+            config.tick_interval,
+            leader.clone(),
+        ));
         if !single_node {
             tasks.push(spawn_drill_sweep(
                 drills.clone(),
@@ -371,6 +382,7 @@ pub async fn app(config: ServerConfig) -> Result<App, error::ApiError> {
         ui_streams: Arc::new(Semaphore::new(config.max_ui_streams.max(1))),
         overview: Arc::new(overview::Shared::default()),
         effect_intents: Arc::new(effects::IntentLimiter::default()),
+        approval_requests: Arc::new(effects::IntentLimiter::default()),
     };
     // The dashboard is not part of the API: its pages stay out of the OpenAPI document.
     let routes = router

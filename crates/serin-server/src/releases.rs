@@ -97,6 +97,14 @@ struct Judged<'a> {
     epoch: Option<i64>,
 }
 
+/// What starting a release did.
+#[derive(Debug)]
+pub enum Started {
+    Release(Box<ReleaseView>),
+    /// The env's approval policy reserves this start: it waits for an approver.
+    Pending(Box<serin_core::approvals::ApprovalRequest>),
+}
+
 #[derive(Debug)]
 pub struct Releases {
     store: Store,
@@ -444,7 +452,8 @@ impl Releases {
         plan: Plan,
         actor: &str,
         gate_override: Option<GateOverride>,
-    ) -> Result<ReleaseView, ApiError> {
+        approval: Option<&str>,
+    ) -> Result<Started, ApiError> {
         plan.validate().map_err(|e| {
             ApiError::field(
                 ErrorCode::InvalidField,
@@ -539,87 +548,133 @@ impl Releases {
         }
         // An override of a gate that holds changes nothing; keep it out of the record.
         let gate_override = gate_override.filter(|_| !report.ready);
-        let n = self.store.count_releases(env, agent).await? + 1;
-        let id = format!("{agent}-{env}-{n}");
-        let now = clock::now_ms();
-        let config = plan.guardrails();
-        let mut release = Release::new(id, agent, env, candidate, baseline, plan, now, actor);
-        release.readiness = Some(GateRecord::from_report(
-            &report,
-            check.policy_version,
-            check.evaluated_at_ms,
-            gate_override.clone(),
-        ));
-        let extra: Vec<NewAudit> = gate_override
-            .iter()
-            .map(|o| NewAudit {
-                at_ms: now,
-                actor: actor.to_owned(),
-                action: "release.readiness_override".to_owned(),
-                subject: format!("{agent}/{env} {}", release.id),
-                details: json!({
-                    "release": release.id, "candidate": release.candidate.id,
-                    "reason": o.reason, "policy_version": check.policy_version,
-                    "verdict": report.verdict,
-                    "unmet": report.unmet().map(|i| i.key.clone()).collect::<Vec<_>>(),
-                    "blocked_by": report.blocked_by,
-                }),
-            })
-            .collect();
-        let (started, effects) = release
-            .apply(
-                &Event::Start {
+        // The env's approval policy: a reserved start waits for a second person, or spends
+        // the approval it names (given back if the start is refused after all).
+        let stable_bundle = self
+            .store
+            .get_bundle(agent, i64::try_from(baseline.number).unwrap_or(i64::MAX))
+            .await?
+            .ok_or_else(|| ApiError::internal(format!("stable {} is not stored", baseline.id)))
+            .and_then(|b| Bundle::from_canonical_json(&b.content).map_err(ApiError::internal))?;
+        let reserved = crate::approvals::release_start_reservation(
+            &self.store,
+            env,
+            agent,
+            bundle,
+            &stable_bundle,
+            &candidate_bundle,
+            gate_override.is_some(),
+            serde_json::to_value(&report).map_err(ApiError::internal)?,
+        )
+        .await?;
+        let spent = match crate::approvals::gate(&self.store, actor, reserved, approval).await? {
+            crate::approvals::Gate::Pending(r) => return Ok(Started::Pending(Box::new(r))),
+            crate::approvals::Gate::Proceed(spent) => spent,
+        };
+        let result: Result<ReleaseView, ApiError> = async {
+            let n = self.store.count_releases(env, agent).await? + 1;
+            let id = format!("{agent}-{env}-{n}");
+            let now = clock::now_ms();
+            let config = plan.guardrails();
+            let mut release = Release::new(id, agent, env, candidate, baseline, plan, now, actor);
+            release.readiness = Some(GateRecord::from_report(
+                &report,
+                check.policy_version,
+                check.evaluated_at_ms,
+                gate_override.clone(),
+            ));
+            let extra: Vec<NewAudit> = gate_override
+                .iter()
+                .map(|o| NewAudit {
+                    at_ms: now,
                     actor: actor.to_owned(),
-                },
-                now,
-            )
-            .map_err(refusal)?;
-        let current_version = self.hub.current(env).await?.version;
-        let comparisons = comparisons_of(&started, current_version);
-        // Each wave is judged apart; the release's false-fail budget is split between them,
-        // so a waved release halts an identical candidate no more often than an unwaved one.
-        let waves = u32::try_from(comparisons.len()).unwrap_or(u32::MAX).max(1);
-        let mut config = config;
-        if started.plan.waves.is_some() {
-            config.settings.alpha = serin_core::guardrails::Share::from_fraction(
-                config.settings.alpha.fraction() / f64::from(waves),
-            );
-        }
-        for (id, _) in &comparisons {
-            self.guardrails
-                .begin(
-                    env,
-                    agent,
-                    id,
-                    config.clone(),
-                    current_version,
-                    Arc::new(started.plan.exclude_tenants.clone()),
+                    action: "release.readiness_override".to_owned(),
+                    subject: format!("{agent}/{env} {}", release.id),
+                    details: json!({
+                        "release": release.id, "candidate": release.candidate.id,
+                        "reason": o.reason, "policy_version": check.policy_version,
+                        "verdict": report.verdict,
+                        "unmet": report.unmet().map(|i| i.key.clone()).collect::<Vec<_>>(),
+                        "blocked_by": report.blocked_by,
+                    }),
+                })
+                .collect();
+            let mut extra = extra;
+            if let Some(a) = &spent {
+                extra.push(NewAudit {
+                    at_ms: now,
+                    actor: actor.to_owned(),
+                    action: "release.approved".to_owned(),
+                    subject: format!("{agent}/{env} {}", release.id),
+                    details: json!({
+                        "release": release.id, "approval": a.id,
+                        "approved_by": a.decided_by, "reason": a.decision_reason,
+                    }),
+                });
+            }
+            let (started, effects) = release
+                .apply(
+                    &Event::Start {
+                        actor: actor.to_owned(),
+                    },
                     now,
                 )
+                .map_err(refusal)?;
+            let current_version = self.hub.current(env).await?.version;
+            let comparisons = comparisons_of(&started, current_version);
+            // Each wave is judged apart; the release's false-fail budget is split between them,
+            // so a waved release halts an identical candidate no more often than an unwaved one.
+            let waves = u32::try_from(comparisons.len()).unwrap_or(u32::MAX).max(1);
+            let mut config = config;
+            if started.plan.waves.is_some() {
+                config.settings.alpha = serin_core::guardrails::Share::from_fraction(
+                    config.settings.alpha.fraction() / f64::from(waves),
+                );
+            }
+            for (id, _) in &comparisons {
+                self.guardrails
+                    .begin(
+                        env,
+                        agent,
+                        id,
+                        config.clone(),
+                        current_version,
+                        Arc::new(started.plan.exclude_tenants.clone()),
+                        now,
+                    )
+                    .await?;
+            }
+            let warnings = self.wave_warnings(env, &started).await?;
+            let (requests, verdicts, wave_evidence) = self.evidence_of(&started).await;
+            let started = self
+                .persist(
+                    started,
+                    effects,
+                    Judged {
+                        before: &release,
+                        canary_requests: requests,
+                        verdicts: &verdicts,
+                        waves: &wave_evidence,
+                        revision: None,
+                        epoch: None,
+                    },
+                    actor,
+                    now,
+                    extra,
+                )
                 .await?;
+            let mut view = self.view(&started).await?;
+            view.warnings = warnings;
+            Ok(view)
         }
-        let warnings = self.wave_warnings(env, &started).await?;
-        let (requests, verdicts, wave_evidence) = self.evidence_of(&started).await;
-        let started = self
-            .persist(
-                started,
-                effects,
-                Judged {
-                    before: &release,
-                    canary_requests: requests,
-                    verdicts: &verdicts,
-                    waves: &wave_evidence,
-                    revision: None,
-                    epoch: None,
-                },
-                actor,
-                now,
-                extra,
-            )
-            .await?;
-        let mut view = self.view(&started).await?;
-        view.warnings = warnings;
-        Ok(view)
+        .await;
+        match result {
+            Ok(view) => Ok(Started::Release(Box::new(view))),
+            Err(e) => {
+                crate::approvals::give_back(&self.store, spent).await;
+                Err(e)
+            }
+        }
     }
 
     /// What a waved plan names that the fleet does not report: a wave's region or pool no

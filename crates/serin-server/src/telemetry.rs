@@ -31,6 +31,11 @@ pub const DESCRIBED: &[(&str, Kind, &str)] = &[
         "Side-effect intents marked unknown by the sweep because no result came within their timeout.",
     ),
     (
+        "serin_approvals_total",
+        Kind::Counter,
+        "Approval requests by event: requested, approved, denied, expired, used, refused (an agent over its pending cap)",
+    ),
+    (
         "serin_http_requests_total",
         Kind::Counter,
         "HTTP requests answered, by method, route template and status.",

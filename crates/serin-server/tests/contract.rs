@@ -387,6 +387,32 @@ fn table() -> Vec<(&'static str, &'static str, Payload)> {
             Json(json!({"status": "committed", "detail": "done"})),
         ),
         ("GET", "/v1/agents/{agent}/effects?bundle=2", None),
+        ("GET", "/v1/envs/{env}/approval-policy", None),
+        (
+            "PUT",
+            "/v1/envs/{env}/approval-policy",
+            Json(json!({"require": [], "agent_requests": {"max_pending": 1000}})),
+        ),
+        (
+            "POST",
+            "/v1/approvals",
+            Json(
+                json!({"env": "dev", "agent": "support", "bundle": 2, "tool": "refund",
+                "args_digest": "sha256:a", "reason": "refund over 100", "snapshot_version": 1}),
+            ),
+        ),
+        ("GET", "/v1/approvals?env=dev&status=pending", None),
+        ("GET", "/v1/approvals/{id}", None),
+        (
+            "POST",
+            "/v1/approvals/{id}/approve",
+            Json(json!({"reason": "checked"})),
+        ),
+        (
+            "POST",
+            "/v1/approvals/{id}/deny",
+            Json(json!({"reason": "not now"})),
+        ),
         (
             "POST",
             "/v1/outcomes/windows",
@@ -440,6 +466,8 @@ fn good_param(template: &str, name: &str, ctx: &Ctx) -> String {
         "key" if template.contains("/flags/") => "support.beta".into(),
         "key" if template.contains("/effects/") => "eff-1".into(),
         "key" => "deploy_announced".into(),
+        "id" if template.ends_with("/approve") => ctx.approve_id.clone(),
+        "id" if template.starts_with("/v1/approvals/") => ctx.deny_id.clone(),
         "id" => ctx.victim_id.clone(),
         other => panic!("no good value for path parameter {other} of {template}"),
     }
@@ -487,6 +515,42 @@ fn params(template: &str) -> Vec<String> {
 
 struct Ctx {
     victim_id: String,
+    /// Agents' pending approval requests filed by someone other than the admin, one for the
+    /// approve route and one for deny (a decided request cannot be decided again).
+    approve_id: String,
+    deny_id: String,
+}
+
+/// Files an agent-side request as another actor, straight into the store.
+async fn file_approval(store: &Store, n: u128) -> String {
+    use serin_core::approvals::*;
+    let now = serin_server::clock::now_ms();
+    let r = ApprovalRequest {
+        id: new_id(n),
+        kind: ApprovalKind::ToolCall,
+        env: "dev".into(),
+        agent: "support".into(),
+        bundle: Some(2),
+        requested_by: "token:agent".into(),
+        reason: "refund".into(),
+        details: json!({"tool": "refund"}),
+        status: ApprovalStatus::Pending,
+        created_at_ms: now,
+        expires_at_ms: now + 3_600_000,
+        decided_by: None,
+        decided_at_ms: None,
+        decision_reason: None,
+        used_at_ms: None,
+        snapshot_version: Some(1),
+        overdue: false,
+        counted: Counted::default(),
+    };
+    let row = serin_server::approvals::to_row(&r).unwrap();
+    store
+        .insert_approval(&row, "token:agent", None, &[])
+        .await
+        .unwrap();
+    r.id
 }
 
 /// (template, method) → statuses seen.
@@ -675,6 +739,8 @@ async fn every_status_a_route_answers_is_documented_and_every_body_matches_its_s
         .unwrap();
     let ctx = Ctx {
         victim_id: victim.info.id.clone(),
+        approve_id: file_approval(&app.store, 1).await,
+        deny_id: file_approval(&app.store, 2).await,
     };
     let mut rec = Recorder {
         app: &app,

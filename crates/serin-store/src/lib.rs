@@ -47,14 +47,14 @@ pub use audit::{GENESIS_HASH, canonical_json};
 pub use dir_lock::{DataDirLock, DirLockError, LOCK_FILE_NAME};
 pub use error::StoreError;
 pub use model::{
-    AgentSummary, AuditEntry, AuditLeaf, AuditVerification, BundleSummary, DrillRow, DrillWrite,
-    EffectRow, EnvRecord, EnvStateChange, EnvSummary, EvalRow, EvidenceRow, IssuedToken,
-    Leadership, MonitorRow, NewAudit, NewBundle, NewNotification, NotificationRow, PolicyRow,
-    PutBundle, ReleaseRow, ReleaseWrite, ReplicaRow, RollupRow, SdkInstanceRow, StoredBundle,
-    StoredEnvState, TokenInfo,
+    AgentSummary, ApprovalPolicyRow, ApprovalRow, AuditEntry, AuditLeaf, AuditVerification,
+    BundleSummary, DrillRow, DrillWrite, EffectRow, EnvRecord, EnvStateChange, EnvSummary, EvalRow,
+    EvidenceRow, IssuedToken, Leadership, MonitorRow, NewAudit, NewBundle, NewNotification,
+    NotificationRow, PolicyRow, PutBundle, ReleaseRow, ReleaseWrite, ReplicaRow, RollupRow,
+    SdkInstanceRow, StoredBundle, StoredEnvState, TokenInfo,
 };
 pub use store::fanout::{EnvChange, EnvListener};
 pub use store::{
     BOOTSTRAP_TOKEN_NAME, BatchEvidence, DEDUP_CHUNK, JournalListener, JournalMarks, JournalRow,
-    LeaderSession, MAX_PAGE, MonitorChanges, Resolved, SQLITE_FILE_NAME, Store,
+    LeaderSession, MAX_PAGE, MonitorChanges, Resolved, SQLITE_FILE_NAME, Store, Updated,
 };

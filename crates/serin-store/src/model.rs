@@ -477,3 +477,27 @@ impl EffectRow {
             && self.timeout_ms == other.timeout_ms
     }
 }
+
+/// One approval request (`approvals`), as the store keeps it: the whole request as JSON in
+/// `record` (model: `serin_core::approvals::ApprovalRequest`), a few fields beside it to index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApprovalRow {
+    pub id: String,
+    pub env: String,
+    pub agent: String,
+    pub kind: String,
+    pub status: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub record: String,
+}
+
+/// One applied version of an env's approval policy (JSON text).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApprovalPolicyRow {
+    pub env: String,
+    pub version: i64,
+    pub policy: String,
+    pub applied_at_ms: i64,
+    pub applied_by: String,
+}

@@ -2056,6 +2056,7 @@ impl Store {
     }
 }
 
+mod approvals;
 mod effects;
 mod envs;
 pub(crate) mod fanout;
@@ -2065,6 +2066,7 @@ mod readiness;
 mod replicas;
 mod sdk_instances;
 
+pub use approvals::Updated;
 pub use effects::Resolved;
 pub use journal::{BatchEvidence, JournalListener, JournalMarks, JournalRow, MonitorChanges};
 pub use leader::LeaderSession;

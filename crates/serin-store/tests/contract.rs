@@ -191,6 +191,10 @@ contract!(
     monitors_changed_since_returns_only_rows_written_after_a_revision,
     journal_rows_round_trip_outcome_events_with_empty_and_extreme_values,
     ledger_intents_are_idempotent_and_a_reused_key_conflicts,
+    approvals_are_filed_decided_expired_and_capped_in_one_transaction_each,
+    approval_signals_are_owed_until_counted_with_their_monitors,
+    approval_policies_are_versioned_and_identical_reapply_writes_nothing,
+    approval_rows_round_trip_extreme_values,
     ledger_results_settle_once_in_one_audited_tx,
     ledger_sweep_marks_only_overdue_intents_unknown,
     ledger_lists_by_agent_bundle_and_status_and_rows_round_trip_extremes,
@@ -4150,4 +4154,297 @@ async fn ledger_lists_by_agent_bundle_and_status_and_rows_round_trip_extremes(t:
     bad.status = "maybe".into();
     assert!(s.insert_effect(&bad, "t").await.is_err());
     assert!(s.get_effect("bad").await.unwrap().is_none());
+}
+
+fn approval(
+    id: u128,
+    kind: serin_core::approvals::ApprovalKind,
+    at_ms: i64,
+) -> serin_core::approvals::ApprovalRequest {
+    use serin_core::approvals::*;
+    ApprovalRequest {
+        id: new_id(id),
+        kind,
+        env: "prod".into(),
+        agent: "support".into(),
+        bundle: Some(2),
+        requested_by: "token:dep".into(),
+        reason: "adds refunds".into(),
+        details: serde_json::json!({"tool": "refund"}),
+        status: ApprovalStatus::Pending,
+        created_at_ms: at_ms,
+        expires_at_ms: at_ms + 1_000,
+        decided_by: None,
+        decided_at_ms: None,
+        decision_reason: None,
+        used_at_ms: None,
+        snapshot_version: Some(7),
+        overdue: false,
+        counted: Counted::default(),
+    }
+}
+
+fn approval_row(r: &serin_core::approvals::ApprovalRequest) -> serin_store::ApprovalRow {
+    serin_store::ApprovalRow {
+        id: r.id.clone(),
+        env: r.env.clone(),
+        agent: r.agent.clone(),
+        kind: r.kind.as_str().to_owned(),
+        status: r.status.as_str().to_owned(),
+        created_at_ms: r.created_at_ms,
+        expires_at_ms: r.expires_at_ms,
+        record: serde_json::to_string(r).unwrap(),
+    }
+}
+
+fn approval_of(row: &serin_store::ApprovalRow) -> serin_core::approvals::ApprovalRequest {
+    serde_json::from_str(&row.record).unwrap()
+}
+
+async fn approvals_are_filed_decided_expired_and_capped_in_one_transaction_each(t: Ctx) {
+    use serin_core::approvals::{ApprovalKind, ApprovalStatus};
+    let s = &t.store;
+    let hooks = vec!["http://127.0.0.1:9/hooks".to_owned()];
+    let a = approval(1, ApprovalKind::ReleaseStart, 100);
+    let stored = s
+        .insert_approval(&approval_row(&a), "token:dep", None, &hooks)
+        .await
+        .unwrap();
+    assert_eq!(stored.as_ref().map(approval_of), Some(a.clone()));
+    // The webhook is queued in the same transaction.
+    let due = s.due_notifications(i64::MAX, 100).await.unwrap();
+    assert!(
+        due.iter()
+            .any(|n| n.release_id == a.id && n.payload.contains("approval.request")),
+        "{due:?}"
+    );
+    // A refused decision writes nothing; an accepted one writes the row and its audit entry.
+    let refused = s
+        .update_approval(&a.id, 200, "token:dep", "approval.approve", &hooks, |row| {
+            approval_of(row)
+                .decide(true, "token:dep", "mine", 200, 1_000)
+                .map(|r| Some(approval_row(&r)))
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        refused,
+        serin_store::Updated::Refused(serin_core::approvals::ApprovalError::OwnRequest)
+    ));
+    let done = s
+        .update_approval(&a.id, 200, "token:apr", "approval.deny", &hooks, |row| {
+            approval_of(row)
+                .decide(false, "token:apr", "no", 200, 1_000)
+                .map(|r| Some(approval_row(&r)))
+        })
+        .await
+        .unwrap();
+    let serin_store::Updated::Done(row) = done else {
+        panic!("not written: {done:?}")
+    };
+    assert_eq!(row.status, "denied");
+    assert_eq!(
+        approval_of(&s.get_approval(&a.id).await.unwrap().unwrap()).status,
+        ApprovalStatus::Denied
+    );
+    let missing = s
+        .update_approval(
+            "apr-00000000000000000000000000",
+            200,
+            "x",
+            "approval.deny",
+            &[],
+            |_| Ok::<_, ()>(None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(missing, serin_store::Updated::NoSuchId);
+    // The sweep expires only pending rows past their expiry.
+    let b = approval(2, ApprovalKind::Unkill, 300);
+    s.insert_approval(&approval_row(&b), "token:dep", None, &[])
+        .await
+        .unwrap();
+    let early = s
+        .expire_approvals(b.expires_at_ms - 1, 10, "system", |row| {
+            approval_of(row)
+                .expire(b.expires_at_ms - 1)
+                .map(|r| (approval_row(&r), vec![]))
+        })
+        .await
+        .unwrap();
+    assert!(early.is_empty());
+    let swept = s
+        .expire_approvals(b.expires_at_ms, 10, "system", |row| {
+            approval_of(row)
+                .expire(b.expires_at_ms)
+                .map(|r| (approval_row(&r), vec![]))
+        })
+        .await
+        .unwrap();
+    assert_eq!(swept.len(), 1);
+    assert_eq!(swept[0].status, "expired");
+    let listed = s
+        .list_approvals(Some("prod"), None, Some("expired"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        vec![b.id.clone()]
+    );
+    // The pending cap is counted inside the insert's transaction.
+    for i in 0..3 {
+        let c = approval(10 + i, ApprovalKind::ToolCall, 400 + i as i64);
+        assert!(
+            s.insert_approval(&approval_row(&c), "token:sdk", Some(3), &[])
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    let over = approval(20, ApprovalKind::ToolCall, 500);
+    assert!(
+        s.insert_approval(&approval_row(&over), "token:sdk", Some(3), &[])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.get_approval(&over.id).await.unwrap().is_none(),
+        "nothing written past the cap"
+    );
+    let acts = actions(s).await;
+    for a in ["approval.request", "approval.deny", "approval.expire"] {
+        assert!(acts.iter().any(|x| x == a), "{a} not audited: {acts:?}");
+    }
+    assert!(
+        !acts.iter().any(|x| x == "approval.approve"),
+        "a refused decision is not audited"
+    );
+}
+
+async fn approval_signals_are_owed_until_counted_with_their_monitors(t: Ctx) {
+    use serin_core::approvals::ApprovalKind;
+    let s = &t.store;
+    let op = approval(1, ApprovalKind::Unkill, 100);
+    let agent = approval(2, ApprovalKind::ToolCall, 200);
+    s.insert_approval(&approval_row(&op), "token:dep", None, &[])
+        .await
+        .unwrap();
+    s.insert_approval(&approval_row(&agent), "token:sdk", None, &[])
+        .await
+        .unwrap();
+    let owing = s.approvals_owing_signals(10).await.unwrap();
+    assert_eq!(
+        owing.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        vec![agent.id.clone()],
+        "only agents' requests owe signals"
+    );
+    let monitor = serin_store::MonitorRow {
+        env: "prod".into(),
+        agent: "support".into(),
+        candidate: "support@2".into(),
+        state: "{}".into(),
+        created_at_ms: 1,
+        updated_at_ms: 2,
+    };
+    s.settle_approval_signals(std::slice::from_ref(&monitor), &[agent.id.clone()], |row| {
+        let mut r = approval_of(row);
+        r.counted.requested = true;
+        Some((approval_row(&r), false))
+    })
+    .await
+    .unwrap();
+    assert!(s.approvals_owing_signals(10).await.unwrap().is_empty());
+    assert!(
+        s.load_monitors()
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| m.candidate == "support@2")
+    );
+    // A later change (a denial) owes again.
+    s.update_approval(&agent.id, 300, "token:apr", "approval.deny", &[], |row| {
+        approval_of(row)
+            .decide(false, "token:apr", "no", 300, 1_000)
+            .map(|r| Some(approval_row(&r)))
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.approvals_owing_signals(10).await.unwrap().len(), 1);
+    let counted = approval_of(&s.get_approval(&agent.id).await.unwrap().unwrap()).counted;
+    assert!(counted.requested, "the earlier count survives the decision");
+}
+
+async fn approval_policies_are_versioned_and_identical_reapply_writes_nothing(t: Ctx) {
+    let s = &t.store;
+    assert!(s.current_approval_policy("prod").await.unwrap().is_none());
+    let (v1, changed) = s
+        .apply_approval_policy("prod", r#"{"require":["unkill"]}"#, 1, "token:a")
+        .await
+        .unwrap();
+    assert_eq!((v1.version, changed), (1, true));
+    let (same, changed) = s
+        .apply_approval_policy("prod", r#"{"require":["unkill"]}"#, 2, "token:a")
+        .await
+        .unwrap();
+    assert_eq!((same.version, changed), (1, false));
+    let (v2, _) = s
+        .apply_approval_policy("prod", r#"{"require":[]}"#, 3, "token:b")
+        .await
+        .unwrap();
+    assert_eq!(v2.version, 2);
+    assert_eq!(
+        s.current_approval_policy("prod")
+            .await
+            .unwrap()
+            .unwrap()
+            .policy,
+        r#"{"require":[]}"#
+    );
+    assert!(
+        s.current_approval_policy("staging")
+            .await
+            .unwrap()
+            .is_none(),
+        "per env"
+    );
+    let acts = actions(s).await;
+    assert_eq!(
+        acts.iter().filter(|a| *a == "approvals.policy").count(),
+        2,
+        "{acts:?}"
+    );
+}
+
+async fn approval_rows_round_trip_extreme_values(t: Ctx) {
+    use serin_core::approvals::{ApprovalKind, Counted};
+    let s = &t.store;
+    let mut r = approval(u128::MAX, ApprovalKind::ToolCall, i64::MIN);
+    r.expires_at_ms = i64::MAX;
+    r.bundle = Some(u64::MAX);
+    r.snapshot_version = Some(u64::MAX);
+    r.reason = "é\u{0}\"'; DROP TABLE approvals; --".into();
+    r.details = serde_json::json!({"deep": [[[[{"x": -0.0, "y": 1e308}]]]], "s": ""});
+    r.counted = Counted {
+        requested: true,
+        denied: false,
+        overdue: true,
+    };
+    r.overdue = true;
+    s.insert_approval(&approval_row(&r), "token:sdk", None, &[])
+        .await
+        .unwrap();
+    let back = approval_of(&s.get_approval(&r.id).await.unwrap().unwrap());
+    assert_eq!(back, r);
+    let mut empty = approval(5, ApprovalKind::Unkill, 0);
+    empty.bundle = None;
+    empty.details = serde_json::Value::Null;
+    empty.snapshot_version = None;
+    s.insert_approval(&approval_row(&empty), "token:a", None, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        approval_of(&s.get_approval(&empty.id).await.unwrap().unwrap()),
+        empty
+    );
 }

@@ -206,6 +206,11 @@ pub enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// The approval queue: actions an env's policy reserves for a second person (releases
+    /// adding risky capabilities, promotions to 100%, readiness overrides, unkills) and
+    /// agents' risky tool calls.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
     /// The side-effect ledger of AGENT@N: every recorded tool call, its result, and a count
     /// per status that flags calls nobody can tell happened (`unknown`).
     Effects {
@@ -486,7 +491,70 @@ pub struct KillArgs {
     #[arg(long)]
     pub reason: String,
     #[command(flatten)]
+    pub approval: ApprovalArgs,
+    #[command(flatten)]
     pub client: ClientArgs,
+}
+
+/// How an action the env's approval policy reserves waits for its approver.
+#[derive(Debug, Args)]
+pub struct ApprovalArgs {
+    /// Spend this approved request (apr-…) on the action.
+    #[arg(long)]
+    pub approval: Option<String>,
+    /// When the action needs an approver, file the request and exit instead of waiting for
+    /// the decision (repeat the action later with --approval).
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// The queue, newest first.
+    List {
+        #[arg(long)]
+        env: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long, default_value = "pending", value_parser = ["pending", "approved", "denied", "expired", "all"])]
+        status: String,
+        #[arg(long, value_parser = ["release_start", "promote_full", "readiness_override", "unkill", "tool_call"])]
+        kind: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// One request: who asked, why, the capability changes and readiness it carries.
+    Show {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Approve a pending request (not your own).
+    Approve {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Deny a pending request.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show ENV's approval policy, or apply a new version from a YAML file (admin).
+    Policy {
+        #[arg(long)]
+        env: String,
+        /// The policy to apply (YAML); without it, show the one in force.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 // Parsed once per process; boxing the big variant would buy nothing.
@@ -729,6 +797,8 @@ pub enum ReleaseCommand {
         override_readiness: bool,
         #[arg(long, requires = "override_readiness")]
         reason: Option<String>,
+        #[command(flatten)]
+        approval: ApprovalArgs,
     },
     /// Where the release stands: step, weight, gate, verdicts.
     Status {
@@ -746,6 +816,8 @@ pub enum ReleaseCommand {
         force: bool,
         #[arg(long)]
         reason: Option<String>,
+        #[command(flatten)]
+        approval: ApprovalArgs,
     },
     /// Hold the current weight.
     Pause {

@@ -64,6 +64,7 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<()> {
         Command::Token(cmd) => token(cmd).await,
         Command::Status { watch, client } => crate::status::run(&client, watch).await,
         Command::Fleet { target, watch } => crate::fleet::run(&target, watch).await,
+        Command::Approvals(cmd) => crate::approvals::run(cmd).await,
         Command::Effects {
             agent,
             bundle,

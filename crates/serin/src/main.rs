@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod approvals;
 mod audit;
 mod bench;
 mod bench_interop;

@@ -256,6 +256,7 @@ pub async fn run(cmd: ReleaseCommand) -> anyhow::Result<()> {
             plan,
             override_readiness,
             reason,
+            approval,
         } => {
             let (c, path) = base(&target)?;
             // Parse and check locally first, so mistakes name the line.
@@ -265,10 +266,15 @@ pub async fn run(cmd: ReleaseCommand) -> anyhow::Result<()> {
                 body["override_readiness"] = Value::Bool(true);
                 body["reason"] = json!(reason);
             }
-            let answer: anyhow::Result<(_, Value)> =
-                c.post(&format!("{path}/releases"), &body).await;
+            let answer =
+                crate::approvals::act(&c, &format!("{path}/releases"), body, &(&approval).into())
+                    .await;
             let v = match answer {
-                Ok((_, v)) => v,
+                Ok(crate::approvals::Acted::Done(v)) => v,
+                Ok(crate::approvals::Acted::Filed(r)) => {
+                    crate::routing::print_filed(&target.client, &r);
+                    return Ok(());
+                }
                 Err(e) => {
                     // The gate said no: show the same table as `readiness check`, exit 1.
                     if let Some(f) = e.downcast_ref::<ApiFailure>()
@@ -330,13 +336,34 @@ pub async fn run(cmd: ReleaseCommand) -> anyhow::Result<()> {
             target,
             force,
             reason,
+            approval,
         } => {
-            act(
-                &target,
-                "promote",
-                json!({ "force": force, "reason": reason }),
+            let (c, path) = base(&target)?;
+            let body = json!({ "force": force, "reason": reason });
+            match crate::approvals::act(
+                &c,
+                &format!("{path}/release/promote"),
+                body,
+                &(&approval).into(),
             )
             .await
+            {
+                Ok(crate::approvals::Acted::Done(v)) => {
+                    if target.client.output == Output::Json {
+                        out::json(&v);
+                    } else {
+                        for l in render(&v) {
+                            out::line(&l);
+                        }
+                    }
+                    Ok(())
+                }
+                Ok(crate::approvals::Acted::Filed(r)) => {
+                    crate::routing::print_filed(&target.client, &r);
+                    Ok(())
+                }
+                Err(e) => Err(missing_gate(e)),
+            }
         }
         ReleaseCommand::Pause { target, reason } => {
             act(&target, "pause", json!({ "reason": reason })).await
@@ -383,20 +410,22 @@ async fn act(target: &ReleaseTarget, verb: &str, body: Value) -> anyhow::Result<
             }
             Ok(())
         }
-        Err(e) => {
-            // A gate that does not hold is the check saying no: list what is missing.
-            if let Some(f) = e.downcast_ref::<crate::client::ApiFailure>()
-                && let Some(missing) = f.details.as_ref().and_then(|d| d["missing"].as_array())
-                && !missing.is_empty()
-            {
-                for m in missing.iter().filter_map(Value::as_str) {
-                    out::line(&format!("missing: {m}"));
-                }
-                return Err(CheckFailed(f.message.clone()).into());
-            }
-            Err(e)
-        }
+        Err(e) => Err(missing_gate(e)),
     }
+}
+
+/// A gate that does not hold is the check saying no: list what is missing.
+fn missing_gate(e: anyhow::Error) -> anyhow::Error {
+    if let Some(f) = e.downcast_ref::<crate::client::ApiFailure>()
+        && let Some(missing) = f.details.as_ref().and_then(|d| d["missing"].as_array())
+        && !missing.is_empty()
+    {
+        for m in missing.iter().filter_map(Value::as_str) {
+            out::line(&format!("missing: {m}"));
+        }
+        return CheckFailed(f.message.clone()).into();
+    }
+    e
 }
 
 /// A waved release's waves: state, canary requests, and the worst verdict of each (its own

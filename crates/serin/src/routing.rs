@@ -91,14 +91,29 @@ pub async fn kill(k: &KillArgs, lift: bool) -> anyhow::Result<()> {
     check(&k.agent, &k.env)?;
     let client = Client::new(&k.client)?;
     let verb = if lift { "unkill" } else { "kill" };
-    let (_, v): (_, Value) = client
-        .post(
-            &format!("/v1/envs/{}/agents/{}/{verb}", k.env, k.agent),
-            &json!({ "tenant": k.tenant, "reason": k.reason }),
-        )
-        .await?;
-    print_change(&k.client, &v);
+    let path = format!("/v1/envs/{}/agents/{}/{verb}", k.env, k.agent);
+    let body = json!({ "tenant": k.tenant, "reason": k.reason });
+    if !lift {
+        let (_, v): (_, Value) = client.post(&path, &body).await?;
+        print_change(&k.client, &v);
+        return Ok(());
+    }
+    match crate::approvals::act(&client, &path, body, &(&k.approval).into()).await? {
+        crate::approvals::Acted::Done(v) => print_change(&k.client, &v),
+        crate::approvals::Acted::Filed(r) => print_filed(&k.client, &r),
+    }
     Ok(())
+}
+
+/// `--no-wait`: the pending request, for scripts (JSON) or people.
+pub fn print_filed(client: &crate::cli::ClientArgs, r: &Value) {
+    if client.output == crate::cli::Output::Json {
+        crate::out::json(r);
+    } else {
+        for l in crate::approvals::render_one(r) {
+            crate::out::line(&l);
+        }
+    }
 }
 
 fn env_line(v: &Value) -> String {

@@ -205,3 +205,28 @@ pub struct ValidateOptions<'a> {
     /// Size limits.
     pub limits: &'a Limits,
 }
+// SHIM-START (until the catalog branch lands)
+pub mod capabilities {
+    use super::Bundle;
+    #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    pub struct CapabilityChange {
+        pub tool: String,
+        pub detail: String,
+    }
+    impl CapabilityChange {
+        pub fn needs_approval(&self) -> bool {
+            true
+        }
+    }
+    pub fn changes(from: &Bundle, to: &Bundle) -> Vec<CapabilityChange> {
+        to.tools
+            .iter()
+            .filter(|t| !from.tools.iter().any(|f| f.name == t.name))
+            .map(|t| CapabilityChange {
+                tool: t.name.clone(),
+                detail: format!("added tool {}", t.name),
+            })
+            .collect()
+    }
+}
+// SHIM-END

@@ -958,6 +958,9 @@ pub struct KillRequest {
     /// Only this tenant; the whole agent when absent.
     pub tenant: Option<String>,
     pub reason: String,
+    /// An approved request (`apr-…`) for this unkill, when the env's approval policy
+    /// reserves unkilling (`unkill`); spent by it. Taken by unkill only.
+    pub approval: Option<String>,
 }
 
 fn check_tenant(t: &Option<String>) -> ApiResult<()> {
@@ -987,17 +990,49 @@ async fn kill(
     switch(&state, &auth.caller, &env, agent, req, true).await
 }
 
-/// Lift a kill switch (for everyone or one tenant).
+/// Lift a kill switch (for everyone or one tenant). When the env's approval policy reserves
+/// unkilling, answers 202 with a pending approval request; repeat with `approval` once an
+/// approver has approved.
 #[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/unkill", tag = "decisions",
     params(("env" = String, Path), ("agent" = String, Path)), request_body = KillRequest,
-    responses((status = 200, body = ChangeResponse), (status = 409, description = "The current state refuses the change (see `message`)", body = crate::error::ErrorBody)), security(("bearer" = ["deployer"])))]
+    responses((status = 200, body = ChangeResponse), (status = 202, description = "Reserved by the env's approval policy: the pending request", body = crate::approvals::ApprovalPending), (status = 409, description = "The current state refuses the change (see `message`)", body = crate::error::ErrorBody)), security(("bearer" = ["deployer"])))]
 async fn unkill(
     State(state): State<AppState>,
     auth: Auth<DeployAccess>,
     ApiPath((env, agent)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<KillRequest>,
-) -> ApiResult<Json<ChangeResponse>> {
-    switch(&state, &auth.caller, &env, agent, req, false).await
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    require_env(&state, &env).await?;
+    check_agent(&agent)?;
+    check_tenant(&req.tenant)?;
+    check_reason(&req.reason, "/reason")?;
+    let (policy, _) = crate::approvals::policy(&state.store, &env).await?;
+    let reserved = policy
+        .requires(serin_core::approvals::Gated::Unkill)
+        .then(|| crate::approvals::Reserved {
+            kind: serin_core::approvals::ApprovalKind::Unkill,
+            env: &env,
+            agent: &agent,
+            bundle: None,
+            reason: req.reason.clone(),
+            details: json!({ "tenant": req.tenant }),
+        });
+    let actor = auth.caller.actor();
+    let spent =
+        match crate::approvals::gate(&state.store, &actor, reserved, req.approval.as_deref())
+            .await?
+        {
+            crate::approvals::Gate::Pending(r) => return Ok(crate::approvals::pending(r)),
+            crate::approvals::Gate::Proceed(spent) => spent,
+        };
+    match switch(&state, &auth.caller, &env, agent.clone(), req, false).await {
+        Ok(done) => Ok(done.into_response()),
+        Err(e) => {
+            crate::approvals::give_back(&state.store, spent).await;
+            Err(e)
+        }
+    }
 }
 
 async fn switch(
@@ -1012,6 +1047,13 @@ async fn switch(
     check_agent(&agent)?;
     check_tenant(&req.tenant)?;
     check_reason(&req.reason, "/reason")?;
+    if kill && req.approval.is_some() {
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "/approval",
+            "kill never waits for an approval; only unkill takes one",
+        ));
+    }
     let details = json!({ "tenant": req.tenant, "reason": req.reason });
     let cmd = if kill {
         Command::Kill {

@@ -1,5 +1,6 @@
 //! One module per area; each exposes a `router()` that documents its routes.
 
+pub mod approvals;
 pub mod audit;
 pub mod bundles;
 pub mod decisions;

@@ -6,7 +6,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
+use serin_core::approvals::{ApprovalKind, Gated};
 use serin_core::auth::Action;
+use serin_core::decision::Percent;
 use serin_core::readiness::GateOverride;
 use serin_core::release::{Event, Plan, Release};
 use serin_core::slug;
@@ -14,11 +16,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::approvals::{self, Gate};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::extract::{
     ApiJson, ApiPath, ApiQuery, Auth, DeployAccess, ReadAccess, refuse_arrays_as_objects,
 };
-use crate::releases::ReleaseView;
+use crate::releases::{ReleaseView, Started};
 use crate::{AppState, report};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -64,19 +67,25 @@ pub struct StartRequest {
     #[serde(default)]
     pub override_readiness: bool,
     pub reason: Option<String>,
+    /// An approved request (`apr-…`) for exactly this start, when the env's approval policy
+    /// reserves it; spent by the start.
+    pub approval: Option<String>,
 }
 
 /// Start a release: the candidate opens at the plan's first step. One active
-/// release per agent and env.
+/// release per agent and env. When the env's approval policy reserves this start (the
+/// candidate adds or widens a write or irreversible capability; a readiness override), it
+/// answers 202 with a pending approval request instead; repeat it with `approval` once an
+/// approver has approved.
 #[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/releases", tag = "releases",
     params(("env" = String, Path), ("agent" = String, Path)), request_body = StartRequest,
-    responses((status = 201, body = ReleaseView), (status = 409, description = "Another release is active, a drill is running, or the readiness gate refuses (`not_ready`, `details` is the report)", body = crate::error::ErrorBody)), security(("bearer" = ["deployer"])))]
+    responses((status = 201, body = ReleaseView), (status = 202, description = "Reserved by the env's approval policy: the pending request", body = crate::approvals::ApprovalPending), (status = 409, description = "Another release is active, a drill is running, or the readiness gate refuses (`not_ready`, `details` is the report)", body = crate::error::ErrorBody)), security(("bearer" = ["deployer"])))]
 async fn start_release(
     State(state): State<AppState>,
     auth: Auth<DeployAccess>,
     ApiPath((env, agent)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<StartRequest>,
-) -> ApiResult<(StatusCode, Json<ReleaseView>)> {
+) -> ApiResult<Response> {
     check(&state, &env, &agent).await?;
     check_reason(&req.reason)?;
     let gate_override = if req.override_readiness {
@@ -120,7 +129,7 @@ async fn start_release(
         )
     })?;
     refuse_arrays_as_objects::<Plan>(&raw_plan, "/plan")?;
-    let view = state
+    let started = state
         .releases
         .start(
             &env,
@@ -129,9 +138,13 @@ async fn start_release(
             plan,
             &auth.caller.actor(),
             gate_override,
+            req.approval.as_deref(),
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok(match started {
+        Started::Release(view) => (StatusCode::CREATED, Json(*view)).into_response(),
+        Started::Pending(r) => crate::approvals::pending(*r),
+    })
 }
 
 /// The agent's releases in the env, newest first.
@@ -169,23 +182,45 @@ pub struct ActionRequest {
     #[serde(default)]
     pub force: bool,
     pub reason: Option<String>,
+    /// An approved request (`apr-…`) for a promotion to 100% the env's approval policy
+    /// reserves; spent by the promotion. Taken by promote only.
+    pub approval: Option<String>,
+}
+
+fn no_approval(req: &ActionRequest) -> ApiResult<()> {
+    if req.approval.is_some() {
+        return Err(ApiError::field(
+            ErrorCode::InvalidField,
+            "/approval",
+            "only promote takes an approval",
+        ));
+    }
+    Ok(())
 }
 
 /// Advance one step (or complete from the last) when the gate holds; refused
-/// with what is missing otherwise.
+/// with what is missing otherwise. When the env's approval policy reserves promotions to
+/// 100% (`promote_full`), such a promotion answers 202 with a pending approval request;
+/// repeat it with `approval` once approved.
 #[utoipa::path(post, path = "/v1/envs/{env}/agents/{agent}/release/promote", tag = "releases",
     params(("env" = String, Path), ("agent" = String, Path)), request_body = ActionRequest,
-    responses((status = 200, body = ReleaseView), (status = 409, description = "No active release, or its state refuses the command (`details.missing` lists what a gate still needs)", body = crate::error::ErrorBody), (status = 422, description = "The plan's policy refuses the command", body = crate::error::ErrorBody)), security(("bearer" = ["deployer"])))]
+    responses((status = 200, body = ReleaseView), (status = 202, description = "Reserved by the env's approval policy: the pending request", body = crate::approvals::ApprovalPending), (status = 409, description = "No active release, or its state refuses the command (`details.missing` lists what a gate still needs)", body = crate::error::ErrorBody), (status = 422, description = "The plan's policy refuses the command", body = crate::error::ErrorBody)), security(("bearer" = ["deployer"])))]
 async fn promote(
     State(state): State<AppState>,
     auth: Auth<DeployAccess>,
     ApiPath((env, agent)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<ActionRequest>,
-) -> ApiResult<Json<ReleaseView>> {
+) -> ApiResult<Response> {
     check(&state, &env, &agent).await?;
     check_reason(&req.reason)?;
     let actor = auth.caller.actor();
-    let view = state
+    let reserved = promote_reservation(&state, &env, &agent).await?;
+    let spent =
+        match approvals::gate(&state.store, &actor, reserved, req.approval.as_deref()).await? {
+            Gate::Pending(r) => return Ok(approvals::pending(r)),
+            Gate::Proceed(spent) => spent,
+        };
+    let result = state
         .releases
         .command(&env, &agent, &actor.clone(), |requests, verdicts, waves| {
             Event::Promote {
@@ -197,8 +232,60 @@ async fn promote(
                 waves: waves.to_vec(),
             }
         })
-        .await?;
-    Ok(Json(view))
+        .await;
+    match result {
+        Ok(view) => Ok(Json(view).into_response()),
+        Err(e) => {
+            approvals::give_back(&state.store, spent).await;
+            Err(e)
+        }
+    }
+}
+
+/// A promotion the env's policy reserves: one that takes the candidate to 100% (it
+/// completes the release, or its next step's weight is 100%).
+async fn promote_reservation<'a>(
+    state: &AppState,
+    env: &'a str,
+    agent: &'a str,
+) -> ApiResult<Option<approvals::Reserved<'a>>> {
+    let (policy, _) = approvals::policy(&state.store, env).await?;
+    if !policy.requires(Gated::PromoteFull) {
+        return Ok(None);
+    }
+    let Some(release) = state.releases.active(env, agent).await? else {
+        // No active release: the command refuses it with its own message.
+        return Ok(None);
+    };
+    let stages = release.plan.stages();
+    let to_full = match stages.get(release.step + 1) {
+        None => true,
+        Some(next) => next.step.weight == Percent::FULL && next.wave.is_none(),
+    };
+    if !to_full {
+        return Ok(None);
+    }
+    Ok(Some(approvals::Reserved {
+        kind: ApprovalKind::PromoteFull,
+        env,
+        agent,
+        bundle: Some(release.candidate.number),
+        reason: format!(
+            "promote {} to 100% of {agent} in {env} (release {}, step {} of {})",
+            release.candidate.id,
+            release.id,
+            release.step + 1,
+            stages.len()
+        ),
+        details: serde_json::json!({
+            "release": release.id,
+            "candidate": release.candidate.id,
+            "stable": release.baseline.id,
+            "step": release.step + 1,
+            "steps": stages.len(),
+            "weight": release.weight().to_string(),
+        }),
+    }))
 }
 
 /// Hold the current weight; promotion (manual or automatic) waits.
@@ -213,6 +300,7 @@ async fn pause(
 ) -> ApiResult<Json<ReleaseView>> {
     check(&state, &env, &agent).await?;
     check_reason(&req.reason)?;
+    no_approval(&req)?;
     let actor = auth.caller.actor();
     let view = state
         .releases
@@ -256,6 +344,7 @@ async fn abort(
 ) -> ApiResult<Json<ReleaseView>> {
     check(&state, &env, &agent).await?;
     check_reason(&req.reason)?;
+    no_approval(&req)?;
     let reason = req.reason.ok_or_else(|| {
         ApiError::field(ErrorCode::InvalidField, "/reason", "abort needs a reason")
     })?;

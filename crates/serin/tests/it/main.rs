@@ -8,6 +8,7 @@
     clippy::indexing_slicing
 )]
 
+mod approvals;
 mod bench;
 mod bundles;
 mod clock;
