@@ -21,6 +21,7 @@
 //! - numbers keep the type they were written with (`1` and `1.0` differ).
 
 mod budget;
+pub mod capabilities;
 mod diff;
 mod manifest;
 mod problem;
@@ -44,8 +45,8 @@ pub use problem::{Problem, Severity, Validation};
 use serin_engine::bundle as model;
 use serin_engine::bundle::json;
 pub use serin_engine::bundle::{
-    Bundle, BundleDecodeError, Digest, DigestParseError, Example, Message, MessageRole, Metadata,
-    ModelSpec, Tool, ToolCall,
+    Bundle, BundleDecodeError, Capability, Digest, DigestParseError, EffectClass, Example, Message,
+    MessageRole, Metadata, ModelSpec, Tool, ToolCall,
 };
 pub use validate::validate;
 

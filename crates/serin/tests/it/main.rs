@@ -10,6 +10,7 @@
 
 mod bench;
 mod bundles;
+mod capabilities;
 mod clock;
 mod conformance_http;
 mod dashboard;
