@@ -101,7 +101,12 @@ async fn not_routed(client: &Client, agent: &str, env: &str) -> anyhow::Error {
         ))
         .into()
     } else {
-        CheckFailed(slug::not_found_message("agent", agent, names.iter().copied())).into()
+        CheckFailed(slug::not_found_message(
+            "agent",
+            agent,
+            names.iter().copied(),
+        ))
+        .into()
     }
 }
 

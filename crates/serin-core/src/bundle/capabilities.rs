@@ -353,7 +353,10 @@ fn compare(s: &mut SchemaShift, path: &str, old: &Value, new: &Value, depth: usi
         return;
     };
     if depth >= MAX_DEPTH {
-        both(s, format!("{} changed (nested too deep to compare)", at(path)));
+        both(
+            s,
+            format!("{} changed (nested too deep to compare)", at(path)),
+        );
         return;
     }
     let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
@@ -382,7 +385,8 @@ fn compare(s: &mut SchemaShift, path: &str, old: &Value, new: &Value, depth: usi
                         s.widened.push(format!("{here}: {added} value(s) added"));
                     }
                     if removed > 0 {
-                        s.narrowed.push(format!("{here}: {removed} value(s) removed"));
+                        s.narrowed
+                            .push(format!("{here}: {removed} value(s) removed"));
                     }
                 }
                 _ => presence(s, &here, x, y),
@@ -413,7 +417,9 @@ fn compare(s: &mut SchemaShift, path: &str, old: &Value, new: &Value, depth: usi
                     (Some(Value::Bool(false)), Some(_)) => {
                         s.widened.push(format!("{here}: other properties allowed"));
                     }
-                    _ => s.narrowed.push(format!("{here}: other properties constrained")),
+                    _ => s
+                        .narrowed
+                        .push(format!("{here}: other properties constrained")),
                 }
             }
             "items" => match (x, y) {
@@ -443,8 +449,14 @@ fn properties(
 ) {
     let base = json::join(path, "properties");
     let empty = Map::new();
-    let was = a.get("properties").and_then(Value::as_object).unwrap_or(&empty);
-    let is = b.get("properties").and_then(Value::as_object).unwrap_or(&empty);
+    let was = a
+        .get("properties")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let is = b
+        .get("properties")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
     let closed = matches!(b.get("additionalProperties"), Some(Value::Bool(false)));
     let names: BTreeSet<&String> = was.keys().chain(is.keys()).collect();
     for name in names {
@@ -543,17 +555,15 @@ mod tests {
 
     #[test]
     fn an_added_irreversible_tool_needs_approval_and_comes_first() {
-        let a = bundle(vec![tool(
-            "lookup",
-            Some(json!({"effect": "read"})),
-            obj(),
-        )]);
+        let a = bundle(vec![tool("lookup", Some(json!({"effect": "read"})), obj())]);
         let b = bundle(vec![
             tool("lookup", Some(json!({"effect": "read"})), obj()),
             tool("note", Some(json!({"effect": "read"})), obj()),
             tool(
                 "refund",
-                Some(json!({"effect": "irreversible", "owner": "payments-team", "limits": {"max_amount": 500}})),
+                Some(
+                    json!({"effect": "irreversible", "owner": "payments-team", "limits": {"max_amount": 500}}),
+                ),
                 obj(),
             ),
         ]);
@@ -570,11 +580,11 @@ mod tests {
         assert_eq!(c[1].tool, "note");
         assert!(!c[1].needs_approval());
         let back = changes(&b, &a);
-        assert!(back.iter().all(|c| c.kind == ChangeKind::Removed && !c.needs_approval()));
-        assert_eq!(
-            serde_json::to_value(&c[0]).unwrap()["kind"],
-            json!("added")
+        assert!(
+            back.iter()
+                .all(|c| c.kind == ChangeKind::Removed && !c.needs_approval())
         );
+        assert_eq!(serde_json::to_value(&c[0]).unwrap()["kind"], json!("added"));
     }
 
     #[test]
@@ -596,12 +606,16 @@ mod tests {
     fn limits_owner_and_class_changes() {
         let a = bundle(vec![tool(
             "pay",
-            Some(json!({"effect": "write", "owner": "a", "limits": {"max_amount": 500, "max_calls": 3}})),
+            Some(
+                json!({"effect": "write", "owner": "a", "limits": {"max_amount": 500, "max_calls": 3}}),
+            ),
             obj(),
         )]);
         let b = bundle(vec![tool(
             "pay",
-            Some(json!({"effect": "irreversible", "owner": "b", "limits": {"max_amount": 1000, "max_items": 2}})),
+            Some(
+                json!({"effect": "irreversible", "owner": "b", "limits": {"max_amount": 1000, "max_items": 2}}),
+            ),
             obj(),
         )]);
         let got: Vec<(ChangeKind, bool)> = changes(&a, &b)
@@ -651,30 +665,163 @@ mod tests {
             v
         };
         let cases: Vec<(&str, Value, bool)> = vec![
-            ("property added", edit(&|v| { v["properties"]["note"] = json!({"type": "string"}); }), true),
-            ("required removed", edit(&|v| { v["required"] = json!(["amount"]); }), true),
-            ("required added", edit(&|v| { v["required"] = json!(["amount", "reason", "items"]); }), false),
-            ("enum grows", edit(&|v| { v["properties"]["reason"]["enum"] = json!(["a", "b", "c"]); }), true),
-            ("enum shrinks", edit(&|v| { v["properties"]["reason"]["enum"] = json!(["a"]); }), false),
-            ("enum dropped", edit(&|v| { v["properties"]["reason"].as_object_mut().unwrap().remove("enum"); }), true),
-            ("maximum raised", edit(&|v| { v["properties"]["amount"]["maximum"] = json!(1000); }), true),
-            ("maximum lowered", edit(&|v| { v["properties"]["amount"]["maximum"] = json!(100); }), false),
-            ("maximum removed", edit(&|v| { v["properties"]["amount"].as_object_mut().unwrap().remove("maximum"); }), true),
-            ("minimum lowered", edit(&|v| { v["properties"]["amount"]["minimum"] = json!(0); }), true),
-            ("minimum raised", edit(&|v| { v["properties"]["amount"]["minimum"] = json!(5); }), false),
-            ("maxLength raised", edit(&|v| { v["properties"]["reason"]["maxLength"] = json!(20); }), true),
-            ("nested items minLength removed", edit(&|v| { v["properties"]["items"]["items"].as_object_mut().unwrap().remove("minLength"); }), true),
-            ("maxItems lowered", edit(&|v| { v["properties"]["items"]["maxItems"] = json!(2); }), false),
-            ("additionalProperties opened", edit(&|v| { v.as_object_mut().unwrap().remove("additionalProperties"); }), true),
-            ("additionalProperties true", edit(&|v| { v["additionalProperties"] = json!(true); }), true),
-            ("type gains", edit(&|v| { v["properties"]["amount"]["type"] = json!(["integer", "string"]); }), true),
-            ("type changes", edit(&|v| { v["properties"]["amount"]["type"] = json!("string"); }), true),
-            ("pattern added", edit(&|v| { v["properties"]["reason"]["pattern"] = json!("^a"); }), false),
-            ("property removed while closed", edit(&|v| { v["properties"].as_object_mut().unwrap().remove("items"); }), false),
-            ("widen and narrow", edit(&|v| {
-                v["properties"]["amount"]["maximum"] = json!(1000);
-                v["properties"]["amount"]["minimum"] = json!(5);
-            }), true),
+            (
+                "property added",
+                edit(&|v| {
+                    v["properties"]["note"] = json!({"type": "string"});
+                }),
+                true,
+            ),
+            (
+                "required removed",
+                edit(&|v| {
+                    v["required"] = json!(["amount"]);
+                }),
+                true,
+            ),
+            (
+                "required added",
+                edit(&|v| {
+                    v["required"] = json!(["amount", "reason", "items"]);
+                }),
+                false,
+            ),
+            (
+                "enum grows",
+                edit(&|v| {
+                    v["properties"]["reason"]["enum"] = json!(["a", "b", "c"]);
+                }),
+                true,
+            ),
+            (
+                "enum shrinks",
+                edit(&|v| {
+                    v["properties"]["reason"]["enum"] = json!(["a"]);
+                }),
+                false,
+            ),
+            (
+                "enum dropped",
+                edit(&|v| {
+                    v["properties"]["reason"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("enum");
+                }),
+                true,
+            ),
+            (
+                "maximum raised",
+                edit(&|v| {
+                    v["properties"]["amount"]["maximum"] = json!(1000);
+                }),
+                true,
+            ),
+            (
+                "maximum lowered",
+                edit(&|v| {
+                    v["properties"]["amount"]["maximum"] = json!(100);
+                }),
+                false,
+            ),
+            (
+                "maximum removed",
+                edit(&|v| {
+                    v["properties"]["amount"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("maximum");
+                }),
+                true,
+            ),
+            (
+                "minimum lowered",
+                edit(&|v| {
+                    v["properties"]["amount"]["minimum"] = json!(0);
+                }),
+                true,
+            ),
+            (
+                "minimum raised",
+                edit(&|v| {
+                    v["properties"]["amount"]["minimum"] = json!(5);
+                }),
+                false,
+            ),
+            (
+                "maxLength raised",
+                edit(&|v| {
+                    v["properties"]["reason"]["maxLength"] = json!(20);
+                }),
+                true,
+            ),
+            (
+                "nested items minLength removed",
+                edit(&|v| {
+                    v["properties"]["items"]["items"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("minLength");
+                }),
+                true,
+            ),
+            (
+                "maxItems lowered",
+                edit(&|v| {
+                    v["properties"]["items"]["maxItems"] = json!(2);
+                }),
+                false,
+            ),
+            (
+                "additionalProperties opened",
+                edit(&|v| {
+                    v.as_object_mut().unwrap().remove("additionalProperties");
+                }),
+                true,
+            ),
+            (
+                "additionalProperties true",
+                edit(&|v| {
+                    v["additionalProperties"] = json!(true);
+                }),
+                true,
+            ),
+            (
+                "type gains",
+                edit(&|v| {
+                    v["properties"]["amount"]["type"] = json!(["integer", "string"]);
+                }),
+                true,
+            ),
+            (
+                "type changes",
+                edit(&|v| {
+                    v["properties"]["amount"]["type"] = json!("string");
+                }),
+                true,
+            ),
+            (
+                "pattern added",
+                edit(&|v| {
+                    v["properties"]["reason"]["pattern"] = json!("^a");
+                }),
+                false,
+            ),
+            (
+                "property removed while closed",
+                edit(&|v| {
+                    v["properties"].as_object_mut().unwrap().remove("items");
+                }),
+                false,
+            ),
+            (
+                "widen and narrow",
+                edit(&|v| {
+                    v["properties"]["amount"]["maximum"] = json!(1000);
+                    v["properties"]["amount"]["minimum"] = json!(5);
+                }),
+                true,
+            ),
         ];
         for (name, new, want) in cases {
             assert_eq!(widened(base.clone(), new.clone()), want, "{name}");
@@ -692,17 +839,34 @@ mod tests {
     #[test]
     fn a_widened_schema_of_a_read_tool_needs_no_approval() {
         let closed = json!({"type": "object", "properties": {}, "additionalProperties": false});
-        let a = bundle(vec![tool("r", Some(json!({"effect": "read"})), closed.clone())]);
+        let a = bundle(vec![tool(
+            "r",
+            Some(json!({"effect": "read"})),
+            closed.clone(),
+        )]);
         let b = bundle(vec![tool("r", Some(json!({"effect": "read"})), obj())]);
         let c = changes(&a, &b);
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].kind, ChangeKind::SchemaWidened);
         assert!(!c[0].needs_approval());
-        let w = bundle(vec![tool("r", Some(json!({"effect": "write", "owner": "o"})), obj())]);
-        let v = bundle(vec![tool("r", Some(json!({"effect": "write", "owner": "o"})), closed)]);
+        let w = bundle(vec![tool(
+            "r",
+            Some(json!({"effect": "write", "owner": "o"})),
+            obj(),
+        )]);
+        let v = bundle(vec![tool(
+            "r",
+            Some(json!({"effect": "write", "owner": "o"})),
+            closed,
+        )]);
         let c = changes(&v, &w);
         assert_eq!(c[0].kind, ChangeKind::SchemaWidened);
         assert!(c[0].needs_approval());
-        assert!(c[0].detail.starts_with("write tool r: schema widened: /additionalProperties"), "{}", c[0].detail);
+        assert!(
+            c[0].detail
+                .starts_with("write tool r: schema widened: /additionalProperties"),
+            "{}",
+            c[0].detail
+        );
     }
 }

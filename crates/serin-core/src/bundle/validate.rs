@@ -674,7 +674,9 @@ impl Validator<'_, '_> {
                 );
                 None
             }
-            Some(Value::String(o)) if o.chars().count() > 200 || o.chars().any(char::is_control) => {
+            Some(Value::String(o))
+                if o.chars().count() > 200 || o.chars().any(char::is_control) =>
+            {
                 self.error(
                     file,
                     at("owner"),
@@ -728,7 +730,9 @@ impl Validator<'_, '_> {
                         );
                     }
                     match v {
-                        Value::Number(n) if n.as_f64().is_some_and(|f| f.is_finite() && f >= 0.0) => {
+                        Value::Number(n)
+                            if n.as_f64().is_some_and(|f| f.is_finite() && f >= 0.0) =>
+                        {
                             limits.insert(name.clone(), n.clone());
                         }
                         other => self.error(
@@ -795,7 +799,10 @@ impl Validator<'_, '_> {
                 continue;
             };
             if tool.capability.is_some() {
-                let file = tools.files.get(name).map_or("its tool file", String::as_str);
+                let file = tools
+                    .files
+                    .get(name)
+                    .map_or("its tool file", String::as_str);
                 self.error(
                     MANIFEST_FILE,
                     Some(pointer),

@@ -181,9 +181,8 @@ fn bundles_without_capabilities_keep_their_digest() {
         "sha256:1ebe701ef8d41cc71e70586c144d11713d5ff90e2d2e9b1c4241448247e9bd84"
     );
     let mut declared = b.clone();
-    declared.tools[0].capability = Some(
-        serde_json::from_str(r#"{"effect": "read", "owner": "identity-team"}"#).unwrap(),
-    );
+    declared.tools[0].capability =
+        Some(serde_json::from_str(r#"{"effect": "read", "owner": "identity-team"}"#).unwrap());
     assert_ne!(declared.digest(), b.digest());
     // Removing the declaration again gives the old digest back.
     declared.tools[0].capability = None;

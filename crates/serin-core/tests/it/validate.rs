@@ -597,7 +597,10 @@ fn a_write_or_irreversible_tool_needs_an_owner() {
         PinPolicy::Strict,
         "missing_owner",
     );
-    assert!(msg.contains("an irreversible tool needs an `owner`"), "{msg}");
+    assert!(
+        msg.contains("an irreversible tool needs an `owner`"),
+        "{msg}"
+    );
     // The same rule in bundle.yaml, located there.
     check(
         edited(
@@ -683,7 +686,9 @@ fn bundle_yaml_capabilities_name_known_tools_once() {
         "{msg}"
     );
     let mut both = support_files();
-    let manifest = std::str::from_utf8(both.get("bundle.yaml").unwrap()).unwrap().to_owned();
+    let manifest = std::str::from_utf8(both.get("bundle.yaml").unwrap())
+        .unwrap()
+        .to_owned();
     both.insert(
         "bundle.yaml",
         format!("{manifest}  create_support_ticket: {{effect: read}}\n"),
@@ -709,9 +714,17 @@ fn an_undeclared_capability_is_a_warning_in_every_env() {
             render(&v),
             "warning tools/lookup_account.json /capability undeclared_capability"
         );
-        assert!(v.problems[0].message.starts_with("capability undeclared, treated as write"));
+        assert!(
+            v.problems[0]
+                .message
+                .starts_with("capability undeclared, treated as write")
+        );
         let bundle = v.bundle.unwrap();
-        let lookup = bundle.tools.iter().find(|t| t.name == "lookup_account").unwrap();
+        let lookup = bundle
+            .tools
+            .iter()
+            .find(|t| t.name == "lookup_account")
+            .unwrap();
         assert_eq!(lookup.capability, None);
         assert_eq!(
             serin_core::bundle::capabilities::effective_class(lookup),

@@ -42,9 +42,7 @@ async fn an_added_irreversible_tool_is_called_out_first_everywhere() {
     assert!(out.stdout.contains("support@2"), "{}", out.stdout);
 
     // The diff leads with the capability change, flagged as needing approval.
-    let out = cli
-        .run(&["bundle", "diff", "support@1", "support@2"])
-        .ok();
+    let out = cli.run(&["bundle", "diff", "support@1", "support@2"]).ok();
     let text = out.stdout;
     let flagged = "! added irreversible tool refund (owner payments-team, max_amount 500)";
     let at = text.find(flagged).unwrap_or_else(|| panic!("{text}"));
@@ -52,7 +50,12 @@ async fn an_added_irreversible_tool_is_called_out_first_everywhere() {
     assert!(at < tools, "capabilities must come first:\n{text}");
     let out = cli
         .run(&[
-            "bundle", "diff", "support@1", "support@2", "--output", "json",
+            "bundle",
+            "diff",
+            "support@1",
+            "support@2",
+            "--output",
+            "json",
         ])
         .ok();
     let diff: Value = serde_json::from_str(&out.stdout).unwrap();
@@ -64,9 +67,7 @@ async fn an_added_irreversible_tool_is_called_out_first_everywhere() {
         "{diff}"
     );
     // The way back removes it, which needs no approval.
-    let out = cli
-        .run(&["bundle", "diff", "support@2", "support@1"])
-        .ok();
+    let out = cli.run(&["bundle", "diff", "support@2", "support@1"]).ok();
     assert!(
         out.stdout
             .contains("    removed irreversible tool refund (owner payments-team, max_amount 500)"),
@@ -79,9 +80,7 @@ async fn an_added_irreversible_tool_is_called_out_first_everywhere() {
         "deploy", "support", "--env", "prod", "--bundle", "1", "--force", "--reason", "initial",
     ])
     .ok();
-    let out = cli
-        .run(&["capabilities", "support", "--env", "prod"])
-        .ok();
+    let out = cli.run(&["capabilities", "support", "--env", "prod"]).ok();
     assert!(
         out.stdout
             .contains("support in prod: stable support@1, no release running"),
@@ -107,12 +106,15 @@ async fn an_added_irreversible_tool_is_called_out_first_everywhere() {
         plan.to_str().unwrap(),
     ])
     .ok();
-    let out = cli
-        .run(&["capabilities", "support", "--env", "prod"])
-        .ok();
+    let out = cli.run(&["capabilities", "support", "--env", "prod"]).ok();
     let text = out.stdout;
-    assert!(text.contains("stable support@1, candidate support@2"), "{text}");
-    let candidate = text.find("candidate support@2\n").unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        text.contains("stable support@1, candidate support@2"),
+        "{text}"
+    );
+    let candidate = text
+        .find("candidate support@2\n")
+        .unwrap_or_else(|| panic!("{text}"));
     let (stable_part, candidate_part) = text.split_at(candidate);
     assert!(!stable_part.contains("refund"), "{text}");
     let row = |part: &str, tool: &str| -> Vec<String> {
@@ -227,8 +229,9 @@ async fn a_write_tool_without_an_owner_is_refused_by_cli_and_api() {
     let out = cli.run(&["bundle", "validate", dir.to_str().unwrap()]);
     assert_eq!(out.code, 1, "{out:#?}");
     assert!(
-        out.stdout
-            .contains("error: tools/close_account.json /capability/owner: a write tool needs an `owner`"),
+        out.stdout.contains(
+            "error: tools/close_account.json /capability/owner: a write tool needs an `owner`"
+        ),
         "{out:#?}"
     );
     let out = cli.run(&["bundle", "push", dir.to_str().unwrap()]);
@@ -243,9 +246,11 @@ async fn a_write_tool_without_an_owner_is_refused_by_cli_and_api() {
     assert_eq!(body["error"]["code"], "invalid_bundle", "{body}");
     let problems = body["error"]["details"]["problems"].as_array().unwrap();
     assert!(
-        problems.iter().any(|p| p["file"] == "tools/close_account.json"
-            && p["location"] == "/capability/owner"
-            && p["code"] == "missing_owner"),
+        problems
+            .iter()
+            .any(|p| p["file"] == "tools/close_account.json"
+                && p["location"] == "/capability/owner"
+                && p["code"] == "missing_owner"),
         "{body}"
     );
 
@@ -271,8 +276,7 @@ async fn a_write_tool_without_an_owner_is_refused_by_cli_and_api() {
         .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(
-        body["error"]["details"]["problems"][0]["location"],
-        "/capabilities/lookup_acount",
+        body["error"]["details"]["problems"][0]["location"], "/capabilities/lookup_acount",
         "{body}"
     );
 }
