@@ -87,13 +87,7 @@ async fn an_added_irreversible_tool_is_called_out_first_everywhere() {
         "{}",
         out.stdout
     );
-    let plan = work.path().join("plan.yaml");
-    std::fs::write(
-        &plan,
-        "steps:\n  - canary: {weight: 5%, min_duration: 1h, min_requests: 100}\npromotion: manual\n\
-         guardrails:\n  error_rate: {max: 5%}\non_failure: rollback\n",
-    )
-    .unwrap();
+    let plan = repo_root().join("examples/plans/canary.yaml");
     cli.run(&[
         "release",
         "start",
