@@ -226,7 +226,6 @@ impl Releases {
         }
     }
 
-    /// Why the release cannot move on without an operator, if it cannot.
     /// Baseline → candidate capability changes. Both bundles are immutable, so this is the
     /// same answer for the whole life of the release.
     async fn capability_changes(&self, r: &Release) -> Result<Vec<CapabilityChange>, ApiError> {
@@ -250,6 +249,7 @@ impl Releases {
         }
     }
 
+    /// Why the release cannot move on without an operator, if it cannot.
     async fn needs_attention(&self, r: &Release) -> Option<String> {
         if r.phase.is_terminal() {
             return None;
