@@ -503,7 +503,16 @@ pub async fn release_start_reservation<'a>(
         ),
         details: serde_json::json!({
             "because": because,
-            "capabilities": changes,
+            "capabilities": changes
+                .iter()
+                .map(|c| {
+                    let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("needs_approval".into(), Value::Bool(c.needs_approval()));
+                    }
+                    v
+                })
+                .collect::<Vec<_>>(),
             "readiness": readiness,
         }),
     }))

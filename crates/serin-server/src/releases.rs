@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Value, json};
 use serin_core::bundle::Bundle;
+use serin_core::bundle::capabilities::{self, CapabilityChange};
 use serin_core::catalog::{ModelCatalog, ModelStatus};
 use serin_core::decision::Percent;
 use serin_core::decision::{BundleRef, Command, EnvState};
@@ -40,6 +41,11 @@ use crate::{clock, hub};
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReleaseView {
     pub release: Release,
+    /// What changes in what the tools can do from the baseline (the stable when the release
+    /// started) to the candidate, those needing approval first
+    /// (`serin_core::bundle::capabilities`).
+    #[schema(value_type = Vec<Object>)]
+    pub capabilities: Vec<CapabilityChange>,
     /// The share of traffic the current step routes (routed, paused or halted) or routed
     /// (finished) to the candidate: its weight, less the plan's holdback at the final step.
     pub weight: Percent,
@@ -225,6 +231,29 @@ impl Releases {
                 );
                 None
             }
+        }
+    }
+
+    /// Baseline → candidate capability changes. Both bundles are immutable, so this is the
+    /// same answer for the whole life of the release.
+    async fn capability_changes(&self, r: &Release) -> Result<Vec<CapabilityChange>, ApiError> {
+        let from = self.stored_bundle(&r.agent, r.baseline.number).await?;
+        let to = self.stored_bundle(&r.agent, r.candidate.number).await?;
+        Ok(match (from, to) {
+            (Some(from), Some(to)) => capabilities::changes(&from, &to),
+            _ => Vec::new(),
+        })
+    }
+
+    async fn stored_bundle(&self, agent: &str, number: u64) -> Result<Option<Bundle>, ApiError> {
+        let Ok(n) = i64::try_from(number) else {
+            return Ok(None);
+        };
+        match self.store.get_bundle(agent, n).await? {
+            Some(b) => Bundle::from_canonical_json(&b.content)
+                .map(Some)
+                .map_err(ApiError::internal),
+            None => Ok(None),
         }
     }
 
@@ -894,6 +923,7 @@ impl Releases {
             })
             .collect();
         Ok(ReleaseView {
+            capabilities: self.capability_changes(r).await?,
             release: r.clone(),
             weight: r.plan.routed_weight(r.step).unwrap_or(Percent::ZERO),
             gate,

@@ -21,6 +21,7 @@ fn verdict_json(v: &Verdict) -> Value {
 pub fn json(view: &ReleaseView) -> Value {
     let r = &view.release;
     json!({
+        "capabilities": capabilities_json(view),
         "release": r.id,
         "agent": r.agent,
         "env": r.env,
@@ -100,6 +101,7 @@ pub fn markdown(view: &ReleaseView) -> String {
         let _ = writeln!(s, "- failure: {}{latched}", f.summary());
     }
     let _ = writeln!(s);
+    capabilities_section(&mut s, view);
     readiness_section(&mut s, r);
     let _ = writeln!(s, "## Timeline");
     let _ = writeln!(s);
@@ -209,6 +211,46 @@ pub fn markdown(view: &ReleaseView) -> String {
         }
     }
     s
+}
+
+/// Stable → candidate capability changes, each with `needs_approval`.
+fn capabilities_json(view: &ReleaseView) -> Value {
+    Value::Array(
+        view.capabilities
+            .iter()
+            .map(|c| {
+                let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("needs_approval".to_owned(), json!(c.needs_approval()));
+                }
+                v
+            })
+            .collect(),
+    )
+}
+
+/// What the candidate can do that the stable could not (and every other capability change),
+/// first in the report because it is what a reviewer must not miss.
+fn capabilities_section(s: &mut String, view: &ReleaseView) {
+    let r = &view.release;
+    let _ = writeln!(
+        s,
+        "## Capabilities ({} → {})",
+        r.baseline.id, r.candidate.id
+    );
+    let _ = writeln!(s);
+    if view.capabilities.is_empty() {
+        let _ = writeln!(s, "No capability changes.");
+    }
+    for c in &view.capabilities {
+        let flag = if c.needs_approval() {
+            "**needs approval** — "
+        } else {
+            ""
+        };
+        let _ = writeln!(s, "- {flag}{}", c.detail);
+    }
+    let _ = writeln!(s);
 }
 
 /// One row per guardrail: status, threshold, both arms with n, the e-value against "the

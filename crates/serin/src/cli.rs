@@ -211,6 +211,13 @@ pub enum Command {
     /// agents' risky tool calls.
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
+    /// What AGENT can do in ENV: each tool of the stable and of the running release's
+    /// candidate with its effect class, owner and limits, then the capability changes
+    /// between them (`!` marks those needing approval).
+    Capabilities {
+        #[command(flatten)]
+        target: ReleaseTarget,
+    },
     /// The side-effect ledger of AGENT@N: every recorded tool call, its result, and a count
     /// per status that flags calls nobody can tell happened (`unknown`).
     Effects {

@@ -65,6 +65,7 @@ pub async fn run(cli: crate::cli::Cli) -> anyhow::Result<()> {
         Command::Status { watch, client } => crate::status::run(&client, watch).await,
         Command::Fleet { target, watch } => crate::fleet::run(&target, watch).await,
         Command::Approvals(cmd) => crate::approvals::run(cmd).await,
+        Command::Capabilities { target } => crate::capabilities::run(&target).await,
         Command::Effects {
             agent,
             bundle,

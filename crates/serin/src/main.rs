@@ -14,6 +14,7 @@ mod bench_interop;
 mod bench_judge;
 mod bench_propagation;
 mod bundle_dir;
+mod capabilities;
 mod cli;
 mod client;
 mod commands;

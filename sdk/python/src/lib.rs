@@ -444,7 +444,7 @@ impl Bundle {
         convert::serialize(py, &self.contents()?.examples)
     }
 
-    /// Tool definitions: `[{"name": ..., "description": ..., "input_schema": {...}}]`.
+    /// Tool definitions: `[{"name": ..., "description": ..., "input_schema": {...}, "capability"?: {"effect": ..., "owner"?: ..., "limits"?: {...}}}]`.
     #[getter]
     fn tools<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         convert::serialize(py, &self.contents()?.tools)

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::capabilities::{self, CapabilityChange};
 use super::json;
 use super::model::{Bundle, Digest, Example, Tool, example_value, normalize_newlines, tool_value};
 
@@ -21,6 +22,10 @@ pub struct BundleDiff {
     pub old_digest: Digest,
     /// Digest of the new bundle.
     pub new_digest: Digest,
+    /// What the tools can do that changed (`bundle::capabilities::changes`), those needing
+    /// approval first. Shown before everything else; in JSON each carries `needs_approval`.
+    #[serde(serialize_with = "with_approval")]
+    pub capabilities: Vec<CapabilityChange>,
     /// The agent name, if it differs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<FieldChange>,
@@ -38,6 +43,22 @@ pub struct BundleDiff {
     pub eval_set: Option<FieldChange>,
     /// Metadata fields that differ.
     pub metadata: Vec<FieldChange>,
+}
+
+fn with_approval<S: serde::Serializer>(
+    changes: &[CapabilityChange],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Row<'a> {
+        #[serde(flatten)]
+        change: &'a CapabilityChange,
+        needs_approval: bool,
+    }
+    s.collect_seq(changes.iter().map(|c| Row {
+        change: c,
+        needs_approval: c.needs_approval(),
+    }))
 }
 
 /// A scalar field before and after (`None` = absent).
@@ -137,6 +158,7 @@ impl BundleDiff {
     /// Whether the two bundles have the same content.
     pub fn is_empty(&self) -> bool {
         self.agent.is_none()
+            && self.capabilities.is_empty()
             && self.model.is_empty()
             && self.prompt.is_none()
             && self.tools.is_empty()
@@ -246,6 +268,7 @@ pub fn diff_labeled(old: &Bundle, old_label: &str, new: &Bundle, new_label: &str
         new_label: new_label.to_owned(),
         old_digest: old.digest(),
         new_digest: new.digest(),
+        capabilities: capabilities::changes(old, new),
         agent: field("agent", Some(&old.agent), Some(&new.agent)),
         model,
         prompt,
@@ -396,6 +419,13 @@ impl fmt::Display for BundleDiff {
         )?;
         if self.is_empty() {
             return writeln!(f, "no changes");
+        }
+        if !self.capabilities.is_empty() {
+            writeln!(f, "capabilities (! needs approval):")?;
+            for c in &self.capabilities {
+                let mark = if c.needs_approval() { '!' } else { ' ' };
+                writeln!(f, "  {mark} {}", c.detail)?;
+            }
         }
         if let Some(c) = &self.agent {
             writeln!(

@@ -31,6 +31,11 @@ pub(crate) struct RawManifest {
     pub eval_set: Option<String>,
     #[serde(default)]
     pub metadata: Option<Metadata>,
+    // Read (and checked) from the generic value by `validate`, which reports problems by
+    // pointer; declared here so the strict parse accepts the field.
+    #[allow(dead_code)]
+    #[serde(default)]
+    pub capabilities: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -255,7 +260,7 @@ pub(crate) fn type_problems(value: &Value) -> Vec<Problem> {
             None,
             "invalid_field",
             format!(
-                "bundle.yaml must be a mapping with agent, model, prompt and optional examples, tools, eval_set, metadata; found {}",
+                "bundle.yaml must be a mapping with agent, model, prompt and optional examples, tools, eval_set, metadata, capabilities; found {}",
                 yaml_type(value)
             ),
         ));
@@ -289,6 +294,12 @@ pub(crate) fn type_problems(value: &Value) -> Vec<Problem> {
     expect("/tools", map.get("tools"), Want::Text, false);
     expect("/eval_set", map.get("eval_set"), Want::Text, false);
     expect("/metadata", map.get("metadata"), Want::Mapping, false);
+    expect(
+        "/capabilities",
+        map.get("capabilities"),
+        Want::Mapping,
+        false,
+    );
     if let Some(model) = map.get("model").and_then(Value::as_object) {
         expect("/model/provider", model.get("provider"), Want::Text, true);
         expect("/model/snapshot", model.get("snapshot"), Want::Text, true);

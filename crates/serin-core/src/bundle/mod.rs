@@ -21,6 +21,7 @@
 //! - numbers keep the type they were written with (`1` and `1.0` differ).
 
 mod budget;
+pub mod capabilities;
 mod diff;
 mod manifest;
 mod problem;
@@ -44,8 +45,8 @@ pub use problem::{Problem, Severity, Validation};
 use serin_engine::bundle as model;
 use serin_engine::bundle::json;
 pub use serin_engine::bundle::{
-    Bundle, BundleDecodeError, Digest, DigestParseError, Example, Message, MessageRole, Metadata,
-    ModelSpec, Tool, ToolCall,
+    Bundle, BundleDecodeError, Capability, Digest, DigestParseError, EffectClass, Example, Message,
+    MessageRole, Metadata, ModelSpec, Tool, ToolCall,
 };
 pub use validate::validate;
 
@@ -205,28 +206,3 @@ pub struct ValidateOptions<'a> {
     /// Size limits.
     pub limits: &'a Limits,
 }
-// SHIM-START (until the catalog branch lands)
-pub mod capabilities {
-    use super::Bundle;
-    #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-    pub struct CapabilityChange {
-        pub tool: String,
-        pub detail: String,
-    }
-    impl CapabilityChange {
-        pub fn needs_approval(&self) -> bool {
-            true
-        }
-    }
-    pub fn changes(from: &Bundle, to: &Bundle) -> Vec<CapabilityChange> {
-        to.tools
-            .iter()
-            .filter(|t| !from.tools.iter().any(|f| f.name == t.name))
-            .map(|t| CapabilityChange {
-                tool: t.name.clone(),
-                detail: format!("added tool {}", t.name),
-            })
-            .collect()
-    }
-}
-// SHIM-END

@@ -53,11 +53,15 @@ impl fmt::Display for Severity {
 /// | `invalid_schema` | `input_schema` is not a valid JSON Schema, or not of type `object` |
 /// | `duplicate_tool` | two tool files define the same name |
 /// | `invalid_message` | an example message is empty or has tool calls outside an assistant turn |
-/// | `unknown_tool` | an example calls a tool the bundle does not define |
+/// | `unknown_tool` | an example calls, or `capabilities` in bundle.yaml names, a tool the bundle does not define (with the nearest name) |
+/// | `missing_owner` | a `write` or `irreversible` capability has no `owner` |
+/// | `invalid_limit` | a capability limit's name is not `[a-z][a-z0-9_]{0,63}` or its value is not a number ≥ 0 |
+/// | `duplicate_capability` | a tool's capability is declared both in its file and in bundle.yaml |
 /// | `tool_arguments_invalid` | an example's tool arguments do not match the tool's schema |
 /// | `prompt_mentions_unknown_tool` | the prompt calls `name(` for a tool the bundle does not define |
 /// | `empty_example` | (warning) an example has no messages |
 /// | `unreferenced_file` | (warning) a file the manifest does not point at; it is ignored |
+/// | `undeclared_capability` | (warning) a tool declares no capability; it is treated as `write` |
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
     /// Error or warning.

@@ -11,7 +11,10 @@ use super::manifest::{
     LenientPaths, MANIFEST_FILE, RawManifest, lenient_paths, missing_fields, normalize_path,
     parse_yaml_value, type_problems, yaml_location, yaml_message,
 };
-use super::model::{Bundle, Example, Message, MessageRole, ModelSpec, Tool, normalize_newlines};
+use super::model::{
+    Bundle, Capability, EffectClass, Example, Message, MessageRole, ModelSpec, Tool,
+    normalize_newlines,
+};
 use super::problem::{Problem, Validation};
 use super::{BundleFiles, PinPolicy, ValidateOptions};
 use crate::catalog::{AliasReason, ModelStatus};
@@ -73,6 +76,8 @@ struct ToolSet {
     /// Names that may exist: every valid tool, plus names (or file stems) of broken tool files,
     /// so a broken tool file does not also produce `unknown_tool` noise elsewhere.
     maybe_names: BTreeSet<String>,
+    /// The file each valid tool came from, by tool name.
+    files: BTreeMap<String, String>,
     /// False when the tools were not checked at all (too many files).
     checked: bool,
     ok: bool,
@@ -197,7 +202,7 @@ impl Validator<'_, '_> {
         let model = manifest.as_ref().and_then(|m| self.check_manifest(m));
 
         let prompt = self.check_prompt(files, &paths);
-        let tools = match &paths.tools {
+        let mut tools = match &paths.tools {
             Some(dir) => self.check_tools(files, dir),
             None => ToolSet {
                 checked: !paths.tools_unusable,
@@ -209,6 +214,11 @@ impl Validator<'_, '_> {
             Some(dir) => self.check_examples(files, dir, &tools),
             None => Some(Vec::new()),
         };
+        self.apply_manifest_capabilities(&value, &mut tools);
+        if manifest.is_some() {
+            // With a broken manifest, its `capabilities` may be what is broken: stay quiet.
+            self.warn_undeclared_capabilities(&tools, &value);
+        }
         if let (Some(prompt), Some(prompt_file)) = (&prompt, &paths.prompt) {
             self.check_prompt_mentions(prompt_file, prompt, &tools);
         }
@@ -425,6 +435,7 @@ impl Validator<'_, '_> {
             match tool {
                 Some((tool, validator)) if self.error_count() == errors_before => {
                     set.validators.insert(tool.name.clone(), validator);
+                    set.files.insert(tool.name.clone(), path.to_owned());
                     set.tools.push(tool);
                 }
                 Some((tool, validator)) => {
@@ -477,16 +488,24 @@ impl Validator<'_, '_> {
         };
         let mut ok = true;
         for key in obj.keys() {
-            if !matches!(key.as_str(), "name" | "description" | "input_schema") {
+            if !matches!(
+                key.as_str(),
+                "name" | "description" | "input_schema" | "capability"
+            ) {
                 ok = false;
                 self.error(
                     file,
                     Some(json::join("", key)),
                     "unknown_field",
-                    format!("unknown field `{key}`: a tool has only `name`, `description` and `input_schema`"),
+                    format!("unknown field `{key}`: a tool has only `name`, `description`, `input_schema` and `capability`"),
                 );
             }
         }
+        let capability = match obj.get("capability") {
+            None => Some(None),
+            Some(value) => self.parse_capability(file, "/capability", value).map(Some),
+        };
+        ok &= capability.is_some();
         let name = match obj.get("name") {
             None => {
                 ok = false;
@@ -573,12 +592,261 @@ impl Validator<'_, '_> {
                     name,
                     description,
                     input_schema: schema.clone(),
+                    capability: capability.flatten(),
                 },
                 validator,
             )),
             _ => None,
         };
         Some((name, tool))
+    }
+
+    /// Reads a capability (`{effect, owner, limits}`) found at `base` in `file`, reporting
+    /// every problem; `None` if there was one.
+    fn parse_capability(&mut self, file: &str, base: &str, value: &Value) -> Option<Capability> {
+        let Some(obj) = value.as_object() else {
+            self.error(
+                file,
+                Some(base.to_owned()),
+                "invalid_field",
+                format!(
+                    "a capability must be a mapping {{effect, owner, limits}}, found {}",
+                    json_type(value)
+                ),
+            );
+            return None;
+        };
+        let errors_before = self.error_count();
+        for key in obj.keys() {
+            if !matches!(key.as_str(), "effect" | "owner" | "limits") {
+                self.error(
+                    file,
+                    Some(json::join(base, key)),
+                    "unknown_field",
+                    format!("unknown field `{key}`: a capability has only `effect`, `owner` and `limits`"),
+                );
+            }
+        }
+        let at = |key: &str| Some(json::join(base, key));
+        let effect = match obj.get("effect") {
+            None | Some(Value::Null) => {
+                self.error(
+                    file,
+                    at("effect"),
+                    "missing_field",
+                    "missing field `effect`: read, write or irreversible".into(),
+                );
+                None
+            }
+            Some(Value::String(e)) => {
+                let parsed = EffectClass::parse(e);
+                if parsed.is_none() {
+                    self.error(
+                        file,
+                        at("effect"),
+                        "invalid_field",
+                        format!("effect {e:?} is not one of read, write, irreversible"),
+                    );
+                }
+                parsed
+            }
+            Some(other) => {
+                self.error(
+                    file,
+                    at("effect"),
+                    "invalid_field",
+                    format!(
+                        "field `effect` must be read, write or irreversible, found {}",
+                        json_type(other)
+                    ),
+                );
+                None
+            }
+        };
+        let owner = match obj.get("owner") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(o)) if o.trim().is_empty() => {
+                self.error(
+                    file,
+                    at("owner"),
+                    "empty_field",
+                    "`owner` must name a team or person".into(),
+                );
+                None
+            }
+            Some(Value::String(o))
+                if o.chars().count() > 200 || o.chars().any(char::is_control) =>
+            {
+                self.error(
+                    file,
+                    at("owner"),
+                    "invalid_field",
+                    "`owner` must be one line of at most 200 characters".into(),
+                );
+                None
+            }
+            Some(Value::String(o)) => Some(o.clone()),
+            Some(other) => {
+                self.error(
+                    file,
+                    at("owner"),
+                    "invalid_field",
+                    format!(
+                        "field `owner` must be a string (a team or person), found {}",
+                        json_type(other)
+                    ),
+                );
+                None
+            }
+        };
+        if let Some(effect) = effect
+            && effect >= EffectClass::Write
+            && owner.is_none()
+            && obj.get("owner").is_none_or(Value::is_null)
+        {
+            self.error(
+                file,
+                at("owner"),
+                "missing_owner",
+                format!(
+                    "{} {effect} tool needs an `owner`: the team or person answerable for its effects",
+                    if effect == EffectClass::Irreversible { "an" } else { "a" }
+                ),
+            );
+        }
+        let mut limits = BTreeMap::new();
+        match obj.get("limits") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(map)) => {
+                let base = json::join(base, "limits");
+                for (name, v) in map {
+                    let here = Some(json::join(&base, name));
+                    if !is_limit_name(name) {
+                        self.error(
+                            file,
+                            here.clone(),
+                            "invalid_limit",
+                            format!("limit name {name:?} must match ^[a-z][a-z0-9_]{{0,63}}$ (e.g. max_amount)"),
+                        );
+                    }
+                    match v {
+                        Value::Number(n)
+                            if n.as_f64().is_some_and(|f| f.is_finite() && f >= 0.0) =>
+                        {
+                            limits.insert(name.clone(), n.clone());
+                        }
+                        other => self.error(
+                            file,
+                            here,
+                            "invalid_limit",
+                            format!(
+                                "limit `{name}` must be a finite number of at least 0, found {}",
+                                match other {
+                                    Value::Number(n) => n.to_string(),
+                                    other => json_type(other).to_owned(),
+                                }
+                            ),
+                        ),
+                    }
+                }
+            }
+            Some(other) => self.error(
+                file,
+                at("limits"),
+                "invalid_field",
+                format!(
+                    "field `limits` must be a mapping of limit name to number, found {}",
+                    json_type(other)
+                ),
+            ),
+        }
+        if self.error_count() != errors_before {
+            return None;
+        }
+        Some(Capability {
+            effect: effect?,
+            owner,
+            limits,
+        })
+    }
+
+    /// `capabilities:` in bundle.yaml: each entry names a tool and declares its capability,
+    /// which must not also be declared in the tool's own file.
+    fn apply_manifest_capabilities(&mut self, manifest: &Value, tools: &mut ToolSet) {
+        // A wrong type was reported with the manifest's other type errors.
+        let Some(caps) = manifest.get("capabilities").and_then(Value::as_object) else {
+            return;
+        };
+        for (name, value) in caps {
+            let pointer = json::join("/capabilities", name);
+            let parsed = self.parse_capability(MANIFEST_FILE, &pointer, value);
+            let Some(tool) = tools.tools.iter_mut().find(|t| t.name == *name) else {
+                if tools.checked && !tools.maybe_names.contains(name) {
+                    let names = tools.tools.iter().map(|t| t.name.as_str());
+                    let hint = match crate::slug::nearest(name, names) {
+                        Some(near) => format!("did you mean {near}?"),
+                        None => known_tools(tools),
+                    };
+                    self.error(
+                        MANIFEST_FILE,
+                        Some(pointer),
+                        "unknown_tool",
+                        format!(
+                            "capabilities names tool `{name}`, which the bundle does not define; {hint}"
+                        ),
+                    );
+                }
+                continue;
+            };
+            if tool.capability.is_some() {
+                let file = tools
+                    .files
+                    .get(name)
+                    .map_or("its tool file", String::as_str);
+                self.error(
+                    MANIFEST_FILE,
+                    Some(pointer),
+                    "duplicate_capability",
+                    format!(
+                        "tool `{name}` declares its capability both in {file} and in bundle.yaml; keep one"
+                    ),
+                );
+                tools.ok = false;
+            } else if let Some(cap) = parsed {
+                tool.capability = Some(cap);
+            }
+        }
+    }
+
+    /// A tool without a capability is treated as `write` (see `bundle::capabilities`); say so.
+    /// Tools that bundle.yaml declares (even wrongly, which is reported there) are skipped.
+    fn warn_undeclared_capabilities(&mut self, tools: &ToolSet, manifest: &Value) {
+        let in_manifest = |name: &str| {
+            manifest
+                .get("capabilities")
+                .and_then(Value::as_object)
+                .is_some_and(|caps| caps.contains_key(name))
+        };
+        for tool in tools
+            .tools
+            .iter()
+            .filter(|t| t.capability.is_none() && !in_manifest(&t.name))
+        {
+            let file = tools
+                .files
+                .get(&tool.name)
+                .cloned()
+                .unwrap_or_else(|| WHOLE_BUNDLE.to_owned());
+            self.warning(
+                &file,
+                Some("/capability".into()),
+                "undeclared_capability",
+                format!(
+                    "capability undeclared, treated as write: declare `capability: {{effect, owner}}` in this file or under `capabilities: {{{}: ...}}` in bundle.yaml",
+                    tool.name
+                ),
+            );
+        }
     }
 
     /// Checks that `schema` is a valid JSON Schema of type object and compiles it.
@@ -849,6 +1117,15 @@ fn known_tools(tools: &ToolSet) -> String {
         let names: Vec<&str> = tools.tools.iter().map(|t| t.name.as_str()).collect();
         format!("tools: {}", names.join(", "))
     }
+}
+
+/// `^[a-z][a-z0-9_]{0,63}$`
+fn is_limit_name(name: &str) -> bool {
+    name.len() <= 64
+        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// `^[a-zA-Z0-9_-]{1,64}$`

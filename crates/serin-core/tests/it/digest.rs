@@ -31,7 +31,8 @@ fn digest_ignores_yaml_key_order_whitespace_comments_and_quoting() {
         examples: examples\n\
         prompt: ./prompt.md\n\
         model:\n    params:\n        max_tokens: 1024\n        temperature: 0.2\n    snapshot: claude-opus-4-7-20260108\n    provider: anthropic\n\
-        agent:   support\n";
+        agent:   support\n\
+        capabilities:\n  lookup_account:\n    owner: \"identity-team\"\n    effect: read\n";
     assert_eq!(digest_of(&with_file("bundle.yaml", reformatted)), base);
 
     let tool = r#"{"input_schema":{"additionalProperties":false,"required":["account_id"],"properties":{"account_id":{"description":"Account id (acct-NNNN) or the employee's email address.","type":"string"}},"type":"object"},"description":"Fetch an employee account: status, groups and open access requests.","name":"lookup_account"}"#;
@@ -166,4 +167,24 @@ fn from_canonical_json_rejects_unknown_fields() {
     let json = bundle.canonical_json().replacen('{', r#"{"extra":1,"#, 1);
     let err = Bundle::from_canonical_json(&json).unwrap_err();
     assert!(err.to_string().contains("extra"), "{err}");
+}
+
+/// A bundle stored before tools could declare capabilities keeps the digest it was stored
+/// under (computed then, by the code of the time), and declaring one changes it.
+#[test]
+fn bundles_without_capabilities_keep_their_digest() {
+    const OLD: &str = r#"{"agent":"support","examples":[],"metadata":{"author":"alex"},"model":{"params":{"max_tokens":1024},"provider":"anthropic","snapshot":"claude-opus-4-7-20260108"},"prompt":"Help.\n","tools":[{"description":"Fetch an account.","input_schema":{"properties":{"account_id":{"maxLength":64,"type":"string"}},"required":["account_id"],"type":"object"},"name":"lookup_account"}]}"#;
+    let b = Bundle::from_canonical_json(OLD).unwrap();
+    assert_eq!(b.canonical_json(), OLD);
+    assert_eq!(
+        b.digest().as_str(),
+        "sha256:1ebe701ef8d41cc71e70586c144d11713d5ff90e2d2e9b1c4241448247e9bd84"
+    );
+    let mut declared = b.clone();
+    declared.tools[0].capability =
+        Some(serde_json::from_str(r#"{"effect": "read", "owner": "identity-team"}"#).unwrap());
+    assert_ne!(declared.digest(), b.digest());
+    // Removing the declaration again gives the old digest back.
+    declared.tools[0].capability = None;
+    assert_eq!(declared.digest(), b.digest());
 }

@@ -541,3 +541,194 @@ fn manifest_paths_tells_the_loader_what_to_read() {
     assert_eq!(paths.examples.as_deref(), Some("examples"));
     assert_eq!(paths.tools.as_deref(), Some("tools"));
 }
+
+/// The sample's create_support_ticket tool with its capability replaced by `cap` (JSON).
+fn ticket_capability(cap: &str) -> BundleFiles {
+    edited(
+        "tools/create_support_ticket.json",
+        r#""capability": {
+    "effect": "write",
+    "owner": "support-team",
+    "limits": {"max_calls_per_request": 3}
+  }"#,
+        &format!(r#""capability": {cap}"#),
+    )
+}
+
+#[test]
+fn the_sample_declares_its_capabilities_in_both_places() {
+    let bundle = run(&support_files(), PinPolicy::Strict).bundle.unwrap();
+    let caps: Vec<String> = bundle
+        .tools
+        .iter()
+        .map(|t| {
+            let c = t.capability.as_ref().unwrap();
+            format!(
+                "{} {} {} {:?}",
+                t.name,
+                c.effect,
+                c.owner.as_deref().unwrap_or("-"),
+                c.limits
+            )
+        })
+        .collect();
+    assert_eq!(
+        caps,
+        [
+            "create_support_ticket write support-team {\"max_calls_per_request\": Number(3)}",
+            "lookup_account read identity-team {}",
+        ]
+    );
+}
+
+#[test]
+fn a_write_or_irreversible_tool_needs_an_owner() {
+    check(
+        ticket_capability(r#"{"effect": "write"}"#),
+        "error tools/create_support_ticket.json /capability/owner missing_owner",
+    );
+    check(
+        ticket_capability(r#"{"effect": "irreversible", "owner": "  "}"#),
+        "error tools/create_support_ticket.json /capability/owner empty_field",
+    );
+    check(ticket_capability(r#"{"effect": "read"}"#), "");
+    let msg = message(
+        &ticket_capability(r#"{"effect": "irreversible", "limits": {"max_amount": 5}}"#),
+        PinPolicy::Strict,
+        "missing_owner",
+    );
+    assert!(
+        msg.contains("an irreversible tool needs an `owner`"),
+        "{msg}"
+    );
+    // The same rule in bundle.yaml, located there.
+    check(
+        edited(
+            "bundle.yaml",
+            "lookup_account: {effect: read, owner: identity-team}",
+            "lookup_account: {effect: write}",
+        ),
+        "error bundle.yaml /capabilities/lookup_account/owner missing_owner",
+    );
+}
+
+#[test]
+fn capability_fields_and_limits_are_checked() {
+    check(
+        ticket_capability(
+            r#"{"effect": "delete", "owner": 5, "scope": "all", "limits": {"Max-Amount": 1, "max_calls": -1, "max_x": "10"}}"#,
+        ),
+        "error tools/create_support_ticket.json /capability/scope unknown_field
+         error tools/create_support_ticket.json /capability/effect invalid_field
+         error tools/create_support_ticket.json /capability/owner invalid_field
+         error tools/create_support_ticket.json /capability/limits/Max-Amount invalid_limit
+         error tools/create_support_ticket.json /capability/limits/max_calls invalid_limit
+         error tools/create_support_ticket.json /capability/limits/max_x invalid_limit",
+    );
+    check(
+        ticket_capability(r#"{"owner": "x"}"#),
+        "error tools/create_support_ticket.json /capability/effect missing_field",
+    );
+    check(
+        ticket_capability("[]"),
+        "error tools/create_support_ticket.json /capability invalid_field",
+    );
+    check(
+        edited(
+            "bundle.yaml",
+            "lookup_account: {effect: read, owner: identity-team}",
+            "lookup_account: {effect: read, limits: {max_pages: null, max_rows: -2}}",
+        ),
+        "error bundle.yaml /capabilities/lookup_account/limits/max_pages invalid_limit
+         error bundle.yaml /capabilities/lookup_account/limits/max_rows invalid_limit",
+    );
+    check(
+        edited(
+            "bundle.yaml",
+            "lookup_account: {effect: read, owner: identity-team}",
+            "lookup_account: {effect: read, limits: {max_rows: 2.5}}",
+        ),
+        "",
+    );
+    check(
+        edited(
+            "bundle.yaml",
+            "capabilities:\n  lookup_account: {effect: read, owner: identity-team}",
+            "capabilities: [lookup_account]",
+        ),
+        "error bundle.yaml /capabilities invalid_field
+         warning tools/lookup_account.json /capability undeclared_capability",
+    );
+}
+
+#[test]
+fn bundle_yaml_capabilities_name_known_tools_once() {
+    let files = edited(
+        "bundle.yaml",
+        "lookup_account: {effect: read",
+        "lookup_acount: {effect: read",
+    );
+    check(
+        files.clone(),
+        "error bundle.yaml /capabilities/lookup_acount unknown_tool
+         warning tools/lookup_account.json /capability undeclared_capability",
+    );
+    let msg = message(&files, PinPolicy::Strict, "unknown_tool");
+    assert!(msg.ends_with("did you mean lookup_account?"), "{msg}");
+    let far = edited(
+        "bundle.yaml",
+        "lookup_account: {effect: read",
+        "zzz: {effect: read",
+    );
+    let msg = message(&far, PinPolicy::Strict, "unknown_tool");
+    assert!(
+        msg.contains("tools: create_support_ticket, lookup_account"),
+        "{msg}"
+    );
+    let mut both = support_files();
+    let manifest = std::str::from_utf8(both.get("bundle.yaml").unwrap())
+        .unwrap()
+        .to_owned();
+    both.insert(
+        "bundle.yaml",
+        format!("{manifest}  create_support_ticket: {{effect: read}}\n"),
+    );
+    check(
+        both.clone(),
+        "error bundle.yaml /capabilities/create_support_ticket duplicate_capability",
+    );
+    let msg = message(&both, PinPolicy::Strict, "duplicate_capability");
+    assert!(msg.contains("tools/create_support_ticket.json"), "{msg}");
+}
+
+#[test]
+fn an_undeclared_capability_is_a_warning_in_every_env() {
+    let files = edited(
+        "bundle.yaml",
+        "\ncapabilities:\n  lookup_account: {effect: read, owner: identity-team}\n",
+        "\n",
+    );
+    for policy in [PinPolicy::Strict, PinPolicy::Dev] {
+        let v = run(&files, policy);
+        assert_eq!(
+            render(&v),
+            "warning tools/lookup_account.json /capability undeclared_capability"
+        );
+        assert!(
+            v.problems[0]
+                .message
+                .starts_with("capability undeclared, treated as write")
+        );
+        let bundle = v.bundle.unwrap();
+        let lookup = bundle
+            .tools
+            .iter()
+            .find(|t| t.name == "lookup_account")
+            .unwrap();
+        assert_eq!(lookup.capability, None);
+        assert_eq!(
+            serin_core::bundle::capabilities::effective_class(lookup),
+            serin_core::bundle::EffectClass::Write
+        );
+    }
+}

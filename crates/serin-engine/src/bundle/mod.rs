@@ -6,8 +6,8 @@ pub mod json;
 mod model;
 
 pub use model::{
-    Bundle, BundleDecodeError, Digest, DigestParseError, Example, Message, MessageRole, Metadata,
-    ModelSpec, Tool, ToolCall,
+    Bundle, BundleDecodeError, Capability, Digest, DigestParseError, EffectClass, Example, Message,
+    MessageRole, Metadata, ModelSpec, Tool, ToolCall,
 };
 #[doc(hidden)]
-pub use model::{example_value, normalize_newlines, tool_value};
+pub use model::{capability_value, example_value, normalize_newlines, tool_value};

@@ -127,6 +127,67 @@ pub struct Tool {
     pub description: String,
     /// A JSON Schema of type `object` for the arguments.
     pub input_schema: Value,
+    /// What calling the tool can do to the world, if declared (in the tool file or under
+    /// `capabilities` in `bundle.yaml`). Absent from the canonical form when undeclared, so
+    /// bundles written before capabilities existed keep their digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<Capability>,
+}
+
+/// A tool's declared side effects: their class, who answers for them, and numeric limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Capability {
+    /// `read`, `write` or `irreversible`.
+    pub effect: EffectClass,
+    /// The team or person answerable for the tool's effects; required unless `read`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Upper bounds by name (`max_amount`: 500); a higher number allows more.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub limits: BTreeMap<String, serde_json::Number>,
+}
+
+/// How much a tool's call can change: ordered `read < write < irreversible`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum EffectClass {
+    /// Looks, changes nothing.
+    Read,
+    /// Changes something that can be changed back.
+    Write,
+    /// Changes something that cannot be undone (money moved, data deleted, mail sent).
+    Irreversible,
+}
+
+impl EffectClass {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EffectClass::Read => "read",
+            EffectClass::Write => "write",
+            EffectClass::Irreversible => "irreversible",
+        }
+    }
+
+    /// The class named `s` (`read`, `write`, `irreversible`), if any.
+    pub fn parse(s: &str) -> Option<EffectClass> {
+        match s {
+            "read" => Some(EffectClass::Read),
+            "write" => Some(EffectClass::Write),
+            "irreversible" => Some(EffectClass::Irreversible),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for EffectClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Provenance of a bundle. Part of the digest.
@@ -313,6 +374,27 @@ pub fn tool_value(tool: &Tool) -> Value {
         Value::String(tool.description.clone()),
     );
     obj.insert("input_schema".into(), tool.input_schema.clone());
+    if let Some(cap) = &tool.capability {
+        obj.insert("capability".into(), capability_value(cap));
+    }
+    Value::Object(obj)
+}
+
+/// The canonical form of a capability: `effect`, then `owner` and `limits` when present.
+pub fn capability_value(cap: &Capability) -> Value {
+    let mut obj = Map::new();
+    obj.insert("effect".into(), Value::String(cap.effect.as_str().into()));
+    if let Some(owner) = &cap.owner {
+        obj.insert("owner".into(), Value::String(owner.clone()));
+    }
+    if !cap.limits.is_empty() {
+        let limits = cap
+            .limits
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::Number(v.clone())))
+            .collect();
+        obj.insert("limits".into(), Value::Object(limits));
+    }
     Value::Object(obj)
 }
 
@@ -408,6 +490,40 @@ impl AsRef<str> for Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bundle stored before tools could declare a capability, byte for byte as it was
+    /// stored: its canonical text (and so its digest) must not move.
+    pub(crate) const OLD_BUNDLE: &str = r#"{"agent":"support","examples":[],"metadata":{"author":"alex"},"model":{"params":{"max_tokens":1024},"provider":"anthropic","snapshot":"claude-opus-4-7-20260108"},"prompt":"Help.\n","tools":[{"description":"Fetch an account.","input_schema":{"properties":{"account_id":{"maxLength":64,"type":"string"}},"required":["account_id"],"type":"object"},"name":"lookup_account"}]}"#;
+
+    #[test]
+    fn a_bundle_without_capabilities_keeps_its_canonical_form() {
+        let b = Bundle::from_canonical_json(OLD_BUNDLE).unwrap();
+        assert_eq!(b.tools[0].capability, None);
+        assert_eq!(b.canonical_json(), OLD_BUNDLE);
+        // The derived serialisation (snapshots, API answers) omits the field too.
+        assert!(!serde_json::to_string(&b).unwrap().contains("capability"));
+    }
+
+    #[test]
+    fn a_declared_capability_is_part_of_the_canonical_form() {
+        let with = OLD_BUNDLE.replace(
+            r#""name":"lookup_account"}"#,
+            r#""name":"lookup_account","capability":{"owner":"identity","effect":"read","limits":{"max_calls_per_request":3}}}"#,
+        );
+        let b = Bundle::from_canonical_json(&with).unwrap();
+        let cap = b.tools[0].capability.as_ref().unwrap();
+        assert_eq!(cap.effect, EffectClass::Read);
+        assert_eq!(cap.owner.as_deref(), Some("identity"));
+        assert!(b.canonical_json().contains(
+            r#""capability":{"effect":"read","limits":{"max_calls_per_request":3},"owner":"identity"}"#
+        ));
+        let again = Bundle::from_canonical_json(&b.canonical_json()).unwrap();
+        assert_eq!(again, b);
+        assert!(EffectClass::Read < EffectClass::Write);
+        assert!(EffectClass::Write < EffectClass::Irreversible);
+        let bad = with.replace(r#""effect":"read""#, r#""effect":"delete""#);
+        assert!(Bundle::from_canonical_json(&bad).is_err());
+    }
 
     #[test]
     fn digest_parses_only_the_canonical_format() {

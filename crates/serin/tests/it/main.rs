@@ -11,6 +11,7 @@
 mod approvals;
 mod bench;
 mod bundles;
+mod capabilities;
 mod clock;
 mod conformance_http;
 mod dashboard;
