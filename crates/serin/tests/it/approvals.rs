@@ -68,6 +68,7 @@ async fn pending(server: &Server, token: &str, n: usize) -> Vec<Value> {
     }
 }
 
+/// `release start` of support@2 in prod.
 fn start_args<'a>(plan: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut a = vec![
         "release", "start", "support", "--env", "prod", "--bundle", "2", "--plan", plan,
@@ -99,17 +100,18 @@ async fn a_release_adding_an_irreversible_tool_waits_is_denied_then_approved_and
         "{}",
         out.stdout
     );
-    let deployer = server.token(&admin, "deployer").await;
+    let requester = server.token(&admin, "deployer").await;
+    let other_deployer = server.token(&admin, "deployer").await;
     let approver = server.token(&admin, "approver").await;
     let viewer = server.token(&admin, "viewer").await;
     let plan = write(
         work.path(),
         "plan.yaml",
-        "steps:\n  - canary: {weight: 10%, min_duration: 0s}\n",
+        "steps:\n  - canary: {weight: 10%, min_duration: 1h}\n",
     );
 
-    // The deployer's start waits; the approver denies it; the CLI says so and exits 1.
-    let cli = server.cli(&deployer);
+    // The start waits; the approver denies it; the CLI says so and exits 1.
+    let cli = server.cli(&requester);
     let args: Vec<String> = start_args(&plan, &[])
         .iter()
         .map(|s| s.to_string())
@@ -131,7 +133,7 @@ async fn a_release_adding_an_irreversible_tool_waits_is_denied_then_approved_and
         "{first}"
     );
     let id = first["id"].as_str().unwrap().to_owned();
-    // Neither a viewer nor the requester's own role can decide.
+    // Neither a viewer nor the requester (a deployer) can decide.
     let (status, body) = server
         .http(&viewer)
         .post(
@@ -141,7 +143,7 @@ async fn a_release_adding_an_irreversible_tool_waits_is_denied_then_approved_and
         .await;
     assert_eq!(status, 403, "{body}");
     let (status, body) = server
-        .http(&deployer)
+        .http(&requester)
         .post(
             &format!("/v1/approvals/{id}/approve"),
             &json!({"reason": "lgtm"}),
@@ -194,7 +196,7 @@ async fn a_release_adding_an_irreversible_tool_waits_is_denied_then_approved_and
 
     // Asked again without waiting, approved by another person, spent by the requester.
     let out = server
-        .cli(&deployer)
+        .cli(&requester)
         .run(&[start_args(&plan, &["--no-wait", "--output", "json"]).as_slice()].concat())
         .ok();
     let second: Value = serde_json::from_str(&out.stdout).unwrap();
@@ -202,7 +204,7 @@ async fn a_release_adding_an_irreversible_tool_waits_is_denied_then_approved_and
     assert_ne!(id2, id);
     // Repeating the action while it waits finds the same request rather than filing another.
     let out = server
-        .cli(&deployer)
+        .cli(&requester)
         .run(&[start_args(&plan, &["--no-wait", "--output", "json"]).as_slice()].concat())
         .ok();
     assert_eq!(
@@ -211,7 +213,7 @@ async fn a_release_adding_an_irreversible_tool_waits_is_denied_then_approved_and
     );
     // Spending a request that is not approved yet is refused.
     let out = server
-        .cli(&deployer)
+        .cli(&requester)
         .run(&start_args(&plan, &["--approval", &id2]));
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("not approved"), "{out:?}");
@@ -227,16 +229,13 @@ async fn a_release_adding_an_irreversible_tool_waits_is_denied_then_approved_and
         .ok();
     assert!(out.stdout.contains("approved"), "{}", out.stdout);
     // Only the requester spends it.
-    let (status, body) = server
-        .http(&admin)
-        .post(
-            "/v1/envs/prod/agents/support/releases",
-            &json!({"bundle": 2, "plan": {"steps": [{"canary": {"weight": "10%"}}]}, "approval": id2}),
-        )
-        .await;
-    assert_eq!(status, 403, "{body}");
     let out = server
-        .cli(&deployer)
+        .cli(&other_deployer)
+        .run(&start_args(&plan, &["--approval", &id2]));
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("only the requester"), "{out:?}");
+    let out = server
+        .cli(&requester)
         .run(&start_args(&plan, &["--approval", &id2]))
         .ok();
     assert!(out.stdout.contains("support@2"), "{}", out.stdout);
