@@ -250,7 +250,7 @@ impl ApprovalPolicy {
 
     pub fn validate(&self) -> Result<(), PolicyError> {
         for (i, g) in self.require.iter().enumerate() {
-            if self.require[..i].contains(g) {
+            if self.require.iter().take(i).any(|x| x == g) {
                 return Err(perr(format!("/require/{i}"), "listed twice"));
             }
         }
@@ -576,7 +576,9 @@ pub fn new_id(random: u128) -> String {
     for i in (0..26).rev() {
         // 26 × 5 = 130 bits: the top two are zero.
         let idx = ((random >> (i * 5)) & 31) as usize;
-        s.push(char::from(ALPHABET[idx]));
+        if let Some(c) = ALPHABET.get(idx) {
+            s.push(char::from(*c));
+        }
     }
     s
 }
@@ -585,8 +587,8 @@ pub fn new_id(random: u128) -> String {
 pub fn is_id(s: &str) -> bool {
     s.len() == 30
         && s.starts_with("apr-")
-        && s[4..]
-            .bytes()
+        && s.bytes()
+            .skip(4)
             .all(|b| b.is_ascii_digit() || (b.is_ascii_lowercase() && !b"ilou".contains(&b)))
 }
 

@@ -1858,8 +1858,10 @@ impl Guardrails {
             let monitor = changed.entry(key).or_insert_with(|| entry.monitor.clone());
             // One event per agent request and signal: an agent asking three times for one
             // request is one request that needed a person.
-            let request = req.details["request_id"]
-                .as_str()
+            let request = req
+                .details
+                .get("request_id")
+                .and_then(serde_json::Value::as_str)
                 .map_or_else(|| req.id.clone(), str::to_owned);
             let mut seen = self
                 .approval_seen

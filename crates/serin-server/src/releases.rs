@@ -444,6 +444,7 @@ impl Releases {
     }
 
     /// Starts a release of `agent@bundle` in `env` under `plan`.
+    #[allow(clippy::too_many_arguments)] // the route's request, field by field
     pub async fn start(
         &self,
         env: &str,

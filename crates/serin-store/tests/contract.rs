@@ -4347,11 +4347,15 @@ async fn approval_signals_are_owed_until_counted_with_their_monitors(t: Ctx) {
         created_at_ms: 1,
         updated_at_ms: 2,
     };
-    s.settle_approval_signals(std::slice::from_ref(&monitor), &[agent.id.clone()], |row| {
-        let mut r = approval_of(row);
-        r.counted.requested = true;
-        Some((approval_row(&r), false))
-    })
+    s.settle_approval_signals(
+        std::slice::from_ref(&monitor),
+        std::slice::from_ref(&agent.id),
+        |row| {
+            let mut r = approval_of(row);
+            r.counted.requested = true;
+            Some((approval_row(&r), false))
+        },
+    )
     .await
     .unwrap();
     assert!(s.approvals_owing_signals(10).await.unwrap().is_empty());
