@@ -984,7 +984,11 @@ export function approvalsPage(ctx) {
       ),
       approvalDetails(r),
     );
-    for (const b of c.actions.querySelectorAll('button')) b.hidden = r.status !== 'pending';
+    // Once decided, the buttons go; an answer shown beside one (or in progress) stays.
+    for (const a of c.actions.querySelectorAll('.action')) {
+      a.querySelector('button').hidden = r.status !== 'pending';
+      a.hidden = r.status !== 'pending' && !a.querySelector('output').textContent;
+    }
   };
 
   const render = (rows) => {

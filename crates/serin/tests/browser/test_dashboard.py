@@ -27,6 +27,7 @@ ADMIN = os.environ["SERIN_ADMIN_TOKEN"]
 VIEWER = os.environ.get("SERIN_VIEWER_TOKEN", "")
 DOOMED = os.environ.get("SERIN_DOOMED_TOKEN", "")
 APPROVER = os.environ.get("SERIN_APPROVER_TOKEN", "")
+SDK = os.environ.get("SERIN_SDK_TOKEN", "")
 DEPLOYER = os.environ.get("SERIN_DEPLOYER_TOKEN", "")
 SHOT_DIRS = [d for d in os.environ.get("SERIN_SCREENSHOT_DIRS", "").split(os.pathsep) if d]
 CHROMIUM = os.environ.get("SERIN_CHROMIUM", "/usr/bin/chromium")
@@ -325,6 +326,21 @@ def approvals_main():
         page.get_by_label("Status").select_option("")
         expect(page.locator("article.approval")).to_have_count(2, timeout=LIVE)
         assert page.evaluate("window.__notReloaded === true"), "the page reloaded"
+
+        # An agent asks before a risky tool call: the card shows the tool, digest and request.
+        status, call_req = call("POST", "/v1/approvals", {
+            "env": "prod", "agent": "support", "bundle": 1, "tool": "issue_refund",
+            "args_digest": "sha256:9f2c4e1a", "reason": "refund above 500 EUR", "request_id": "req-4711",
+        }, SDK)
+        assert status == 201, f"agent request: {status} {call_req}"
+        page.get_by_label("Status").select_option("pending")
+        card4 = approval_card(page, call_req["id"])
+        expect(card4).to_be_visible(timeout=LIVE)
+        expect(card4.get_by_role("heading")).to_contain_text("Agent tool call")
+        expect(card4.get_by_role("heading")).to_contain_text("support@1 in prod")
+        expect(card4).to_contain_text("issue_refund")
+        expect(card4).to_contain_text("sha256:9f2c4e1a")
+        expect(card4).to_contain_text("req-4711")
         sign_out(page)
 
         # The admin files an unkill itself, then tries to approve it: the server's 403 shows.
@@ -339,7 +355,7 @@ def approvals_main():
         expect(msg).to_contain_text("the requester cannot decide their own request")
         expect(card3.locator(".badge").first).to_have_text("pending")
         page.get_by_label("Status").select_option("")
-        expect(page.locator("article.approval")).to_have_count(3, timeout=LIVE)
+        expect(page.locator("article.approval")).to_have_count(4, timeout=LIVE)
         shot(page, "approvals")
         ctx.close()
 

@@ -467,6 +467,7 @@ async fn the_dashboard_in_chromium_decides_approvals_and_shows_the_servers_refus
     let (_backend, server, admin, _work) = setup(&[]).await;
     let approver = server.token(&admin, "approver").await;
     let deployer = server.token(&admin, "deployer").await;
+    let sdk = server.token(&admin, "sdk").await;
     let (shots, dirs) = screenshot_dirs();
     let script = browser_script();
     let url = server.url.clone();
@@ -478,6 +479,7 @@ async fn the_dashboard_in_chromium_decides_approvals_and_shows_the_servers_refus
             .env("SERIN_ADMIN_TOKEN", admin)
             .env("SERIN_APPROVER_TOKEN", approver)
             .env("SERIN_DEPLOYER_TOKEN", deployer)
+            .env("SERIN_SDK_TOKEN", sdk)
             .env("SERIN_SCREENSHOT_DIRS", dirs)
             .env("SERIN_CHROMIUM", CHROMIUM)
             .output()
