@@ -965,6 +965,8 @@ export function approvalsPage(ctx) {
     const content = h('div', { class: 'approval-body' });
     const when = h('p', { class: 'approval-when small' });
     const actions = h('div', { class: 'actions', role: 'group', 'aria-label': `Decide ${r.id}` }, decide(r, 'approve'), decide(r, 'deny'));
+    // Every card has its own Approve and Deny: each button is described by its card's title.
+    for (const b of actions.querySelectorAll('button')) b.setAttribute('aria-describedby', `t-${r.id}`);
     const el = h('article', { class: 'card approval', 'data-id': r.id, 'aria-labelledby': `t-${r.id}` }, content, when, actions);
     return { el, content, when, actions, key: '' };
   };
