@@ -2,14 +2,17 @@
 // AbortSignal that ends its streams and timers when the user navigates away.
 
 import { api, signIn, signOut, token, whenSignedOut } from './api.js';
-import { agentPage, auditPage, fleetPage, overviewPage, releasePage } from './views.js';
+import { agentPage, approvalsPage, auditPage, fleetPage, overviewPage, pendingBadge, releasePage } from './views.js';
 
 const $ = (id) => document.getElementById(id);
 let current = null;
+let badgeTimer = null;
 
 function showSignIn(message) {
   if (current) current.abort();
   current = null;
+  clearInterval(badgeTimer);
+  badgeTimer = null;
   $('view').replaceChildren();
   $('signin').hidden = false;
   $('nav').hidden = true;
@@ -40,6 +43,8 @@ function route() {
     page = fleetPage(ctx, parts[1], parts[3] || '');
   } else if (parts[0] === 'audit') {
     page = auditPage(ctx);
+  } else if (parts[0] === 'approvals') {
+    page = approvalsPage(ctx);
   } else {
     page = overviewPage(ctx);
   }
@@ -48,6 +53,9 @@ function route() {
     a.toggleAttribute('aria-current', a.getAttribute('href') === (location.hash || '#/'));
   }
   $('main').focus({ preventScroll: true });
+  // The nav's pending count, on every page: one small list call every 5 s.
+  pendingBadge();
+  if (!badgeTimer) badgeTimer = setInterval(pendingBadge, 5000);
 }
 
 whenSignedOut((message) => showSignIn(message));

@@ -78,8 +78,9 @@ function gateBars(gate) {
 }
 
 /** The confirmation dialog: resolves to the fields entered, or null when cancelled. */
-export function confirmAction(title, text, withTenant) {
+export function confirmAction(title, text, withTenant, okLabel) {
   const dialog = document.getElementById('confirm');
+  document.getElementById('confirm-ok').textContent = okLabel || 'Confirm';
   const form = document.getElementById('confirm-form');
   const reason = document.getElementById('confirm-reason');
   const tenantRow = document.getElementById('confirm-tenant-row');
@@ -831,4 +832,241 @@ export function auditPage(ctx) {
     }
   })();
   return h('section', { 'aria-labelledby': 'title' }, h('h1', { id: 'title' }, 'Audit log'), verify, h('section', { class: 'card' }, body));
+}
+
+// ---- Approvals ----
+
+const KINDS = {
+  release_start: 'Release start',
+  promote_full: 'Promote to 100%',
+  readiness_override: 'Readiness override',
+  unkill: 'Unkill',
+  tool_call: 'Agent tool call',
+};
+
+/** The pending count beside the nav link; quiet on errors (the pages show them). */
+export async function pendingBadge() {
+  const el = document.getElementById('nav-approvals-count');
+  if (!el) return;
+  try {
+    const list = await api('GET', '/v1/approvals?status=pending&limit=100');
+    const n = list.length;
+    el.hidden = n === 0;
+    el.replaceChildren(n >= 100 ? '100+' : String(n), h('span', { class: 'sr-only' }, ' pending'));
+  } catch (_) {
+    el.hidden = true;
+  }
+}
+
+function subject(r) {
+  return r.bundle ? `${r.agent}@${r.bundle}` : r.agent;
+}
+
+/** Where a request stands in time: what is left before expiry, or when and by whom it ended. */
+function approvalWhen(r, now) {
+  if (r.status === 'pending') return `expires in ${duration(Math.max(0, r.expires_at_ms - now))}`;
+  if (r.status === 'expired') return `expired ${time(r.expires_at_ms)}`;
+  const used = r.used_at_ms ? `; used ${time(r.used_at_ms)}` : '';
+  return `${r.status} ${time(r.decided_at_ms)} by ${r.decided_by || '-'}${used}`;
+}
+
+/** Capability changes, those needing approval first (and flagged). */
+function capabilityList(changes) {
+  if (!changes.length) return h('p', { class: 'muted small' }, 'No capability change.');
+  const sorted = changes.slice().sort((a, b) => Number(b.needs_approval === true) - Number(a.needs_approval === true));
+  return h(
+    'ul',
+    { class: 'capabilities' },
+    sorted.map((c) =>
+      h(
+        'li',
+        { 'data-tool': c.tool, class: c.needs_approval ? 'needs-approval' : null },
+        c.needs_approval ? [badge('needs approval', 'fail'), ' '] : null,
+        h('strong', {}, c.tool),
+        c.kind || c.class ? h('span', { class: 'muted small' }, ` (${[c.kind, c.class].filter(Boolean).join(', ')})`) : null,
+        `: ${c.detail}`,
+      ),
+    ),
+  );
+}
+
+function readinessSummary(r) {
+  if (!r || typeof r !== 'object') return h('p', { class: 'muted small' }, 'No readiness report.');
+  return h(
+    'div',
+    { class: 'readiness-summary' },
+    h('p', { class: 'small' }, badge(r.ready ? 'ready' : 'not ready', r.ready ? 'pass' : 'fail'), ' ', r.verdict || ''),
+    r.blocked_by && r.blocked_by.length ? h('ul', { class: 'small' }, r.blocked_by.map((b) => h('li', {}, b))) : null,
+  );
+}
+
+function approvalDetails(r) {
+  const d = r.details && typeof r.details === 'object' ? r.details : {};
+  if (r.kind === 'tool_call') {
+    return h(
+      'dl',
+      { class: 'facts' },
+      h('dt', {}, 'Tool'), h('dd', {}, d.tool || '-'),
+      h('dt', {}, 'Args digest'), h('dd', { class: 'details' }, d.args_digest || '-'),
+      h('dt', {}, 'Request id'), h('dd', { class: 'details' }, d.request_id || '-'),
+    );
+  }
+  if (r.kind === 'unkill') {
+    return h('dl', { class: 'facts' }, h('dt', {}, 'Lifts'), h('dd', {}, d.tenant ? `the kill of tenant ${d.tenant}` : 'the whole-agent kill'));
+  }
+  const out = [];
+  if (Array.isArray(d.capabilities)) out.push(h('h3', {}, 'Capability changes'), capabilityList(d.capabilities));
+  if ('readiness' in d) out.push(h('h3', {}, 'Readiness'), readinessSummary(d.readiness));
+  const rest = Object.fromEntries(Object.entries(d).filter(([k]) => !['capabilities', 'readiness'].includes(k)));
+  if (Object.keys(rest).length) out.push(h('p', { class: 'details' }, JSON.stringify(rest)));
+  return h('div', { class: 'approval-details' }, out);
+}
+
+/**
+ * The approval queue: pending requests first, each with what it would do and Approve / Deny
+ * (a reason required). Polled every 3 s; a card is rebuilt only when its request changes, so
+ * a button keeps focus and the answer beside it stays. A request decided on this page stays
+ * in view (with its new state) even when the filter is pending.
+ */
+export function approvalsPage(ctx) {
+  const live = liveLine('Loading…');
+  const list = h('div', { class: 'approvals' });
+  const envSelect = h('select', { id: 'approvals-env', name: 'env' }, h('option', { value: '' }, 'All envs'));
+  const statusSelect = h(
+    'select',
+    { id: 'approvals-status', name: 'status' },
+    h('option', { value: 'pending' }, 'Pending'),
+    h('option', { value: '' }, 'All'),
+  );
+  const cards = new Map();
+  const decidedHere = new Map();
+  let latest = [];
+
+  const decide = (r, verb) =>
+    action(
+      verb === 'approve' ? 'Approve' : 'Deny',
+      `${verb}-${r.id}`,
+      async ({ reason }) => {
+        const done = await api('POST', `/v1/approvals/${enc(r.id)}/${verb}`, { reason });
+        decidedHere.set(done.id, done);
+        render(latest);
+        pendingBadge();
+        return `${done.status}: ${done.decision_reason || reason}`;
+      },
+      () => confirmAction(
+        `${verb === 'approve' ? 'Approve' : 'Deny'} ${KINDS[r.kind] || r.kind} of ${subject(r)} in ${r.env}?`,
+        `Asked by ${r.requested_by}: ${r.reason}`,
+        false,
+        verb === 'approve' ? 'Approve' : 'Deny',
+      ),
+    );
+
+  const card = (r) => {
+    const content = h('div', { class: 'approval-body' });
+    const when = h('p', { class: 'approval-when small' });
+    const actions = h('div', { class: 'actions', role: 'group', 'aria-label': `Decide ${r.id}` }, decide(r, 'approve'), decide(r, 'deny'));
+    // Every card has its own Approve and Deny: each button is described by its card's title.
+    for (const b of actions.querySelectorAll('button')) b.setAttribute('aria-describedby', `t-${r.id}`);
+    const el = h('article', { class: 'card approval', 'data-id': r.id, 'aria-labelledby': `t-${r.id}` }, content, when, actions);
+    return { el, content, when, actions, key: '' };
+  };
+
+  const fill = (c, r) => {
+    c.el.dataset.status = r.status;
+    c.content.replaceChildren(
+      h('h2', { id: `t-${r.id}` }, badge(r.status), ` ${KINDS[r.kind] || r.kind}: `, h('span', { class: 'subject' }, subject(r)), ` in ${r.env}`),
+      h(
+        'dl',
+        { class: 'facts' },
+        h('dt', {}, 'Asked by'), h('dd', { class: 'requester' }, r.requested_by),
+        h('dt', {}, 'Reason'), h('dd', { class: 'reason' }, r.reason),
+        h('dt', {}, 'Asked at'), h('dd', {}, time(r.created_at_ms)),
+        r.decision_reason ? [h('dt', {}, 'Decision'), h('dd', { class: 'decision' }, r.decision_reason)] : null,
+        h('dt', {}, 'Request'), h('dd', { class: 'details' }, r.id),
+      ),
+      approvalDetails(r),
+    );
+    // Once decided, the buttons go; an answer shown beside one (or in progress) stays.
+    for (const a of c.actions.querySelectorAll('.action')) {
+      a.querySelector('button').hidden = r.status !== 'pending';
+      a.hidden = r.status !== 'pending' && !a.querySelector('output').textContent;
+    }
+  };
+
+  const render = (rows) => {
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    for (const [id, r] of decidedHere) {
+      const known = byId.get(id);
+      byId.set(id, known && known.status !== 'pending' ? known : r);
+    }
+    const order = { pending: 0, approved: 1, denied: 1, expired: 1 };
+    const all = [...byId.values()].sort((a, b) => (order[a.status] ?? 1) - (order[b.status] ?? 1) || b.created_at_ms - a.created_at_ms);
+    const now = Date.now();
+    const els = all.map((r) => {
+      let c = cards.get(r.id);
+      if (!c) {
+        c = card(r);
+        cards.set(r.id, c);
+      }
+      const key = JSON.stringify(r);
+      if (c.key !== key) {
+        fill(c, r);
+        c.key = key;
+      }
+      c.when.textContent = approvalWhen(r, now);
+      return c.el;
+    });
+    for (const id of [...cards.keys()]) if (!byId.has(id)) cards.delete(id);
+    if (!els.length) {
+      list.replaceChildren(h('p', { class: 'muted empty' }, statusSelect.value === 'pending' ? 'No request waits for a decision.' : 'No approval request.'));
+      return;
+    }
+    // Moved only when the order changed, so a focused button keeps its focus.
+    if (els.length !== list.children.length || els.some((e, i) => list.children[i] !== e)) list.replaceChildren(...els);
+  };
+
+  const load = async () => {
+    const q = new URLSearchParams({ limit: '200' });
+    if (envSelect.value) q.set('env', envSelect.value);
+    if (statusSelect.value) q.set('status', statusSelect.value);
+    try {
+      latest = await api('GET', `/v1/approvals?${q}`);
+      render(latest);
+      live.updated();
+    } catch (e) {
+      live.error(e);
+    }
+  };
+  const refilter = () => {
+    decidedHere.clear();
+    load();
+  };
+  envSelect.addEventListener('change', refilter);
+  statusSelect.addEventListener('change', refilter);
+  (async () => {
+    try {
+      const o = await api('GET', '/v1/status');
+      envSelect.append(...o.envs.map((e) => h('option', { value: e.env }, e.env)));
+    } catch (_) {
+      // The queue still loads; its own errors are shown by the live line.
+    }
+  })();
+  load();
+  const timer = setInterval(load, 3000);
+  ctx.signal.addEventListener('abort', () => clearInterval(timer));
+  return h(
+    'section',
+    { 'aria-labelledby': 'title' },
+    h('h1', { id: 'title' }, 'Approvals'),
+    live.el,
+    h(
+      'div',
+      { class: 'fleet-pick approvals-filter' },
+      h('label', { for: 'approvals-env' }, 'Env'),
+      envSelect,
+      h('label', { for: 'approvals-status' }, 'Status'),
+      statusSelect,
+    ),
+    list,
+  );
 }

@@ -5,6 +5,10 @@ pushes support@1 and support@2, deploys support@1 in prod and keeps one SDK inst
 connected there. Everything this script changes goes through the public API, like an
 operator or an agent would; every assertion reads what the browser shows.
 
+`test_dashboard.py approvals` is the approvals scenario: the Rust test has created an approver
+(SERIN_APPROVER_TOKEN) and a deployer (SERIN_DEPLOYER_TOKEN); this script sets the policy,
+files the requests through the API and decides them in the browser.
+
 `test_dashboard.py waves` is the rolling-waves scenario: the Rust test has started a waved
 release (waves us, eu, ap, one region each) with three real SDK instances connected, and
 drives their traffic (eu-west regresses) once this script has created SERIN_READY_FILE.
@@ -22,6 +26,9 @@ URL = os.environ["SERIN_URL"]
 ADMIN = os.environ["SERIN_ADMIN_TOKEN"]
 VIEWER = os.environ.get("SERIN_VIEWER_TOKEN", "")
 DOOMED = os.environ.get("SERIN_DOOMED_TOKEN", "")
+APPROVER = os.environ.get("SERIN_APPROVER_TOKEN", "")
+SDK = os.environ.get("SERIN_SDK_TOKEN", "")
+DEPLOYER = os.environ.get("SERIN_DEPLOYER_TOKEN", "")
 SHOT_DIRS = [d for d in os.environ.get("SERIN_SCREENSHOT_DIRS", "").split(os.pathsep) if d]
 CHROMIUM = os.environ.get("SERIN_CHROMIUM", "/usr/bin/chromium")
 # Live updates arrive within the stream's 1 s poll; the controller ticks every second.
@@ -244,6 +251,129 @@ def waves_main():
     print("dashboard: the waves scenario passed")
 
 
+def approval_card(page, id_):
+    return page.locator(f'article.approval[data-id="{id_}"]')
+
+
+def unkill(token, reason):
+    """An unkill of support in prod under a policy that reserves it: 202 and the request."""
+    status, answer = call("POST", "/v1/envs/prod/agents/support/unkill", {"reason": reason}, token)
+    assert status == 202, f"unkill: {status} {answer}"
+    assert answer["approval"]["status"] == "pending", answer
+    return answer["approval"]
+
+
+def decide(page, id_, verb, reason):
+    """Approve or Deny from the card; the dialog refuses an empty reason first."""
+    card = approval_card(page, id_)
+    card.get_by_role("button", name=verb).click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_be_visible()
+    expect(page.get_by_label("Reason (required, audited)")).to_be_focused()
+    dialog.get_by_role("button", name=verb).click()
+    expect(dialog).to_be_visible()
+    page.get_by_label("Reason (required, audited)").fill(reason)
+    dialog.get_by_role("button", name=verb).click()
+    expect(dialog).to_be_hidden()
+
+
+def approvals_main():
+    problems = []
+    ok("PUT", "/v1/envs/prod/approval-policy", {"require": ["unkill"]})
+    ok("POST", "/v1/envs/prod/agents/support/kill", {"reason": "incident"})
+    with sync_playwright() as p:
+        browser = launch(p)
+        ctx = browser.new_context(viewport={"width": 1366, "height": 900})
+        page = ctx.new_page()
+        watch_console(page, problems)
+        sign_in(page, APPROVER)
+        page.get_by_role("link", name="Approvals").click()
+        expect(page.get_by_role("heading", name="Approvals", exact=True)).to_be_visible()
+        expect(page.locator(".approvals .empty")).to_be_visible(timeout=LIVE)
+        page.evaluate("window.__notReloaded = true")
+
+        # The deployer's unkill waits; the page shows it without a reload.
+        first = unkill(DEPLOYER, "fixed")
+        card = approval_card(page, first["id"])
+        expect(card).to_be_visible(timeout=LIVE)
+        expect(card.get_by_role("heading")).to_contain_text("Unkill")
+        expect(card.get_by_role("heading")).to_contain_text("support in prod")
+        expect(card.locator(".reason")).to_have_text("fixed")
+        expect(card.locator(".requester")).to_have_text(first["requested_by"])
+        expect(card.locator(".approval-when")).to_contain_text("expires in")
+        expect(card).to_contain_text("the whole-agent kill")
+        expect(page.locator("#nav-approvals-count")).to_contain_text("1", timeout=LIVE)
+
+        # Approve: an empty reason is refused in the page, then the approval goes through.
+        decide(page, first["id"], "Approve", "checked the fix")
+        expect(page.locator(f'#msg-approve-{first["id"]}')).to_contain_text("approved: checked the fix", timeout=LIVE)
+        expect(card.locator(".badge").first).to_have_text("approved")
+        expect(card.locator(".decision")).to_have_text("checked the fix")
+        expect(card.get_by_role("button", name="Approve")).to_be_hidden()
+        assert ok("GET", f'/v1/approvals/{first["id"]}')["status"] == "approved"
+
+        # A second request, denied: the card says denied, by whom and why.
+        second = unkill(DEPLOYER, "fixed again")
+        assert second["id"] != first["id"], second
+        card2 = approval_card(page, second["id"])
+        expect(card2).to_be_visible(timeout=LIVE)
+        decide(page, second["id"], "Deny", "not yet")
+        expect(page.locator(f'#msg-deny-{second["id"]}')).to_contain_text("denied: not yet", timeout=LIVE)
+        expect(card2.locator(".badge").first).to_have_text("denied")
+        expect(card2.locator(".decision")).to_have_text("not yet")
+        expect(card2.locator(".approval-when")).to_contain_text("denied")
+        # Both stay listed under "All", pending first.
+        page.get_by_label("Status").select_option("")
+        expect(page.locator("article.approval")).to_have_count(2, timeout=LIVE)
+        assert page.evaluate("window.__notReloaded === true"), "the page reloaded"
+
+        # An agent asks before a risky tool call: the card shows the tool, digest and request.
+        status, call_req = call("POST", "/v1/approvals", {
+            "env": "prod", "agent": "support", "bundle": 1, "tool": "issue_refund",
+            "args_digest": "sha256:9f2c4e1a", "reason": "refund above 500 EUR", "request_id": "req-4711",
+        }, SDK)
+        assert status == 201, f"agent request: {status} {call_req}"
+        page.get_by_label("Status").select_option("pending")
+        card4 = approval_card(page, call_req["id"])
+        expect(card4).to_be_visible(timeout=LIVE)
+        expect(card4.get_by_role("heading")).to_contain_text("Agent tool call")
+        expect(card4.get_by_role("heading")).to_contain_text("support@1 in prod")
+        expect(card4).to_contain_text("issue_refund")
+        expect(card4).to_contain_text("sha256:9f2c4e1a")
+        expect(card4).to_contain_text("req-4711")
+        sign_out(page)
+
+        # The admin files an unkill itself, then tries to approve it: the server's 403 shows.
+        own = unkill(ADMIN, "I fixed it myself")
+        sign_in(page, ADMIN)
+        page.goto(URL + "/ui#/approvals")
+        card3 = approval_card(page, own["id"])
+        expect(card3).to_be_visible(timeout=LIVE)
+        decide(page, own["id"], "Approve", "trust me")
+        msg = page.locator(f'#msg-approve-{own["id"]}')
+        expect(msg).to_contain_text("403", timeout=LIVE)
+        expect(msg).to_contain_text("the requester cannot decide their own request")
+        expect(card3.locator(".badge").first).to_have_text("pending")
+        page.get_by_label("Status").select_option("")
+        expect(page.locator("article.approval")).to_have_count(4, timeout=LIVE)
+        shot(page, "approvals")
+        ctx.close()
+
+        # On a phone the queue fits the width.
+        phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+        page = phone.new_page()
+        watch_console(page, problems)
+        sign_in(page, APPROVER)
+        page.goto(URL + "/ui#/approvals")
+        expect(approval_card(page, own["id"])).to_be_visible(timeout=LIVE)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the approvals page is {width}px wide on a phone"
+        phone.close()
+        browser.close()
+    assert not problems, "\n".join(problems)
+    print("dashboard: the approvals scenario passed")
+
+
 def main():
     problems = []
     with sync_playwright() as p:
@@ -411,7 +541,8 @@ def main():
 
 if __name__ == "__main__":
     try:
-        waves_main() if sys.argv[1:] == ["waves"] else main()
+        scenario = {"waves": waves_main, "approvals": approvals_main}
+        (scenario[sys.argv[1]] if sys.argv[1:] else main)()
     except AssertionError as e:
         print(f"dashboard: {e}", file=sys.stderr)
         raise

@@ -6,6 +6,9 @@
 //! A second browser scenario follows a waved release driven by three real SDK instances in
 //! three regions, one of which regresses, and the fleet page showing what each serves.
 //!
+//! A third decides approval requests (an unkill reserved by prod's policy) on the Approvals
+//! page: approved, denied, and the requester's own attempt refused by the server.
+//!
 //! The browser test needs Debian's `/usr/bin/chromium` (`apt-get install chromium`) and
 //! `python3` with `venv`; without them it fails saying so, unless
 //! `SERIN_TEST_SKIP_BROWSER=1`. Screenshots of the main pages land in
@@ -454,6 +457,43 @@ async fn the_dashboard_in_chromium_follows_a_release_live_and_shows_the_servers_
         &shots[0],
         &["overview", "release", "agent", "audit", "overview-phone"],
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_in_chromium_decides_approvals_and_shows_the_servers_refusals() {
+    let Some(python) = browser_python() else {
+        return;
+    };
+    let (_backend, server, admin, _work) = setup(&[]).await;
+    let approver = server.token(&admin, "approver").await;
+    let deployer = server.token(&admin, "deployer").await;
+    let sdk = server.token(&admin, "sdk").await;
+    let (shots, dirs) = screenshot_dirs();
+    let script = browser_script();
+    let url = server.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .arg("approvals")
+            .env("SERIN_URL", url)
+            .env("SERIN_ADMIN_TOKEN", admin)
+            .env("SERIN_APPROVER_TOKEN", approver)
+            .env("SERIN_DEPLOYER_TOKEN", deployer)
+            .env("SERIN_SDK_TOKEN", sdk)
+            .env("SERIN_SCREENSHOT_DIRS", dirs)
+            .env("SERIN_CHROMIUM", CHROMIUM)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "the approvals browser scenario failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_pngs(&shots[0], &["approvals"]);
 }
 
 /// Where the browser scenarios save screenshots: `target/screenshots/`, and
