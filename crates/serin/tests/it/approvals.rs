@@ -594,3 +594,60 @@ async fn agents_ask_within_bounds_and_a_growing_backlog_rolls_the_candidate_back
         .await;
     assert_eq!(listed.as_array().unwrap().len(), 58, "{listed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_to_full_waits_for_an_approver_and_earlier_steps_do_not() {
+    let backend = Backend::sqlite();
+    let server = Server::start_with(&backend, 0, &["--tick-ms", "100"]);
+    let admin = server.bootstrap_token.clone().unwrap();
+    server.create_envs(&admin);
+    let work = tempfile::tempdir().unwrap();
+    push_refund_bundle(&server, &admin, work.path());
+    let policy = write(work.path(), "policy.yaml", "require: [promote_full]\n");
+    server
+        .cli(&admin)
+        .run(&["approvals", "policy", "--env", "prod", "--file", &policy])
+        .ok();
+    let deployer = server.token(&admin, "deployer").await;
+    let approver = server.token(&admin, "approver").await;
+    // Only capability changes are not reserved here: the start goes through at once.
+    let plan = write(
+        work.path(),
+        "plan.yaml",
+        "steps:\n  - canary: {weight: 10%, min_duration: 1h}\n  - canary: {weight: 50%, min_duration: 1h}\n",
+    );
+    let out = server
+        .cli(&deployer)
+        .run(&start_args(&plan, &[]))
+        .ok();
+    assert!(out.stdout.contains("support@2"), "{}", out.stdout);
+    let http = server.http(&deployer);
+    let promote = "/v1/envs/prod/agents/support/release/promote";
+    let forced = json!({"force": true, "reason": "skip the wait in this test"});
+    // 10% -> 50% is not reserved.
+    let (status, body) = http.post(promote, &forced).await;
+    assert_eq!(status, 200, "{body}");
+    // 50% -> 100% (completing the release) is.
+    let (status, body) = http.post(promote, &forced).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["approval"]["kind"], "promote_full", "{body}");
+    let id = body["approval"]["id"].as_str().unwrap().to_owned();
+    let (status, _) = server
+        .http(&approver)
+        .post(&format!("/v1/approvals/{id}/approve"), &json!({"reason": "numbers look fine"}))
+        .await;
+    assert_eq!(status, 200);
+    // An approval for a promotion cannot be spent on an unkill.
+    let (status, body) = http
+        .post(
+            "/v1/envs/prod/agents/support/unkill",
+            &json!({"reason": "x", "approval": id}),
+        )
+        .await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("/approval")), "{body}");
+    let mut with = forced.clone();
+    with["approval"] = json!(id);
+    let (status, body) = http.post(promote, &with).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["release"]["phase"], "completed", "{body}");
+}
