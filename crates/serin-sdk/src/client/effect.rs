@@ -831,3 +831,79 @@ impl EffectLedger {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_derived_key_is_pinned_and_changes_with_every_field() {
+        let k = EffectKey::new("support", 2, "req-1", "refund", "sha256:abc");
+        // Pinned: a retry after an SDK upgrade must find the key its first attempt recorded.
+        let pinned = k.idempotency_key();
+        assert_eq!(pinned, k.clone().idempotency_key());
+        assert!(pinned.starts_with("support/2/") && pinned.len() == "support/2/".len() + 32);
+        assert_eq!(pinned, "support/2/1761f2e7bc7264ff25d9555f73e94ce4");
+        for (i, part) in ["agent", "bundle", "request", "tool", "args"]
+            .iter()
+            .enumerate()
+        {
+            let mut o = k.clone();
+            match i {
+                0 => o.agent = "billing".into(),
+                1 => o.bundle = 3,
+                2 => o.request_id = "req-2".into(),
+                3 => o.tool = "refund2".into(),
+                _ => o.args_digest = "sha256:abd".into(),
+            }
+            assert_ne!(o.idempotency_key(), pinned, "{part}");
+        }
+        // Moving a boundary between fields is another call.
+        let shifted = EffectKey::new("support", 2, "req-1r", "efund", "sha256:abc");
+        assert_ne!(shifted.idempotency_key(), pinned);
+        assert_eq!(k.with_key("mine:1").idempotency_key(), "mine:1");
+    }
+
+    #[test]
+    fn intents_refuse_what_cannot_be_addressed_or_timed() {
+        let k = EffectKey::new("support", 2, "r", "t", "d");
+        assert!(k.intent(Duration::ZERO).is_err());
+        assert!(
+            k.intent(MAX_EFFECT_TIMEOUT + Duration::from_millis(1))
+                .is_err()
+        );
+        assert_eq!(k.intent(Duration::from_micros(10)).unwrap().timeout_ms, 1);
+        assert_eq!(
+            k.clone()
+                .with_key("..")
+                .intent(Duration::from_secs(1))
+                .unwrap_err()
+                .0,
+            "key"
+        );
+        let mut zero = k;
+        zero.bundle = 0;
+        assert_eq!(zero.intent(Duration::from_secs(1)).unwrap_err().0, "bundle");
+        assert_eq!(key_segment("a/b:c"), "a%2Fb:c");
+    }
+
+    #[test]
+    fn details_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(MAX_DETAIL_LEN);
+        let cut = cut_detail(long);
+        assert!(cut.len() <= MAX_DETAIL_LEN && cut.len() >= MAX_DETAIL_LEN - 1);
+        assert_eq!(cut_detail("short".into()), "short");
+    }
+
+    #[test]
+    fn args_digests_are_stable_for_equal_json() {
+        let a = args_digest(&serde_json::json!({"b": 1, "a": [1, 2]})).unwrap();
+        let b = args_digest(&serde_json::json!({"a": [1, 2], "b": 1})).unwrap();
+        assert_eq!(a, b);
+        assert!(a.starts_with("xxh3-128:") && a.len() == 9 + 32);
+        assert_ne!(
+            a,
+            args_digest(&serde_json::json!({"a": [2, 1], "b": 1})).unwrap()
+        );
+    }
+}
