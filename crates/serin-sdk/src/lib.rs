@@ -17,6 +17,13 @@
 //!   It also reports each version it swaps in to the server
 //!   (`POST /v1/sdk/applied`, under its [`Config::instance`] id) from a
 //!   separate task, so the server knows what every SDK actually serves.
+//! - [`Serin::effect`] runs a side-effecting tool call under the server's side-effect
+//!   ledger: it records the intent (idempotency key from agent, bundle, request id, tool
+//!   and arguments digest: [`EffectKey`]) before calling, retries the call's transient
+//!   errors with jittered backoff under that key, records `committed`, `failed` or
+//!   `unknown`, and never calls again for a key the ledger already holds: a retry of a
+//!   call that happened returns [`EffectOutcome::AlreadyCommitted`], one whose fate is
+//!   open returns [`EffectError::EffectUnknown`] for the caller to reconcile.
 //!
 //! ```no_run
 //! # #[cfg(feature = "client")]
@@ -84,6 +91,12 @@ pub use serin_engine::outcome::{
     ErrorClass, EvalSample, OutcomeError, OutcomeEvent, Tokens, ToolCalls,
 };
 
+#[cfg(feature = "client")]
+pub use client::effect::{
+    BeginError, Begun, CallError, DetailFn, EffectError, EffectKey, EffectLedger, EffectOptions,
+    EffectOutcome, EffectRecord, EffectStatus, Intent, LedgerError, RetryPolicy, UnknownCause,
+    args_digest, args_digest_bytes,
+};
 #[cfg(feature = "client")]
 pub use client::{Config, OutcomeStats, Serin, SerinBuilder};
 

@@ -7,6 +7,7 @@ use serin_core::guardrails::Verdict;
 use serin_core::release::sig;
 
 use crate::clock;
+use crate::error::ApiError;
 use crate::releases::ReleaseView;
 
 /// A verdict as the JSON report gives it: the stored fields plus `latched_at` in RFC 3339.
@@ -253,6 +254,106 @@ fn capabilities_section(s: &mut String, view: &ReleaseView) {
     let _ = writeln!(s);
 }
 
+/// What the side-effect ledger holds for one arm's bundle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArmEffects {
+    /// `stable` or `candidate`.
+    pub arm: &'static str,
+    pub bundle: u64,
+    pub counts: serin_store::EffectCounts,
+}
+
+/// The ledger's counts for a release's two bundles. The ledger is keyed by bundle, not env,
+/// so these are every effect recorded under each bundle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EffectsReport {
+    pub agent: String,
+    /// Stable first, then candidate.
+    pub arms: Vec<ArmEffects>,
+}
+
+/// Reads the ledger's counts for the release's stable (its baseline) and candidate.
+pub async fn effects(
+    store: &serin_store::Store,
+    r: &serin_core::release::Release,
+) -> Result<EffectsReport, ApiError> {
+    let mut arms = Vec::with_capacity(2);
+    for (arm, bundle) in [("stable", &r.baseline), ("candidate", &r.candidate)] {
+        let n = i64::try_from(bundle.number).unwrap_or(i64::MAX);
+        arms.push(ArmEffects {
+            arm,
+            bundle: bundle.number,
+            counts: store.count_effects(&r.agent, n).await?,
+        });
+    }
+    Ok(EffectsReport {
+        agent: r.agent.clone(),
+        arms,
+    })
+}
+
+/// The sentence that must not be missed: how many effects of a bundle nobody can account
+/// for, and the command that lists them.
+fn unknown_warning(agent: &str, a: &ArmEffects) -> Option<String> {
+    (a.counts.unknown > 0).then(|| {
+        format!(
+            "{n} effect{s} of {agent}@{b} {are} unknown: run `serin effects {agent} --bundle {b} --status unknown`",
+            n = a.counts.unknown,
+            s = if a.counts.unknown == 1 { "" } else { "s" },
+            are = if a.counts.unknown == 1 { "is" } else { "are" },
+            b = a.bundle,
+        )
+    })
+}
+
+/// The report's `effects` member: counts per arm and the warnings about `unknown` ones.
+pub fn effects_json(fx: &EffectsReport) -> Value {
+    json!({
+        "arms": fx.arms.iter().map(|a| json!({
+            "arm": a.arm,
+            "bundle": format!("{}@{}", fx.agent, a.bundle),
+            "intent": a.counts.intent,
+            "committed": a.counts.committed,
+            "failed": a.counts.failed,
+            "unknown": a.counts.unknown,
+        })).collect::<Vec<_>>(),
+        "unknown": fx.arms.iter().map(|a| a.counts.unknown).sum::<i64>(),
+        "warnings": fx.arms.iter().filter_map(|a| unknown_warning(&fx.agent, a)).collect::<Vec<_>>(),
+    })
+}
+
+/// Adds the ledger to a Markdown report: a warning under the title for each arm with
+/// `unknown` effects (someone must find out whether they happened, above all after a
+/// rollback), and an "Effects" section at the end.
+pub fn effects_markdown(md: &mut String, fx: &EffectsReport) {
+    let warnings: String = fx
+        .arms
+        .iter()
+        .filter_map(|a| unknown_warning(&fx.agent, a))
+        .map(|w| format!("> **Warning: {w}**\n"))
+        .collect();
+    if !warnings.is_empty() {
+        let at = md.find("\n\n").map_or(md.len(), |i| i + 2);
+        md.insert_str(at, &format!("{warnings}\n"));
+    }
+    let _ = writeln!(md);
+    let _ = writeln!(md, "## Effects (side-effect ledger, every env)");
+    let _ = writeln!(md);
+    let _ = writeln!(
+        md,
+        "| arm | bundle | intent | committed | failed | unknown |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    for a in &fx.arms {
+        let c = &a.counts;
+        let _ = writeln!(
+            md,
+            "| {} | {}@{} | {} | {} | {} | {} |",
+            a.arm, fx.agent, a.bundle, c.intent, c.committed, c.failed, c.unknown
+        );
+    }
+}
+
 /// One row per guardrail: status, threshold, both arms with n, the e-value against "the
 /// bound holds" and its bar, the non-inferiority e-value and bar when the bound has one,
 /// when a fail latched, and whether the bound is shadow (reported, never gating).
@@ -470,6 +571,69 @@ mod tests {
             md.contains("- refusal_rate.max_ratio (shadow): failed in 1 of 37 completed releases"),
             "{md}"
         );
+    }
+
+    fn ledger(unknown: i64) -> EffectsReport {
+        let counts = |intent, committed, failed, unknown| serin_store::EffectCounts {
+            intent,
+            committed,
+            failed,
+            unknown,
+        };
+        EffectsReport {
+            agent: "support".to_owned(),
+            arms: vec![
+                ArmEffects {
+                    arm: "stable",
+                    bundle: 1,
+                    counts: counts(0, 12, 1, 0),
+                },
+                ArmEffects {
+                    arm: "candidate",
+                    bundle: 2,
+                    counts: counts(1, 3, 0, unknown),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn the_effects_section_counts_each_arm_and_flags_unknown_ones_under_the_title() {
+        let mut md = markdown(&rolled_back());
+        effects_markdown(&mut md, &ledger(2));
+        let warning = "> **Warning: 2 effects of support@2 are unknown: run `serin effects support --bundle 2 --status unknown`**";
+        assert!(
+            md.starts_with(&format!(
+                "# Release support-prod-1 of support in prod\n\n{warning}\n\n- candidate"
+            )),
+            "{md}"
+        );
+        assert!(
+            md.contains("| stable | support@1 | 0 | 12 | 1 | 0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| candidate | support@2 | 1 | 3 | 0 | 2 |"),
+            "{md}"
+        );
+        let v = effects_json(&ledger(1));
+        assert_eq!(v["unknown"], 1);
+        assert_eq!(
+            v["warnings"],
+            json!([
+                "1 effect of support@2 is unknown: run `serin effects support --bundle 2 --status unknown`"
+            ])
+        );
+        assert_eq!(
+            (&v["arms"][1]["bundle"], &v["arms"][1]["intent"]),
+            (&json!("support@2"), &json!(1))
+        );
+        // Nothing unknown: the section, and no warning.
+        let mut md = markdown(&rolled_back());
+        effects_markdown(&mut md, &ledger(0));
+        assert!(!md.contains("Warning"), "{md}");
+        assert!(md.contains("## Effects"), "{md}");
+        assert_eq!(effects_json(&ledger(0))["warnings"], json!([]));
     }
 
     #[test]

@@ -48,10 +48,10 @@ pub use dir_lock::{DataDirLock, DirLockError, LOCK_FILE_NAME};
 pub use error::StoreError;
 pub use model::{
     AgentSummary, ApprovalPolicyRow, ApprovalRow, AuditEntry, AuditLeaf, AuditVerification,
-    BundleSummary, DrillRow, DrillWrite, EffectRow, EnvRecord, EnvStateChange, EnvSummary, EvalRow,
-    EvidenceRow, IssuedToken, Leadership, MonitorRow, NewAudit, NewBundle, NewNotification,
-    NotificationRow, PolicyRow, PutBundle, ReleaseRow, ReleaseWrite, ReplicaRow, RollupRow,
-    SdkInstanceRow, StoredBundle, StoredEnvState, TokenInfo,
+    BundleSummary, DrillRow, DrillWrite, EffectCounts, EffectRow, EnvRecord, EnvStateChange,
+    EnvSummary, EvalRow, EvidenceRow, IssuedToken, Leadership, MonitorRow, NewAudit, NewBundle,
+    NewNotification, NotificationRow, PolicyRow, PutBundle, ReleaseRow, ReleaseWrite, ReplicaRow,
+    RollupRow, SdkInstanceRow, StoredBundle, StoredEnvState, TokenInfo,
 };
 pub use store::fanout::{EnvChange, EnvListener};
 pub use store::{

@@ -465,6 +465,21 @@ pub struct EffectRow {
     pub deadline_ms: i64,
 }
 
+/// How many effects of one agent@bundle are in each status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EffectCounts {
+    pub intent: i64,
+    pub committed: i64,
+    pub failed: i64,
+    pub unknown: i64,
+}
+
+impl EffectCounts {
+    pub fn total(&self) -> i64 {
+        self.intent + self.committed + self.failed + self.unknown
+    }
+}
+
 impl EffectRow {
     /// Whether `other` records the same call (every field an intent carries).
     pub fn same_intent(&self, other: &EffectRow) -> bool {

@@ -198,6 +198,7 @@ contract!(
     ledger_results_settle_once_in_one_audited_tx,
     ledger_sweep_marks_only_overdue_intents_unknown,
     ledger_lists_by_agent_bundle_and_status_and_rows_round_trip_extremes,
+    ledger_counts_each_status_per_agent_bundle,
 );
 
 // ----- helpers ---------------------------------------------------------------------------------
@@ -4450,5 +4451,55 @@ async fn approval_rows_round_trip_extreme_values(t: Ctx) {
     assert_eq!(
         approval_of(&s.get_approval(&empty.id).await.unwrap().unwrap()),
         empty
+    );
+}
+
+async fn ledger_counts_each_status_per_agent_bundle(t: Ctx) {
+    use serin_core::ledger::EffectStatus;
+    let s = &t.store;
+    assert_eq!(
+        s.count_effects("support", 2).await.unwrap(),
+        serin_store::EffectCounts::default()
+    );
+    for (key, bundle) in [
+        ("c1", 2),
+        ("c2", 2),
+        ("c3", 2),
+        ("c4", 2),
+        ("c5", 2),
+        ("o1", 1),
+    ] {
+        s.insert_effect(&intent_row(key, bundle, "x", 10), "t")
+            .await
+            .unwrap();
+    }
+    resolve(s, "c1", EffectStatus::Committed, 20).await;
+    resolve(s, "c2", EffectStatus::Committed, 20).await;
+    resolve(s, "c3", EffectStatus::Failed, 20).await;
+    resolve(s, "c4", EffectStatus::Unknown, 20).await;
+    let counts = s.count_effects("support", 2).await.unwrap();
+    assert_eq!(
+        counts,
+        serin_store::EffectCounts {
+            intent: 1,
+            committed: 2,
+            failed: 1,
+            unknown: 1,
+        }
+    );
+    assert_eq!(counts.total(), 5);
+    // Another bundle and another agent are counted apart.
+    assert_eq!(s.count_effects("support", 1).await.unwrap().intent, 1);
+    assert_eq!(s.count_effects("other", 2).await.unwrap().total(), 0);
+    // An unknown settled by a real answer leaves the unknown count.
+    resolve(s, "c4", EffectStatus::Committed, 30).await;
+    assert_eq!(
+        t.reopen().await.count_effects("support", 2).await.unwrap(),
+        serin_store::EffectCounts {
+            intent: 1,
+            committed: 3,
+            failed: 1,
+            unknown: 0,
+        }
     );
 }

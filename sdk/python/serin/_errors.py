@@ -68,6 +68,62 @@ class ClosedError(SerinError):
     code = "closed"
 
 
+class EffectError(SerinError):
+    """Base of the side-effect ledger's errors. ``key`` is the effect's idempotency key and
+    ``effect`` the ledger's record (a dict) when they are known."""
+
+    code = "effect_error"
+
+    def __init__(self, message: str, key: "str | None" = None, effect: "dict | None" = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.effect = effect
+
+
+class InvalidEffectError(EffectError, ValueError):
+    """The effect's key parts are not a valid intent; nothing was recorded, nothing ran."""
+
+    code = "invalid_effect"
+
+
+class EffectNotRecordedError(EffectError):
+    """A ledger post did not succeed (server away through every retry, or refused, e.g. a
+    key that records another call). Raised by the intent: the call did not run."""
+
+    code = "effect_not_recorded"
+
+
+class EffectUnknownError(EffectError):
+    """Whether the effect happened cannot be told: an earlier attempt recorded its intent and
+    no result, the call outlived its timeout, or it raised one of ``unknown_on``. Do not act
+    again before reconciling."""
+
+    code = "effect_unknown"
+
+
+class EffectFailedError(EffectError):
+    """The effect did not happen: the call raised a permanent error, or transient ones until
+    the attempts or the time ran out (``__cause__`` is the last one), or an earlier attempt
+    under this key failed (``previously`` is True; ``failed`` is final, a new try needs a new
+    key). ``recorded`` says whether the ``failed`` result reached the ledger."""
+
+    code = "effect_failed"
+
+    def __init__(
+        self,
+        message: str,
+        key: "str | None" = None,
+        effect: "dict | None" = None,
+        attempts: int = 0,
+        previously: bool = False,
+        recorded: bool = True,
+    ) -> None:
+        super().__init__(message, key, effect)
+        self.attempts = attempts
+        self.previously = previously
+        self.recorded = recorded
+
+
 __all__ = [
     "SerinError",
     "ConfigError",
@@ -79,4 +135,9 @@ __all__ = [
     "InvalidContextError",
     "InvalidOutcomeError",
     "ClosedError",
+    "EffectError",
+    "InvalidEffectError",
+    "EffectNotRecordedError",
+    "EffectUnknownError",
+    "EffectFailedError",
 ]

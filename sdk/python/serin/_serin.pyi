@@ -1,9 +1,10 @@
 """Type stubs of the native module (sdk/python/src/lib.rs)."""
 
 from os import PathLike
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 def bucket(salt: str, key: str) -> int: ...
+def args_digest_text(text: str) -> str: ...
 
 class Bundle:
     @property
@@ -119,3 +120,25 @@ class NativeClient:
     def closed(self) -> bool: ...
     def close(self, timeout: float = 2.0) -> None: ...
     def _after_fork_in_child(self) -> None: ...
+    def _effect_begin(
+        self,
+        agent: str,
+        bundle: int,
+        request_id: str,
+        tool: str,
+        args_digest: str,
+        key: Optional[str],
+        timeout: float,
+        ledger_attempts: int = 6,
+        ledger_base: float = 0.1,
+        ledger_cap: float = 2.0,
+    ) -> Tuple[str, Dict[str, Any]]: ...
+    def _effect_result(
+        self,
+        key: str,
+        status: str,
+        detail: Optional[str] = None,
+        ledger_attempts: int = 6,
+        ledger_base: float = 0.1,
+        ledger_cap: float = 2.0,
+    ) -> Dict[str, Any]: ...

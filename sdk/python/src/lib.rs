@@ -20,8 +20,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use serin_engine::decision::{Stickiness, bucket as bucket_v1};
 use serin_sdk::{
-    Arm, BundleRef, CompiledSnapshot, Context, DecideError, OutcomeEvent, Reason, RequestContext,
-    Router, SdkError, Serin, Snapshot,
+    Arm, BeginError, Begun, BundleRef, CompiledSnapshot, Context, DecideError, EffectKey,
+    EffectStatus, LedgerError, OutcomeEvent, Reason, RequestContext, RetryPolicy, Router, SdkError,
+    Serin, Snapshot,
 };
 
 /// Longest request id, as `POST /v1/decide` allows.
@@ -747,9 +748,148 @@ impl NativeClient {
         }
         Ok(())
     }
+
+    /// Records an effect's intent and says what to do: `("run" | "committed" | "failed" |
+    /// "open", record)`. Raises `InvalidEffectError` for a refused field and
+    /// `EffectNotRecordedError` when the intent could not be recorded (then the call must not
+    /// run). The call loop is in `serin/__init__.py` (`Client.effect`).
+    #[pyo3(signature = (agent, bundle, request_id, tool, args_digest, key, timeout, ledger_attempts=6, ledger_base=0.1, ledger_cap=2.0))]
+    #[allow(clippy::too_many_arguments)]
+    fn _effect_begin<'py>(
+        &self,
+        py: Python<'py>,
+        agent: String,
+        bundle: u64,
+        request_id: String,
+        tool: String,
+        args_digest: String,
+        key: Option<String>,
+        timeout: f64,
+        ledger_attempts: u32,
+        ledger_base: f64,
+        ledger_cap: f64,
+    ) -> PyResult<(&'static str, Bound<'py, PyAny>)> {
+        self.check_open(py)?;
+        let timeout = Duration::try_from_secs_f64(timeout).map_err(|_| {
+            serin_error(
+                py,
+                "InvalidEffectError",
+                format!("timeout: {timeout} is not a number of seconds"),
+            )
+        })?;
+        let retry = retry_policy(py, ledger_attempts, ledger_base, ledger_cap)?;
+        let mut effect_key = EffectKey::new(agent, bundle, request_id, tool, args_digest);
+        effect_key.key = key;
+        let begun = self.with_live(py, |serin| async move {
+            serin.effects().begin(&effect_key, timeout, &retry).await
+        })?;
+        let (what, record) = match begun {
+            Ok(Begun::Run(r)) => ("run", r),
+            Ok(Begun::Committed(r)) => ("committed", r),
+            Ok(Begun::Failed(r)) => ("failed", r),
+            Ok(Begun::Open(r)) => ("open", r),
+            Err(BeginError::Invalid { field, message }) => {
+                return Err(serin_error(
+                    py,
+                    "InvalidEffectError",
+                    format!("{field}: {message}"),
+                ));
+            }
+            Err(BeginError::NotRecorded(e)) => return Err(ledger_error(py, e)),
+        };
+        Ok((what, convert::serialize(py, &record)?))
+    }
+
+    /// Records an effect's result (`committed`, `failed` or `unknown`); returns the record.
+    /// Raises `EffectNotRecordedError` when it could not be delivered.
+    #[pyo3(signature = (key, status, detail=None, ledger_attempts=6, ledger_base=0.1, ledger_cap=2.0))]
+    #[allow(clippy::too_many_arguments)]
+    fn _effect_result<'py>(
+        &self,
+        py: Python<'py>,
+        key: String,
+        status: &str,
+        detail: Option<String>,
+        ledger_attempts: u32,
+        ledger_base: f64,
+        ledger_cap: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.check_open(py)?;
+        let status = match status {
+            "committed" => EffectStatus::Committed,
+            "failed" => EffectStatus::Failed,
+            "unknown" => EffectStatus::Unknown,
+            other => {
+                return Err(serin_error(
+                    py,
+                    "InvalidEffectError",
+                    format!("status: {other:?} is not committed, failed or unknown"),
+                ));
+            }
+        };
+        let retry = retry_policy(py, ledger_attempts, ledger_base, ledger_cap)?;
+        let record = self.with_live(py, |serin| async move {
+            serin
+                .effects()
+                .record_result(&key, status, detail, &retry)
+                .await
+        })?;
+        match record {
+            Ok(r) => convert::serialize(py, &r),
+            Err(e) => Err(ledger_error(py, e)),
+        }
+    }
+}
+
+/// A ledger post that failed (refused, or the server away through every retry) as
+/// `serin.EffectNotRecordedError`, with the server's code in the message.
+fn ledger_error(py: Python<'_>, e: LedgerError) -> PyErr {
+    serin_error(py, "EffectNotRecordedError", e.to_string())
+}
+
+fn retry_policy(py: Python<'_>, attempts: u32, base: f64, cap: f64) -> PyResult<RetryPolicy> {
+    let secs = |name: &str, v: f64| {
+        Duration::try_from_secs_f64(v).map_err(|_| {
+            serin_error(
+                py,
+                "ConfigError",
+                format!("{name} must be a non-negative number of seconds, not {v}"),
+            )
+        })
+    };
+    Ok(RetryPolicy::new(
+        attempts,
+        secs("ledger backoff base", base)?,
+        secs("ledger backoff cap", cap)?,
+    ))
 }
 
 impl NativeClient {
+    /// Runs `f` on the live SDK's runtime with the GIL released.
+    fn with_live<R, F, Fut>(&self, py: Python<'_>, f: F) -> PyResult<R>
+    where
+        R: Send,
+        F: FnOnce(Serin) -> Fut + Send,
+        Fut: std::future::Future<Output = R>,
+    {
+        let guard = self
+            .live
+            .lock()
+            .map_err(|_| serin_error(py, "SerinError", "client state poisoned".to_owned()))?;
+        let Some(live) = guard.as_ref() else {
+            return Err(serin_error(
+                py,
+                "ClosedError",
+                "the client was closed".to_owned(),
+            ));
+        };
+        let serin = live.serin.clone();
+        let handle = live.runtime.handle().clone();
+        // The lock guards start and close; an effect may take long and must not hold it.
+        drop(guard);
+        Ok(py.detach(move || handle.block_on(f(serin))))
+    }
+
     fn check_open(&self, py: Python<'_>) -> PyResult<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(serin_error(
@@ -779,6 +919,13 @@ fn bucket(salt: &str, key: &str) -> u16 {
     bucket_v1(salt, key)
 }
 
+/// `xxh3-128:<32 hex>` of a text (the arguments' canonical JSON, made in Python), as the
+/// Rust SDK's `args_digest_bytes`.
+#[pyfunction]
+fn args_digest_text(text: &str) -> String {
+    serin_sdk::args_digest_bytes(text.as_bytes())
+}
+
 #[pymodule]
 fn _serin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeClient>()?;
@@ -786,5 +933,6 @@ fn _serin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Decision>()?;
     m.add_class::<Bundle>()?;
     m.add_function(wrap_pyfunction!(bucket, m)?)?;
+    m.add_function(wrap_pyfunction!(args_digest_text, m)?)?;
     Ok(())
 }

@@ -30,9 +30,10 @@ def vector_files() -> List[pathlib.Path]:
 class Server:
     """One `serin server` process; `restart()` brings it back on the same port and data."""
 
-    def __init__(self, binary: str, data: pathlib.Path) -> None:
+    def __init__(self, binary: str, data: pathlib.Path, extra: Tuple[str, ...] = ()) -> None:
         self.binary = binary
         self.data = data
+        self.extra = extra
         self.port = 0
         self.url = ""
         self.admin: Optional[str] = None
@@ -41,7 +42,7 @@ class Server:
 
     def start(self) -> None:
         proc = subprocess.Popen(
-            [self.binary, "server", "--data", str(self.data), "--listen", f"127.0.0.1:{self.port}", "--refresh-ms", "200"],
+            [self.binary, "server", "--data", str(self.data), "--listen", f"127.0.0.1:{self.port}", "--refresh-ms", "200", *self.extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -108,12 +109,26 @@ class Server:
         return str(body["token"])
 
 
-@pytest.fixture
-def server(tmp_path: pathlib.Path) -> Iterator[Server]:
+def serin_bin() -> str:
     binary = os.environ.get("SERIN_BIN")
     if not binary:
         pytest.fail("SERIN_BIN must name the serin binary (the Rust test python_sdk sets it)")
-    s = Server(binary, tmp_path / "data")
+    return binary
+
+
+@pytest.fixture
+def server(tmp_path: pathlib.Path) -> Iterator[Server]:
+    s = Server(serin_bin(), tmp_path / "data")
+    try:
+        yield s
+    finally:
+        s.kill()
+
+
+@pytest.fixture
+def ticking_server(tmp_path: pathlib.Path) -> Iterator[Server]:
+    """A server whose leader jobs (the ledger's sweep of overdue intents) run every 100 ms."""
+    s = Server(serin_bin(), tmp_path / "data", ("--tick-ms", "100"))
     try:
         yield s
     finally:

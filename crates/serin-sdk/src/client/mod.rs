@@ -2,11 +2,13 @@
 //! the server's snapshot stream, with a fail-static disk cache.
 
 mod cache;
+pub(crate) mod effect;
 mod recorder;
 mod reporter;
 mod stream;
 
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +22,8 @@ use crate::router::State;
 use crate::{AsContext, Health, Router, SdkDecision, SdkError, SnapshotGuard};
 
 pub use recorder::OutcomeStats;
+
+use effect::{CallError, EffectError, EffectKey, EffectLedger, EffectOptions, EffectOutcome};
 
 /// How to reach the server and how to behave when it is away.
 ///
@@ -242,6 +246,7 @@ pub struct Serin {
     tasks: Arc<Tasks>,
     outcomes: mpsc::Sender<OutcomeEvent>,
     outcome_counters: Arc<recorder::Counters>,
+    effects: EffectLedger,
 }
 
 #[derive(Debug)]
@@ -327,6 +332,7 @@ impl Serin {
             tx
         });
         let http_for_outcomes = http.clone();
+        let effects = EffectLedger::new(http.clone(), config.clone());
         let reporter = reporter::Reporter {
             config: config.clone(),
             http: http.clone(),
@@ -368,6 +374,7 @@ impl Serin {
             }),
             outcomes,
             outcome_counters,
+            effects,
         };
         let first =
             tokio::time::timeout(config.start_timeout, version_rx.wait_for(|v| v.is_some())).await;
@@ -430,6 +437,60 @@ impl Serin {
                 false
             }
         }
+    }
+
+    /// Runs one side-effecting call under the side-effect ledger with the default
+    /// [`EffectOptions`]: records the intent, runs `call` (retrying its transient errors
+    /// under the same key), records the result. A retry of a call that already happened
+    /// returns [`EffectOutcome::AlreadyCommitted`] without calling; see
+    /// [`EffectLedger::run`] and the module `effect` for every case.
+    ///
+    /// ```no_run
+    /// # async fn run(serin: serin_sdk::Serin) {
+    /// use serin_sdk::{CallError, EffectKey, args_digest};
+    /// let args = serde_json::json!({"order": "o-17", "amount_cents": 1200});
+    /// let key = EffectKey::new("support", 2, "req-42", "refund", args_digest(&args).unwrap());
+    /// let out = serin
+    ///     .effect(&key, || async {
+    ///         // payments.refund(&args).await.map_err(|e| if e.retryable() { CallError::Transient(e) } else { CallError::Permanent(e) })
+    ///         Ok::<_, CallError<std::io::Error>>("re_123")
+    ///     })
+    ///     .await;
+    /// # let _ = out;
+    /// # }
+    /// ```
+    pub async fn effect<T, E, F, Fut>(
+        &self,
+        key: &EffectKey,
+        call: F,
+    ) -> Result<EffectOutcome<T>, EffectError<E>>
+    where
+        E: fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, CallError<E>>>,
+    {
+        self.effects.run(key, &EffectOptions::default(), call).await
+    }
+
+    /// [`Serin::effect`] with options (timeout, retries, the committed detail).
+    pub async fn effect_with<T, E, F, Fut>(
+        &self,
+        key: &EffectKey,
+        options: &EffectOptions<T>,
+        call: F,
+    ) -> Result<EffectOutcome<T>, EffectError<E>>
+    where
+        E: fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, CallError<E>>>,
+    {
+        self.effects.run(key, options, call).await
+    }
+
+    /// The ledger's endpoints on their own: recording intents and results by hand, e.g. to
+    /// settle an `unknown` effect after reconciling it.
+    pub fn effects(&self) -> &EffectLedger {
+        &self.effects
     }
 
     /// How many outcomes were sent, rejected and dropped so far.

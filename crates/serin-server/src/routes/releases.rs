@@ -389,20 +389,30 @@ async fn release_report(
             "no such release for this agent and env",
         ));
     }
-    match q.format.as_deref().unwrap_or("markdown") {
-        "json" => Ok(Json(report::json(&view)).into_response()),
-        "markdown" => Ok((
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "text/markdown; charset=utf-8",
-            )],
-            report::markdown(&view),
-        )
-            .into_response()),
-        other => Err(ApiError::field(
+    let format = q.format.as_deref().unwrap_or("markdown");
+    if !matches!(format, "json" | "markdown") {
+        return Err(ApiError::field(
             ErrorCode::BadRequest,
             "format",
-            format!("format {other:?} is not markdown or json"),
-        )),
+            format!("format {format:?} is not markdown or json"),
+        ));
     }
+    let effects = report::effects(&state.store, &view.release).await?;
+    if format == "json" {
+        let mut v = report::json(&view);
+        if let Some(o) = v.as_object_mut() {
+            o.insert("effects".to_owned(), report::effects_json(&effects));
+        }
+        return Ok(Json(v).into_response());
+    }
+    let mut md = report::markdown(&view);
+    report::effects_markdown(&mut md, &effects);
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/markdown; charset=utf-8",
+        )],
+        md,
+    )
+        .into_response())
 }

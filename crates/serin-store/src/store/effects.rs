@@ -6,7 +6,7 @@ use super::{
     AuditEntry, Backend, GENESIS_HASH, HashedFields, NewAudit, PG_WRITE_LOCK_CLASS, Store,
     StoreError, canonical_json, clamp_limit, entry_hash,
 };
-use crate::model::EffectRow;
+use crate::model::{EffectCounts, EffectRow};
 
 type EffectTuple = (
     String,
@@ -284,5 +284,39 @@ impl Store {
             .await?
         });
         Ok(rows.into_iter().map(effect_row).collect())
+    }
+
+    /// How many effects of agent@bundle are in each status (the release report's counts).
+    pub async fn count_effects(
+        &self,
+        agent: &str,
+        bundle: i64,
+    ) -> Result<EffectCounts, StoreError> {
+        let rows: Vec<(String, i64)> = with_read!(self, |db| {
+            sqlx::query_as(
+                "SELECT status, COUNT(*) FROM effects WHERE agent = $1 AND bundle = $2 \
+                 GROUP BY status",
+            )
+            .bind(agent)
+            .bind(bundle)
+            .fetch_all(db)
+            .await?
+        });
+        let mut counts = EffectCounts::default();
+        for (status, n) in rows {
+            match status.as_str() {
+                "intent" => counts.intent = n,
+                "committed" => counts.committed = n,
+                "failed" => counts.failed = n,
+                "unknown" => counts.unknown = n,
+                // The schema's CHECK admits no other status.
+                other => {
+                    return Err(StoreError::Corrupt(format!(
+                        "effects of {agent}@{bundle} have unknown status {other:?}"
+                    )));
+                }
+            }
+        }
+        Ok(counts)
     }
 }

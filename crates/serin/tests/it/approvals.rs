@@ -616,10 +616,7 @@ async fn a_promotion_to_full_waits_for_an_approver_and_earlier_steps_do_not() {
         "plan.yaml",
         "steps:\n  - canary: {weight: 10%, min_duration: 1h}\n  - canary: {weight: 50%, min_duration: 1h}\n",
     );
-    let out = server
-        .cli(&deployer)
-        .run(&start_args(&plan, &[]))
-        .ok();
+    let out = server.cli(&deployer).run(&start_args(&plan, &[])).ok();
     assert!(out.stdout.contains("support@2"), "{}", out.stdout);
     let http = server.http(&deployer);
     let promote = "/v1/envs/prod/agents/support/release/promote";
@@ -634,7 +631,10 @@ async fn a_promotion_to_full_waits_for_an_approver_and_earlier_steps_do_not() {
     let id = body["approval"]["id"].as_str().unwrap().to_owned();
     let (status, _) = server
         .http(&approver)
-        .post(&format!("/v1/approvals/{id}/approve"), &json!({"reason": "numbers look fine"}))
+        .post(
+            &format!("/v1/approvals/{id}/approve"),
+            &json!({"reason": "numbers look fine"}),
+        )
         .await;
     assert_eq!(status, 200);
     // An approval for a promotion cannot be spent on an unkill.
@@ -644,7 +644,11 @@ async fn a_promotion_to_full_waits_for_an_approver_and_earlier_steps_do_not() {
             &json!({"reason": "x", "approval": id}),
         )
         .await;
-    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("/approval")), "{body}");
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("/approval")),
+        "{body}"
+    );
     let mut with = forced.clone();
     with["approval"] = json!(id);
     let (status, body) = http.post(promote, &with).await;
