@@ -537,6 +537,7 @@ mod tests {
             }],
             notifications: Vec::new(),
             needs_attention: None,
+            capabilities: Vec::new(),
             release: next,
         }
     }
