@@ -436,18 +436,9 @@ pub fn spawn_sweep(
     every: Duration,
     leader: Arc<leader::Leader>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if !leader.is_leader() {
-                continue;
-            }
-            if let Err(e) = sweep(&store, &guardrails, clock::now_ms()).await {
-                tracing::warn!(error = %e.message, "could not sweep approval requests");
-            }
-        }
+    leader::spawn_duty(every, leader, "sweep approval requests", move |now| {
+        let (store, guardrails) = (store.clone(), guardrails.clone());
+        async move { sweep(&store, &guardrails, now).await }
     })
 }
 

@@ -9,7 +9,7 @@ use serin_core::ledger::{Effect, EffectStatus};
 use serin_store::{EffectRow, Store};
 
 use crate::error::{ApiError, ErrorCode};
-use crate::{clock, leader};
+use crate::leader;
 
 /// Intents one token may record per second. An agent records one per side-effecting tool
 /// call; a token far above this is a loop gone wrong, and every intent is a write with an
@@ -132,18 +132,9 @@ pub fn spawn_sweep(
     every: Duration,
     leader: Arc<leader::Leader>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if !leader.is_leader() {
-                continue;
-            }
-            if let Err(e) = sweep(&store, clock::now_ms()).await {
-                tracing::warn!(error = %e.message, "could not sweep overdue effect intents");
-            }
-        }
+    leader::spawn_duty(every, leader, "sweep overdue effect intents", move |now| {
+        let store = store.clone();
+        async move { sweep(&store, now).await }
     })
 }
 

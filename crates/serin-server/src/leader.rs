@@ -357,3 +357,31 @@ fn holder_name() -> String {
         .unwrap_or_else(|| "unknown".to_owned());
     format!("{host}:{}", std::process::id())
 }
+
+/// Runs `job` every `every` while this replica leads (on SQLite, the one server leads). A
+/// failed run is logged as `what` and tried again at the next tick: the sweeps it runs are
+/// idempotent, so a missed tick only delays them.
+pub fn spawn_duty<F, Fut>(
+    every: Duration,
+    leader: Arc<Leader>,
+    what: &'static str,
+    job: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(i64) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<usize, ApiError>> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if !leader.is_leader() {
+                continue;
+            }
+            if let Err(e) = job(clock::now_ms()).await {
+                tracing::warn!(error = %e.message, "could not {what}");
+            }
+        }
+    })
+}

@@ -44,6 +44,40 @@ fn push_refund_bundle(server: &Server, admin: &str, work: &Path) {
     .ok();
 }
 
+/// A server (tick 100 ms) with prod and staging, support@1 stable in prod, support@2 adding an
+/// irreversible tool, and `policy` applied to prod by the admin.
+struct Setup {
+    _backend: Backend,
+    server: Server,
+    admin: String,
+    work: tempfile::TempDir,
+}
+
+fn setup(policy: &str) -> Setup {
+    let backend = Backend::sqlite();
+    let server = Server::start_with(&backend, 0, &["--tick-ms", "100"]);
+    let admin = server.bootstrap_token.clone().unwrap();
+    server.create_envs(&admin);
+    let work = tempfile::tempdir().unwrap();
+    push_refund_bundle(&server, &admin, work.path());
+    let file = write(work.path(), "policy.yaml", policy);
+    let out = server
+        .cli(&admin)
+        .run(&["approvals", "policy", "--env", "prod", "--file", &file])
+        .ok();
+    assert!(
+        out.stdout.contains("prod approval policy v1"),
+        "{}",
+        out.stdout
+    );
+    Setup {
+        _backend: backend,
+        server,
+        admin,
+        work,
+    }
+}
+
 fn write(work: &Path, name: &str, text: &str) -> String {
     let p = work.join(name);
     std::fs::write(&p, text).unwrap();
@@ -79,27 +113,16 @@ fn start_args<'a>(plan: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_adding_an_irreversible_tool_waits_is_denied_then_approved_and_proceeds() {
-    let backend = Backend::sqlite();
-    let server = Server::start_with(&backend, 0, &["--tick-ms", "100"]);
-    let admin = server.bootstrap_token.clone().unwrap();
-    server.create_envs(&admin);
-    let work = tempfile::tempdir().unwrap();
-    push_refund_bundle(&server, &admin, work.path());
     let hooks = Receiver::start().await;
-    let policy = write(
-        work.path(),
-        "policy.yaml",
-        &format!("{POLICY}notify: [{{webhook: \"{}\"}}]\n", hooks.url),
-    );
-    let out = server
-        .cli(&admin)
-        .run(&["approvals", "policy", "--env", "prod", "--file", &policy])
-        .ok();
-    assert!(
-        out.stdout.contains("prod approval policy v1"),
-        "{}",
-        out.stdout
-    );
+    let Setup {
+        _backend,
+        server,
+        admin,
+        work,
+    } = setup(&format!(
+        "{POLICY}notify: [{{webhook: \"{}\"}}]\n",
+        hooks.url
+    ));
     let requester = server.token(&admin, "deployer").await;
     let other_deployer = server.token(&admin, "deployer").await;
     let approver = server.token(&admin, "approver").await;
@@ -283,17 +306,12 @@ async fn a_release_adding_an_irreversible_tool_waits_is_denied_then_approved_and
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_expire_into_denials_and_nobody_approves_their_own() {
-    let backend = Backend::sqlite();
-    let server = Server::start_with(&backend, 0, &["--tick-ms", "100"]);
-    let admin = server.bootstrap_token.clone().unwrap();
-    server.create_envs(&admin);
-    let work = tempfile::tempdir().unwrap();
-    push_refund_bundle(&server, &admin, work.path());
-    let policy = write(work.path(), "policy.yaml", POLICY);
-    server
-        .cli(&admin)
-        .run(&["approvals", "policy", "--env", "prod", "--file", &policy])
-        .ok();
+    let Setup {
+        _backend,
+        server,
+        admin,
+        work: _work,
+    } = setup(POLICY);
     let approver = server.token(&admin, "approver").await;
     let http = server.http(&admin);
     let (status, body) = http
@@ -429,22 +447,13 @@ async fn requests_expire_into_denials_and_nobody_approves_their_own() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_ask_within_bounds_and_a_growing_backlog_rolls_the_candidate_back() {
-    let backend = Backend::sqlite();
-    let server = Server::start_with(&backend, 0, &["--tick-ms", "100"]);
-    let admin = server.bootstrap_token.clone().unwrap();
-    server.create_envs(&admin);
-    let work = tempfile::tempdir().unwrap();
-    push_refund_bundle(&server, &admin, work.path());
     // Agents may have many requests pending here; the operator actions are not reserved.
-    let policy = write(
-        work.path(),
-        "policy.yaml",
-        "agent_requests: {expiry: 10m, max_pending: 1000}\n",
-    );
-    server
-        .cli(&admin)
-        .run(&["approvals", "policy", "--env", "prod", "--file", &policy])
-        .ok();
+    let Setup {
+        _backend,
+        server,
+        admin,
+        work,
+    } = setup("agent_requests: {expiry: 10m, max_pending: 1000}\n");
     let sdk = server.token(&admin, "sdk").await;
     let approver = server.token(&admin, "approver").await;
     let agent = server.http(&sdk);
@@ -597,17 +606,12 @@ async fn agents_ask_within_bounds_and_a_growing_backlog_rolls_the_candidate_back
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promotion_to_full_waits_for_an_approver_and_earlier_steps_do_not() {
-    let backend = Backend::sqlite();
-    let server = Server::start_with(&backend, 0, &["--tick-ms", "100"]);
-    let admin = server.bootstrap_token.clone().unwrap();
-    server.create_envs(&admin);
-    let work = tempfile::tempdir().unwrap();
-    push_refund_bundle(&server, &admin, work.path());
-    let policy = write(work.path(), "policy.yaml", "require: [promote_full]\n");
-    server
-        .cli(&admin)
-        .run(&["approvals", "policy", "--env", "prod", "--file", &policy])
-        .ok();
+    let Setup {
+        _backend,
+        server,
+        admin,
+        work,
+    } = setup("require: [promote_full]\n");
     let deployer = server.token(&admin, "deployer").await;
     let approver = server.token(&admin, "approver").await;
     // Only capability changes are not reserved here: the start goes through at once.

@@ -349,6 +349,12 @@ fn browser_python() -> Option<PathBuf> {
     let pinned = std::fs::read_to_string(&requirements).unwrap();
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-venv");
     let ready = venv.join("serin-ready");
+    // Tests of this binary run in parallel threads of one process: one builds the venv while
+    // the others wait (the staging directory is named by process id).
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _building = BUILDING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if std::fs::read_to_string(&ready).ok().as_deref() != Some(pinned.as_str()) {
         // Built in a private directory and renamed into place, so a concurrent run never
         // uses a half-installed one.
