@@ -397,12 +397,24 @@ async fn overdue(store: &Store, guardrails: &Guardrails, now_ms: i64) -> Result<
     let pending = store
         .list_approvals(None, None, Some("pending"), Some("tool_call"), SWEEP_BATCH)
         .await?;
+    let mut waits: std::collections::HashMap<(String, String), Option<u64>> = Default::default();
     for row in pending {
         let Ok(req) = from_row(&row) else { continue };
         if req.overdue {
             continue;
         }
-        let Some(wait) = guardrails.approval_wait_ms(&req).await else {
+        // Once per (env, agent) per sweep: the lookup takes the monitors' lock, which
+        // ingestion holds for every batch.
+        let key = (req.env.clone(), req.agent.clone());
+        let wait = match waits.get(&key) {
+            Some(w) => *w,
+            None => {
+                let w = guardrails.approval_wait_ms(&req).await;
+                waits.insert(key, w);
+                w
+            }
+        };
+        let Some(wait) = wait else {
             continue;
         };
         if now_ms.saturating_sub(req.created_at_ms) < i64::try_from(wait).unwrap_or(i64::MAX) {

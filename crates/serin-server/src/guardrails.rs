@@ -1837,6 +1837,7 @@ impl Guardrails {
         let mut inner = self.inner.lock().await;
         let mut changed: HashMap<MonitorKey, Monitor> = HashMap::new();
         let mut marks: HashMap<String, Counted> = HashMap::new();
+        let mut fresh_keys: HashSet<String> = HashSet::new();
         let mut ids = Vec::with_capacity(rows.len());
         for row in &rows {
             ids.push(row.id.clone());
@@ -1863,7 +1864,7 @@ impl Guardrails {
                 .get("request_id")
                 .and_then(serde_json::Value::as_str)
                 .map_or_else(|| req.id.clone(), str::to_owned);
-            let mut seen = self
+            let seen = self
                 .approval_seen
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -1874,7 +1875,9 @@ impl Guardrails {
                     Owed::Overdue => ApprovalSignal::Overdue,
                 };
                 let key = format!("{}/{}/{bundle}/{request}/{o:?}", req.env, req.agent);
-                if seen.first(key) {
+                // Remembered only once the count is stored (below), so a failed write is
+                // counted again at the next sweep rather than lost.
+                if !seen.keys.contains(&key) && fresh_keys.insert(key) {
                     monitor.observe_approval(canary, signal, version);
                 }
             }
@@ -1906,6 +1909,15 @@ impl Guardrails {
                 Some((crate::approvals::to_row(&r).ok()?, owes))
             })
             .await?;
+        {
+            let mut seen = self
+                .approval_seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for k in fresh_keys {
+                seen.first(k);
+            }
+        }
         let mut fresh = Vec::with_capacity(changed.len());
         for (key, monitor) in changed {
             if let Some(entry) = inner.monitors.get_mut(&key) {
